@@ -1,0 +1,9 @@
+//! The Gridsense hub: accepts events from enrolled boxes, matches them to grid cells, routes them
+//! by the responsibility list and runs each case around the closed loop.
+//!
+//! `main.rs` only parses the command line and calls into this library, so that tests drive the
+//! same code in-process. This crate depends on `protocol` only: it learns about boxes, cameras and
+//! models from messages, never from edge-side crates.
+#![warn(missing_docs)]
+
+pub mod telemetry;

@@ -1,0 +1,6 @@
+//! Harness for Gridsense's end-to-end tests: helpers that run real processes and components.
+//!
+//! Production code never depends on this crate.
+#![warn(missing_docs)]
+
+pub mod workspace;
