@@ -1,0 +1,3 @@
+//! Integration tests of the hub through its public surface.
+
+mod cli;
