@@ -35,7 +35,8 @@ fn category() -> impl Strategy<Value = CategoryCode> {
 }
 
 fn grid() -> impl Strategy<Value = GridCode> {
-    prop_oneof!["[0-9]{6}", "[0-9]{9}", "[0-9]{12}", "[0-9]{14}"].prop_map(|s| GridCode::parse(s).unwrap())
+    prop_oneof!["[0-9]{6}", "[0-9]{9}", "[0-9]{12}", "[0-9]{14}"]
+        .prop_map(|s| GridCode::parse(s).unwrap())
 }
 
 fn attr() -> impl Strategy<Value = AttrValue> {
@@ -52,20 +53,42 @@ fn attrs() -> impl Strategy<Value = BTreeMap<String, AttrValue>> {
 }
 
 fn evidence() -> impl Strategy<Value = EvidenceRef> {
-    (digest(), any::<u64>(), "image/(jpeg|png)").prop_map(|(sha256, bytes, media_type)| EvidenceRef { sha256, bytes, media_type })
+    (digest(), any::<u64>(), "image/(jpeg|png)").prop_map(|(sha256, bytes, media_type)| {
+        EvidenceRef {
+            sha256,
+            bytes,
+            media_type,
+        }
+    })
 }
 
 fn source() -> impl Strategy<Value = Source> {
-    (prop_oneof![Just(SourceKind::Camera), Just(SourceKind::Sensor), Just(SourceKind::Box)], name())
+    (
+        prop_oneof![
+            Just(SourceKind::Camera),
+            Just(SourceKind::Sensor),
+            Just(SourceKind::Box)
+        ],
+        name(),
+    )
         .prop_map(|(kind, id)| Source { kind, id })
 }
 
 fn severity() -> impl Strategy<Value = Severity> {
-    prop_oneof![Just(Severity::Low), Just(Severity::Medium), Just(Severity::High), Just(Severity::Critical)]
+    prop_oneof![
+        Just(Severity::Low),
+        Just(Severity::Medium),
+        Just(Severity::High),
+        Just(Severity::Critical)
+    ]
 }
 
 fn location() -> impl Strategy<Value = Location> {
-    (-90.0f64..=90.0, -180.0f64..=180.0, prop_oneof![Just(Crs::Wgs84), Just(Crs::Gcj02), Just(Crs::Bd09)])
+    (
+        -90.0f64..=90.0,
+        -180.0f64..=180.0,
+        prop_oneof![Just(Crs::Wgs84), Just(Crs::Gcj02), Just(Crs::Bd09)],
+    )
         .prop_map(|(lat, lon, crs)| Location { lat, lon, crs })
 }
 
@@ -82,67 +105,187 @@ pub(crate) fn event() -> impl Strategy<Value = Event> {
         attrs(),
         vec(evidence(), 0..3),
     )
-        .prop_map(|(id, seq, source, category, severity, observed_at, location, grid, attributes, evidence)| Event {
-            id: EventId::from_uuid(Uuid::from_u128(id)),
-            seq,
-            source,
-            category,
-            severity,
-            observed_at,
-            location,
-            grid,
-            attributes,
-            evidence,
-        })
+        .prop_map(
+            |(
+                id,
+                seq,
+                source,
+                category,
+                severity,
+                observed_at,
+                location,
+                grid,
+                attributes,
+                evidence,
+            )| Event {
+                id: EventId::from_uuid(Uuid::from_u128(id)),
+                seq,
+                source,
+                category,
+                severity,
+                observed_at,
+                location,
+                grid,
+                attributes,
+                evidence,
+            },
+        )
 }
 
 fn component() -> impl Strategy<Value = ComponentHealth> {
     (
         source(),
-        prop_oneof![Just(ComponentState::Ok), Just(ComponentState::Degraded), Just(ComponentState::Offline)],
+        prop_oneof![
+            Just(ComponentState::Ok),
+            Just(ComponentState::Degraded),
+            Just(ComponentState::Offline)
+        ],
         proptest::option::of(ts()),
         proptest::option::of(text()),
     )
-        .prop_map(|(source, state, last_seen, detail)| ComponentHealth { source, state, last_seen, detail })
+        .prop_map(|(source, state, last_seen, detail)| ComponentHealth {
+            source,
+            state,
+            last_seen,
+            detail,
+        })
 }
 
 pub(crate) fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (any::<u16>(), any::<u16>(), text(), proptest::option::of(seq()), proptest::option::of(seq())).prop_map(
-            |(protocol_version, min_protocol_version, agent_version, last_acked_seq, last_committed_seq)| {
-                Message::Hello(Hello { protocol_version, min_protocol_version, agent_version, last_acked_seq, last_committed_seq })
+        (
+            any::<u16>(),
+            any::<u16>(),
+            text(),
+            proptest::option::of(seq()),
+            proptest::option::of(seq())
+        )
+            .prop_map(
+                |(
+                    protocol_version,
+                    min_protocol_version,
+                    agent_version,
+                    last_acked_seq,
+                    last_committed_seq,
+                )| {
+                    Message::Hello(Hello {
+                        protocol_version,
+                        min_protocol_version,
+                        agent_version,
+                        last_acked_seq,
+                        last_committed_seq,
+                    })
+                }
+            ),
+        (any::<u16>(), text(), name(), proptest::option::of(seq())).prop_map(
+            |(protocol_version, hub_version, box_id, last_committed_seq)| {
+                Message::Welcome(Welcome {
+                    protocol_version,
+                    hub_version,
+                    box_id,
+                    last_committed_seq,
+                })
             }
         ),
-        (any::<u16>(), text(), name(), proptest::option::of(seq())).prop_map(|(protocol_version, hub_version, box_id, last_committed_seq)| {
-            Message::Welcome(Welcome { protocol_version, hub_version, box_id, last_committed_seq })
-        }),
         vec(event(), 0..4).prop_map(|events| Message::EventBatch(EventBatch { events })),
         seq().prop_map(|up_to| Message::Ack(Ack { up_to })),
-        (digest(), any::<u64>(), any::<u64>(), vec(any::<u8>(), 0..256))
-            .prop_map(|(sha256, offset, total_bytes, data)| Message::EvidenceChunk(EvidenceChunk { sha256, offset, total_bytes, data })),
-        (digest(), any::<u64>(), any::<bool>())
-            .prop_map(|(sha256, received_bytes, complete)| Message::EvidenceAck(EvidenceAck { sha256, received_bytes, complete })),
-        (ts(), any::<u64>(), any::<u64>(), proptest::option::of(ts()), any::<u64>(), any::<u64>(), vec(component(), 0..4)).prop_map(
-            |(at, uptime_secs, backlog_events, oldest_unsynced_at, store_bytes, disk_free_bytes, components)| {
-                Message::Health(Health { at, uptime_secs, backlog_events, oldest_unsynced_at, store_bytes, disk_free_bytes, components })
-            }
-        ),
-        (any::<u128>(), name(), text(), vec(category(), 0..3)).prop_map(|(id, camera, reference, categories)| {
-            Message::Command(Command { id: CommandId::from_uuid(Uuid::from_u128(id)), action: CommandAction::Recheck { camera, reference, categories } })
+        (
+            digest(),
+            any::<u64>(),
+            any::<u64>(),
+            vec(any::<u8>(), 0..256)
+        )
+            .prop_map(
+                |(sha256, offset, total_bytes, data)| Message::EvidenceChunk(EvidenceChunk {
+                    sha256,
+                    offset,
+                    total_bytes,
+                    data
+                })
+            ),
+        (digest(), any::<u64>(), any::<bool>()).prop_map(|(sha256, received_bytes, complete)| {
+            Message::EvidenceAck(EvidenceAck {
+                sha256,
+                received_bytes,
+                complete,
+            })
         }),
         (
+            ts(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of(ts()),
+            any::<u64>(),
+            any::<u64>(),
+            vec(component(), 0..4)
+        )
+            .prop_map(
+                |(
+                    at,
+                    uptime_secs,
+                    backlog_events,
+                    oldest_unsynced_at,
+                    store_bytes,
+                    disk_free_bytes,
+                    components,
+                )| {
+                    Message::Health(Health {
+                        at,
+                        uptime_secs,
+                        backlog_events,
+                        oldest_unsynced_at,
+                        store_bytes,
+                        disk_free_bytes,
+                        components,
+                    })
+                }
+            ),
+        (any::<u128>(), name(), text(), vec(category(), 0..3)).prop_map(
+            |(id, camera, reference, categories)| {
+                Message::Command(Command {
+                    id: CommandId::from_uuid(Uuid::from_u128(id)),
+                    action: CommandAction::Recheck {
+                        camera,
+                        reference,
+                        categories,
+                    },
+                })
+            }
+        ),
+        (
             any::<u128>(),
-            prop_oneof![Just(CommandOutcome::Done), Just(CommandOutcome::Unsupported), text().prop_map(|reason| CommandOutcome::Failed { reason })],
+            prop_oneof![
+                Just(CommandOutcome::Done),
+                Just(CommandOutcome::Unsupported),
+                text().prop_map(|reason| CommandOutcome::Failed { reason })
+            ],
             ts(),
             vec(evidence(), 0..2),
             attrs()
         )
             .prop_map(|(id, outcome, at, evidence, attributes)| {
-                Message::CommandResult(CommandResult { id: CommandId::from_uuid(Uuid::from_u128(id)), outcome, at, evidence, attributes })
+                Message::CommandResult(CommandResult {
+                    id: CommandId::from_uuid(Uuid::from_u128(id)),
+                    outcome,
+                    at,
+                    evidence,
+                    attributes,
+                })
             }),
-        (text(), text(), text()).prop_map(|(token, csr_pem, agent_version)| Message::EnrollRequest(EnrollRequest { token, csr_pem, agent_version })),
+        (text(), text(), text()).prop_map(
+            |(token, csr_pem, agent_version)| Message::EnrollRequest(EnrollRequest {
+                token,
+                csr_pem,
+                agent_version
+            })
+        ),
         (name(), text(), text(), ts()).prop_map(|(box_id, certificate_pem, ca_pem, not_after)| {
-            Message::EnrollResponse(EnrollResponse::Accepted { box_id, certificate_pem, ca_pem, not_after })
+            Message::EnrollResponse(EnrollResponse::Accepted {
+                box_id,
+                certificate_pem,
+                ca_pem,
+                not_after,
+            })
         }),
         (
             prop_oneof![
@@ -154,9 +297,16 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
             ],
             text()
         )
-            .prop_map(|(reason, message)| Message::EnrollResponse(EnrollResponse::Refused { reason, message })),
+            .prop_map(|(reason, message)| Message::EnrollResponse(
+                EnrollResponse::Refused { reason, message }
+            )),
         (
-            prop_oneof![Just(ByeReason::Shutdown), Just(ByeReason::UnsupportedVersion), Just(ByeReason::Revoked), Just(ByeReason::ProtocolError)],
+            prop_oneof![
+                Just(ByeReason::Shutdown),
+                Just(ByeReason::UnsupportedVersion),
+                Just(ByeReason::Revoked),
+                Just(ByeReason::ProtocolError)
+            ],
             proptest::option::of(text())
         )
             .prop_map(|(reason, message)| Message::Bye(Bye { reason, message })),
@@ -169,11 +319,18 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
     let event = Event {
         id: EventId::from_uuid(Uuid::from_u128(0x0193_5f2e_1a00_7000_8000_0000_0000_0001)),
         seq: Seq(42),
-        source: Source { kind: SourceKind::Camera, id: "cam-north-gate".parse().unwrap() },
+        source: Source {
+            kind: SourceKind::Camera,
+            id: "cam-north-gate".parse().unwrap(),
+        },
         category: CategoryCode::parse("0404").unwrap(),
         severity: Severity::Medium,
         observed_at: Timestamp::from_unix_millis(1_764_057_600_250),
-        location: Location { lat: 39.9087, lon: 116.3975, crs: Crs::Gcj02 },
+        location: Location {
+            lat: 39.9087,
+            lon: 116.3975,
+            crs: Crs::Gcj02,
+        },
         grid: Some(GridCode::parse("11010100100101").unwrap()),
         attributes: BTreeMap::from([
             ("label".to_owned(), AttrValue::Text("car".into())),
@@ -181,21 +338,33 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
             ("track_id".to_owned(), AttrValue::Int(17)),
             ("stationary".to_owned(), AttrValue::Bool(true)),
         ]),
-        evidence: vec![EvidenceRef { sha256: digest, bytes: 48_213, media_type: "image/jpeg".into() }],
+        evidence: vec![EvidenceRef {
+            sha256: digest,
+            bytes: 48_213,
+            media_type: "image/jpeg".into(),
+        }],
     };
     let sensor_event = Event {
         id: EventId::from_uuid(Uuid::from_u128(0x0193_5f2e_1a00_7000_8000_0000_0000_0002)),
         seq: Seq(43),
-        source: Source { kind: SourceKind::Sensor, id: "water-level-3".parse().unwrap() },
+        source: Source {
+            kind: SourceKind::Sensor,
+            id: "water-level-3".parse().unwrap(),
+        },
         category: CategoryCode::parse("0505").unwrap(),
         severity: Severity::High,
         observed_at: Timestamp::from_unix_millis(1_764_057_660_000),
-        location: Location { lat: 39.9, lon: 116.4, crs: Crs::Wgs84 },
+        location: Location {
+            lat: 39.9,
+            lon: 116.4,
+            crs: Crs::Wgs84,
+        },
         grid: None,
         attributes: BTreeMap::new(),
         evidence: vec![],
     };
-    let command_id = CommandId::from_uuid(Uuid::from_u128(0x0193_5f2e_1a00_7000_8000_0000_0000_00c0));
+    let command_id =
+        CommandId::from_uuid(Uuid::from_u128(0x0193_5f2e_1a00_7000_8000_0000_0000_00c0));
     vec![
         (
             "hello",

@@ -53,8 +53,18 @@ proptest! {
 fn samples_cover_every_message_type() {
     let kinds: std::collections::BTreeSet<&str> = samples().iter().map(|(_, m)| m.kind()).collect();
     let expected = [
-        "hello", "welcome", "event_batch", "ack", "evidence_chunk", "evidence_ack", "health", "command", "command_result",
-        "enroll_request", "enroll_response", "bye",
+        "hello",
+        "welcome",
+        "event_batch",
+        "ack",
+        "evidence_chunk",
+        "evidence_ack",
+        "health",
+        "command",
+        "command_result",
+        "enroll_request",
+        "enroll_response",
+        "bye",
     ];
     assert_eq!(kinds, expected.into_iter().collect());
 }
