@@ -2,5 +2,11 @@
 //! GStreamer pipeline descriptions, sensor payload profiles, host probes, and (in `sim` only)
 //! simulators for demos and tests.
 //!
-//! This crate must not run inference, open databases or know anything of the hub.
+//! - [`sensor`]: MQTT payload profiles (zigbee2mqtt, Tasmota, generic JSON) that turn a message
+//!   into readings.
+//!
+//! This crate must not run inference, open databases or know anything of the hub; outside `sim`
+//! it does no I/O at all.
 #![warn(missing_docs)]
+
+pub mod sensor;
