@@ -6,4 +6,6 @@
 //! models from messages, never from edge-side crates.
 #![warn(missing_docs)]
 
+pub mod commands;
+pub mod grid;
 pub mod telemetry;

@@ -1,9 +1,12 @@
 //! `hub`: the command line of the Gridsense hub.
 
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use protocol::Catalog;
+use clap::{Parser, Subcommand, ValueEnum};
+use hub::grid::ImportOptions;
+use protocol::{Catalog, Crs};
 
 /// Gridsense hub: takes events from enrolled edge boxes, matches them to grid cells and runs
 /// them as cases around the closed loop.
@@ -22,6 +25,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Grid files: write a sample city, find the cell of a point.
+    Grid {
+        #[command(subcommand)]
+        command: GridCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GridCommand {
+    /// Write a realistic sample city (GeoJSON, 4 levels below the city, valid codes).
+    Sample {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print city → district → street → community → cell and the grid worker for a point.
+    Locate {
+        /// Latitude in degrees.
+        #[arg(allow_hyphen_values = true)]
+        lat: f64,
+        /// Longitude in degrees.
+        #[arg(allow_hyphen_values = true)]
+        lon: f64,
+        /// The coordinate system of LAT/LON.
+        #[arg(long, value_enum, default_value = "wgs84")]
+        crs: CrsArg,
+        /// The grid file (GeoJSON, WGS84).
+        #[arg(long)]
+        grid: PathBuf,
+        /// Within this many metres of a cell edge, list the neighbouring cells as candidates.
+        #[arg(long, default_value_t = 15.0)]
+        edge_distance_m: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CrsArg {
+    Wgs84,
+    Gcj02,
+    Bd09,
 }
 
 fn main() -> ExitCode {
@@ -29,6 +72,64 @@ fn main() -> ExitCode {
     hub::telemetry::init();
     match cli.command {
         Command::Categories { json } => print_categories(json),
+        Command::Grid { command } => report(grid(command)),
+    }
+}
+
+fn grid(command: GridCommand) -> anyhow::Result<String> {
+    match command {
+        GridCommand::Sample { out } => Ok(hub::commands::grid_sample(&out)?),
+        GridCommand::Locate {
+            lat,
+            lon,
+            crs,
+            grid,
+            edge_distance_m,
+        } => {
+            let options = ImportOptions {
+                edge_distance_m,
+                ..ImportOptions::default()
+            };
+            let (grid, warnings) = hub::commands::load_grid(&grid, &options, &mut progress_bar)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            let crs = match crs {
+                CrsArg::Wgs84 => Crs::Wgs84,
+                CrsArg::Gcj02 => Crs::Gcj02,
+                CrsArg::Bd09 => Crs::Bd09,
+            };
+            Ok(hub::commands::grid_locate(&grid, lat, lon, crs)?)
+        }
+    }
+}
+
+fn report(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", hub::telemetry::chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Draws an import progress bar on stderr when it is a terminal.
+fn progress_bar(done: usize, total: usize) {
+    if total < 5000 || !std::io::stderr().is_terminal() {
+        return;
+    }
+    let filled = done * 40 / total.max(1);
+    eprint!(
+        "\rimporting grid [{}{}] {done}/{total}",
+        "#".repeat(filled),
+        " ".repeat(40 - filled)
+    );
+    if done == total {
+        eprintln!();
     }
 }
 

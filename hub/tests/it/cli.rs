@@ -44,3 +44,95 @@ fn an_unknown_command_fails_with_usage() {
     assert_eq!(out.status.code(), Some(2), "clap's usage-error exit status");
     assert!(out.stdout.is_empty(), "nothing printed as if it had worked");
 }
+
+#[test]
+fn grid_sample_then_locate_prints_the_chain_and_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("city.geojson");
+    let out = hub(&["grid", "sample", "--out", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the centre of cell 32050800100101: origin + half a cell
+    let out = hub(&[
+        "grid",
+        "locate",
+        "31.281",
+        "120.581",
+        "--grid",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("city") && lines[0].contains("苏州市"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("320508") && lines[1].contains("姑苏区"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("320508001 ") && lines[2].contains("平江街道"),
+        "{text}"
+    );
+    assert!(
+        lines[3].contains("320508001001") && lines[3].contains("钮家巷社区"),
+        "{text}"
+    );
+    assert!(lines[4].contains("32050800100101"), "{text}");
+    assert_eq!(lines[5], "worker     w-zhang");
+}
+
+#[test]
+fn grid_locate_converts_gcj02_input_before_matching() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("city.geojson");
+    assert!(
+        hub(&["grid", "sample", "--out", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (lat, lon) = hub::grid::crs::wgs84_to_gcj02(31.281, 120.581);
+    let out = hub(&[
+        "grid",
+        "locate",
+        &lat.to_string(),
+        &lon.to_string(),
+        "--crs",
+        "gcj02",
+        "--grid",
+        file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("32050800100101"), "{text}");
+}
+
+#[test]
+fn grid_locate_with_a_broken_grid_file_names_the_feature_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.geojson");
+    std::fs::write(
+        &file,
+        r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":"12"},"geometry":null}]}"#,
+    )
+    .unwrap();
+    let out = hub(&[
+        "grid",
+        "locate",
+        "31.2",
+        "120.5",
+        "--grid",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("feature #1 (code 12)"), "{err}");
+}

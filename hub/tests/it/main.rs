@@ -1,3 +1,5 @@
 //! Integration tests of the hub through its public surface.
 
 mod cli;
+mod grid;
+mod helpers;
