@@ -7,5 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod commands;
+pub mod duties;
 pub mod grid;
 pub mod telemetry;
