@@ -6,7 +6,9 @@
 //! models from messages, never from edge-side crates.
 #![warn(missing_docs)]
 
+pub mod cases;
 pub mod commands;
+pub mod db;
 pub mod duties;
 pub mod grid;
 pub mod telemetry;

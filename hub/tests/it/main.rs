@@ -1,5 +1,6 @@
 //! Integration tests of the hub through its public surface.
 
+mod cases;
 mod cli;
 mod grid;
 mod helpers;

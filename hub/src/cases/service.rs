@@ -1,0 +1,506 @@
+//! The case service: ingest, actions and escalation, each one SQLite transaction.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use protocol::{
+    BoxId, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind, Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::workflow::{self, Action, WorkflowError};
+use super::{Actor, Case, CaseId, CaseState, Transition};
+use crate::db::{Db, DbError};
+use crate::duties::{DepartmentId, DutyList, Registration, WorkCalendar};
+use crate::grid::{Grid, crs};
+
+/// Merging and warning parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaseSettings {
+    /// Events of the same category within this distance of an open case join it.
+    pub merge_radius_m: f64,
+    /// ... and within this time of its latest observation.
+    pub merge_window_ms: i64,
+    /// Warn this long (wall-clock) before the escalation time.
+    pub warn_before_ms: i64,
+}
+
+impl Default for CaseSettings {
+    fn default() -> Self {
+        CaseSettings {
+            merge_radius_m: 50.0,
+            merge_window_ms: 30 * 60_000,
+            warn_before_ms: 60 * 60_000,
+        }
+    }
+}
+
+/// What became of an ingested event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "case_id", rename_all = "snake_case")]
+pub enum IngestOutcome {
+    /// Seen before (same box and sequence number, or same event id): nothing changed.
+    Duplicate,
+    /// Merged into this open case.
+    Merged(CaseId),
+    /// Opened this case.
+    Created(CaseId),
+}
+
+/// A change to a case, announced after commit (live updates, webhooks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseChange {
+    /// What happened (`created`, `merged`, or a transition's action).
+    pub action: String,
+    /// The case after the change.
+    pub case: Case,
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct CaseStats {
+    /// Events accepted.
+    pub events_total: AtomicU64,
+    /// Events ignored as duplicates.
+    pub duplicates_total: AtomicU64,
+    /// Cases opened.
+    pub cases_created_total: AtomicU64,
+    /// Events merged into an open case.
+    pub merged_total: AtomicU64,
+    /// Deadline warnings.
+    pub warnings_total: AtomicU64,
+    /// Escalations.
+    pub escalations_total: AtomicU64,
+    /// Workflow actions applied.
+    pub actions_total: AtomicU64,
+}
+
+/// A case operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaseError {
+    /// Storage failed (retry later).
+    #[error("case storage failed")]
+    Db(#[from] DbError),
+    /// The action does not apply.
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+    /// No such case.
+    #[error("case {0} does not exist")]
+    NotFound(CaseId),
+    /// The event's location is not a valid coordinate.
+    #[error("event location is invalid")]
+    BadLocation,
+    /// Dispatch to a department the hub does not know.
+    #[error("unknown department `{0}`")]
+    UnknownDepartment(String),
+    /// A report's category is not in the catalog.
+    #[error("unknown category `{0}`")]
+    UnknownCategory(String),
+}
+
+/// Ingest, actions and escalation over one database.
+#[derive(Debug)]
+pub struct CaseService {
+    db: Mutex<Db>,
+    grid: Arc<Grid>,
+    duties: DutyList,
+    calendar: WorkCalendar,
+    departments: std::collections::HashSet<DepartmentId>,
+    settings: CaseSettings,
+    changes: broadcast::Sender<CaseChange>,
+    stats: CaseStats,
+}
+
+const OPEN311_BOX: &str = "open311";
+
+impl CaseService {
+    /// A service over an opened database. `change_capacity` bounds the live-update channel
+    /// (a listener that falls further behind misses changes and is told so).
+    pub fn new(
+        db: Db,
+        grid: Arc<Grid>,
+        duties: DutyList,
+        calendar: WorkCalendar,
+        departments: std::collections::HashSet<DepartmentId>,
+        settings: CaseSettings,
+        change_capacity: usize,
+    ) -> CaseService {
+        CaseService {
+            db: Mutex::new(db),
+            grid,
+            duties,
+            calendar,
+            departments,
+            settings,
+            changes: broadcast::channel(change_capacity.max(1)).0,
+            stats: CaseStats::default(),
+        }
+    }
+
+    /// Subscribes to case changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<CaseChange> {
+        self.changes.subscribe()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &CaseStats {
+        &self.stats
+    }
+
+    /// The grid in use.
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    /// Takes one event from a box: matched to a cell, routed by the duty list, merged into an
+    /// open case nearby or opened as a new case, all in one commit. Idempotent on `(box, seq)`
+    /// and on the event id, so the QUIC ingest can acknowledge after this returns.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`] (retry), [`CaseError::BadLocation`] (skip).
+    pub fn ingest(
+        &self,
+        box_id: &BoxId,
+        event: &Event,
+        now: Timestamp,
+    ) -> Result<IngestOutcome, CaseError> {
+        self.ingest_with(box_id, event, now, String::new())
+    }
+
+    fn ingest_with(
+        &self,
+        box_id: &BoxId,
+        event: &Event,
+        now: Timestamp,
+        description: String,
+    ) -> Result<IngestOutcome, CaseError> {
+        if !event.location.is_valid() {
+            return Err(CaseError::BadLocation);
+        }
+        let (lat, lon) = crs::to_wgs84(event.location.lat, event.location.lon, event.location.crs);
+        let mut db = self.lock();
+        let (outcome, change) = db.atomically(|tx| -> Result<_, CaseError> {
+            if !tx.insert_event(box_id, event, now)? {
+                return Ok((IngestOutcome::Duplicate, None));
+            }
+            let since = Timestamp::from_unix_millis(
+                event.observed_at.as_unix_millis() - self.settings.merge_window_ms,
+            );
+            let near = tx
+                .open_cases_since(&event.category, since)?
+                .into_iter()
+                .filter(|c| {
+                    (c.last_observed_at.as_unix_millis() - event.observed_at.as_unix_millis()).abs()
+                        <= self.settings.merge_window_ms
+                })
+                .map(|c| (haversine_m(lat, lon, c.lat, c.lon), c))
+                .filter(|(d, _)| *d <= self.settings.merge_radius_m)
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((_, mut case)) = near {
+                case.event_count += 1;
+                case.last_observed_at = case.last_observed_at.max(event.observed_at);
+                case.updated_at = now;
+                tx.update_case(&case)?;
+                tx.link_event(box_id, event.seq, case.id)?;
+                return Ok((
+                    IngestOutcome::Merged(case.id),
+                    Some(CaseChange {
+                        action: "merged".into(),
+                        case,
+                    }),
+                ));
+            }
+            let (mut case, auto) = self.new_case(box_id, event, lat, lon, now, description);
+            let id = tx.insert_case(&case)?;
+            case.id = id;
+            tx.link_event(box_id, event.seq, id)?;
+            tx.add_transition(&Transition {
+                case_id: id,
+                at: now,
+                actor: Actor::system(),
+                action: "report".into(),
+                from: CaseState::Reported,
+                to: CaseState::Reported,
+                note: format!("event {} from {}", event.id, box_id),
+                evidence: event.evidence.iter().map(|e| e.sha256.to_hex()).collect(),
+            })?;
+            if auto {
+                for action in [Action::Register, Action::Dispatch { department: None }] {
+                    let (next, t) =
+                        workflow::apply(&case, &action, &Actor::system(), "automatic", &[], now)?;
+                    tx.add_transition(&t)?;
+                    case = next;
+                }
+                tx.update_case(&case)?;
+            }
+            Ok((
+                IngestOutcome::Created(id),
+                Some(CaseChange {
+                    action: "created".into(),
+                    case,
+                }),
+            ))
+        })?;
+        drop(db);
+        self.stats.events_total.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            IngestOutcome::Duplicate => self.stats.duplicates_total.fetch_add(1, Ordering::Relaxed),
+            IngestOutcome::Merged(_) => self.stats.merged_total.fetch_add(1, Ordering::Relaxed),
+            IngestOutcome::Created(_) => self
+                .stats
+                .cases_created_total
+                .fetch_add(1, Ordering::Relaxed),
+        };
+        if let Some(change) = change {
+            // no listener is fine: changes are also in the database
+            let _ = self.changes.send(change);
+        }
+        Ok(outcome)
+    }
+
+    /// A citizen report (Open311): becomes an event of the `open311` source, then a case.
+    ///
+    /// # Errors
+    /// [`CaseError::UnknownCategory`], [`CaseError::BadLocation`], [`CaseError::Db`].
+    pub fn report(
+        &self,
+        category: &str,
+        lat: f64,
+        lon: f64,
+        description: &str,
+        now: Timestamp,
+    ) -> Result<IngestOutcome, CaseError> {
+        let category = protocol::Catalog::embedded()
+            .resolve(category)
+            .ok_or_else(|| CaseError::UnknownCategory(category.to_owned()))?;
+        // invariant: the constant is a valid box id.
+        let box_id = BoxId::parse(OPEN311_BOX).map_err(|_| CaseError::BadLocation)?;
+        let seq = self
+            .lock()
+            .atomically(|tx| tx.last_seq(&box_id))?
+            .map_or(Seq(1), Seq::next);
+        let event = Event {
+            id: EventId::v7(
+                now.as_unix_millis().max(0) as u64,
+                std::array::from_fn(|_| fastrand::u8(..)),
+            ),
+            seq,
+            source: Source {
+                kind: SourceKind::Unknown,
+                id: SourceId::parse("citizen").map_err(|_| CaseError::BadLocation)?,
+            },
+            category: category.code.clone(),
+            severity: Severity::Medium,
+            observed_at: now,
+            location: Location {
+                lat,
+                lon,
+                crs: Crs::Wgs84,
+            },
+            grid: None,
+            attributes: Default::default(),
+            evidence: vec![],
+        };
+        self.ingest_with(&box_id, &event, now, description.to_owned())
+    }
+
+    /// Applies an action by `actor` to a case.
+    ///
+    /// # Errors
+    /// [`CaseError::NotFound`], [`CaseError::Workflow`], [`CaseError::UnknownDepartment`],
+    /// [`CaseError::Db`].
+    pub fn act(
+        &self,
+        id: CaseId,
+        action: &Action,
+        actor: &Actor,
+        note: &str,
+        evidence: &[String],
+        now: Timestamp,
+    ) -> Result<Case, CaseError> {
+        if let Action::Dispatch {
+            department: Some(d),
+        } = action
+            && !self.departments.contains(d)
+        {
+            return Err(CaseError::UnknownDepartment(d.to_string()));
+        }
+        let case = self.lock().atomically(|tx| -> Result<Case, CaseError> {
+            let case = tx.case(id)?.ok_or(CaseError::NotFound(id))?;
+            let (next, t) = workflow::apply(&case, action, actor, note, evidence, now)?;
+            tx.update_case(&next)?;
+            tx.add_transition(&t)?;
+            Ok(next)
+        })?;
+        self.stats.actions_total.fetch_add(1, Ordering::Relaxed);
+        let _ = self.changes.send(CaseChange {
+            action: action.name().into(),
+            case: case.clone(),
+        });
+        Ok(case)
+    }
+
+    /// Warns about cases whose escalation time is near and escalates those past it (to the
+    /// next level's department from the duty list). Returns the escalated cases.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn check_deadlines(&self, now: Timestamp) -> Result<Vec<CaseId>, CaseError> {
+        let horizon =
+            Timestamp::from_unix_millis(now.as_unix_millis() + self.settings.warn_before_ms);
+        let mut changes = Vec::new();
+        let mut escalated = Vec::new();
+        self.lock().atomically(|tx| -> Result<(), CaseError> {
+            for case in tx.cases_to_escalate(horizon)? {
+                let Some(at) = case.escalate_at else { continue };
+                let action = if at <= now {
+                    let Some(duty) = self.duties.for_category(&case.category) else {
+                        continue;
+                    };
+                    let level = usize::from((case.level + 1).min(2));
+                    let limit = duty.time_limit.working_ms(self.calendar.working_day_ms());
+                    Action::Escalate {
+                        department: duty.departments[level].clone(),
+                        next_escalation_at: if case.level >= 1 {
+                            None
+                        } else {
+                            self.calendar.add_working_time(now, limit)
+                        },
+                    }
+                } else if !case.warned {
+                    Action::Warn
+                } else {
+                    continue;
+                };
+                let (next, t) =
+                    workflow::apply(&case, &action, &Actor::system(), "deadline", &[], now)?;
+                tx.update_case(&next)?;
+                tx.add_transition(&t)?;
+                if matches!(action, Action::Escalate { .. }) {
+                    escalated.push(next.id);
+                    self.stats.escalations_total.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.stats.warnings_total.fetch_add(1, Ordering::Relaxed);
+                }
+                changes.push(CaseChange {
+                    action: action.name().into(),
+                    case: next,
+                });
+            }
+            Ok(())
+        })?;
+        for c in changes {
+            let _ = self.changes.send(c);
+        }
+        Ok(escalated)
+    }
+
+    /// A case and its transitions.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn case(&self, id: CaseId) -> Result<Option<(Case, Vec<Transition>)>, CaseError> {
+        Ok(self.lock().atomically(|tx| -> Result<_, DbError> {
+            Ok(match tx.case(id)? {
+                Some(c) => Some((c, tx.transitions(id)?)),
+                None => None,
+            })
+        })?)
+    }
+
+    /// Every case.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn cases(&self) -> Result<Vec<Case>, CaseError> {
+        Ok(self.lock().atomically(|tx| tx.cases())?)
+    }
+
+    /// Every case with its transitions (assessment).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn history(&self) -> Result<(Vec<Case>, Vec<Transition>), CaseError> {
+        Ok(self
+            .lock()
+            .atomically(|tx| -> Result<_, DbError> { Ok((tx.cases()?, tx.all_transitions()?)) })?)
+    }
+
+    /// True when the hub knows this department.
+    pub fn has_department(&self, d: &DepartmentId) -> bool {
+        self.departments.contains(d)
+    }
+
+    fn new_case(
+        &self,
+        box_id: &BoxId,
+        event: &Event,
+        lat: f64,
+        lon: f64,
+        now: Timestamp,
+        description: String,
+    ) -> (Case, bool) {
+        let located = self.grid.locate(lat, lon);
+        let duty = self.duties.for_category(&event.category);
+        let deadline = duty.and_then(|d| {
+            self.calendar.add_working_time(
+                event.observed_at,
+                d.time_limit.working_ms(self.calendar.working_day_ms()),
+            )
+        });
+        let case = Case {
+            id: CaseId(0),
+            category: event.category.clone(),
+            state: CaseState::Reported,
+            lat,
+            lon,
+            cell: located.as_ref().map(|l| l.cell.code.clone()),
+            candidate_cells: located
+                .as_ref()
+                .map(|l| l.candidates.iter().map(|c| c.code.clone()).collect())
+                .unwrap_or_default(),
+            worker: located.as_ref().map(|l| l.cell.worker.clone()),
+            department: duty.map(|d| d.departments[0].clone()),
+            level: 0,
+            observed_at: event.observed_at,
+            last_observed_at: event.observed_at,
+            event_count: 1,
+            deadline,
+            escalate_at: deadline,
+            warned: false,
+            escalations: 0,
+            reworks: 0,
+            returns: 0,
+            source: if box_id.as_str() == OPEN311_BOX {
+                OPEN311_BOX.into()
+            } else {
+                format!("box:{box_id}")
+            },
+            description,
+            created_at: now,
+            updated_at: now,
+        };
+        (
+            case,
+            duty.is_some_and(|d| d.registration == Registration::Auto),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Db> {
+        // a panic while holding the lock leaves SQLite consistent (the transaction rolls back)
+        self.db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Great-circle distance in metres.
+pub(crate) fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * a.sqrt().asin()
+}

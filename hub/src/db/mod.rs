@@ -1,0 +1,300 @@
+//! SQLite storage for events, cases and their transitions.
+//!
+//! The boundary is deliberately narrow: [`Db::atomically`] hands a [`Tx`] with a handful of
+//! typed operations, and cases are stored as JSON bodies beside the few columns that queries
+//! filter on, so a PostgreSQL backend can implement the same operations without the case logic
+//! changing. Migrations are embedded and applied on open (`PRAGMA user_version`). This module
+//! must not hold workflow rules.
+
+use std::path::Path;
+
+use protocol::{BoxId, CategoryCode, Event, Seq, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::cases::{Case, CaseId, Transition};
+
+/// Schema versions, applied in order.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    box_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL UNIQUE,
+    case_id INTEGER,
+    received_at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (box_id, seq)
+);
+CREATE TABLE cases (
+    id INTEGER PRIMARY KEY,
+    category TEXT NOT NULL,
+    state TEXT NOT NULL,
+    last_observed_at INTEGER NOT NULL,
+    escalate_at INTEGER,
+    body TEXT NOT NULL
+);
+CREATE INDEX cases_open ON cases (category, state, last_observed_at);
+CREATE TABLE transitions (
+    id INTEGER PRIMARY KEY,
+    case_id INTEGER NOT NULL REFERENCES cases (id),
+    body TEXT NOT NULL
+);
+CREATE INDEX transitions_case ON transitions (case_id);
+"#];
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("database operation failed")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored body could not be encoded or decoded.
+    #[error("stored record is malformed")]
+    Body(#[from] serde_json::Error),
+}
+
+/// The hub database.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+}
+
+/// One transaction's operations.
+#[derive(Debug)]
+pub struct Tx<'a>(rusqlite::Transaction<'a>);
+
+impl Db {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    ///
+    /// # Errors
+    /// [`DbError`] when the file cannot be opened or migrated.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Self::migrate(conn)
+    }
+
+    /// An in-memory database (tests, tools).
+    ///
+    /// # Errors
+    /// [`DbError`] when migration fails.
+    pub fn open_in_memory() -> Result<Db, DbError> {
+        Self::migrate(Connection::open_in_memory()?)
+    }
+
+    fn migrate(mut conn: Connection) -> Result<Db, DbError> {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        }
+        tx.commit()?;
+        Ok(Db { conn })
+    }
+
+    /// Runs `f` in one transaction, committed when it returns `Ok`.
+    ///
+    /// # Errors
+    /// Whatever `f` returns, or [`DbError`] when the commit fails.
+    pub fn atomically<T, E: From<DbError>>(
+        &mut self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = Tx(self.conn.transaction().map_err(DbError::from)?);
+        let out = f(&tx)?;
+        tx.0.commit().map_err(DbError::from)?;
+        Ok(out)
+    }
+}
+
+impl Tx<'_> {
+    /// Records an event unless `(box, seq)` or its id is known; true when it was new.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn insert_event(
+        &self,
+        box_id: &BoxId,
+        event: &Event,
+        received_at: Timestamp,
+    ) -> Result<bool, DbError> {
+        let n = self.0.execute(
+            "INSERT OR IGNORE INTO events (box_id, seq, event_id, received_at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                box_id.as_str(),
+                event.seq.0 as i64,
+                event.id.to_string(),
+                received_at.as_unix_millis(),
+                serde_json::to_string(event)?
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Links a stored event to its case.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn link_event(&self, box_id: &BoxId, seq: Seq, case: CaseId) -> Result<(), DbError> {
+        self.0.execute(
+            "UPDATE events SET case_id = ?3 WHERE box_id = ?1 AND seq = ?2",
+            params![box_id.as_str(), seq.0 as i64, case.0],
+        )?;
+        Ok(())
+    }
+
+    /// The highest sequence number stored for a box.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn last_seq(&self, box_id: &BoxId) -> Result<Option<Seq>, DbError> {
+        let v: Option<i64> = self.0.query_row(
+            "SELECT MAX(seq) FROM events WHERE box_id = ?1",
+            params![box_id.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(v.map(|s| Seq(s as u64)))
+    }
+
+    /// Open cases of a category last observed at or after `since`.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn open_cases_since(
+        &self,
+        category: &CategoryCode,
+        since: Timestamp,
+    ) -> Result<Vec<Case>, DbError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT body FROM cases WHERE category = ?1 AND state NOT IN ('closed', 'rejected') AND last_observed_at >= ?2",
+        )?;
+        let rows = stmt.query_map(params![category.as_str(), since.as_unix_millis()], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = Vec::new();
+        for body in rows {
+            out.push(serde_json::from_str(&body?)?);
+        }
+        Ok(out)
+    }
+
+    /// Open cases whose escalation time is at or before `now`.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn cases_to_escalate(&self, now: Timestamp) -> Result<Vec<Case>, DbError> {
+        self.bodies(
+            "SELECT body FROM cases WHERE state NOT IN ('closed', 'rejected') AND escalate_at IS NOT NULL AND escalate_at <= ?1",
+            params![now.as_unix_millis()],
+        )
+    }
+
+    /// Stores a new case and returns its number (also written into the stored body).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn insert_case(&self, case: &Case) -> Result<CaseId, DbError> {
+        self.0.execute(
+            "INSERT INTO cases (category, state, last_observed_at, escalate_at, body) VALUES (?1, ?2, ?3, ?4, '{}')",
+            params![
+                case.category.as_str(),
+                case.state.as_str(),
+                case.last_observed_at.as_unix_millis(),
+                case.escalate_at.map(Timestamp::as_unix_millis)
+            ],
+        )?;
+        let id = CaseId(self.0.last_insert_rowid());
+        let mut stored = case.clone();
+        stored.id = id;
+        self.update_case(&stored)?;
+        Ok(id)
+    }
+
+    /// Overwrites a case.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn update_case(&self, case: &Case) -> Result<(), DbError> {
+        self.0.execute(
+            "UPDATE cases SET state = ?2, last_observed_at = ?3, escalate_at = ?4, body = ?5 WHERE id = ?1",
+            params![
+                case.id.0,
+                case.state.as_str(),
+                case.last_observed_at.as_unix_millis(),
+                case.escalate_at.map(Timestamp::as_unix_millis),
+                serde_json::to_string(case)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Appends a transition.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn add_transition(&self, t: &Transition) -> Result<(), DbError> {
+        self.0.execute(
+            "INSERT INTO transitions (case_id, body) VALUES (?1, ?2)",
+            params![t.case_id.0, serde_json::to_string(t)?],
+        )?;
+        Ok(())
+    }
+
+    /// A case by number.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn case(&self, id: CaseId) -> Result<Option<Case>, DbError> {
+        let body: Option<String> = self
+            .0
+            .query_row("SELECT body FROM cases WHERE id = ?1", params![id.0], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+    }
+
+    /// Every case, oldest first.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn cases(&self) -> Result<Vec<Case>, DbError> {
+        self.bodies("SELECT body FROM cases ORDER BY id", params![])
+    }
+
+    /// A case's transitions in order.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn transitions(&self, id: CaseId) -> Result<Vec<Transition>, DbError> {
+        self.bodies(
+            "SELECT body FROM transitions WHERE case_id = ?1 ORDER BY id",
+            params![id.0],
+        )
+    }
+
+    /// Every transition, in order.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn all_transitions(&self) -> Result<Vec<Transition>, DbError> {
+        self.bodies("SELECT body FROM transitions ORDER BY id", params![])
+    }
+
+    fn bodies<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<T>, DbError> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for body in rows {
+            out.push(serde_json::from_str(&body?)?);
+        }
+        Ok(out)
+    }
+}

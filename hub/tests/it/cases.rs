@@ -1,0 +1,266 @@
+//! Events becoming cases: grid match, routing, deadline, merging, escalation.
+
+use hub::cases::{Action, Actor, CaseError, CaseState, IngestOutcome, Role, WorkflowError};
+use hub::db::Db;
+use protocol::{GridCode, Timestamp};
+
+use crate::helpers::{FRIDAY_4PM, box_id, cell_centre, event, north_m, service, service_with};
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_millis(ms)
+}
+
+fn created(o: IngestOutcome) -> hub::cases::CaseId {
+    match o {
+        IngestOutcome::Created(id) => id,
+        other => panic!("expected a new case, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_event_inside_a_cell_becomes_a_case_with_cell_worker_department_and_calendar_deadline() {
+    let svc = service();
+    let cell = svc
+        .grid()
+        .cell(&GridCode::parse("32050800100101").unwrap())
+        .unwrap()
+        .clone();
+    let (lat, lon) = cell_centre(&cell);
+    // observed Friday 16:00, arriving (after an outage) on Tuesday: the deadline still counts
+    // from Friday: 1.5 h Friday, weekend, Monday holiday, 2.5 h Tuesday → Tuesday 11:00 +08:00
+    let arrival = FRIDAY_4PM + 4 * 86_400_000;
+    let id = created(
+        svc.ingest(
+            &box_id(),
+            &event(1, "0102", lat, lon, FRIDAY_4PM),
+            ts(arrival),
+        )
+        .unwrap(),
+    );
+    let (case, transitions) = svc.case(id).unwrap().unwrap();
+    assert_eq!(case.cell.as_ref(), Some(&cell.code));
+    assert_eq!(case.worker.as_ref().map(|w| w.as_str()), Some("w-zhang"));
+    assert_eq!(
+        case.department.as_ref().map(|d| d.as_str()),
+        Some("sanitation-pj")
+    );
+    assert_eq!(
+        case.deadline.unwrap().to_string(),
+        "2026-09-29T03:00:00.000Z"
+    );
+    assert!(case.candidate_cells.is_empty());
+    // auto-registered and dispatched, each step recorded
+    assert_eq!(case.state, CaseState::Dispatched);
+    let actions: Vec<&str> = transitions.iter().map(|t| t.action.as_str()).collect();
+    assert_eq!(actions, ["report", "register", "dispatch"]);
+    assert!(
+        transitions
+            .iter()
+            .all(|t| t.actor.role == Role::System && t.at == ts(arrival))
+    );
+}
+
+#[test]
+fn a_review_category_waits_in_reported_for_a_dispatcher() {
+    let svc = service();
+    let id = created(
+        svc.ingest(
+            &box_id(),
+            &event(1, "0404", 31.281, 120.581, FRIDAY_4PM),
+            ts(FRIDAY_4PM),
+        )
+        .unwrap(),
+    );
+    let (case, _) = svc.case(id).unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Reported);
+    assert_eq!(
+        case.department.as_ref().map(|d| d.as_str()),
+        Some("traffic-pj")
+    );
+}
+
+#[test]
+fn an_event_near_a_cell_edge_records_the_candidate_cells() {
+    let svc = service();
+    // the sample's cells 01 and 03 of community 320508001001 meet at latitude 31.282
+    let id = created(
+        svc.ingest(
+            &box_id(),
+            &event(1, "0102", 31.282 - north_m(4.0), 120.581, FRIDAY_4PM),
+            ts(FRIDAY_4PM),
+        )
+        .unwrap(),
+    );
+    let (case, _) = svc.case(id).unwrap().unwrap();
+    assert_eq!(case.cell.unwrap().as_str(), "32050800100101");
+    let candidates: Vec<&str> = case.candidate_cells.iter().map(|c| c.as_str()).collect();
+    assert_eq!(candidates, ["32050800100103"]);
+}
+
+#[test]
+fn events_20_m_and_2_minutes_apart_make_one_case_and_2_km_apart_make_two() {
+    let svc = service();
+    let (lat, lon) = (31.281, 120.581);
+    let first = created(
+        svc.ingest(
+            &box_id(),
+            &event(1, "0102", lat, lon, FRIDAY_4PM),
+            ts(FRIDAY_4PM),
+        )
+        .unwrap(),
+    );
+    let second = svc
+        .ingest(
+            &box_id(),
+            &event(2, "0102", lat + north_m(20.0), lon, FRIDAY_4PM + 120_000),
+            ts(FRIDAY_4PM + 120_000),
+        )
+        .unwrap();
+    assert_eq!(second, IngestOutcome::Merged(first));
+    let far = svc
+        .ingest(
+            &box_id(),
+            &event(3, "0102", lat + north_m(2000.0), lon, FRIDAY_4PM + 120_000),
+            ts(FRIDAY_4PM + 120_000),
+        )
+        .unwrap();
+    assert!(matches!(far, IngestOutcome::Created(id) if id != first));
+    // another category at the same spot is its own case
+    assert!(matches!(
+        svc.ingest(
+            &box_id(),
+            &event(4, "0404", lat, lon, FRIDAY_4PM),
+            ts(FRIDAY_4PM)
+        )
+        .unwrap(),
+        IngestOutcome::Created(_)
+    ));
+    assert_eq!(svc.case(first).unwrap().unwrap().0.event_count, 2);
+    assert_eq!(svc.cases().unwrap().len(), 3);
+    assert_eq!(
+        svc.stats()
+            .merged_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_redelivered_event_is_ignored_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let e = event(7, "0102", 31.281, 120.581, FRIDAY_4PM);
+    {
+        let svc = service_with(Db::open(&path).unwrap());
+        created(svc.ingest(&box_id(), &e, ts(FRIDAY_4PM)).unwrap());
+        assert_eq!(
+            svc.ingest(&box_id(), &e, ts(FRIDAY_4PM)).unwrap(),
+            IngestOutcome::Duplicate
+        );
+    }
+    let svc = service_with(Db::open(&path).unwrap());
+    assert_eq!(
+        svc.ingest(&box_id(), &e, ts(FRIDAY_4PM)).unwrap(),
+        IngestOutcome::Duplicate
+    );
+    assert_eq!(svc.cases().unwrap().len(), 1);
+}
+
+#[test]
+fn an_overdue_case_is_warned_first_then_escalated_to_the_street_department() {
+    let svc = service();
+    let id = created(
+        svc.ingest(
+            &box_id(),
+            &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
+            ts(FRIDAY_4PM),
+        )
+        .unwrap(),
+    );
+    let deadline = svc
+        .case(id)
+        .unwrap()
+        .unwrap()
+        .0
+        .deadline
+        .unwrap()
+        .as_unix_millis();
+    assert!(
+        svc.check_deadlines(ts(deadline - 2 * 3_600_000))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !svc.case(id).unwrap().unwrap().0.warned,
+        "too early for a warning"
+    );
+    assert!(
+        svc.check_deadlines(ts(deadline - 30 * 60_000))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(svc.case(id).unwrap().unwrap().0.warned);
+    assert_eq!(svc.check_deadlines(ts(deadline + 1)).unwrap(), [id]);
+    let (case, transitions) = svc.case(id).unwrap().unwrap();
+    assert_eq!(case.escalations, 1);
+    assert_eq!(case.department.unwrap().as_str(), "sanitation-gusu");
+    let actions: Vec<&str> = transitions.iter().map(|t| t.action.as_str()).collect();
+    assert_eq!(&actions[3..], ["warn", "escalate"]);
+    // not again until another time limit has passed
+    assert!(svc.check_deadlines(ts(deadline + 2)).unwrap().is_empty());
+}
+
+#[test]
+fn actions_are_recorded_with_actor_note_and_evidence_and_wrong_ones_refused() {
+    let svc = service();
+    let id = created(
+        svc.ingest(
+            &box_id(),
+            &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
+            ts(FRIDAY_4PM),
+        )
+        .unwrap(),
+    );
+    let dept = Actor {
+        role: Role::Department,
+        subject: "sanitation-pj".into(),
+    };
+    svc.act(
+        id,
+        &Action::Accept,
+        &dept,
+        "on our way",
+        &[],
+        ts(FRIDAY_4PM + 1),
+    )
+    .unwrap();
+    let err = svc
+        .act(id, &Action::Close, &dept, "", &[], ts(FRIDAY_4PM + 2))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CaseError::Workflow(WorkflowError::Forbidden { .. })
+    ));
+    let photo = vec!["sha256:ab12".to_owned()];
+    svc.act(
+        id,
+        &Action::Feedback,
+        &dept,
+        "cleared",
+        &photo,
+        ts(FRIDAY_4PM + 3),
+    )
+    .unwrap();
+    let (_, transitions) = svc.case(id).unwrap().unwrap();
+    let last = transitions.last().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.note.as_str()),
+        ("feedback", "cleared")
+    );
+    assert_eq!(last.evidence, photo);
+    assert_eq!(last.actor, dept);
+    assert_eq!(
+        (last.from, last.to),
+        (CaseState::Handling, CaseState::Handled)
+    );
+}
