@@ -3,10 +3,12 @@
 //! simulators for demos and tests.
 //!
 //! - [`sensor`]: MQTT payload profiles (zigbee2mqtt, Tasmota, generic JSON) that turn a message
-//!   into readings.
+//!   into readings;
+//! - [`sim`]: virtual devices and scenarios for demos and tests.
 //!
 //! This crate must not run inference, open databases or know anything of the hub; outside `sim`
 //! it does no I/O at all.
 #![warn(missing_docs)]
 
 pub mod sensor;
+pub mod sim;

@@ -125,6 +125,18 @@ name_id!(
     "source id"
 );
 
+impl From<CameraId> for SourceId {
+    fn from(id: CameraId) -> SourceId {
+        SourceId(id.0)
+    }
+}
+
+impl From<SensorId> for SourceId {
+    fn from(id: SensorId) -> SourceId {
+        SourceId(id.0)
+    }
+}
+
 /// The per-box sequence number of an event. The box assigns them gap-free in commit order,
 /// starting at 1; the hub acknowledges "everything up to `Seq`".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
