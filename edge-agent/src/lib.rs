@@ -6,4 +6,7 @@
 //! `protocol` on the wire.
 #![warn(missing_docs)]
 
+pub mod config;
+pub mod events;
+pub mod store;
 pub mod telemetry;

@@ -6,6 +6,8 @@
 //! models from messages, never from edge-side crates.
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod assess;
 pub mod cases;
 pub mod commands;
 pub mod db;

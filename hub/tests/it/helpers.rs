@@ -1,6 +1,4 @@
 //! Shared test set-up.
-// Test set-up: a failure here is a broken fixture, and a panic is the right report.
-#![allow(clippy::unwrap_used)]
 
 use hub::grid::{Cell, Grid, ImportOptions, sample::sample_city_geojson};
 
@@ -118,4 +116,19 @@ pub(crate) fn event(seq: u64, category: &str, lat: f64, lon: f64, observed_at: i
 /// Metres north of a point, in degrees of latitude.
 pub(crate) fn north_m(m: f64) -> f64 {
     m / 111_320.0
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub(crate) async fn wait_until(
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
+    let end = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < end {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    check()
 }

@@ -1,0 +1,431 @@
+//! The agent's configuration: one TOML file (`--config`, default `/etc/edge-agent/edge-agent.toml`).
+//!
+//! Parsing does the type checks (unknown keys are refused, durations are whole seconds in `_secs`
+//! keys, sizes are bytes in `_bytes` keys); [`Config::validate`] then applies the cross-field rules
+//! and reports every problem at once as `key.path: problem` lines. Each default is stated on its
+//! field and in `edge-agent/config/example.toml`, which a unit test parses.
+//!
+//! This module reads no environment variable and opens no file other than the one it is given; it
+//! does not create the data folder (the store does, at start-up).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use protocol::{Catalog, Crs, GridCode, Location};
+use serde::{Deserialize, Deserializer};
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the box stands; stamped on events the box raises about itself (e.g. data loss).
+    pub site: SiteConfig,
+    /// The durable event store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The event builder: cooldown and evidence.
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// The box's location.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Latitude in degrees. Required.
+    pub lat: f64,
+    /// Longitude in degrees. Required.
+    pub lon: f64,
+    /// Coordinate system of `lat`/`lon`: `wgs84` (default), `gcj02` or `bd09`.
+    #[serde(default)]
+    pub crs: Crs,
+    /// The grid code (6, 9, 12 or 14 digits) stamped on events of this box. Default: none (the hub
+    /// matches the location).
+    #[serde(default)]
+    pub grid: Option<GridCode>,
+}
+
+impl SiteConfig {
+    /// The site as a wire [`Location`].
+    pub fn location(&self) -> Location {
+        Location {
+            lat: self.lat,
+            lon: self.lon,
+            crs: self.crs,
+        }
+    }
+}
+
+/// The `[store]` section: where events and evidence live and how much room they may take.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Folder holding `events.db` and `evidence/`. Default `/var/lib/edge-agent`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Hard limit on the store's accounted bytes (event records plus evidence files). When a
+    /// commit would exceed it, the store evicts in its declared order. Default 2 GiB.
+    #[serde(default = "default_quota_bytes")]
+    pub quota_bytes: u64,
+    /// How long events the hub has acknowledged are kept on the box. Default 7 days.
+    #[serde(
+        default = "default_retention",
+        rename = "retention_secs",
+        deserialize_with = "duration_secs"
+    )]
+    pub retention: Duration,
+    /// Submissions that may wait for the writer thread before `submit` blocks (backpressure).
+    /// Default 4096.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: NonZeroU32,
+    /// Most submissions committed in one transaction (group commit). Default 1024.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: NonZeroU32,
+    /// How long a connection waits on a lock before failing. Default 5 s.
+    #[serde(
+        default = "default_busy_timeout",
+        rename = "busy_timeout_secs",
+        deserialize_with = "duration_secs"
+    )]
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: default_data_dir(),
+            quota_bytes: default_quota_bytes(),
+            retention: default_retention(),
+            queue_capacity: default_queue_capacity(),
+            max_batch: default_max_batch(),
+            busy_timeout: default_busy_timeout(),
+        }
+    }
+}
+
+/// The `[events]` section: how observations become events.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// A repeat of the same (source, rule, zone, track) within this time raises no new event.
+    /// Default 300 s.
+    #[serde(
+        default = "default_cooldown",
+        rename = "cooldown_secs",
+        deserialize_with = "duration_secs"
+    )]
+    pub cooldown: Duration,
+    /// Evidence snapshots.
+    #[serde(default)]
+    pub evidence: EvidenceConfig,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            cooldown: default_cooldown(),
+            evidence: EvidenceConfig::default(),
+        }
+    }
+}
+
+/// The `[events.evidence]` section: snapshot rendering and privacy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    /// JPEG quality, 1 to 100. Default 80.
+    #[serde(default = "default_jpeg_quality")]
+    pub jpeg_quality: u8,
+    /// Blur persons (and faces, where a face model is configured) in evidence. Default true.
+    #[serde(default = "default_true")]
+    pub privacy_blur: bool,
+    /// Box-blur radius in pixels of the model-independent blur. Default 12.
+    #[serde(default = "default_blur_radius_px")]
+    pub blur_radius_px: u32,
+    /// Category codes or keys whose evidence keeps persons visible (e.g. `emergency.person_fallen`).
+    /// Default: none.
+    #[serde(default)]
+    pub unblurred_categories: Vec<String>,
+}
+
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        EvidenceConfig {
+            jpeg_quality: default_jpeg_quality(),
+            privacy_blur: true,
+            blur_radius_px: default_blur_radius_px(),
+            unblurred_categories: Vec::new(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read config file `{}`", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML of the expected shape (unknown key, wrong type, ...).
+    #[error("config `{origin}` does not parse")]
+    Parse {
+        /// The file name, or what the text came from.
+        origin: String,
+        /// Why, with line and column.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// Cross-field rules failed: one `key.path: problem` line per problem.
+    #[error("config `{origin}` is invalid:\n{}", Lines(.problems))]
+    Invalid {
+        /// The file name, or what the text came from.
+        origin: String,
+        /// Each problem as `key.path: problem`.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`], [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            source: Box::new(e),
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every cross-field problem, as `key.path: problem` lines (empty when the config is usable).
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let site = self.site.location();
+        if !site.is_valid() {
+            problems.push(format!(
+                "site.lat/site.lon: ({}, {}) is not a point on earth",
+                self.site.lat, self.site.lon
+            ));
+        }
+        let store = &self.store;
+        if store.data_dir.as_os_str().is_empty() {
+            problems.push("store.data_dir: must not be empty".to_owned());
+        } else if store.data_dir.is_relative() {
+            problems.push(format!(
+                "store.data_dir: `{}` must be an absolute path",
+                store.data_dir.display()
+            ));
+        }
+        if store.quota_bytes < MIN_QUOTA_BYTES {
+            problems.push(format!(
+                "store.quota_bytes: {} is below the minimum of {MIN_QUOTA_BYTES}",
+                store.quota_bytes
+            ));
+        }
+        if store.max_batch.get() > store.queue_capacity.get() {
+            problems.push(format!(
+                "store.max_batch: {} is larger than store.queue_capacity ({})",
+                store.max_batch, store.queue_capacity
+            ));
+        }
+        let ev = &self.events.evidence;
+        if !(1..=100).contains(&ev.jpeg_quality) {
+            problems.push(format!(
+                "events.evidence.jpeg_quality: {} is not between 1 and 100",
+                ev.jpeg_quality
+            ));
+        }
+        if ev.privacy_blur && ev.blur_radius_px == 0 {
+            problems.push(
+                "events.evidence.blur_radius_px: must be at least 1 while privacy_blur is on"
+                    .to_owned(),
+            );
+        }
+        let catalog = Catalog::embedded();
+        let mut seen = BTreeSet::new();
+        for (i, name) in ev.unblurred_categories.iter().enumerate() {
+            match catalog.resolve(name) {
+                None => problems.push(format!(
+                    "events.evidence.unblurred_categories[{i}]: `{name}` is not a category code or key"
+                )),
+                Some(c) if !seen.insert(c.code.clone()) => problems.push(format!(
+                    "events.evidence.unblurred_categories[{i}]: `{name}` names category {} twice",
+                    c.code
+                )),
+                Some(_) => {}
+            }
+        }
+        problems
+    }
+}
+
+/// The smallest quota accepted: room for a few evidence snapshots.
+pub const MIN_QUOTA_BYTES: u64 = 1024 * 1024;
+
+struct Lines<'a>(&'a [String]);
+
+impl fmt::Display for Lines<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, line) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+fn duration_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    u64::deserialize(deserializer).map(Duration::from_secs)
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/edge-agent")
+}
+
+fn default_quota_bytes() -> u64 {
+    2 * 1024 * 1024 * 1024
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_queue_capacity() -> NonZeroU32 {
+    NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_max_batch() -> NonZeroU32 {
+    NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN)
+}
+
+fn default_busy_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_cooldown() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_jpeg_quality() -> u8 {
+    80
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_blur_radius_px() -> u32 {
+    12
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/example.toml");
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let config = Config::from_toml_str(EXAMPLE, "example.toml").unwrap();
+        assert_eq!(config.store.quota_bytes, 2 * 1024 * 1024 * 1024);
+        assert_eq!(config.store.retention, Duration::from_secs(604_800));
+        assert_eq!(config.events.cooldown, Duration::from_secs(300));
+        assert_eq!(
+            config.site.grid.as_ref().map(GridCode::as_str),
+            Some("11010100100101")
+        );
+        assert_eq!(config.events.evidence.unblurred_categories.len(), 1);
+    }
+
+    #[test]
+    fn example_config_states_every_default() {
+        // The example spells out each default, so parsing it must equal the built-in defaults.
+        let config = Config::from_toml_str(EXAMPLE, "example.toml").unwrap();
+        let mut store = config.store.clone();
+        store.data_dir = default_data_dir();
+        assert_eq!(store, StoreConfig::default());
+        assert_eq!(config.events.cooldown, EventsConfig::default().cooldown);
+        let mut ev = config.events.evidence.clone();
+        ev.unblurred_categories.clear();
+        assert_eq!(ev, EvidenceConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = "[site]\nlat = 1.0\nlon = 2.0\n[store]\nquota = 5\n";
+        assert!(matches!(
+            Config::from_toml_str(text, "t"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn validate_reports_every_problem_with_its_key_path() {
+        let text = r#"
+            [site]
+            lat = 91.0
+            lon = 2.0
+            [store]
+            data_dir = "relative/dir"
+            quota_bytes = 10
+            queue_capacity = 4
+            max_batch = 8
+            [events.evidence]
+            jpeg_quality = 0
+            blur_radius_px = 0
+            unblurred_categories = ["emergency.person_fallen", "0508", "9999"]
+        "#;
+        let Err(ConfigError::Invalid { problems, .. }) = Config::from_toml_str(text, "t") else {
+            panic!("expected an invalid config");
+        };
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(": ").next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "site.lat/site.lon",
+                "store.data_dir",
+                "store.quota_bytes",
+                "store.max_batch",
+                "events.evidence.jpeg_quality",
+                "events.evidence.blur_radius_px",
+                "events.evidence.unblurred_categories[1]",
+                "events.evidence.unblurred_categories[2]",
+            ]
+        );
+    }
+}

@@ -1,0 +1,215 @@
+//! The event builder: turns an [`Observation`] from a camera or sensor rule into a wire
+//! [`Event`] with its evidence, ready for [`crate::store::Store::submit`].
+//!
+//! - category and severity: the rule names a catalog category; severity is the rule's override
+//!   or the catalog default;
+//! - grid: the observation's own (a zone's) grid code, else the box's from config;
+//! - cooldown per (source, rule, zone, track) ([`cooldown`]): a repeat inside the period raises
+//!   nothing and is counted; the next event carries the count as `suppressed_repeats`;
+//! - evidence ([`render`]): boxes and zone drawn on the snapshot, persons blurred unless the
+//!   category is configured to keep them, encoded as JPEG.
+//!
+//! This is a pure core: the time comes from the observation and randomness (for event ids) from
+//! a seedable generator, so tests are deterministic. It must not write files or touch the store.
+
+pub mod cooldown;
+pub mod render;
+
+use std::collections::{BTreeMap, HashSet};
+
+use protocol::{
+    AttrValue, Catalog, CategoryCode, Event, EventId, GridCode, Location, Seq, Severity, Source,
+    Timestamp,
+};
+
+use crate::config::Config;
+use crate::store::EvidenceFile;
+
+pub use cooldown::{Cooldown, CooldownDecision, CooldownKey};
+pub use render::{EvidenceRenderer, Mark, PixelRect, Snapshot, blur_regions};
+
+/// Something a rule saw, on its way to becoming an event.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// The camera or sensor.
+    pub source: Source,
+    /// The rule's name (part of the cooldown key).
+    pub rule: String,
+    /// The zone, for camera rules.
+    pub zone: Option<String>,
+    /// The tracker's id of the object, for camera rules.
+    pub track: Option<u64>,
+    /// The category the rule raises (a minor class of the catalog).
+    pub category: CategoryCode,
+    /// The rule's severity; `None` takes the catalog's default.
+    pub severity: Option<Severity>,
+    /// When it was seen (box clock).
+    pub observed_at: Timestamp,
+    /// Where (the camera's or sensor's configured location).
+    pub location: Location,
+    /// The zone's grid code, if configured; else the box's applies.
+    pub grid: Option<GridCode>,
+    /// Rule-specific details.
+    pub attributes: BTreeMap<String, AttrValue>,
+    /// The frame to render as evidence (camera rules).
+    pub snapshot: Option<Snapshot>,
+}
+
+/// What the builder made of an observation.
+#[derive(Debug, Clone)]
+pub enum Built {
+    /// A new event and its evidence files, to submit to the store.
+    Event {
+        /// The event (its `seq` is assigned by the store).
+        event: Box<Event>,
+        /// Evidence files named by `event.evidence`, in order.
+        evidence: Vec<EvidenceFile>,
+    },
+    /// A repeat inside the cooldown period: counted, no event.
+    Suppressed {
+        /// Repeats counted in this period so far.
+        repeats: u64,
+    },
+}
+
+/// Why an observation could not become an event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsError {
+    /// The category is not a minor class of the catalog (a rule misconfiguration: skip).
+    #[error("category `{code}` is not a minor class of the catalog")]
+    UnknownCategory {
+        /// The code.
+        code: CategoryCode,
+    },
+    /// The evidence image could not be encoded (skip the evidence or the event).
+    #[error("failed to encode evidence image")]
+    Encode {
+        /// Why.
+        #[source]
+        source: image::ImageError,
+    },
+}
+
+/// Builds events from observations.
+#[derive(Debug)]
+pub struct EventBuilder {
+    catalog: &'static Catalog,
+    cooldown: Cooldown,
+    renderer: EvidenceRenderer,
+    box_grid: Option<GridCode>,
+    rng: fastrand::Rng,
+}
+
+impl EventBuilder {
+    /// A builder configured by the agent config (already validated), with a random id seed.
+    pub fn from_config(config: &Config) -> Self {
+        let catalog = Catalog::embedded();
+        let ev = &config.events.evidence;
+        let unblurred: HashSet<CategoryCode> = ev
+            .unblurred_categories
+            .iter()
+            .filter_map(|name| catalog.resolve(name).map(|c| c.code.clone()))
+            .collect();
+        EventBuilder {
+            catalog,
+            cooldown: Cooldown::new(config.events.cooldown),
+            renderer: EvidenceRenderer::new(
+                ev.jpeg_quality,
+                ev.privacy_blur,
+                ev.blur_radius_px,
+                unblurred,
+            ),
+            box_grid: config.site.grid.clone(),
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// Seeds the generator of event ids' random bits (for reproducible tests).
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = fastrand::Rng::with_seed(seed);
+        self
+    }
+
+    /// The evidence renderer in use.
+    pub fn renderer(&self) -> &EvidenceRenderer {
+        &self.renderer
+    }
+
+    /// Applies the cooldown, then builds the event and renders its evidence.
+    ///
+    /// # Errors
+    /// [`EventsError::UnknownCategory`] or [`EventsError::Encode`]; neither consumes the
+    /// cooldown period.
+    pub fn build(&mut self, observation: Observation) -> Result<Built, EventsError> {
+        let Some(category) = self
+            .catalog
+            .by_code(&observation.category)
+            .filter(|c| c.code.is_minor())
+        else {
+            return Err(EventsError::UnknownCategory {
+                code: observation.category,
+            });
+        };
+        let key = CooldownKey {
+            source: observation.source.clone(),
+            rule: observation.rule.clone(),
+            zone: observation.zone.clone(),
+            track: observation.track,
+        };
+        // Render before recording a raise, so a failed render does not start a period.
+        let suppressed = match self.cooldown.peek(&key, observation.observed_at) {
+            CooldownDecision::Suppress { .. } => {
+                let repeats = match self.cooldown.check(&key, observation.observed_at) {
+                    CooldownDecision::Suppress { repeats } => repeats,
+                    CooldownDecision::Raise { .. } => 0,
+                };
+                return Ok(Built::Suppressed { repeats });
+            }
+            CooldownDecision::Raise { suppressed } => suppressed,
+        };
+        let evidence = match observation.snapshot {
+            Some(snapshot) => vec![self.renderer.render(&category.code, snapshot)?],
+            None => Vec::new(),
+        };
+        self.cooldown.check(&key, observation.observed_at);
+
+        let mut attributes = observation.attributes;
+        attributes.insert("rule".to_owned(), AttrValue::Text(observation.rule));
+        if let Some(zone) = observation.zone {
+            attributes.insert("zone".to_owned(), AttrValue::Text(zone));
+        }
+        if let Some(track) = observation.track {
+            attributes.insert(
+                "track".to_owned(),
+                AttrValue::Int(i64::try_from(track).unwrap_or(i64::MAX)),
+            );
+        }
+        if suppressed > 0 {
+            attributes.insert(
+                "suppressed_repeats".to_owned(),
+                AttrValue::Int(i64::try_from(suppressed).unwrap_or(i64::MAX)),
+            );
+        }
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        let millis = u64::try_from(observation.observed_at.as_unix_millis()).unwrap_or(0);
+        let event = Event {
+            id: EventId::v7(millis, random),
+            seq: Seq(0),
+            source: observation.source,
+            category: category.code.clone(),
+            severity: observation.severity.unwrap_or(category.severity),
+            observed_at: observation.observed_at,
+            location: observation.location,
+            grid: observation.grid.or_else(|| self.box_grid.clone()),
+            attributes,
+            evidence: evidence.iter().map(|f| f.reference.clone()).collect(),
+        };
+        Ok(Built::Event {
+            event: Box::new(event),
+            evidence,
+        })
+    }
+}

@@ -1,0 +1,567 @@
+//! The box's durable event store: the outbox between the event builder and the uplink.
+//!
+//! An event is *accepted* when [`Store::submit`] returns `Ok`: by then its SQLite transaction has
+//! committed with `synchronous=FULL` in WAL mode, and every evidence file it names was written,
+//! fsynced and renamed into `evidence/` (with the folder fsynced) before that commit.
+//!
+//! Main types:
+//! - [`Store`]: a cloneable handle. Writes go through one named writer thread (`store-writer`)
+//!   over a bounded channel; the writer groups whatever is queued into one transaction (group
+//!   commit) and assigns the per-box sequence number ([`Seq`]) in commit order, gap-free. Callers
+//!   get their result only after the commit. Reads use separate read-only connections, which WAL
+//!   never blocks behind the writer.
+//! - [`StoreReader`]: a read-only connection for the uplink and the status page.
+//! - [`EvidenceFile`]: a snapshot's bytes with their [`EvidenceRef`].
+//!
+//! Storage layout (see `schema.rs`): one row per event holding the columns the store queries
+//! (`seq`, `id`, `observed_at_ms`, `category`, the accounted size) plus the whole [`Event`] as a
+//! MessagePack body with named fields (`rmp_serde`). The body keeps the event exactly as submitted
+//! — attributes, floats and fields added by later protocol versions included — without a schema
+//! change per wire change; the columns exist only where SQL needs to filter or order. The `seq`
+//! column is authoritative: the body is encoded before the sequence number is known and the read
+//! path puts the column's value into the decoded event.
+//!
+//! Quota (logical bytes: each event's body plus [`ROW_OVERHEAD_BYTES`], plus evidence files on
+//! disk). When a commit would exceed it, the writer evicts, in this order and within the same
+//! transaction: (1) evidence files of synced events, oldest first; (2) synced events, oldest
+//! first (those past retention are the oldest); (3) only then unsynced events, oldest first. Each
+//! unsynced event evicted is counted (`lost_events_total`) and reported by a `device.data_loss`
+//! event committed in that same transaction, so no loss is ever silent. A full disk lowers the
+//! effective quota to below the usage at which the disk filled, so the same policy frees room.
+//! [`Store::sweep_retention`] deletes synced events older than the retention time.
+//!
+//! This module must not talk to the network, decide what an event is (the event builder does)
+//! or delete a database it cannot read: a corrupt or foreign file is reported by
+//! [`StoreError::Corrupt`] / [`StoreError::Foreign`] and left exactly as found.
+
+mod evidence;
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use protocol::{Digest, Event, EventId, EvidenceRef, GridCode, Location, Seq, Timestamp};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::Config;
+
+pub use reader::StoreReader;
+
+use evidence::EvidenceDir;
+use writer::{Encoded, Request, Writer};
+
+/// Bytes charged to the quota for each event row on top of its encoded body (the row's columns
+/// and index entries).
+pub const ROW_OVERHEAD_BYTES: u64 = 96;
+
+/// File name of the database inside the data folder.
+pub const DB_FILE_NAME: &str = "events.db";
+
+/// Name of the evidence folder inside the data folder.
+pub const EVIDENCE_DIR_NAME: &str = "evidence";
+
+/// What the store needs to open. Built from the agent config by [`StoreOptions::from_config`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Folder for `events.db` and `evidence/` (created if missing).
+    pub data_dir: PathBuf,
+    /// Hard limit on accounted bytes.
+    pub quota_bytes: u64,
+    /// How long synced events stay.
+    pub retention: Duration,
+    /// Submissions that may queue for the writer before `submit` blocks.
+    pub queue_capacity: usize,
+    /// Most requests committed in one transaction.
+    pub max_batch: usize,
+    /// How long a connection waits on a lock.
+    pub busy_timeout: Duration,
+    /// Location stamped on events the store raises itself (`device.data_loss`).
+    pub location: Location,
+    /// Grid code stamped on those events.
+    pub grid: Option<GridCode>,
+}
+
+impl StoreOptions {
+    /// Options with the config defaults for a data folder and site.
+    pub fn new(data_dir: impl Into<PathBuf>, location: Location) -> Self {
+        let defaults = crate::config::StoreConfig::default();
+        StoreOptions {
+            data_dir: data_dir.into(),
+            quota_bytes: defaults.quota_bytes,
+            retention: defaults.retention,
+            queue_capacity: defaults.queue_capacity.get() as usize,
+            max_batch: defaults.max_batch.get() as usize,
+            busy_timeout: defaults.busy_timeout,
+            location,
+            grid: None,
+        }
+    }
+
+    /// The options a validated agent config asks for.
+    pub fn from_config(config: &Config) -> Self {
+        StoreOptions {
+            data_dir: config.store.data_dir.clone(),
+            quota_bytes: config.store.quota_bytes,
+            retention: config.store.retention,
+            queue_capacity: config.store.queue_capacity.get() as usize,
+            max_batch: config.store.max_batch.get() as usize,
+            busy_timeout: config.store.busy_timeout,
+            location: config.site.location(),
+            grid: config.site.grid.clone(),
+        }
+    }
+}
+
+/// An evidence file to commit with an event: its bytes and the reference the event carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceFile {
+    /// Hash, length and media type of `bytes`.
+    pub reference: EvidenceRef,
+    /// The file's content.
+    pub bytes: Vec<u8>,
+}
+
+impl EvidenceFile {
+    /// Hashes `bytes` and wraps them.
+    pub fn new(bytes: Vec<u8>, media_type: impl Into<String>) -> Self {
+        let sha256 = Digest(Sha256::digest(&bytes).into());
+        EvidenceFile {
+            reference: EvidenceRef {
+                sha256,
+                bytes: bytes.len() as u64,
+                media_type: media_type.into(),
+            },
+            bytes,
+        }
+    }
+}
+
+/// An accepted event: durable from the moment this is returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The sequence number the store assigned.
+    pub seq: Seq,
+    /// The event's id.
+    pub id: EventId,
+}
+
+/// Counters and positions of the store, read in one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// The highest sequence number committed (0 before the first event).
+    pub last_seq: u64,
+    /// The highest sequence number the hub has acknowledged (0 before the first ack).
+    pub acked_seq: u64,
+    /// Event rows held.
+    pub events: u64,
+    /// Event rows not yet acknowledged.
+    pub unsynced_events: u64,
+    /// Evidence files held.
+    pub evidence_files: u64,
+    /// Accounted bytes (event rows plus evidence files), compared with the quota.
+    pub usage_bytes: u64,
+    /// Unsynced events evicted under quota pressure, ever (each reported by a data-loss event).
+    pub lost_events_total: u64,
+    /// Synced events evicted under quota pressure, ever.
+    pub evicted_events_total: u64,
+    /// Evidence files evicted under quota pressure, ever.
+    pub evicted_evidence_total: u64,
+    /// Synced events deleted for being older than the retention time, ever.
+    pub expired_events_total: u64,
+}
+
+/// What the start-up checks found and repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenReport {
+    /// Half-written evidence files (from a crash before their rename) removed.
+    pub staged_removed: u64,
+    /// Evidence files no committed event names (a crash between rename and commit, or between
+    /// an eviction's commit and its unlink) removed.
+    pub orphans_removed: u64,
+    /// Evidence files the database names that were missing on disk; marked absent.
+    pub missing_evidence: u64,
+}
+
+/// Everything that can go wrong in the store. Recovery: [`StoreError::DiskFull`] and
+/// [`StoreError::Sqlite`] are worth a retry; [`StoreError::TooLarge`],
+/// [`StoreError::EvidenceMismatch`] and [`StoreError::DuplicateId`] reject one submission (skip
+/// it); the start-up errors and [`StoreError::Closed`] stop the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The data folder or a file in it could not be created, read or written.
+    #[error("failed to {op} `{}`", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database file exists but is not a readable SQLite database, or fails its integrity
+    /// check. It was left untouched: move it aside (keep it for analysis) to start a new store.
+    #[error(
+        "event database `{}` is corrupt or unreadable ({detail}); it was left untouched: \
+         move it aside to start a new store",
+        path.display()
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// The database belongs to some other application. It was left untouched.
+    #[error("`{}` is an SQLite database of another application; it was left untouched", path.display())]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The database was written by a newer agent.
+    #[error(
+        "event database `{}` has schema version {found}, newer than this agent's {supported}",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+    /// The disk holding the data folder is full. The store lowered its effective quota and
+    /// evicts per policy; retry.
+    #[error("the data disk is full")]
+    DiskFull,
+    /// One event (with its evidence) is larger than the whole quota.
+    #[error("event of {bytes} bytes cannot fit in the store quota of {quota_bytes} bytes")]
+    TooLarge {
+        /// Accounted size of the event and its evidence.
+        bytes: u64,
+        /// The effective quota.
+        quota_bytes: u64,
+    },
+    /// The event's `evidence` list does not name exactly the evidence files submitted with it.
+    #[error("event `{id}` names evidence that was not submitted with it, or vice versa")]
+    EvidenceMismatch {
+        /// The event.
+        id: EventId,
+    },
+    /// An event with this id is already stored.
+    #[error("event `{id}` is already stored")]
+    DuplicateId {
+        /// The event.
+        id: EventId,
+    },
+    /// An acknowledgement for events that were never committed.
+    #[error("ack up to seq {up_to} is beyond the last committed seq {last_seq}")]
+    AckBeyondCommitted {
+        /// What was acknowledged.
+        up_to: Seq,
+        /// What was committed.
+        last_seq: u64,
+    },
+    /// A stored event body does not decode.
+    #[error("stored event seq {seq} does not decode")]
+    Decode {
+        /// Its sequence number.
+        seq: u64,
+        /// Why.
+        #[source]
+        source: rmp_serde::decode::Error,
+    },
+    /// An event could not be encoded.
+    #[error("event `{id}` does not encode")]
+    Encode {
+        /// The event.
+        id: EventId,
+        /// Why.
+        #[source]
+        source: rmp_serde::encode::Error,
+    },
+    /// An SQLite operation failed.
+    #[error("sqlite failed to {op}")]
+    Sqlite {
+        /// What was being done.
+        op: &'static str,
+        /// Why (shared by every submission of a failed group commit).
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+    /// The writer thread is gone (the store was closed, or the writer panicked).
+    #[error("the event store is closed")]
+    Closed,
+}
+
+/// A handle to the event store. Cheap to clone; the writer thread stops when the last handle
+/// is dropped or [`Store::close`] is called on it.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Requests to the writer. Bounded: a full queue blocks submitters (backpressure). Taken (and
+    /// so closed) on drop, which lets the writer drain and exit.
+    requests_tx: Option<SyncSender<Request>>,
+    /// Joined on drop so that the last commit finishes before the handle is gone.
+    writer: Option<JoinHandle<()>>,
+    evidence: EvidenceDir,
+    db_path: PathBuf,
+    busy_timeout: Duration,
+    /// The handle's own reader for the convenience read methods.
+    reader: Mutex<StoreReader>,
+    report: OpenReport,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `options.data_dir`: creates the folder, checks
+    /// the database (integrity, owner, schema version), migrates it, removes half-written and
+    /// orphan evidence files, then starts the writer thread.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the folder cannot be prepared, [`StoreError::Corrupt`],
+    /// [`StoreError::Foreign`] or [`StoreError::SchemaTooNew`] when the database cannot be used
+    /// (the file is then left untouched), [`StoreError::Sqlite`] for other SQLite failures.
+    pub fn open(options: StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&options.data_dir).map_err(|source| StoreError::Io {
+            op: "create data folder",
+            path: options.data_dir.clone(),
+            source,
+        })?;
+        let db_path = options.data_dir.join(DB_FILE_NAME);
+        let conn = schema::open_writer(&db_path, options.busy_timeout)?;
+        let evidence = EvidenceDir::create(&options.data_dir.join(EVIDENCE_DIR_NAME))?;
+        let (writer, report) = Writer::start_up(conn, evidence.clone(), &options)?;
+        let reader = StoreReader::open_at(&db_path, options.busy_timeout)?;
+        let (requests_tx, requests_rx) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let handle = std::thread::Builder::new()
+            .name("store-writer".to_owned())
+            .spawn(move || writer.run(requests_rx))
+            .map_err(|source| StoreError::Io {
+                op: "spawn the writer thread for",
+                path: db_path.clone(),
+                source,
+            })?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                requests_tx: Some(requests_tx),
+                writer: Some(handle),
+                evidence,
+                db_path,
+                busy_timeout: options.busy_timeout,
+                reader: Mutex::new(reader),
+                report,
+            }),
+        })
+    }
+
+    /// What the start-up checks found.
+    pub fn open_report(&self) -> OpenReport {
+        self.shared.report
+    }
+
+    /// Commits `event` with its evidence files and returns the assigned sequence number. The
+    /// `seq` in `event` is ignored: the store assigns it in commit order. `event.evidence` must
+    /// list exactly the references of `evidence`, in order.
+    ///
+    /// Blocks until the commit (or while the writer's queue is full).
+    ///
+    /// # Errors
+    /// See [`StoreError`]: a per-submission rejection, [`StoreError::DiskFull`],
+    /// [`StoreError::Sqlite`] for a failed commit, [`StoreError::Closed`].
+    pub fn submit(
+        &self,
+        event: Event,
+        evidence: Vec<EvidenceFile>,
+    ) -> Result<Committed, StoreError> {
+        if event.evidence.len() != evidence.len()
+            || event
+                .evidence
+                .iter()
+                .zip(&evidence)
+                .any(|(named, file)| *named != file.reference)
+        {
+            return Err(StoreError::EvidenceMismatch { id: event.id });
+        }
+        let encoded = Encoded::new(&event)?;
+        let mut staged = Vec::with_capacity(evidence.len());
+        for file in evidence {
+            match self.shared.evidence.stage(&file) {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    for s in staged {
+                        self.shared.evidence.discard(s);
+                    }
+                    if matches!(e, StoreError::DiskFull) {
+                        // Let the writer free room; a full queue already has it busy.
+                        let _ = self.sender()?.try_send(Request::DiskPressure);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.send(Request::Submit {
+            event: encoded,
+            staged,
+            reply: reply_tx,
+        })?;
+        reply_rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records that the hub committed every event up to and including `up_to`. Acks never move
+    /// backwards: an older ack is a no-op.
+    ///
+    /// # Errors
+    /// [`StoreError::AckBeyondCommitted`], [`StoreError::Sqlite`], [`StoreError::Closed`].
+    pub fn ack(&self, up_to: Seq) -> Result<(), StoreError> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.send(Request::Ack {
+            up_to,
+            reply: reply_tx,
+        })?;
+        reply_rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes synced events observed before `now - retention` (and evidence only they named).
+    /// Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Closed`].
+    pub fn sweep_retention(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.send(Request::Sweep {
+            now,
+            reply: reply_tx,
+        })?;
+        reply_rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Up to `limit` unsynced events in sequence order (what the uplink sends next).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] or [`StoreError::Decode`].
+    pub fn pending(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.with_reader(|r| r.pending(limit))
+    }
+
+    /// Up to `limit` events (synced or not) with `seq >= from`, in sequence order.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] or [`StoreError::Decode`].
+    pub fn events_from(&self, from: Seq, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.with_reader(|r| r.events_from(from, limit))
+    }
+
+    /// Counters and positions.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.with_reader(StoreReader::stats)
+    }
+
+    /// Whether the evidence file named by `sha256` is held on the box.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn has_evidence(&self, sha256: &Digest) -> Result<bool, StoreError> {
+        self.with_reader(|r| r.has_evidence(sha256))
+    }
+
+    /// Where the evidence file named by `sha256` lives (whether or not it is held).
+    pub fn evidence_path(&self, sha256: &Digest) -> PathBuf {
+        self.shared.evidence.path_of(sha256)
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> &Path {
+        &self.shared.db_path
+    }
+
+    /// A new read-only connection, for a task that reads on its own (uplink, status page).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn reader(&self) -> Result<StoreReader, StoreError> {
+        StoreReader::open_at(&self.shared.db_path, self.shared.busy_timeout)
+    }
+
+    /// Stops the writer after it has committed everything already queued, if this is the last
+    /// handle; otherwise just drops this handle.
+    pub fn close(self) {
+        drop(self);
+    }
+
+    fn sender(&self) -> Result<&SyncSender<Request>, StoreError> {
+        self.shared.requests_tx.as_ref().ok_or(StoreError::Closed)
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        let tx = self.sender()?;
+        match tx.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(request)) => tx.send(request).map_err(|_| StoreError::Closed),
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+        }
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut StoreReader) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // A panic while reading leaves the connection usable: SQLite statements are reset on drop.
+        let mut reader = self
+            .shared
+            .reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut reader)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("db_path", &self.shared.db_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        drop(self.requests_tx.take());
+        if let Some(handle) = self.writer.take()
+            && handle.join().is_err()
+        {
+            tracing::error!(stage = "store", "store writer thread panicked");
+        }
+    }
+}
+
+/// Maps an SQLite error to the store's error, recognising a full disk.
+fn sqlite_error(op: &'static str, source: rusqlite::Error) -> StoreError {
+    if is_disk_full(&source) {
+        return StoreError::DiskFull;
+    }
+    StoreError::Sqlite {
+        op,
+        source: Arc::new(source),
+    }
+}
+
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull
+    )
+}

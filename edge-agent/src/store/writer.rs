@@ -1,0 +1,881 @@
+//! The writer thread: the only code that writes to the database.
+//!
+//! It takes whatever requests are queued (up to `max_batch`), applies them in one `BEGIN
+//! IMMEDIATE` transaction in arrival order, commits once (one fsync for the group), and only
+//! then answers each caller. Sequence numbers are assigned here, so they follow commit order and
+//! have no gaps. Eviction (see the module doc of `store`) runs inside the same transaction as the
+//! commit that needs the room, so an eviction and the data-loss event that reports it are
+//! durable together or not at all; evicted evidence files are unlinked only after that commit.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use protocol::{
+    AttrValue, Catalog, CategoryCode, Digest, Event, EventId, GridCode, Location, Seq, Severity,
+    Source, SourceId, SourceKind, Timestamp,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::evidence::{EvidenceDir, Staged};
+use super::{
+    Committed, OpenReport, ROW_OVERHEAD_BYTES, StoreError, StoreOptions, is_disk_full, sqlite_error,
+};
+
+/// A request to the writer.
+pub(super) enum Request {
+    /// Commit an event.
+    Submit {
+        event: Encoded,
+        staged: Vec<Staged>,
+        reply: SyncSender<Result<Committed, StoreError>>,
+    },
+    /// Move the sync cursor.
+    Ack {
+        up_to: Seq,
+        reply: SyncSender<Result<(), StoreError>>,
+    },
+    /// Delete synced events past retention.
+    Sweep {
+        now: Timestamp,
+        reply: SyncSender<Result<u64, StoreError>>,
+    },
+    /// A submitter found the disk full while staging evidence: lower the quota and evict.
+    DiskPressure,
+}
+
+/// An event encoded by its submitter (so that encoding runs in parallel, off the writer).
+pub(super) struct Encoded {
+    pub(super) id: EventId,
+    pub(super) observed_at: Timestamp,
+    pub(super) category: CategoryCode,
+    pub(super) body: Vec<u8>,
+}
+
+impl Encoded {
+    pub(super) fn new(event: &Event) -> Result<Encoded, StoreError> {
+        let body = rmp_serde::to_vec_named(event).map_err(|source| StoreError::Encode {
+            id: event.id,
+            source,
+        })?;
+        Ok(Encoded {
+            id: event.id,
+            observed_at: event.observed_at,
+            category: event.category.clone(),
+            body,
+        })
+    }
+
+    fn stored_bytes(&self) -> u64 {
+        self.body.len() as u64 + ROW_OVERHEAD_BYTES
+    }
+}
+
+pub(super) struct Writer {
+    conn: Connection,
+    policy: Policy,
+    /// The committed state; `Work` copies it for a transaction and it is replaced on commit.
+    meta: Meta,
+}
+
+/// Everything but the connection, so it can be borrowed while a transaction borrows `conn`.
+struct Policy {
+    evidence: EvidenceDir,
+    quota_bytes: u64,
+    /// Set below `quota_bytes` once the disk has filled up (never raised until restart).
+    disk_quota_bytes: Option<u64>,
+    /// The quota was lowered: the next transaction evicts down to it even without new data.
+    must_evict: bool,
+    retention: Duration,
+    max_batch: usize,
+    location: Location,
+    grid: Option<GridCode>,
+    loss_category: CategoryCode,
+    loss_severity: Severity,
+    loss_source: SourceId,
+    rng: fastrand::Rng,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Meta {
+    last_seq: u64,
+    acked_seq: u64,
+    usage_bytes: u64,
+    lost_events_total: u64,
+    evicted_events_total: u64,
+    evicted_evidence_total: u64,
+    expired_events_total: u64,
+}
+
+/// The state of one transaction in progress.
+struct Work {
+    meta: Meta,
+    /// Files renamed into place in this transaction (removed again if it rolls back).
+    placed: Vec<Digest>,
+    /// Files to unlink once this transaction has committed.
+    unlink: HashSet<Digest>,
+    /// Unsynced events evicted in this transaction.
+    lost: Option<LostRange>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LostRange {
+    first: u64,
+    last: u64,
+    count: u64,
+}
+
+/// Why a request in a batch failed: only that request, or the whole transaction.
+enum Failure {
+    Item(StoreError),
+    Batch(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Batch(e)
+    }
+}
+
+enum Reply {
+    Submit(
+        SyncSender<Result<Committed, StoreError>>,
+        Result<Committed, StoreError>,
+    ),
+    Ack(SyncSender<Result<(), StoreError>>, Result<(), StoreError>),
+    Sweep(SyncSender<Result<u64, StoreError>>, Result<u64, StoreError>),
+}
+
+impl Writer {
+    /// Loads the committed state and runs the start-up repairs on the evidence folder.
+    pub(super) fn start_up(
+        conn: Connection,
+        evidence: EvidenceDir,
+        options: &StoreOptions,
+    ) -> Result<(Writer, OpenReport), StoreError> {
+        // invariant: the embedded catalog holds `device.data_loss` (checked by this module's
+        // tests and by protocol's catalog tests).
+        #[allow(clippy::expect_used)]
+        let loss = Catalog::embedded()
+            .by_key(LOSS_CATEGORY_KEY)
+            .expect("the embedded catalog has device.data_loss");
+        let (loss_category, loss_severity) = (loss.code.clone(), loss.severity);
+        // invariant: a constant that satisfies the id rules.
+        #[allow(clippy::expect_used)]
+        let loss_source = SourceId::parse(LOSS_SOURCE_ID).expect("valid source id");
+        let meta = load_meta(&conn).map_err(|e| sqlite_error("read store counters", e))?;
+        let mut writer = Writer {
+            conn,
+            policy: Policy {
+                evidence,
+                quota_bytes: options.quota_bytes,
+                disk_quota_bytes: None,
+                must_evict: false,
+                retention: options.retention,
+                max_batch: options.max_batch.max(1),
+                location: options.location,
+                grid: options.grid.clone(),
+                loss_category,
+                loss_severity,
+                loss_source,
+                rng: fastrand::Rng::new(),
+            },
+            meta,
+        };
+        let report = writer.repair_evidence()?;
+        Ok((writer, report))
+    }
+
+    /// Serves requests until every sender is gone.
+    pub(super) fn run(mut self, requests_rx: Receiver<Request>) {
+        let _span = tracing::info_span!("store_writer", stage = "store").entered();
+        while let Ok(first) = requests_rx.recv() {
+            let mut batch = Vec::with_capacity(self.policy.max_batch.min(64));
+            batch.push(first);
+            while batch.len() < self.policy.max_batch {
+                match requests_rx.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if self.commit_batch(batch) {
+                self.relieve_full_disk();
+            }
+        }
+    }
+
+    /// After a commit failed on a full disk: shrink the WAL, then evict down to the lowered
+    /// quota at once, so that the next submissions find room. (Eviction needs a little disk
+    /// space itself; the truncated WAL provides it.)
+    fn relieve_full_disk(&mut self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(stage = "store", error = %e, "WAL checkpoint on a full disk failed");
+        }
+        if self.policy.must_evict && self.commit_batch(Vec::new()) {
+            tracing::warn!(
+                stage = "store",
+                "eviction on a full disk failed; retrying with the next commit"
+            );
+        }
+    }
+
+    /// Removes staged and orphan files and marks files the database names but lacks as absent.
+    fn repair_evidence(&mut self) -> Result<OpenReport, StoreError> {
+        let mut report = OpenReport {
+            staged_removed: self.policy.evidence.clear_staging()?,
+            ..OpenReport::default()
+        };
+        let present: HashSet<Digest> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT sha256 FROM evidence WHERE present = 1")
+                .map_err(|e| sqlite_error("list evidence", e))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(|e| sqlite_error("list evidence", e))?;
+            let mut set = HashSet::new();
+            for row in rows {
+                let bytes = row.map_err(|e| sqlite_error("list evidence", e))?;
+                if let Ok(d) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                    set.insert(Digest(d));
+                }
+            }
+            set
+        };
+        let on_disk: HashSet<Digest> = self.policy.evidence.list()?.into_iter().collect();
+        for orphan in on_disk.difference(&present) {
+            self.policy.evidence.remove(orphan)?;
+            report.orphans_removed += 1;
+        }
+        let missing: Vec<Digest> = present.difference(&on_disk).copied().collect();
+        if !missing.is_empty() {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sqlite_error("begin repair", e))?;
+            let mut meta = self.meta;
+            for sha in &missing {
+                let bytes: i64 = tx
+                    .query_row(
+                        "UPDATE evidence SET present = 0 WHERE sha256 = ?1 RETURNING bytes",
+                        [&sha.0[..]],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| sqlite_error("mark evidence missing", e))?;
+                meta.usage_bytes = meta.usage_bytes.saturating_sub(bytes.max(0) as u64);
+                tracing::error!(stage = "store", sha256 = %sha, "evidence file named by an event is missing");
+            }
+            store_meta(&tx, &self.meta, &meta).map_err(|e| sqlite_error("write counters", e))?;
+            tx.commit()
+                .map_err(|e| sqlite_error("commit evidence repair", e))?;
+            self.meta = meta;
+            report.missing_evidence = missing.len() as u64;
+        }
+        if report.orphans_removed > 0 {
+            self.policy.evidence.sync()?;
+        }
+        if report != OpenReport::default() {
+            tracing::warn!(
+                stage = "store",
+                staged_removed = report.staged_removed,
+                orphans_removed = report.orphans_removed,
+                missing_evidence = report.missing_evidence,
+                "store repaired evidence folder at start-up"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Applies and commits a batch, answers every request, and returns true when the commit
+    /// failed because the disk is full.
+    fn commit_batch(&mut self, batch: Vec<Request>) -> bool {
+        let mut work = Work {
+            meta: self.meta,
+            placed: Vec::new(),
+            unlink: HashSet::new(),
+            lost: None,
+        };
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut pressure = false;
+        let outcome = (|| -> Result<(), rusqlite::Error> {
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for request in batch {
+                match request {
+                    Request::Submit {
+                        event,
+                        staged,
+                        reply,
+                    } => {
+                        let result = self.policy.submit(&mut tx, &mut work, event, staged);
+                        match result {
+                            Ok(c) => replies.push(Reply::Submit(reply, Ok(c))),
+                            Err(Failure::Item(e)) => replies.push(Reply::Submit(reply, Err(e))),
+                            Err(Failure::Batch(e)) => {
+                                replies.push(Reply::Submit(reply, Err(StoreError::Closed)));
+                                return Err(e);
+                            }
+                        }
+                    }
+                    Request::Ack { up_to, reply } => {
+                        let result = if up_to.0 > work.meta.last_seq {
+                            Err(StoreError::AckBeyondCommitted {
+                                up_to,
+                                last_seq: work.meta.last_seq,
+                            })
+                        } else {
+                            work.meta.acked_seq = work.meta.acked_seq.max(up_to.0);
+                            Ok(())
+                        };
+                        replies.push(Reply::Ack(reply, result));
+                    }
+                    Request::Sweep { now, reply } => {
+                        let n = self.policy.sweep(&tx, &mut work, now)?;
+                        replies.push(Reply::Sweep(reply, Ok(n)));
+                    }
+                    Request::DiskPressure => pressure = true,
+                }
+            }
+            if pressure {
+                self.policy.lower_quota(work.meta.usage_bytes);
+            }
+            if self.policy.must_evict {
+                self.policy.make_room(&tx, &mut work, 0)?;
+            }
+            if let Some(lost) = work.lost {
+                self.policy.record_loss(&tx, &mut work, lost)?;
+            }
+            store_meta(&tx, &self.meta, &work.meta)?;
+            if !work.placed.is_empty() {
+                // The renames must be durable before the rows naming them are.
+                if let Err(e) = self.policy.evidence.sync() {
+                    tracing::warn!(stage = "store", error = %crate::telemetry::chain(&e), "evidence folder fsync failed");
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                        Some("evidence folder fsync failed".to_owned()),
+                    ));
+                }
+            }
+            tx.commit()
+        })();
+
+        match outcome {
+            Ok(()) => {
+                let evicted = !work.unlink.is_empty() || work.lost.is_some();
+                self.meta = work.meta;
+                self.policy.must_evict = false;
+                for sha in &work.unlink {
+                    if let Err(e) = self.policy.evidence.remove(sha) {
+                        // Left as an orphan; start-up removes it.
+                        tracing::warn!(stage = "store", error = %crate::telemetry::chain(&e), "evicted evidence file not removed");
+                    }
+                }
+                if evicted {
+                    // Give freed pages back to the file system; failure only delays that.
+                    let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
+                }
+                for reply in replies {
+                    reply.send();
+                }
+                false
+            }
+            Err(e) => {
+                for sha in &work.placed {
+                    let _ = self.policy.evidence.remove(sha);
+                }
+                let disk_full = is_disk_full(&e);
+                if disk_full {
+                    self.policy.lower_quota(self.meta.usage_bytes);
+                } else {
+                    tracing::warn!(stage = "store", error = %e, "store commit failed");
+                }
+                let shared = Arc::new(e);
+                let fail = |prior: Option<StoreError>| -> StoreError {
+                    match prior {
+                        Some(item) if !matches!(item, StoreError::Closed) => item,
+                        _ if disk_full => StoreError::DiskFull,
+                        _ => StoreError::Sqlite {
+                            op: "commit events",
+                            source: Arc::clone(&shared),
+                        },
+                    }
+                };
+                for reply in replies {
+                    match reply {
+                        Reply::Submit(tx, r) => {
+                            let _ = tx.send(Err(fail(r.err())));
+                        }
+                        Reply::Ack(tx, r) => {
+                            let _ = tx.send(Err(fail(r.err())));
+                        }
+                        Reply::Sweep(tx, r) => {
+                            let _ = tx.send(Err(fail(r.err())));
+                        }
+                    }
+                }
+                disk_full
+            }
+        }
+    }
+}
+
+impl Reply {
+    fn send(self) {
+        // A caller that went away no longer needs its answer; the commit stands.
+        match self {
+            Reply::Submit(tx, r) => drop(tx.send(r)),
+            Reply::Ack(tx, r) => drop(tx.send(r)),
+            Reply::Sweep(tx, r) => drop(tx.send(r)),
+        }
+    }
+}
+
+impl Policy {
+    fn effective_quota(&self) -> u64 {
+        match self.disk_quota_bytes {
+            Some(d) => d.min(self.quota_bytes),
+            None => self.quota_bytes,
+        }
+    }
+
+    fn lower_quota(&mut self, usage_bytes: u64) {
+        let lowered = usage_bytes / 10 * 9;
+        if self.disk_quota_bytes.is_none_or(|q| lowered < q) {
+            tracing::warn!(
+                stage = "store",
+                bytes = lowered,
+                "data disk full, store quota lowered"
+            );
+            self.disk_quota_bytes = Some(lowered);
+            self.must_evict = true;
+        }
+    }
+
+    /// Applies one submission inside the batch transaction.
+    fn submit(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        work: &mut Work,
+        event: Encoded,
+        staged: Vec<Staged>,
+    ) -> Result<Committed, Failure> {
+        let evidence_bytes: u64 = staged.iter().map(|s| s.reference.bytes).sum();
+        let total = event.stored_bytes() + evidence_bytes;
+        if total
+            > self
+                .effective_quota()
+                .saturating_sub(LOSS_EVENT_RESERVE_BYTES)
+        {
+            for s in staged {
+                self.evidence.discard(s);
+            }
+            return Err(Failure::Item(StoreError::TooLarge {
+                bytes: total,
+                quota_bytes: self.effective_quota(),
+            }));
+        }
+        let seq = work.meta.last_seq + 1;
+        if staged.is_empty() {
+            if !self.make_room(tx, work, event.stored_bytes())? {
+                return Err(Failure::Item(StoreError::TooLarge {
+                    bytes: total,
+                    quota_bytes: self.effective_quota(),
+                }));
+            }
+            return match insert_event(tx, seq, &event) {
+                Ok(()) => {
+                    work.meta.last_seq = seq;
+                    work.meta.usage_bytes += event.stored_bytes();
+                    Ok(Committed {
+                        seq: Seq(seq),
+                        id: event.id,
+                    })
+                }
+                Err(e) if is_constraint(&e) => {
+                    Err(Failure::Item(StoreError::DuplicateId { id: event.id }))
+                }
+                Err(e) => Err(Failure::Batch(e)),
+            };
+        }
+
+        // With evidence: several statements and renames, undone together on rejection.
+        let before_meta = work.meta;
+        let before_placed = work.placed.len();
+        let before_lost = work.lost;
+        let before_unlink = work.unlink.clone();
+        let sp = tx.savepoint()?;
+        let result = (|| -> Result<(), Failure> {
+            let mut newly = HashSet::new();
+            for s in &staged {
+                let sha = s.reference.sha256;
+                let present: bool = sp
+                    .prepare_cached("SELECT present FROM evidence WHERE sha256 = ?1")?
+                    .query_row([&sha.0[..]], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    == Some(1);
+                if present {
+                    self.evidence.discard_path(&s.path);
+                } else if newly.insert(sha) {
+                    self.evidence.place(s).map_err(Failure::Item)?;
+                    work.placed.push(sha);
+                    work.unlink.remove(&sha);
+                    work.meta.usage_bytes += s.reference.bytes;
+                } else {
+                    self.evidence.discard_path(&s.path);
+                }
+                // Naming the file with this (unsynced) seq before making room keeps eviction
+                // from choosing the file this event is about to reference.
+                sp.prepare_cached(
+                    "INSERT INTO evidence (sha256, bytes, media_type, present, last_seq)
+                     VALUES (?1, ?2, ?3, 1, ?4)
+                     ON CONFLICT (sha256) DO UPDATE SET present = 1, last_seq = excluded.last_seq",
+                )?
+                .execute(params![
+                    &sha.0[..],
+                    to_i64(s.reference.bytes),
+                    s.reference.media_type,
+                    to_i64(seq)
+                ])?;
+                sp.prepare_cached(
+                    "INSERT OR IGNORE INTO event_evidence (seq, sha256) VALUES (?1, ?2)",
+                )?
+                .execute(params![to_i64(seq), &sha.0[..]])?;
+            }
+            if !self.make_room(&sp, work, event.stored_bytes())? {
+                return Err(Failure::Item(StoreError::TooLarge {
+                    bytes: total,
+                    quota_bytes: self.effective_quota(),
+                }));
+            }
+            insert_event(&sp, seq, &event).map_err(|e| {
+                if is_constraint(&e) {
+                    Failure::Item(StoreError::DuplicateId { id: event.id })
+                } else {
+                    Failure::Batch(e)
+                }
+            })?;
+            work.meta.last_seq = seq;
+            work.meta.usage_bytes += event.stored_bytes();
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                sp.commit()?;
+                Ok(Committed {
+                    seq: Seq(seq),
+                    id: event.id,
+                })
+            }
+            Err(failure) => {
+                drop(sp); // rolls back to the savepoint
+                for s in &staged {
+                    self.evidence.discard_path(&s.path);
+                }
+                for sha in work.placed.drain(before_placed..) {
+                    let _ = self.evidence.remove(&sha);
+                }
+                work.meta = before_meta;
+                work.lost = before_lost;
+                work.unlink = before_unlink;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Evicts, in policy order, until `incoming` more bytes fit under the quota (keeping room
+    /// for the data-loss event once an unsynced event has been evicted). False when even an
+    /// empty store would not make room.
+    fn make_room(
+        &mut self,
+        conn: &Connection,
+        work: &mut Work,
+        incoming: u64,
+    ) -> rusqlite::Result<bool> {
+        loop {
+            let reserve = if work.lost.is_some() {
+                LOSS_EVENT_RESERVE_BYTES
+            } else {
+                0
+            };
+            let limit = self.effective_quota().saturating_sub(reserve);
+            if work.meta.usage_bytes + incoming <= limit {
+                return Ok(true);
+            }
+            let acked = to_i64(work.meta.acked_seq);
+            // 1. Evidence of synced events, oldest first.
+            let victim: Option<(Vec<u8>, i64)> = conn
+                .prepare_cached(
+                    "SELECT sha256, bytes FROM evidence
+                     WHERE present = 1 AND last_seq <= ?1 ORDER BY last_seq LIMIT 1",
+                )?
+                .query_row([acked], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((sha, bytes)) = victim {
+                conn.prepare_cached("UPDATE evidence SET present = 0 WHERE sha256 = ?1")?
+                    .execute([&sha])?;
+                work.meta.usage_bytes = work.meta.usage_bytes.saturating_sub(to_u64(bytes));
+                work.meta.evicted_evidence_total += 1;
+                if let Some(d) = digest(&sha) {
+                    work.unlink.insert(d);
+                }
+                continue;
+            }
+            // 2. Synced events, oldest first.
+            let synced: Option<i64> = conn
+                .prepare_cached("SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT 1")?
+                .query_row([acked], |r| r.get(0))
+                .optional()?;
+            if let Some(seq) = synced {
+                delete_event(conn, work, seq)?;
+                work.meta.evicted_events_total += 1;
+                continue;
+            }
+            // 3. Unsynced events, oldest first: a counted, reported loss. Data-loss events go
+            //    last, so that the reports of earlier losses reach the hub.
+            let unsynced: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT seq FROM events WHERE seq > ?1 AND category != ?2
+                     ORDER BY seq LIMIT 1",
+                )?
+                .query_row(params![acked, self.loss_category.as_str()], |r| r.get(0))
+                .optional()?;
+            let unsynced = match unsynced {
+                Some(seq) => Some(seq),
+                None => conn
+                    .prepare_cached("SELECT seq FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1")?
+                    .query_row([acked], |r| r.get(0))
+                    .optional()?,
+            };
+            let Some(seq) = unsynced else {
+                return Ok(false);
+            };
+            delete_event(conn, work, seq)?;
+            work.meta.lost_events_total += 1;
+            let seq = to_u64(seq);
+            work.lost = Some(match work.lost {
+                None => LostRange {
+                    first: seq,
+                    last: seq,
+                    count: 1,
+                },
+                Some(r) => LostRange {
+                    first: r.first.min(seq),
+                    last: r.last.max(seq),
+                    count: r.count + 1,
+                },
+            });
+        }
+    }
+
+    /// Commits the `device.data_loss` event reporting this transaction's evictions.
+    fn record_loss(
+        &mut self,
+        conn: &Connection,
+        work: &mut Work,
+        lost: LostRange,
+    ) -> rusqlite::Result<()> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut random = [0u8; 10];
+        self.rng.fill(&mut random);
+        let reason = if self.disk_quota_bytes.is_some() {
+            "disk_full"
+        } else {
+            "quota"
+        };
+        let event = Event {
+            id: EventId::v7(now_ms.max(0) as u64, random),
+            seq: Seq(0),
+            source: Source {
+                kind: SourceKind::Box,
+                id: self.loss_source.clone(),
+            },
+            category: self.loss_category.clone(),
+            severity: self.loss_severity,
+            observed_at: Timestamp::from_unix_millis(now_ms),
+            location: self.location,
+            grid: self.grid.clone(),
+            attributes: [
+                ("reason", AttrValue::Text(reason.to_owned())),
+                ("lost_events", AttrValue::Int(to_i64(lost.count))),
+                ("first_lost_seq", AttrValue::Int(to_i64(lost.first))),
+                ("last_lost_seq", AttrValue::Int(to_i64(lost.last))),
+                (
+                    "lost_events_total",
+                    AttrValue::Int(to_i64(work.meta.lost_events_total)),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            evidence: Vec::new(),
+        };
+        let encoded = Encoded::new(&event).map_err(|e| {
+            rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(e.to_string())))
+        })?;
+        let seq = work.meta.last_seq + 1;
+        insert_event(conn, seq, &encoded)?;
+        work.meta.last_seq = seq;
+        work.meta.usage_bytes += encoded.stored_bytes();
+        tracing::warn!(
+            stage = "store",
+            count = lost.count,
+            first_lost_seq = lost.first,
+            last_lost_seq = lost.last,
+            seq,
+            "unsynced events evicted, data-loss event recorded"
+        );
+        Ok(())
+    }
+
+    /// Deletes synced events observed before `now - retention`.
+    fn sweep(&self, conn: &Connection, work: &mut Work, now: Timestamp) -> rusqlite::Result<u64> {
+        let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.as_unix_millis().saturating_sub(retention_ms);
+        let victims: Vec<i64> = conn
+            .prepare_cached(
+                "SELECT seq FROM events WHERE seq <= ?1 AND observed_at_ms < ?2 ORDER BY seq",
+            )?
+            .query_map(params![to_i64(work.meta.acked_seq), cutoff], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for &seq in &victims {
+            delete_event(conn, work, seq)?;
+        }
+        work.meta.expired_events_total += victims.len() as u64;
+        Ok(victims.len() as u64)
+    }
+}
+
+fn insert_event(conn: &Connection, seq: u64, event: &Encoded) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (seq, id, observed_at_ms, category, stored_bytes, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        to_i64(seq),
+        &event.id.as_uuid().as_bytes()[..],
+        event.observed_at.as_unix_millis(),
+        event.category.as_str(),
+        to_i64(event.stored_bytes()),
+        event.body,
+    ])?;
+    Ok(())
+}
+
+/// Deletes an event row, its evidence links, and evidence no other event names.
+fn delete_event(conn: &Connection, work: &mut Work, seq: i64) -> rusqlite::Result<()> {
+    let stored: i64 = conn
+        .prepare_cached("DELETE FROM events WHERE seq = ?1 RETURNING stored_bytes")?
+        .query_row([seq], |r| r.get(0))?;
+    work.meta.usage_bytes = work.meta.usage_bytes.saturating_sub(to_u64(stored));
+    let shas: Vec<Vec<u8>> = conn
+        .prepare_cached("DELETE FROM event_evidence WHERE seq = ?1 RETURNING sha256")?
+        .query_map([seq], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for sha in shas {
+        let still_named = conn
+            .prepare_cached("SELECT 1 FROM event_evidence WHERE sha256 = ?1 LIMIT 1")?
+            .exists([&sha])?;
+        if still_named {
+            continue;
+        }
+        let gone: Option<(i64, i64)> = conn
+            .prepare_cached("DELETE FROM evidence WHERE sha256 = ?1 RETURNING present, bytes")?
+            .query_row([&sha], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((1, bytes)) = gone {
+            work.meta.usage_bytes = work.meta.usage_bytes.saturating_sub(to_u64(bytes));
+            if let Some(d) = digest(&sha) {
+                work.unlink.insert(d);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_meta(conn: &Connection) -> rusqlite::Result<Meta> {
+    let mut meta = Meta::default();
+    let mut stmt = conn.prepare("SELECT key, value FROM meta")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (key, value) = row?;
+        if let Some(field) = meta_field(&mut meta, &key) {
+            *field = to_u64(value);
+        }
+    }
+    Ok(meta)
+}
+
+/// Writes the counters that changed between `old` and `new`.
+fn store_meta(conn: &Connection, old: &Meta, new: &Meta) -> rusqlite::Result<()> {
+    let mut new_copy = *new;
+    let mut old_copy = *old;
+    for key in META_KEYS {
+        let (Some(n), Some(o)) = (
+            meta_field(&mut new_copy, key).map(|v| *v),
+            meta_field(&mut old_copy, key).map(|v| *v),
+        ) else {
+            continue;
+        };
+        if n != o {
+            conn.prepare_cached("UPDATE meta SET value = ?2 WHERE key = ?1")?
+                .execute(params![key, to_i64(n)])?;
+        }
+    }
+    Ok(())
+}
+
+fn meta_field<'a>(meta: &'a mut Meta, key: &str) -> Option<&'a mut u64> {
+    Some(match key {
+        "last_seq" => &mut meta.last_seq,
+        "acked_seq" => &mut meta.acked_seq,
+        "usage_bytes" => &mut meta.usage_bytes,
+        "lost_events_total" => &mut meta.lost_events_total,
+        "evicted_events_total" => &mut meta.evicted_events_total,
+        "evicted_evidence_total" => &mut meta.evicted_evidence_total,
+        "expired_events_total" => &mut meta.expired_events_total,
+        _ => return None,
+    })
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn digest(bytes: &[u8]) -> Option<Digest> {
+    <[u8; 32]>::try_from(bytes).ok().map(Digest)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Catalog key of the event that reports evicted unsynced events.
+const LOSS_CATEGORY_KEY: &str = "device.data_loss";
+
+/// Source id of events the store raises.
+const LOSS_SOURCE_ID: &str = "store";
+
+/// Room kept for the data-loss event once a transaction has evicted an unsynced event.
+const LOSS_EVENT_RESERVE_BYTES: u64 = 1024;
+
+const META_KEYS: [&str; 7] = [
+    "last_seq",
+    "acked_seq",
+    "usage_bytes",
+    "lost_events_total",
+    "evicted_events_total",
+    "evicted_evidence_total",
+    "expired_events_total",
+];

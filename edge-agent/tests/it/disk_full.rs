@@ -1,0 +1,134 @@
+//! A full disk: the store reports a clear error, evicts by its policy (counted), keeps running
+//! and stays consistent.
+//!
+//! The data folder is a 4 MiB tmpfs mounted for the test (the test machines run as root in a
+//! sandbox that allows it). Where `mount` is refused, the test says so and exercises the same
+//! policy through a quota smaller than the data instead.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edge_agent::store::{Store, StoreError};
+use protocol::{AttrValue, Catalog, Seq};
+
+use crate::helpers::{self, event_with_evidence};
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_counted_evictions_and_the_store_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = SmallFs::mount(&dir.path().join("data"), 4);
+    let data = dir.path().join("data");
+    let mut options = helpers::options(&data);
+    if mount.is_none() {
+        eprintln!("mount refused here: using a quota smaller than the data instead");
+        options.quota_bytes = 4 << 20;
+    } else {
+        options.quota_bytes = 1 << 30; // far above the disk: the disk is the limit
+    }
+    let store = Store::open(options).unwrap();
+
+    // 20 events of 64 KiB evidence, half of them synced.
+    let mut n = 0;
+    let mut accepted = Vec::new();
+    for _ in 0..20 {
+        n += 1;
+        let (e, files) = event_with_evidence(n, 1, 64 << 10);
+        accepted.push(store.submit(e, files).unwrap().seq);
+    }
+    store.ack(Seq(10)).unwrap();
+
+    // Keep going well past the disk's size: errors must be DiskFull, and the store must
+    // recover by itself (through eviction) and accept events again.
+    let mut disk_full_errors = 0;
+    let mut accepted_after_full = 0;
+    for _ in 0..150 {
+        n += 1;
+        let (e, files) = event_with_evidence(n, 1, 64 << 10);
+        match store.submit(e, files) {
+            Ok(c) => {
+                accepted.push(c.seq);
+                if disk_full_errors > 0 {
+                    accepted_after_full += 1;
+                }
+            }
+            Err(StoreError::DiskFull) => disk_full_errors += 1,
+            Err(other) => panic!("unexpected error on a full disk: {other:?}"),
+        }
+    }
+    let stats = store.stats().unwrap();
+    if mount.is_some() {
+        assert!(disk_full_errors > 0, "the 4 MiB disk never filled up");
+    }
+    if mount.is_none() {
+        accepted_after_full = accepted.len() - 20;
+    }
+    assert!(
+        accepted_after_full >= 50,
+        "the store did not recover: {accepted_after_full} accepted after the first error"
+    );
+    assert!(
+        stats.evicted_evidence_total >= 10,
+        "synced evidence goes first: {stats:?}"
+    );
+    assert!(
+        stats.lost_events_total > 0,
+        "unsynced events had to go: {stats:?}"
+    );
+
+    // Every accepted event is either still held, was synced, or is covered by a data-loss
+    // event: nothing vanished silently.
+    let events = store.events_from(Seq(1), usize::MAX).unwrap();
+    let held: std::collections::BTreeSet<u64> = events.iter().map(|e| e.seq.0).collect();
+    let loss_code = &Catalog::embedded().by_key("device.data_loss").unwrap().code;
+    let mut reported = Vec::new();
+    for e in events.iter().filter(|e| &e.category == loss_code) {
+        let int = |k: &str| match e.attributes.get(k) {
+            Some(AttrValue::Int(v)) => *v as u64,
+            other => panic!("data-loss attribute {k}: {other:?}"),
+        };
+        reported.push(int("first_lost_seq")..=int("last_lost_seq"));
+    }
+    for seq in accepted {
+        let covered = held.contains(&seq.0)
+            || seq.0 <= stats.acked_seq
+            || reported.iter().any(|r| r.contains(&seq.0));
+        assert!(covered, "accepted seq {seq} vanished without a report");
+    }
+    helpers::assert_evidence_intact(&store);
+    drop(store);
+
+    // Consistent after a restart: the start-up integrity check passes and counts agree.
+    let store = Store::open(helpers::options(&data)).unwrap();
+    let again = store.stats().unwrap();
+    assert_eq!(again.last_seq, stats.last_seq);
+    assert_eq!(again.lost_events_total, stats.lost_events_total);
+    helpers::assert_evidence_intact(&store);
+    drop(store);
+    drop(mount);
+}
+
+/// A size-limited tmpfs, unmounted on drop.
+struct SmallFs {
+    path: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(path: &Path, mib: u32) -> Option<SmallFs> {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallFs {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}

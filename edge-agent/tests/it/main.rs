@@ -1,0 +1,8 @@
+//! Integration tests of the edge agent, through its public API only.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod crash;
+mod disk_full;
+mod events;
+mod helpers;
+mod store;

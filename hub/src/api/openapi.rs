@@ -1,0 +1,60 @@
+//! The OpenAPI 3.1 document of this API, served at `/api/v1/openapi.json`. Written by hand next
+//! to the handlers; a test checks that every route it lists answers.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/openapi.json", get(|| async { Json(document()) }))
+}
+
+/// The document.
+pub(crate) fn document() -> Value {
+    let bearer = json!([{ "bearer": [] }]);
+    let err = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let id =
+        json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "integer" } }]);
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Gridsense hub API", "version": env!("CARGO_PKG_VERSION") },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "properties": { "error": { "type": "string" } }, "required": ["error"] },
+                "Action": { "type": "object", "required": ["action"], "properties": {
+                    "action": { "type": "string", "enum": ["register", "reject", "dispatch", "accept", "feedback", "verify", "close", "return"] },
+                    "department": { "type": "string", "description": "dispatch: the department" },
+                    "passed": { "type": "boolean", "description": "verify: whether the problem is gone" },
+                    "note": { "type": "string" },
+                    "evidence": { "type": "array", "items": { "type": "string" } } } }
+            }
+        },
+        "paths": {
+            "/api/v1/cases": { "get": { "summary": "Cases the caller may see", "security": bearer,
+                "responses": { "200": { "description": "{cases: [...]}" }, "401": err } } },
+            "/api/v1/cases/{id}": { "get": { "summary": "A case and its transitions", "security": bearer, "parameters": id,
+                "responses": { "200": { "description": "{case, transitions}" }, "403": err, "404": err } } },
+            "/api/v1/cases/{id}/actions": { "post": { "summary": "Act on a case", "security": bearer, "parameters": id,
+                "requestBody": { "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Action" } } } },
+                "responses": { "200": { "description": "{case}" }, "403": err, "404": err, "409": err, "422": err } } },
+            "/api/v1/assessment": { "get": { "summary": "Assessment of a period (JSON or CSV)", "security": bearer,
+                "parameters": [
+                    { "name": "from_ms", "in": "query", "required": true, "schema": { "type": "integer" } },
+                    { "name": "to_ms", "in": "query", "required": true, "schema": { "type": "integer" } },
+                    { "name": "format", "in": "query", "schema": { "type": "string", "enum": ["json", "csv"] } }],
+                "responses": { "200": { "description": "rows" }, "403": err } } },
+            "/api/v1/changes": { "get": { "summary": "Server-sent events: `case` for every change the caller may see", "security": bearer,
+                "responses": { "200": { "description": "text/event-stream" } } } },
+            "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI" } } } },
+            "/open311/v2/services.json": { "get": { "summary": "Open311: service list", "responses": { "200": { "description": "services" } } } },
+            "/open311/v2/requests.json": {
+                "get": { "summary": "Open311: requests filed through Open311", "responses": { "200": { "description": "requests" } } },
+                "post": { "summary": "Open311: file a request (form: service_code, lat, long, description)",
+                    "responses": { "201": { "description": "[{service_request_id}]" }, "422": err } } },
+            "/open311/v2/requests/{id}.json": { "get": { "summary": "Open311: one request", "responses": { "200": { "description": "[request]" }, "404": err } } }
+        }
+    })
+}

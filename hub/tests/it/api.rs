@@ -1,0 +1,526 @@
+//! The HTTP API on 127.0.0.1:0: the whole loop with role checks, Open311, SSE, webhooks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hub::api::{self, AppState, TokenEntry, hash_token, webhooks};
+use hub::cases::{Actor, CaseService, IngestOutcome, Role};
+use hub::duties::DepartmentId;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use protocol::Timestamp;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{FRIDAY_4PM, box_id, event, service, wait_until};
+
+struct TestApi {
+    base: String,
+    svc: Arc<CaseService>,
+    now: Arc<AtomicI64>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+const TOKENS: [(&str, Role, &str); 7] = [
+    ("t-admin", Role::Admin, "root"),
+    ("t-dispatch", Role::Dispatcher, "desk-1"),
+    ("t-traffic", Role::Department, "traffic-pj"),
+    ("t-sanit", Role::Department, "sanitation-pj"),
+    ("t-sanit-street", Role::Department, "sanitation-gusu"),
+    ("t-zhang", Role::Worker, "w-zhang"),
+    ("t-wang", Role::Worker, "w-wang"),
+];
+
+impl TestApi {
+    async fn spawn() -> TestApi {
+        let svc = Arc::new(service());
+        let now = Arc::new(AtomicI64::new(FRIDAY_4PM));
+        let clock_now = now.clone();
+        let tokens: Vec<TokenEntry> = TOKENS
+            .iter()
+            .map(|(t, role, subject)| TokenEntry {
+                name: (*t).into(),
+                token_sha256: hash_token(t),
+                actor: Actor {
+                    role: *role,
+                    subject: (*subject).into(),
+                },
+            })
+            .collect();
+        let state = AppState::new(
+            svc.clone(),
+            &tokens,
+            Arc::new(move || Timestamp::from_unix_millis(clock_now.load(Ordering::SeqCst))),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+        TestApi {
+            base: format!("http://{addr}"),
+            svc,
+            now,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(b.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let resp = self.client.request(req.body(body).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    async fn act(&self, id: i64, token: &str, body: Value) -> (u16, Value) {
+        self.call(
+            "POST",
+            &format!("/api/v1/cases/{id}/actions"),
+            Some(token),
+            Some(body),
+        )
+        .await
+    }
+
+    fn ingest(&self, seq: u64, category: &str) -> i64 {
+        // the centre of cell 32050800100101 (worker w-zhang)
+        match self
+            .svc
+            .ingest(
+                &box_id(),
+                &event(seq, category, 31.281, 120.581, FRIDAY_4PM),
+                Timestamp::from_unix_millis(FRIDAY_4PM),
+            )
+            .unwrap()
+        {
+            IngestOutcome::Created(id) => id.0,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_whole_loop_runs_through_the_api_with_role_checks_return_and_rework() {
+    let api = TestApi::spawn().await;
+    let id = api.ingest(1, "0404"); // illegal parking: waits for review, routed to traffic-pj
+    let path = format!("/api/v1/cases/{id}");
+
+    assert_eq!(api.call("GET", &path, None, None).await.0, 401);
+    assert_eq!(
+        api.call("GET", &path, Some("t-wang"), None).await.0,
+        403,
+        "another cell's worker"
+    );
+    assert_eq!(
+        api.act(id, "t-wang", json!({"action": "feedback"})).await.0,
+        403
+    );
+    let (status, listed) = api.call("GET", "/api/v1/cases", Some("t-wang"), None).await;
+    assert_eq!(
+        (status, listed["cases"].as_array().unwrap().len()),
+        (200, 0)
+    );
+    assert_eq!(api.call("GET", &path, Some("t-zhang"), None).await.0, 200);
+    assert_eq!(
+        api.act(id, "t-zhang", json!({"action": "register"}))
+            .await
+            .0,
+        403,
+        "workers do not register"
+    );
+
+    assert_eq!(
+        api.act(
+            id,
+            "t-dispatch",
+            json!({"action": "register", "note": "valid"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        api.act(id, "t-dispatch", json!({"action": "close"}))
+            .await
+            .0,
+        409,
+        "not verified yet"
+    );
+    assert_eq!(
+        api.act(id, "t-dispatch", json!({"action": "dispatch"}))
+            .await
+            .0,
+        200
+    );
+    // traffic says it is not theirs: returned, re-dispatched to sanitation
+    let (s, body) = api
+        .act(
+            id,
+            "t-traffic",
+            json!({"action": "return", "note": "not parking"}),
+        )
+        .await;
+    assert_eq!(
+        (s, body["case"]["state"].as_str()),
+        (200, Some("registered"))
+    );
+    assert_eq!(
+        api.act(
+            id,
+            "t-dispatch",
+            json!({"action": "dispatch", "department": "nobody"})
+        )
+        .await
+        .0,
+        422
+    );
+    assert_eq!(
+        api.act(
+            id,
+            "t-dispatch",
+            json!({"action": "dispatch", "department": "sanitation-pj"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        api.act(id, "t-traffic", json!({"action": "accept"}))
+            .await
+            .0,
+        403,
+        "no longer traffic's"
+    );
+    assert_eq!(
+        api.act(id, "t-sanit", json!({"action": "accept"})).await.0,
+        200
+    );
+    assert_eq!(
+        api.act(
+            id,
+            "t-sanit",
+            json!({"action": "feedback", "evidence": ["sha256:01"]})
+        )
+        .await
+        .0,
+        200
+    );
+    // the worker finds it not done: rework
+    let (s, body) = api
+        .act(id, "t-zhang", json!({"action": "verify", "passed": false}))
+        .await;
+    assert_eq!(
+        (s, body["case"]["state"].as_str()),
+        (200, Some("dispatched"))
+    );
+    assert_eq!(
+        api.act(id, "t-sanit", json!({"action": "accept"})).await.0,
+        200
+    );
+    assert_eq!(
+        api.act(id, "t-sanit", json!({"action": "feedback"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        api.act(id, "t-zhang", json!({"action": "verify", "passed": true}))
+            .await
+            .0,
+        200
+    );
+    let (s, body) = api.act(id, "t-dispatch", json!({"action": "close"})).await;
+    assert_eq!((s, body["case"]["state"].as_str()), (200, Some("closed")));
+
+    let (_, shown) = api.call("GET", &path, Some("t-admin"), None).await;
+    let actions: Vec<&str> = shown["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "report",
+            "register",
+            "dispatch",
+            "return",
+            "dispatch",
+            "accept",
+            "feedback",
+            "verify_failed",
+            "accept",
+            "feedback",
+            "verify",
+            "close"
+        ]
+    );
+    assert_eq!(shown["case"]["reworks"], 1);
+    assert_eq!(shown["case"]["returns"], 1);
+    assert_eq!(shown["transitions"][3]["actor"]["subject"], "traffic-pj");
+
+    let (s, csv) = api
+        .call(
+            "GET",
+            &format!(
+                "/api/v1/assessment?from_ms=0&to_ms={}&format=csv",
+                FRIDAY_4PM + 86_400_000 * 30
+            ),
+            Some("t-dispatch"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        csv.as_str()
+            .unwrap()
+            .starts_with("dimension,key,registered"),
+        "{csv}"
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            "/api/v1/assessment?from_ms=0&to_ms=1",
+            Some("t-zhang"),
+            None
+        )
+        .await
+        .0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn an_overdue_case_escalates_and_the_street_department_then_sees_it() {
+    let api = TestApi::spawn().await;
+    let id = api.ingest(1, "0102"); // auto-dispatched to sanitation-pj, 4 working hours
+    let path = format!("/api/v1/cases/{id}");
+    assert_eq!(
+        api.call("GET", &path, Some("t-sanit-street"), None).await.0,
+        403
+    );
+    let (_, shown) = api.call("GET", &path, Some("t-sanit"), None).await;
+    let deadline = shown["case"]["deadline"].as_i64().unwrap();
+    api.now.store(deadline + 1, Ordering::SeqCst);
+    api.svc
+        .check_deadlines(Timestamp::from_unix_millis(deadline + 1))
+        .unwrap();
+    let (s, shown) = api.call("GET", &path, Some("t-sanit-street"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(shown["case"]["escalations"], 1);
+    assert_eq!(shown["case"]["department"], "sanitation-gusu");
+}
+
+#[tokio::test]
+async fn an_open311_post_creates_a_case_that_appears_in_open311_get() {
+    let api = TestApi::spawn().await;
+    let (s, services) = api
+        .call("GET", "/open311/v2/services.json", None, None)
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["service_code"] == "0102")
+    );
+    let form = "service_code=0102&lat=31.281&long=120.581&description=rubbish+by+the+gate";
+    let req = hyper::Request::post(format!("{}/open311/v2/requests.json", api.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form)))
+        .unwrap();
+    let resp = api.client.request(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let created: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let rid = created[0]["service_request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, list) = api
+        .call("GET", "/open311/v2/requests.json", None, None)
+        .await;
+    assert_eq!(s, 200);
+    let found = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service_request_id"] == rid.as_str())
+        .expect("listed");
+    assert_eq!(found["status"], "open");
+    assert_eq!(found["description"], "rubbish by the gate");
+    assert_eq!(found["agency_responsible"], "sanitation-pj");
+    let (s, one) = api
+        .call(
+            "GET",
+            &format!("/open311/v2/requests/{rid}.json"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, one[0]["service_request_id"].as_str()),
+        (200, Some(rid.as_str()))
+    );
+    // the case is a real case: the worker of the cell sees it
+    let (_, mine) = api
+        .call("GET", "/api/v1/cases", Some("t-zhang"), None)
+        .await;
+    assert_eq!(mine["cases"][0]["source"], "open311");
+    let bad = "service_code=9999&lat=31.281&long=120.581";
+    let req = hyper::Request::post(format!("{}/open311/v2/requests.json", api.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(bad)))
+        .unwrap();
+    assert_eq!(
+        api.client.request(req).await.unwrap().status().as_u16(),
+        422
+    );
+}
+
+#[tokio::test]
+async fn case_changes_stream_as_server_sent_events_to_those_who_may_see_them() {
+    let api = TestApi::spawn().await;
+    let req = hyper::Request::get(format!("{}/api/v1/changes", api.base))
+        .header("authorization", "Bearer t-zhang")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = api.client.request(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut body = resp.into_body();
+    // the subscription exists once the response head is back
+    let id = api.ingest(1, "0102");
+    let mut seen = String::new();
+    let got = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                seen.push_str(&String::from_utf8_lossy(&data));
+                if seen.contains("event: case") && seen.contains(&format!("\"id\":{id}")) {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true), "{seen}");
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_retried_until_the_department_accepts() {
+    let api = TestApi::spawn().await;
+    let hits = Arc::new(AtomicU32::new(0));
+    let received: Arc<std::sync::Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let (h, r) = (hits.clone(), received.clone());
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let (h, r) = (h.clone(), r.clone());
+            async move {
+                let sig = headers
+                    .get("x-gridsense-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                r.lock().unwrap().push((sig, body));
+                // the first delivery fails: the hub must retry
+                if h.fetch_add(1, Ordering::SeqCst) == 0 {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let secret = b"s3cret".to_vec();
+    let targets = HashMap::from([(
+        DepartmentId::parse("sanitation-pj").unwrap(),
+        webhooks::WebhookTarget {
+            url: format!("http://{addr}/hook").parse().unwrap(),
+            secret: secret.clone(),
+        },
+    )]);
+    let stats = Arc::new(webhooks::WebhookStats::default());
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(webhooks::run(
+        api.svc.subscribe(),
+        targets,
+        webhooks::WebhookPolicy {
+            max_attempts: 3,
+            first_retry: Duration::from_millis(20),
+            timeout: Duration::from_secs(2),
+        },
+        stats.clone(),
+        cancel.clone(),
+    ));
+    api.ingest(1, "0102"); // created and auto-dispatched to sanitation-pj
+    assert!(
+        wait_until(Duration::from_secs(5), || stats
+            .delivered_total
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    assert_eq!(stats.retries_total.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.attempts_total.load(Ordering::SeqCst), 2);
+    let got = received.lock().unwrap().clone();
+    let (sig, body) = &got[1];
+    assert_eq!(sig, &webhooks::signature(&secret, body));
+    let change: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(change["action"], "created");
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_routes_that_answer() {
+    let api = TestApi::spawn().await;
+    let (s, doc) = api.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in doc["paths"].as_object().unwrap().keys() {
+        if path == "/api/v1/changes" {
+            continue; // a stream: covered by its own test
+        }
+        let concrete = path.replace("{id}", "1");
+        let (status, _) = api.call("GET", &concrete, Some("t-admin"), None).await;
+        if path.ends_with("/actions") {
+            assert_eq!(status, 405, "{path} is POST only");
+        } else {
+            assert!(
+                status == 200 || status == 404 || status == 422,
+                "{path}: {status}"
+            );
+        }
+    }
+}
