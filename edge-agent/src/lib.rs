@@ -7,6 +7,5 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod events;
 pub mod store;
 pub mod telemetry;

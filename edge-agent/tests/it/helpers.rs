@@ -1,7 +1,7 @@
 //! Builders and checks shared by the integration tests.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use edge_agent::store::{EvidenceFile, Store, StoreOptions};
 use protocol::{
@@ -95,18 +95,4 @@ pub(crate) fn assert_evidence_intact(store: &Store) {
             );
         }
     }
-}
-
-/// The folder of the shared test media (GRIDSENSE_CACHE, else `.cache/gridsense` at the root).
-pub(crate) fn media(name: &str) -> PathBuf {
-    let cache = std::env::var_os("GRIDSENSE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/gridsense"));
-    let path = cache.join("media").join(name);
-    assert!(
-        path.is_file(),
-        "test image {} is missing: run `make setup`",
-        path.display()
-    );
-    path
 }

@@ -3,6 +3,5 @@
 
 mod crash;
 mod disk_full;
-mod events;
 mod helpers;
 mod store;
