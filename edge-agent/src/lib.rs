@@ -7,5 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod events;
 pub mod store;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 //! reaches the disk.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use edge_agent::config::Config;
 use edge_agent::events::{
@@ -43,7 +43,7 @@ fn builder() -> EventBuilder {
 }
 
 fn load(name: &str) -> RgbImage {
-    image::open(helpers::media(name)).unwrap().to_rgb8()
+    image::open(media(name)).unwrap().to_rgb8()
 }
 
 fn observation(category: &str, track: u64, secs: i64, snapshot: Option<Snapshot>) -> Observation {
@@ -329,4 +329,18 @@ fn assert_no_unblurred_frame_on_disk(dir: &Path, original: &RgbImage) {
         }
     }
     assert!(files >= 2, "expected the database and the evidence file");
+}
+
+/// The folder of the shared test media (GRIDSENSE_CACHE, else `.cache/gridsense` at the root).
+fn media(name: &str) -> PathBuf {
+    let cache = std::env::var_os("GRIDSENSE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/gridsense"));
+    let path = cache.join("media").join(name);
+    assert!(
+        path.is_file(),
+        "test image {} is missing: run `make setup`",
+        path.display()
+    );
+    path
 }

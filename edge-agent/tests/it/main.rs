@@ -3,5 +3,6 @@
 
 mod crash;
 mod disk_full;
+mod events;
 mod helpers;
 mod store;
