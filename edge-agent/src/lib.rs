@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod detect;
 pub mod events;
 pub mod store;
 pub mod telemetry;

@@ -1,8 +1,12 @@
 //! `edge-agent`: the command line of the Gridsense edge box.
 
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use edge_agent::detect::{self, DetectOptions};
+use models::ExecutionProviderKind;
 use protocol::Catalog;
 
 /// Gridsense edge agent: watches cameras and sensors on a community edge box, raises events and
@@ -22,6 +26,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a detection model on images and print what it finds.
+    Detect {
+        /// Zoo name (coco-ssd), manifest .toml, or an Ultralytics .onnx export.
+        #[arg(long)]
+        model: String,
+        /// Images (PNG or JPEG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Print JSON lines {"image","label","score","box":[x1,y1,x2,y2]}.
+        #[arg(long)]
+        json: bool,
+        /// Write the image with boxes and labels drawn (numbered for several images).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Inspect ONNX models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Print a model's inputs, outputs and metadata, and a suggested manifest for Ultralytics exports.
+    Inspect {
+        /// The .onnx file.
+        file: PathBuf,
+        /// ONNX Runtime library (default: ORT_DYLIB_PATH, then beside the binary).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RuntimeArgs {
+    /// ONNX Runtime library (default: ORT_DYLIB_PATH, then beside the binary).
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+    /// Intra-op threads for inference.
+    #[arg(long, default_value = "1")]
+    threads: NonZeroUsize,
+    /// Execution provider to try first: cpu, cuda, tensorrt, openvino (falls back to cpu).
+    #[arg(long, default_value = "cpu")]
+    execution_provider: ExecutionProviderKind,
 }
 
 fn main() -> ExitCode {
@@ -29,6 +80,41 @@ fn main() -> ExitCode {
     edge_agent::telemetry::init();
     match cli.command {
         Command::Categories { json } => print_categories(json),
+        Command::Detect {
+            model,
+            images,
+            json,
+            out,
+            runtime,
+        } => {
+            let opts = DetectOptions {
+                model,
+                images,
+                json,
+                out,
+                ort_lib: runtime.ort_lib,
+                threads: runtime.threads,
+                execution_provider: runtime.execution_provider,
+            };
+            report(detect::run_detect(&opts, &mut std::io::stdout().lock()))
+        }
+        Command::Model {
+            command: ModelCommand::Inspect { file, ort_lib },
+        } => report(detect::run_inspect(
+            &file,
+            ort_lib.as_deref(),
+            &mut std::io::stdout().lock(),
+        )),
+    }
+}
+
+fn report(result: Result<(), detect::DetectCommandError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", edge_agent::telemetry::chain(&e));
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -101,7 +101,8 @@ pub fn inspect(runtime: &Runtime, path: &Path) -> Result<ModelInfo, LoadError> {
         info.producer = meta.producer().filter(|s| !s.is_empty());
         info.graph_name = meta.name().filter(|s| !s.is_empty());
         info.description = meta.description().filter(|s| !s.is_empty());
-        info.version = meta.version();
+        // ONNX stores an unset model version as i64::MAX.
+        info.version = meta.version().filter(|v| *v != i64::MAX);
         for key in meta.custom_keys().unwrap_or_default() {
             if let Some(value) = meta.custom(&key) {
                 info.custom.insert(key, value);

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod crash;
+mod detect;
 mod disk_full;
 mod events;
 mod helpers;
