@@ -25,6 +25,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the hub: the HTTP API, deadline checks and webhooks, until SIGINT/SIGTERM.
+    Serve {
+        /// The configuration file (TOML).
+        #[arg(long, default_value = "/etc/hub/hub.toml")]
+        config: PathBuf,
+    },
+    /// Print the SHA-256 of a bearer token, for the `tokens` section of the configuration.
+    TokenHash {
+        /// The token.
+        token: String,
+    },
     /// Grid files: write a sample city, find the cell of a point.
     Grid {
         #[command(subcommand)]
@@ -73,6 +84,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Categories { json } => print_categories(json),
         Command::Grid { command } => report(grid(command)),
+        Command::Serve { config } => report(serve(config)),
+        Command::TokenHash { token } => report(Ok(format!("{}\n", hub::api::hash_token(&token)))),
     }
 }
 
@@ -102,6 +115,27 @@ fn grid(command: GridCommand) -> anyhow::Result<String> {
             Ok(hub::commands::grid_locate(&grid, lat, lon, crs)?)
         }
     }
+}
+
+fn serve(path: PathBuf) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("failed to read `{}`: {e}", path.display()))?;
+    let config = hub::config::HubConfig::from_toml_str(&text)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let signal_cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            signal_cancel.cancel();
+        });
+        hub::serve::run(config, cancel, |addr| eprintln!("hub api listening on http://{addr}")).await
+    })?;
+    Ok(String::new())
 }
 
 fn report(result: anyhow::Result<String>) -> ExitCode {

@@ -10,3 +10,4 @@ mod cases;
 mod cli;
 mod grid;
 mod helpers;
+mod serve;

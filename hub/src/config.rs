@@ -1,0 +1,244 @@
+//! The hub's configuration file (TOML, one file given by `--config`).
+//!
+//! Every key is documented with its default; `config/example.toml` is complete and parsed by a
+//! unit test. This module parses and validates; it must not open sockets or databases.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use protocol::Crs;
+use serde::Deserialize;
+
+use crate::api::TokenEntry;
+use crate::cases::Role;
+use crate::duties::DepartmentId;
+use crate::grid::GridMapping;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Where the HTTP API listens. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub api_listen_addr: SocketAddr,
+    /// The SQLite database file (created if missing).
+    pub database_path: PathBuf,
+    /// The grid (GeoJSON).
+    pub grid_path: PathBuf,
+    /// The responsibility list (CSV).
+    pub duties_path: PathBuf,
+    /// The work calendar (TOML).
+    pub calendar_path: PathBuf,
+    /// Grid import settings.
+    #[serde(default)]
+    pub grid: GridSection,
+    /// Case settings.
+    #[serde(default)]
+    pub cases: CasesSection,
+    /// Webhook delivery settings.
+    #[serde(default)]
+    pub webhooks: WebhooksSection,
+    /// Departments that handle cases.
+    #[serde(default)]
+    pub departments: Vec<DepartmentConfig>,
+    /// API tokens (hashed).
+    #[serde(default)]
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// `[grid]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GridSection {
+    /// Coordinate system of the grid file. Default `wgs84`.
+    pub crs: Crs,
+    /// Within this distance of a cell edge, neighbouring cells are recorded as candidates.
+    /// Default 15.
+    pub edge_distance_m: f64,
+    /// Property names. Defaults: `code`, `name`, `level`, `parent`, `worker`.
+    pub properties: GridMapping,
+}
+
+impl Default for GridSection {
+    fn default() -> Self {
+        GridSection {
+            crs: Crs::Wgs84,
+            edge_distance_m: 15.0,
+            properties: GridMapping::default(),
+        }
+    }
+}
+
+/// `[cases]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CasesSection {
+    /// Same-category events within this distance of an open case merge into it. Default 50.
+    pub merge_radius_m: f64,
+    /// ... and within this time of its latest observation. Default 1800.
+    pub merge_window_secs: u64,
+    /// Warn this long before a case's escalation time. Default 3600.
+    pub warn_before_secs: u64,
+    /// How often deadlines are checked. Default 60.
+    pub deadline_check_interval_secs: u64,
+    /// Case changes buffered for live listeners. Default 1024.
+    pub change_buffer_len: usize,
+}
+
+impl Default for CasesSection {
+    fn default() -> Self {
+        CasesSection {
+            merge_radius_m: 50.0,
+            merge_window_secs: 1800,
+            warn_before_secs: 3600,
+            deadline_check_interval_secs: 60,
+            change_buffer_len: 1024,
+        }
+    }
+}
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksSection {
+    /// Attempts per change, the first included. Default 5.
+    pub max_attempts: u32,
+    /// Wait before the first retry, doubling after each. Default 500.
+    pub first_retry_ms: u64,
+    /// Per-attempt timeout. Default 5000.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhooksSection {
+    fn default() -> Self {
+        WebhooksSection {
+            max_attempts: 5,
+            first_retry_ms: 500,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+/// `[[departments]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentConfig {
+    /// The id used in the responsibility list and tokens.
+    pub id: DepartmentId,
+    /// Display name.
+    pub name: String,
+    /// `http://…` to POST case changes to. Default none.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// File holding the HMAC key for the webhook signature. Required with `webhook_url`.
+    #[serde(default)]
+    pub webhook_secret_path: Option<PathBuf>,
+}
+
+/// A configuration that failed validation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not valid TOML of the expected shape.
+    #[error("configuration is not valid")]
+    Syntax(#[source] toml::de::Error),
+    /// Cross-field problems, as `key.path: problem` lines.
+    #[error("configuration is invalid: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl HubConfig {
+    /// Parses and validates a configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming every problem.
+    pub fn from_toml_str(text: &str) -> Result<HubConfig, ConfigError> {
+        let cfg: HubConfig = toml::from_str(text).map_err(ConfigError::Syntax)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The set of department ids.
+    pub fn department_ids(&self) -> HashSet<DepartmentId> {
+        self.departments.iter().map(|d| d.id.clone()).collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let ids = self.department_ids();
+        if ids.len() != self.departments.len() {
+            problems.push("departments: an id is used twice".to_owned());
+        }
+        for (i, d) in self.departments.iter().enumerate() {
+            match (&d.webhook_url, &d.webhook_secret_path) {
+                (Some(url), Some(_)) if !url.starts_with("http://") => problems.push(format!(
+                    "departments[{i}].webhook_url: only http:// is supported"
+                )),
+                (Some(_), None) => problems.push(format!(
+                    "departments[{i}].webhook_secret_path: required with webhook_url"
+                )),
+                _ => {}
+            }
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.token_sha256.len() != 64 || !t.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                problems.push(format!("tokens[{i}].token_sha256: expected 64 hex digits"));
+            }
+            if t.actor.role == Role::System {
+                problems.push(format!("tokens[{i}].role: `system` is the hub's own"));
+            }
+            if t.actor.role == Role::Department
+                && !ids.iter().any(|d| d.as_str() == t.actor.subject)
+            {
+                problems.push(format!(
+                    "tokens[{i}].subject: unknown department `{}`",
+                    t.actor.subject
+                ));
+            }
+        }
+        if self.cases.merge_radius_m < 0.0 || self.grid.edge_distance_m < 0.0 {
+            problems
+                .push("cases.merge_radius_m / grid.edge_distance_m: must not be negative".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let cfg = HubConfig::from_toml_str(include_str!("../config/example.toml")).unwrap();
+        assert_eq!(cfg.departments.len(), 5);
+        assert_eq!(cfg.tokens.len(), 3);
+        assert_eq!(cfg.cases.merge_radius_m, 50.0);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_tokens_are_refused() {
+        let base = "database_path = \"a\"\ngrid_path = \"b\"\nduties_path = \"c\"\ncalendar_path = \"d\"\n";
+        assert!(matches!(
+            HubConfig::from_toml_str(&format!("{base}colour = 1\n")),
+            Err(ConfigError::Syntax(_))
+        ));
+        let bad = format!(
+            "{base}[[tokens]]\nname = \"x\"\ntoken_sha256 = \"12\"\nrole = \"department\"\nsubject = \"nobody\"\n"
+        );
+        let Err(ConfigError::Invalid(p)) = HubConfig::from_toml_str(&bad) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+}

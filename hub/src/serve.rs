@@ -1,0 +1,164 @@
+//! `hub serve`: loads the grid, duties and calendar named by the config, opens the database,
+//! and runs the HTTP API, the deadline checker and webhook delivery until `cancel` fires.
+//!
+//! The QUIC ingest (boxes) is not part of this yet; it will call
+//! [`crate::cases::CaseService::ingest`]. This module wires components; it holds no domain logic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState, webhooks};
+use crate::cases::{CaseService, CaseSettings};
+use crate::config::HubConfig;
+use crate::db::{Db, DbError};
+use crate::duties::{CalendarError, DutyError, DutyList, WorkCalendar};
+use crate::grid::{Grid, GridError, ImportOptions};
+
+/// Why the hub could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A file named by the config could not be read.
+    #[error("failed to read `{}`", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The grid file is invalid.
+    #[error("grid file is invalid")]
+    Grid(#[from] GridError),
+    /// The responsibility list is invalid.
+    #[error("responsibility list is invalid")]
+    Duties(#[from] DutyError),
+    /// The calendar is invalid.
+    #[error("work calendar is invalid")]
+    Calendar(#[from] CalendarError),
+    /// The database could not be opened.
+    #[error("failed to open the database")]
+    Db(#[from] DbError),
+    /// The API could not bind or serve.
+    #[error("api server failed")]
+    Io(#[source] std::io::Error),
+}
+
+/// Runs the hub until `cancel` fires. `on_listening` receives the API's bound address.
+///
+/// # Errors
+/// [`ServeError`] for a start-up problem or a failing listener.
+pub async fn run(
+    config: HubConfig,
+    cancel: CancellationToken,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
+    let options = ImportOptions {
+        mapping: config.grid.properties.clone(),
+        crs: config.grid.crs,
+        edge_distance_m: config.grid.edge_distance_m,
+    };
+    let (grid, warnings) = Grid::from_geojson(&read(&config.grid_path)?, &options, &mut |_, _| {})?;
+    for w in &warnings {
+        tracing::warn!(warning = %w, "grid");
+    }
+    let departments = config.department_ids();
+    let duties = DutyList::from_csv_str(
+        &read(&config.duties_path)?,
+        protocol::Catalog::embedded(),
+        &departments,
+    )?;
+    let calendar = WorkCalendar::from_toml_str(&read(&config.calendar_path)?)?;
+    let db = Db::open(&config.database_path)?;
+    let settings = CaseSettings {
+        merge_radius_m: config.cases.merge_radius_m,
+        merge_window_ms: config.cases.merge_window_secs as i64 * 1000,
+        warn_before_ms: config.cases.warn_before_secs as i64 * 1000,
+    };
+    let svc = Arc::new(CaseService::new(
+        db,
+        Arc::new(grid),
+        duties,
+        calendar,
+        departments,
+        settings,
+        config.cases.change_buffer_len,
+    ));
+    let mut targets = HashMap::new();
+    for d in &config.departments {
+        if let (Some(url), Some(secret)) = (&d.webhook_url, &d.webhook_secret_path) {
+            let url = url
+                .parse()
+                .map_err(|_| ServeError::Io(std::io::Error::other("bad webhook url")))?;
+            let secret = std::fs::read(secret).map_err(|source| ServeError::Read {
+                path: secret.clone(),
+                source,
+            })?;
+            targets.insert(d.id.clone(), webhooks::WebhookTarget { url, secret });
+        }
+    }
+    let tracker = TaskTracker::new();
+    let policy = webhooks::WebhookPolicy {
+        max_attempts: config.webhooks.max_attempts,
+        first_retry: Duration::from_millis(config.webhooks.first_retry_ms),
+        timeout: Duration::from_millis(config.webhooks.timeout_ms),
+    };
+    tracker.spawn(webhooks::run(
+        svc.subscribe(),
+        targets,
+        policy,
+        Arc::new(webhooks::WebhookStats::default()),
+        cancel.clone(),
+    ));
+    let clock = api::system_clock();
+    {
+        let (svc, cancel, clock) = (svc.clone(), cancel.clone(), clock.clone());
+        let every = Duration::from_secs(config.cases.deadline_check_interval_secs.max(1));
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let (svc, now) = (svc.clone(), clock());
+                match tokio::task::spawn_blocking(move || svc.check_deadlines(now)).await {
+                    Ok(Ok(escalated)) if !escalated.is_empty() => {
+                        tracing::info!(count = escalated.len(), "cases escalated");
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %crate::telemetry::chain(&e), "deadline check failed"),
+                    Err(e) => tracing::warn!(error = %e, "deadline check task failed"),
+                }
+            }
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(config.api_listen_addr)
+        .await
+        .map_err(ServeError::Io)?;
+    let addr = listener.local_addr().map_err(ServeError::Io)?;
+    tracing::info!(%addr, "api listening");
+    on_listening(addr);
+    let state = AppState::new(svc, &config.tokens, clock);
+    let shutdown = cancel.clone();
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(ServeError::Io);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    served
+}
+
+fn read(path: &Path) -> Result<String, ServeError> {
+    std::fs::read_to_string(path).map_err(|source| ServeError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,49 @@
+//! `hub::serve::run` from a configuration file's worth of settings, on 127.0.0.1:0.
+
+use http_body_util::{BodyExt, Full};
+use hub::config::HubConfig;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{CALENDAR, DUTIES};
+
+#[tokio::test]
+async fn serve_loads_its_files_answers_on_its_port_and_stops_on_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    std::fs::write(p("grid.geojson"), hub::grid::sample::sample_city_geojson()).unwrap();
+    std::fs::write(p("duties.csv"), DUTIES).unwrap();
+    std::fs::write(p("calendar.toml"), CALENDAR).unwrap();
+    let departments: String = crate::helpers::DEPARTMENTS
+        .iter()
+        .map(|d| format!("[[departments]]\nid = \"{d}\"\nname = \"{d}\"\n"))
+        .collect();
+    let text = format!(
+        "api_listen_addr = \"127.0.0.1:0\"\ndatabase_path = {:?}\ngrid_path = {:?}\nduties_path = {:?}\ncalendar_path = {:?}\n{departments}\
+         [[tokens]]\nname = \"desk\"\ntoken_sha256 = \"{}\"\nrole = \"dispatcher\"\nsubject = \"desk\"\n",
+        p("hub.db"),
+        p("grid.geojson"),
+        p("duties.csv"),
+        p("calendar.toml"),
+        hub::api::hash_token("desk-token"),
+    );
+    let config = HubConfig::from_toml_str(&text).unwrap();
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |addr| {
+        let _ = tx.send(addr);
+    }));
+    let addr = rx.await.unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();
+    let req = hyper::Request::get(format!("http://{addr}/api/v1/cases"))
+        .header("authorization", "Bearer desk-token")
+        .body(Full::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"cases":[]}"#);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
