@@ -9,5 +9,6 @@
 pub mod config;
 pub mod detect;
 pub mod events;
+pub mod sensors;
 pub mod store;
 pub mod telemetry;

@@ -3,4 +3,5 @@
 //! Production code never depends on this crate.
 #![warn(missing_docs)]
 
+pub mod mosquitto;
 pub mod workspace;

@@ -1,5 +1,7 @@
 //! Publishes simulated messages to a real MQTT broker (feature `sim`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
@@ -11,6 +13,7 @@ use super::{Scenario, SimMessage};
 pub struct Publisher {
     client: Client,
     acks: std::sync::mpsc::Receiver<()>,
+    stopping: Arc<AtomicBool>,
     driver: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -42,10 +45,17 @@ impl Publisher {
     pub fn connect(client_id: &str, host: &str, port: u16) -> Publisher {
         let mut options = MqttOptions::new(client_id, host, port);
         options.set_keep_alive(Duration::from_secs(5));
+        // Tests publish oversized payloads on purpose; rumqttc's default limit is 10 KiB.
+        options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut connection) = Client::new(options, 64);
         let (acks_tx, acks) = std::sync::mpsc::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stopping);
         let driver = std::thread::spawn(move || {
             for event in connection.iter() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
                 match event {
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         if acks_tx.send(()).is_err() {
@@ -63,6 +73,7 @@ impl Publisher {
         Publisher {
             client,
             acks,
+            stopping,
             driver: Some(driver),
         }
     }
@@ -109,6 +120,9 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        // The driver retries failed connections until told to stop; the disconnect request
+        // wakes it up to see the flag.
+        self.stopping.store(true, Ordering::Relaxed);
         let _ = self.client.disconnect();
         if let Some(driver) = self.driver.take() {
             let _ = driver.join();
