@@ -17,6 +17,8 @@ use std::time::Duration;
 use protocol::{Catalog, Crs, GridCode, Location};
 use serde::{Deserialize, Deserializer};
 
+use crate::sensors::{MqttConfig, SensorConfig, SensorsConfig};
+
 /// The whole agent configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,12 @@ pub struct Config {
     /// The event builder: cooldown and evidence.
     #[serde(default)]
     pub events: EventsConfig,
+    /// The box's MQTT broker (`[mqtt]`), for sensors.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// Sensors on the broker (`[[sensors]]`) and their rules.
+    #[serde(default)]
+    pub sensors: Vec<SensorConfig>,
 }
 
 /// The box's location.
@@ -227,9 +235,17 @@ impl Config {
         }
     }
 
+    /// The `[mqtt]` and `[[sensors]]` sections together, as the sensors stage takes them.
+    pub fn sensors_config(&self) -> SensorsConfig {
+        SensorsConfig {
+            mqtt: self.mqtt.clone(),
+            sensors: self.sensors.clone(),
+        }
+    }
+
     /// Every cross-field problem, as `key.path: problem` lines (empty when the config is usable).
     pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = self.sensors_config().problems();
         let site = self.site.location();
         if !site.is_valid() {
             problems.push(format!(

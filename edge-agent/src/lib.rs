@@ -6,6 +6,7 @@
 //! `protocol` on the wire.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod config;
 pub mod detect;
 pub mod events;

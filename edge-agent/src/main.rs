@@ -20,6 +20,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent: sensors (and, as they are configured, cameras) raise events into the
+    /// durable store, until SIGINT or SIGTERM.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/edge-agent/edge-agent.toml")]
+        config: PathBuf,
+    },
     /// List the event categories (codes and keys to use in rules).
     Categories {
         /// Print JSON lines instead of a table.
@@ -79,6 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     edge_agent::telemetry::init();
     match cli.command {
+        Command::Run { config } => run_agent(&config),
         Command::Categories { json } => print_categories(json),
         Command::Detect {
             model,
@@ -114,6 +122,58 @@ fn report(result: Result<(), detect::DetectCommandError>) -> ExitCode {
         Err(e) => {
             eprintln!("error: {}", edge_agent::telemetry::chain(&e));
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_agent(path: &std::path::Path) -> ExitCode {
+    let config = match edge_agent::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}", edge_agent::telemetry::chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let signals = cancel.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            signals.cancel();
+        });
+        match edge_agent::agent::run(config, cancel).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %edge_agent::telemetry::chain(&e), "agent failed to start");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGINT or SIGTERM, whichever comes first.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

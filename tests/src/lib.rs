@@ -3,5 +3,8 @@
 //! Production code never depends on this crate.
 #![warn(missing_docs)]
 
+pub mod binaries;
 pub mod mosquitto;
 pub mod workspace;
+
+pub use binaries::binary;

@@ -28,7 +28,11 @@ impl Mosquitto {
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n"
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf)?;
-        let mut m = Mosquitto { port, dir, child: None };
+        let mut m = Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
         m.spawn()?;
         Ok(m)
     }
@@ -81,7 +85,10 @@ impl Mosquitto {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        bail!("mosquitto did not accept connections on port {} within 10 s", self.port)
+        bail!(
+            "mosquitto did not accept connections on port {} within 10 s",
+            self.port
+        )
     }
 }
 

@@ -104,14 +104,25 @@ impl Harness {
         let broker = Mosquitto::start().expect("mosquitto starts");
         let cfg: SensorsConfig = toml::from_str(&sensors_toml(broker.port())).unwrap();
         assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
-        let site = Location { lat: 39.9, lon: 116.4, crs: Crs::Wgs84 };
+        let site = Location {
+            lat: 39.9,
+            lon: 116.4,
+            crs: Crs::Wgs84,
+        };
         let stage = SensorStage::from_config(&cfg, site, None).unwrap();
         let stats = stage.stats();
         let (tx, observations) = mpsc::channel(64);
         let cancel = CancellationToken::new();
         let stage = tokio::spawn(stage.run(tx, cancel.clone()));
         let publisher = Publisher::connect("simulated-devices", "127.0.0.1", broker.port());
-        let h = Harness { broker, publisher, observations, stats, cancel, stage };
+        let h = Harness {
+            broker,
+            publisher,
+            observations,
+            stats,
+            cancel,
+            stage,
+        };
         h.wait_subscribed(1).await;
         h
     }
@@ -120,17 +131,25 @@ impl Harness {
     async fn wait_subscribed(&self, n: u64) {
         let deadline = Instant::now() + WAIT;
         while self.stats.lock().unwrap().link.subscribed < n {
-            assert!(Instant::now() < deadline, "sensor stage did not subscribe (connection {n})");
+            assert!(
+                Instant::now() < deadline,
+                "sensor stage did not subscribe (connection {n})"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     fn publish(&self, msg: SimMessage) {
-        self.publisher.publish(&msg, WAIT).expect("broker acknowledges");
+        self.publisher
+            .publish(&msg, WAIT)
+            .expect("broker acknowledges");
     }
 
     async fn next(&mut self) -> Observation {
-        tokio::time::timeout(WAIT, self.observations.recv()).await.expect("an observation in time").expect("stage running")
+        tokio::time::timeout(WAIT, self.observations.recv())
+            .await
+            .expect("an observation in time")
+            .expect("stage running")
     }
 
     /// Publishes a marker (smoke on the stairwell detector) and returns every observation up to
@@ -152,7 +171,10 @@ impl Harness {
 
     async fn stop(self) {
         self.cancel.cancel();
-        tokio::time::timeout(WAIT, self.stage).await.expect("stage stops on cancel").unwrap();
+        tokio::time::timeout(WAIT, self.stage)
+            .await
+            .expect("stage stops on cancel")
+            .unwrap();
     }
 }
 
@@ -183,7 +205,11 @@ async fn values_flapping_inside_the_hysteresis_band_raise_nothing() {
         h.publish(drain.distance(cm));
     }
     let obs = h.until_marker().await;
-    assert_eq!(rules(&obs), vec!["flooding", "fire"], "one event for one excursion");
+    assert_eq!(
+        rules(&obs),
+        vec!["flooding", "fire"],
+        "one event for one excursion"
+    );
     h.stop().await;
 }
 
@@ -209,7 +235,11 @@ async fn a_silent_sensor_goes_offline_once_and_recovers_once() {
     };
     assert_eq!(recovered.category.as_str(), "9009");
     let obs = h.until_marker().await;
-    assert!(!rules(&obs).contains(&"offline"), "no second offline or recovery: {:?}", rules(&obs));
+    assert!(
+        !rules(&obs).contains(&"offline"),
+        "no second offline or recovery: {:?}",
+        rules(&obs)
+    );
     h.stop().await;
 }
 
@@ -263,7 +293,11 @@ async fn the_stage_reconnects_and_resubscribes_after_the_broker_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_payloads_are_counted_and_do_not_disturb_other_sensors() {
     let mut h = Harness::start().await;
-    let garbage = |payload: &[u8]| SimMessage { topic: "zigbee2mqtt/kitchen_leak_301".into(), payload: payload.to_vec(), retain: false };
+    let garbage = |payload: &[u8]| SimMessage {
+        topic: "zigbee2mqtt/kitchen_leak_301".into(),
+        payload: payload.to_vec(),
+        retain: false,
+    };
     h.publish(garbage(b"\xff\xfe not json"));
     h.publish(garbage(br#"{"water_leak":"very"}"#));
     h.publish(garbage(&vec![b'['; 70_000]));
@@ -285,6 +319,10 @@ async fn malformed_payloads_are_counted_and_do_not_disturb_other_sensors() {
     assert_eq!(leak.bad_input.get("not_json"), Some(&1), "{leak:?}");
     assert_eq!(leak.bad_input.get("wrong_type"), Some(&1), "{leak:?}");
     assert_eq!(leak.bad_input.get("too_large"), Some(&1), "{leak:?}");
-    assert_eq!(h.stats.lock().unwrap().link.failures, 0, "bad input does not cost the connection");
+    assert_eq!(
+        h.stats.lock().unwrap().link.failures,
+        0,
+        "bad input does not cost the connection"
+    );
     h.stop().await;
 }

@@ -1,0 +1,245 @@
+//! The agent's run loop: opens the store, starts the stages, and stops them in the order the
+//! data flows.
+//!
+//! ```text
+//! sensors (MQTT) ─┐
+//! cameras ────────┼─▶ observations (bounded; sources wait when full) ─▶ events stage
+//!                 ┘      (cooldown, evidence, privacy blur) ─▶ store (durable commit)
+//! ```
+//!
+//! Shutdown: `cancel` stops the sources; when the last of them has dropped its sender the events
+//! stage drains what is queued, commits it and returns; then the store's writer stops. Nothing
+//! accepted by a source before the cancel is lost.
+//!
+//! This module holds no domain logic: each stage lives in its own module and is tested there.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use protocol::Timestamp;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::Config;
+use crate::events::{Built, EventBuilder, Observation};
+use crate::sensors::{SensorStage, SensorStats, SensorsError};
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::telemetry::chain;
+
+/// Observations that may wait for the events stage before sources wait.
+const OBSERVATION_QUEUE: usize = 256;
+
+/// How often synced events past their retention time are swept.
+const RETENTION_SWEEP: Duration = Duration::from_secs(600);
+
+/// A running agent.
+#[derive(Debug)]
+pub struct Agent {
+    store: Store,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    sensor_stats: Option<Arc<Mutex<SensorStats>>>,
+    events: Arc<EventsStats>,
+}
+
+/// What the events stage has done.
+#[derive(Debug, Default, Serialize)]
+pub struct EventsStats {
+    /// Observations received from the sources.
+    pub observations: AtomicU64,
+    /// Events committed to the store.
+    pub committed: AtomicU64,
+    /// Repeats inside the cooldown, counted and not stored.
+    pub suppressed: AtomicU64,
+    /// Observations that could not become events (unknown category, evidence encoding).
+    pub build_errors: AtomicU64,
+    /// Events the store refused (disk full beyond eviction, closed).
+    pub store_errors: AtomicU64,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The store could not be opened (corrupt, unreadable, foreign database).
+    #[error("failed to open the event store")]
+    Store(#[from] StoreError),
+    /// The sensors stage could not be set up.
+    #[error("failed to set up the sensors")]
+    Sensors(#[from] SensorsError),
+    /// A start-up task panicked or was cancelled.
+    #[error("start-up task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Agent {
+    /// Opens the store and starts every configured stage. `config` must be validated.
+    ///
+    /// # Errors
+    /// [`AgentError`] when the store or a stage cannot start; nothing keeps running then.
+    pub async fn start(config: Config, cancel: CancellationToken) -> Result<Agent, AgentError> {
+        let options = StoreOptions::from_config(&config);
+        let store = tokio::task::spawn_blocking(move || Store::open(options)).await??;
+        let report = store.open_report();
+        info!(data_dir = %config.store.data_dir.display(), report = ?report, "event store open");
+
+        let tracker = TaskTracker::new();
+        let (observations_tx, observations_rx) = mpsc::channel(OBSERVATION_QUEUE);
+        let mut sensor_stats = None;
+        if !config.sensors.is_empty() {
+            let stage = SensorStage::from_config(
+                &config.sensors_config(),
+                config.site.location(),
+                config.site.grid.as_ref(),
+            )?;
+            sensor_stats = Some(stage.stats());
+            tracker.spawn(
+                stage
+                    .run(observations_tx.clone(), cancel.clone())
+                    .instrument(info_span!("sensors")),
+            );
+        }
+        // Only the sources hold senders now: the events stage ends when they all have stopped.
+        drop(observations_tx);
+
+        let events = Arc::new(EventsStats::default());
+        let builder = EventBuilder::from_config(&config);
+        tracker.spawn(
+            events_stage(builder, store.clone(), observations_rx, Arc::clone(&events))
+                .instrument(info_span!("events")),
+        );
+        tracker.close();
+        info!(
+            sensors = config.sensors.len(),
+            "agent running"
+        );
+        Ok(Agent {
+            store,
+            tracker,
+            cancel,
+            sensor_stats,
+            events,
+        })
+    }
+
+    /// The store (for status and tests; readers never block the writer).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The sensors' counters, when sensors are configured.
+    pub fn sensor_stats(&self) -> Option<Arc<Mutex<SensorStats>>> {
+        self.sensor_stats.clone()
+    }
+
+    /// The events stage's counters.
+    pub fn events_stats(&self) -> Arc<EventsStats> {
+        Arc::clone(&self.events)
+    }
+
+    /// Stops the agent: cancels the sources, lets the events stage drain and commit, closes the
+    /// store.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the agent has stopped (after its cancellation token fires).
+    pub async fn wait(self) {
+        self.tracker.wait().await;
+        let store = self.store;
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        info!("agent stopped");
+    }
+}
+
+/// Runs the agent until `cancel` fires, then shuts it down in order.
+///
+/// # Errors
+/// [`AgentError`] when it cannot start.
+pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AgentError> {
+    let agent = Agent::start(config, cancel).await?;
+    agent.wait().await;
+    Ok(())
+}
+
+/// Turns observations into events and commits them, until every source has stopped; sweeps
+/// expired synced events now and then. Building (image encoding) and committing (fsync) block, so
+/// they run on the blocking pool, one observation at a time, in arrival order.
+async fn events_stage(
+    mut builder: EventBuilder,
+    store: Store,
+    mut rx: mpsc::Receiver<Observation>,
+    stats: Arc<EventsStats>,
+) {
+    let mut sweep = tokio::time::interval(RETENTION_SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            obs = rx.recv() => {
+                let Some(obs) = obs else { break };
+                stats.observations.fetch_add(1, Ordering::Relaxed);
+                let st = store.clone();
+                let s = Arc::clone(&stats);
+                match tokio::task::spawn_blocking(move || {
+                    process(&mut builder, &st, obs, &s);
+                    builder
+                })
+                .await
+                {
+                    Ok(b) => builder = b,
+                    Err(e) => {
+                        warn!(error = %e, "events stage task failed; stopping");
+                        return;
+                    }
+                }
+            }
+            _ = sweep.tick() => {
+                let st = store.clone();
+                match tokio::task::spawn_blocking(move || st.sweep_retention(now())).await {
+                    Ok(Ok(n)) if n > 0 => info!(count = n, "swept synced events past retention"),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(error = %chain(&e), "retention sweep failed"),
+                    Err(e) => warn!(error = %e, "retention sweep task failed"),
+                }
+            }
+        }
+    }
+    debug!("events stage drained");
+}
+
+fn process(builder: &mut EventBuilder, store: &Store, obs: Observation, stats: &EventsStats) {
+    let source = obs.source.id.clone();
+    let rule = obs.rule.clone();
+    match builder.build(obs) {
+        Ok(Built::Event { event, evidence }) => match store.submit(*event, evidence) {
+            Ok(committed) => {
+                stats.committed.fetch_add(1, Ordering::Relaxed);
+                debug!(seq = %committed.seq, source = %source, rule, "event committed");
+            }
+            Err(e) => {
+                stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(source = %source, rule, error = %chain(&e), "event not stored");
+            }
+        },
+        Ok(Built::Suppressed { repeats }) => {
+            stats.suppressed.fetch_add(1, Ordering::Relaxed);
+            debug!(source = %source, rule, count = repeats, "repeat inside cooldown");
+        }
+        Err(e) => {
+            stats.build_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(source = %source, rule, error = %chain(&e), "observation not turned into an event");
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Timestamp::from_unix_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+}
