@@ -112,6 +112,18 @@ impl Agent {
             events_stage(builder, store.clone(), observations_rx, Arc::clone(&events))
                 .instrument(info_span!("events")),
         );
+        if let Some(uplink) = &config.uplink {
+            let uplink = crate::uplink::Uplink::from_config(uplink, store.clone());
+            let cancel = cancel.clone();
+            tracker.spawn(
+                async move {
+                    if let Err(e) = uplink.run(cancel).await {
+                        tracing::error!(error = %chain(&e), "uplink stopped");
+                    }
+                }
+                .instrument(info_span!("uplink")),
+            );
+        }
         tracker.close();
         info!(
             sensors = config.sensors.len(),

@@ -37,6 +37,9 @@ pub struct Config {
     /// Sensors on the broker (`[[sensors]]`) and their rules.
     #[serde(default)]
     pub sensors: Vec<SensorConfig>,
+    /// The uplink to the hub (QUIC, mutual TLS). Default: absent (events stay on the box).
+    #[serde(default)]
+    pub uplink: Option<crate::uplink::UplinkConfig>,
 }
 
 /// The box's location.
@@ -246,6 +249,9 @@ impl Config {
     /// Every cross-field problem, as `key.path: problem` lines (empty when the config is usable).
     pub fn validate(&self) -> Vec<String> {
         let mut problems = self.sensors_config().problems();
+        if let Some(uplink) = &self.uplink {
+            problems.extend(uplink.validate());
+        }
         let site = self.site.location();
         if !site.is_valid() {
             problems.push(format!(

@@ -9,7 +9,9 @@
 pub mod agent;
 pub mod config;
 pub mod detect;
+pub mod enroll;
 pub mod events;
 pub mod sensors;
 pub mod store;
 pub mod telemetry;
+pub mod uplink;

@@ -27,6 +27,22 @@ enum Command {
         #[arg(long, default_value = "/etc/edge-agent/edge-agent.toml")]
         config: PathBuf,
     },
+    /// Enroll this box with a hub once: makes the key here, sends a CSR with the one-time
+    /// token from `hub box add`, installs the certificate, the hub CA and the key.
+    Enroll {
+        /// The hub's ingest, HOST:PORT.
+        #[arg(long)]
+        hub: String,
+        /// The token `hub box add` printed (it pins the hub's CA).
+        #[arg(long)]
+        token: String,
+        /// Where to write ca.pem, box.pem and box.key (the `[uplink]` defaults).
+        #[arg(long, default_value = "/var/lib/edge-agent/tls")]
+        tls_dir: PathBuf,
+        /// The name in the hub's certificate.
+        #[arg(long, default_value = "gridsense-hub")]
+        server_name: String,
+    },
     /// List the event categories (codes and keys to use in rules).
     Categories {
         /// Print JSON lines instead of a table.
@@ -88,6 +104,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run_agent(&config),
         Command::Categories { json } => print_categories(json),
+        Command::Enroll {
+            hub,
+            token,
+            tls_dir,
+            server_name,
+        } => enroll(&hub, &token, &tls_dir, &server_name),
         Command::Detect {
             model,
             images,
@@ -194,4 +216,40 @@ fn print_categories(json: bool) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn enroll(hub: &str, token: &str, tls_dir: &std::path::Path, server_name: &str) -> ExitCode {
+    let paths = edge_agent::uplink::IdentityPaths {
+        ca_path: tls_dir.join("ca.pem"),
+        cert_path: tls_dir.join("box.pem"),
+        key_path: tls_dir.join("box.key"),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(edge_agent::enroll::enroll(hub, server_name, token, &paths)) {
+        Ok(done) => {
+            println!(
+                "enrolled as `{}`; certificate valid until {} (renewed automatically)\n\
+                 identity written to {}\n\
+                 add to the agent config:\n[uplink]\nhub_addr = \"{hub}\"\nserver_name = \"{server_name}\"\n\
+                 ca_path = \"{}\"\ncert_path = \"{}\"\nkey_path = \"{}\"",
+                done.box_id,
+                done.not_after,
+                tls_dir.display(),
+                paths.ca_path.display(),
+                paths.cert_path.display(),
+                paths.key_path.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", edge_agent::telemetry::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -45,6 +45,84 @@ pub struct HubConfig {
     /// API tokens (hashed).
     #[serde(default)]
     pub tokens: Vec<TokenEntry>,
+    /// The QUIC ingest for edge boxes. Default: absent (no boxes served).
+    #[serde(default)]
+    pub ingest: Option<IngestSection>,
+}
+
+/// `[ingest]`: where boxes enroll and deliver events (QUIC, mutual TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    /// UDP address to listen on. Default `0.0.0.0:4433`.
+    #[serde(default = "default_ingest_listen")]
+    pub listen_addr: SocketAddr,
+    /// The hub data folder made by `hub init` (CA, registry, ingest log, evidence). Required.
+    pub data_dir: PathBuf,
+    /// DNS names or addresses in the server certificate; boxes connect with the first.
+    /// Default `["gridsense-hub"]`.
+    #[serde(default = "default_server_names")]
+    pub server_names: Vec<String>,
+    /// Lifetime of box certificates (boxes renew at two thirds). Default 2592000 (30 days).
+    #[serde(default = "default_certificate_lifetime_secs")]
+    pub certificate_lifetime_secs: u64,
+    /// How often revocations are picked up from the registry. Default 10.
+    #[serde(default = "default_revocation_check_interval_secs")]
+    pub revocation_check_interval_secs: u64,
+    /// A connection silent this long is closed. Default 30000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Largest frame accepted from a box. Default 4194304.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: u32,
+    /// Above this many handshakes per second, unvalidated addresses get a Retry. Default 1000.
+    #[serde(default = "default_handshake_rate_per_sec")]
+    pub handshake_rate_per_sec: u32,
+    /// Events handed on to the cases per round. Default 256.
+    #[serde(default = "default_handoff_batch_events")]
+    pub handoff_batch_events: usize,
+}
+
+impl IngestSection {
+    /// The section with every default, for a data folder.
+    pub fn new(data_dir: PathBuf) -> IngestSection {
+        IngestSection {
+            listen_addr: default_ingest_listen(),
+            data_dir,
+            server_names: default_server_names(),
+            certificate_lifetime_secs: default_certificate_lifetime_secs(),
+            revocation_check_interval_secs: default_revocation_check_interval_secs(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_frame_bytes: default_max_frame_bytes(),
+            handshake_rate_per_sec: default_handshake_rate_per_sec(),
+            handoff_batch_events: default_handoff_batch_events(),
+        }
+    }
+}
+
+fn default_ingest_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4433))
+}
+fn default_server_names() -> Vec<String> {
+    vec!["gridsense-hub".to_owned()]
+}
+fn default_certificate_lifetime_secs() -> u64 {
+    30 * 86_400
+}
+fn default_revocation_check_interval_secs() -> u64 {
+    10
+}
+fn default_idle_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_frame_bytes() -> u32 {
+    protocol::DEFAULT_MAX_FRAME_BYTES
+}
+fn default_handshake_rate_per_sec() -> u32 {
+    1000
+}
+fn default_handoff_batch_events() -> usize {
+    256
 }
 
 /// `[grid]`.
@@ -198,6 +276,22 @@ impl HubConfig {
                 ));
             }
         }
+        if let Some(ingest) = &self.ingest {
+            if ingest.server_names.is_empty() {
+                problems.push("ingest.server_names: name at least one".into());
+            }
+            if ingest.revocation_check_interval_secs == 0
+                || ingest.revocation_check_interval_secs > 60
+            {
+                problems.push(
+                    "ingest.revocation_check_interval_secs: must be 1 to 60 (revocation within 60 s)"
+                        .into(),
+                );
+            }
+            if ingest.certificate_lifetime_secs < 3600 {
+                problems.push("ingest.certificate_lifetime_secs: at least 3600".into());
+            }
+        }
         if self.cases.merge_radius_m < 0.0 || self.grid.edge_distance_m < 0.0 {
             problems
                 .push("cases.merge_radius_m / grid.edge_distance_m: must not be negative".into());
@@ -224,6 +318,25 @@ mod tests {
         assert_eq!(cfg.departments.len(), 5);
         assert_eq!(cfg.tokens.len(), 3);
         assert_eq!(cfg.cases.merge_radius_m, 50.0);
+        let ingest = cfg.ingest.expect("the example has [ingest]");
+        let defaults = IngestSection::new(ingest.data_dir.clone());
+        assert_eq!(ingest.listen_addr, defaults.listen_addr);
+        assert_eq!(ingest.server_names, defaults.server_names);
+        assert_eq!(
+            ingest.certificate_lifetime_secs,
+            defaults.certificate_lifetime_secs
+        );
+        assert_eq!(
+            ingest.revocation_check_interval_secs,
+            defaults.revocation_check_interval_secs
+        );
+        assert_eq!(ingest.idle_timeout_ms, defaults.idle_timeout_ms);
+        assert_eq!(ingest.max_frame_bytes, defaults.max_frame_bytes);
+        assert_eq!(
+            ingest.handshake_rate_per_sec,
+            defaults.handshake_rate_per_sec
+        );
+        assert_eq!(ingest.handoff_batch_events, defaults.handoff_batch_events);
     }
 
     #[test]

@@ -14,5 +14,7 @@ pub mod config;
 pub mod db;
 pub mod duties;
 pub mod grid;
+pub mod ingest;
+pub mod registry;
 pub mod serve;
 pub mod telemetry;

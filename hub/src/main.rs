@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use hub::grid::ImportOptions;
-use protocol::{Catalog, Crs};
+use protocol::{BoxId, Catalog, Crs, GridCode};
 
 /// Gridsense hub: takes events from enrolled edge boxes, matches them to grid cells and runs
 /// them as cases around the closed loop.
@@ -40,6 +40,57 @@ enum Command {
     Grid {
         #[command(subcommand)]
         command: GridCommand,
+    },
+    /// Create the hub's data folder: its CA, box registry, database, starter files and hub.toml.
+    Init {
+        /// The data folder (created if missing; an existing CA is never replaced).
+        #[arg(long, default_value = "/var/lib/hub")]
+        data: PathBuf,
+        /// The hub's name, in its CA certificate.
+        #[arg(long, default_value = "gridsense hub")]
+        name: String,
+        /// Where the QUIC ingest listens (written into hub.toml).
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        ingest_listen: std::net::SocketAddr,
+    },
+    /// Edge boxes: register (prints a one-time enrollment token), list, revoke.
+    Box {
+        /// The hub data folder.
+        #[arg(long, global = true, default_value = "/var/lib/hub")]
+        data: PathBuf,
+        #[command(subcommand)]
+        command: BoxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BoxCommand {
+    /// Register a box and print its one-time enrollment token (it carries the CA fingerprint).
+    Add {
+        /// The box id (letters, digits, `.`, `_`, `-`).
+        #[arg(value_parser = |s: &str| BoxId::parse(s))]
+        id: BoxId,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The grid code the box stands in.
+        #[arg(long, value_parser = |s: &str| GridCode::parse(s))]
+        grid: Option<GridCode>,
+        /// The token expires after this many seconds.
+        #[arg(long, default_value_t = 86_400)]
+        token_ttl_secs: u64,
+    },
+    /// List registered boxes.
+    List {
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a box: its live connection is closed and it is refused from then on.
+    Revoke {
+        /// The box id.
+        #[arg(value_parser = |s: &str| BoxId::parse(s))]
+        id: BoxId,
     },
 }
 
@@ -85,8 +136,45 @@ fn main() -> ExitCode {
         Command::Categories { json } => print_categories(json),
         Command::Grid { command } => report(grid(command)),
         Command::Serve { config } => report(serve(config)),
+        Command::Init {
+            data,
+            name,
+            ingest_listen,
+        } => report(
+            hub::registry::admin::init(&data, &name, ingest_listen, wall_clock())
+                .map_err(Into::into),
+        ),
+        Command::Box { data, command } => report(boxes(&data, command)),
         Command::TokenHash { token } => report(Ok(format!("{}\n", hub::api::hash_token(&token)))),
     }
+}
+
+fn boxes(data: &std::path::Path, command: BoxCommand) -> anyhow::Result<String> {
+    use hub::registry::admin;
+    Ok(match command {
+        BoxCommand::Add {
+            id,
+            name,
+            grid,
+            token_ttl_secs,
+        } => admin::box_add(
+            data,
+            &id,
+            name.as_deref(),
+            grid.as_ref(),
+            token_ttl_secs,
+            wall_clock(),
+        )?,
+        BoxCommand::List { json } => admin::box_list(data, json)?,
+        BoxCommand::Revoke { id } => admin::box_revoke(data, &id, wall_clock())?,
+    })
+}
+
+fn wall_clock() -> protocol::Timestamp {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    protocol::Timestamp::from_unix_millis(millis)
 }
 
 fn grid(command: GridCommand) -> anyhow::Result<String> {

@@ -1,8 +1,9 @@
 //! `hub serve`: loads the grid, duties and calendar named by the config, opens the database,
 //! and runs the HTTP API, the deadline checker and webhook delivery until `cancel` fires.
 //!
-//! The QUIC ingest (boxes) is not part of this yet; it will call
-//! [`crate::cases::CaseService::ingest`]. This module wires components; it holds no domain logic.
+//! With an `[ingest]` section it also runs the QUIC ingest for boxes, which hands committed events
+//! to [`crate::cases::CaseService::ingest`]. This module wires components; it holds no domain
+//! logic.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub enum ServeError {
     /// The database could not be opened.
     #[error("failed to open the database")]
     Db(#[from] DbError),
+    /// The QUIC ingest could not start.
+    #[error("ingest failed to start")]
+    Ingest(#[from] crate::ingest::IngestError),
     /// The API could not bind or serve.
     #[error("api server failed")]
     Io(#[source] std::io::Error),
@@ -135,6 +139,21 @@ pub async fn run(
                     Ok(Err(e)) => tracing::warn!(error = %crate::telemetry::chain(&e), "deadline check failed"),
                     Err(e) => tracing::warn!(error = %e, "deadline check task failed"),
                 }
+            }
+        });
+    }
+    if let Some(section) = &config.ingest {
+        let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
+        let server = crate::ingest::IngestServer::bind(
+            crate::ingest::IngestSettings::from_config(section),
+            Some(sink),
+        )?;
+        let addr = server.local_addr()?;
+        tracing::info!(%addr, "ingest listening");
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(e) = server.run(cancel).await {
+                tracing::error!(error = %crate::telemetry::chain(&e), "ingest stopped");
             }
         });
     }

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod binaries;
+pub mod fault_proxy;
 pub mod mosquitto;
 pub mod workspace;
 

@@ -1,0 +1,792 @@
+//! One connection: enrollment (no certificate) or a box session (certificate of the hub CA).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use protocol::{
+    Ack, BoxId, Bye, ByeReason, CommandResult, EnrollRefusal, EnrollRequest, EnrollResponse, Event,
+    EvidenceAck, EvidenceChunk, Message, VersionRange, Welcome,
+};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::evidence::ChunkOutcome;
+use super::frame::{read_frame, write_frame};
+use super::{LiveConn, Shared, close_code, lock, now};
+use crate::registry::{BoxStatus, RegistryError};
+
+/// Most events committed in one transaction when batches queue up.
+const MAX_COALESCED_EVENTS: usize = 8192;
+/// Messages queued from the reader task before it stops reading (backpressure to the box).
+const INBOX_CAPACITY: usize = 32;
+/// Messages queued for the writer task.
+const OUTBOX_CAPACITY: usize = 256;
+
+/// A token bucket over handshakes.
+pub(super) struct HandshakeBucket {
+    rate: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl HandshakeBucket {
+    pub(super) fn new(rate_per_sec: u32) -> HandshakeBucket {
+        let rate = f64::from(rate_per_sec.max(1));
+        HandshakeBucket {
+            rate,
+            tokens: rate,
+            last: None,
+        }
+    }
+
+    /// True when a handshake at `now` is within the rate (and takes a token).
+    pub(super) fn admit(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.rate).min(self.rate);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Serves one incoming connection to its end.
+pub(super) async fn serve(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    revoked: watch::Receiver<Arc<HashSet<BoxId>>>,
+    cancel: CancellationToken,
+) {
+    let peer = incoming.remote_address();
+    let span = tracing::info_span!("connection", %peer, device_id = tracing::field::Empty);
+    async move {
+        let conn = match incoming.accept() {
+            Ok(connecting) => match connecting.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    return;
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "incoming connection failed");
+                return;
+            }
+        };
+        shared
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        match box_identity(&conn) {
+            Some(Ok(id)) => {
+                tracing::Span::current().record("device_id", tracing::field::display(&id));
+                session(conn, id, shared, revoked, cancel).await;
+            }
+            Some(Err(())) => {
+                shared.stats.refused_total.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("certificate names no valid box id; closing");
+                conn.close(close_code::REVOKED.into(), b"certificate names no box");
+            }
+            None => enrollment(conn, shared).await,
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The box id in the verified client certificate: its CN. `None` when there is no certificate.
+fn box_identity(conn: &quinn::Connection) -> Option<Result<BoxId, ()>> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    let leaf = certs.first()?;
+    let parsed = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .ok()
+        .and_then(|(_, cert)| {
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok().map(str::to_owned))
+        })
+        .and_then(|cn| BoxId::parse(cn).ok());
+    Some(parsed.ok_or(()))
+}
+
+/// A connection without a certificate: one `EnrollRequest`, one `EnrollResponse`.
+async fn enrollment(conn: quinn::Connection, shared: Arc<Shared>) {
+    let Ok(Ok((mut send, mut recv))) =
+        tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await
+    else {
+        return;
+    };
+    let request = match tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame(&mut recv, &shared.codec),
+    )
+    .await
+    {
+        Ok(Ok(Some(Message::EnrollRequest(r)))) => r,
+        Ok(Ok(Some(other))) => {
+            shared
+                .stats
+                .protocol_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                kind = other.kind(),
+                "connection without a certificate sent something other than an enrollment"
+            );
+            let _ = write_frame(
+                &mut send,
+                &shared.codec,
+                &Message::Bye(Bye {
+                    reason: ByeReason::ProtocolError,
+                    message: Some("a certificate is required; enroll first".into()),
+                }),
+            )
+            .await;
+            let _ = send.finish();
+            conn.close(close_code::PROTOCOL_ERROR.into(), b"certificate required");
+            return;
+        }
+        Ok(Err(e)) => {
+            shared
+                .stats
+                .protocol_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %crate::telemetry::chain(&e), "bad enrollment frame; closing");
+            conn.close(close_code::PROTOCOL_ERROR.into(), b"bad frame");
+            return;
+        }
+        _ => return,
+    };
+    let s = shared.clone();
+    let response = tokio::task::spawn_blocking(move || enroll(&s, &request))
+        .await
+        .unwrap_or_else(|_| refused(EnrollRefusal::Unknown, "internal error"));
+    if let EnrollResponse::Accepted { box_id, .. } = &response {
+        shared
+            .stats
+            .enrollments_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(device_id = %box_id, "box enrolled");
+    }
+    if write_frame(&mut send, &shared.codec, &Message::EnrollResponse(response))
+        .await
+        .is_ok()
+    {
+        let _ = send.finish();
+        // Let the box read the answer and close; it does so at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    }
+    conn.close(close_code::DONE.into(), b"enrollment done");
+}
+
+fn enroll(shared: &Shared, request: &EnrollRequest) -> EnrollResponse {
+    let at = now();
+    let lifetime = shared.settings.certificate_lifetime.as_secs();
+    let result = lock(&shared.registry).enroll(&request.token, at, |id| {
+        shared.ca.sign_box(&request.csr_pem, id, at, lifetime)
+    });
+    match result {
+        Ok((box_id, certificate_pem, not_after)) => EnrollResponse::Accepted {
+            box_id,
+            certificate_pem,
+            ca_pem: shared.ca.cert_pem().to_owned(),
+            not_after,
+        },
+        Err(RegistryError::Refused(reason)) => {
+            let message = match reason {
+                EnrollRefusal::UnknownToken => "the enrollment token is not known to this hub",
+                EnrollRefusal::ExpiredToken => {
+                    "the enrollment token has expired; ask for a new one (hub box add)"
+                }
+                EnrollRefusal::UsedToken => "the enrollment token was already used",
+                EnrollRefusal::Revoked => "this box is revoked",
+                _ => "refused",
+            };
+            refused(reason, message)
+        }
+        Err(RegistryError::BadCsr(_)) => refused(EnrollRefusal::BadCsr, "the CSR is malformed"),
+        Err(e) => {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "enrollment failed");
+            refused(EnrollRefusal::Unknown, "internal error")
+        }
+    }
+}
+
+fn refused(reason: EnrollRefusal, message: &str) -> EnrollResponse {
+    EnrollResponse::Refused {
+        reason,
+        message: message.to_owned(),
+    }
+}
+
+/// Why a session ended, for the close.
+enum End {
+    PeerClosed,
+    Protocol(String),
+    Revoked,
+    Replaced,
+    Shutdown,
+    Internal,
+}
+
+/// A box session: Hello/Welcome, then batches, health, evidence, commands.
+async fn session(
+    conn: quinn::Connection,
+    box_id: BoxId,
+    shared: Arc<Shared>,
+    mut revoked: watch::Receiver<Arc<HashSet<BoxId>>>,
+    cancel: CancellationToken,
+) {
+    let s = shared.clone();
+    let id = box_id.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let reg = lock(&s.registry);
+        let status = reg.status(&id);
+        let _ = reg.seen(&id, now());
+        status
+    })
+    .await;
+    if !matches!(status, Ok(Ok(Some(BoxStatus::Enrolled)))) {
+        shared.stats.refused_total.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("refused a box that is revoked or not enrolled");
+        refuse_revoked(&conn, &shared).await;
+        return;
+    }
+    let Ok(Ok((send, mut recv))) =
+        tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await
+    else {
+        return;
+    };
+    // Reader task: frames in order into a bounded inbox (its read is not cancel safe).
+    let (in_tx, mut in_rx) = mpsc::channel::<Result<Message, String>>(INBOX_CAPACITY);
+    let codec = shared.codec;
+    let reader = tokio::spawn(
+        async move {
+            loop {
+                let item = match read_frame(&mut recv, &codec).await {
+                    Ok(Some(m)) => Ok(m),
+                    Ok(None) => break,
+                    Err(super::frame::FrameError::Read(e)) => {
+                        tracing::debug!(error = %e, "control stream ended");
+                        break;
+                    }
+                    Err(e) => Err(crate::telemetry::chain(&e)),
+                };
+                let stop = item.is_err();
+                if in_tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    // Writer task: owns the send half.
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
+    let writer = tokio::spawn(
+        async move {
+            let mut send = send;
+            while let Some(msg) = out_rx.recv().await {
+                if let Err(e) = write_frame(&mut send, &codec, &msg).await {
+                    tracing::debug!(error = %crate::telemetry::chain(&e), "control stream write failed");
+                    break;
+                }
+            }
+            let _ = send.finish();
+        }
+        .in_current_span(),
+    );
+
+    let end = run_session(
+        &conn,
+        &box_id,
+        &shared,
+        &mut in_rx,
+        &out_tx,
+        &mut revoked,
+        &cancel,
+    )
+    .await;
+    {
+        let mut live = lock(&shared.live);
+        if live
+            .get(&box_id)
+            .is_some_and(|c| c.conn.stable_id() == conn.stable_id())
+        {
+            live.remove(&box_id);
+        }
+    }
+    let (bye, code, why): (Option<Bye>, u32, &[u8]) = match &end {
+        End::PeerClosed => (None, close_code::SHUTDOWN, b"bye"),
+        End::Protocol(reason) => {
+            shared
+                .stats
+                .protocol_errors_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%reason, "closing connection: protocol error");
+            (
+                Some(Bye {
+                    reason: ByeReason::ProtocolError,
+                    message: Some(reason.clone()),
+                }),
+                close_code::PROTOCOL_ERROR,
+                b"protocol error",
+            )
+        }
+        End::Revoked => {
+            tracing::info!("closing connection: box revoked");
+            (
+                Some(Bye {
+                    reason: ByeReason::Revoked,
+                    message: Some("this box is revoked".into()),
+                }),
+                close_code::REVOKED,
+                b"revoked",
+            )
+        }
+        End::Replaced => (
+            None,
+            close_code::REPLACED,
+            b"replaced by a newer connection",
+        ),
+        End::Shutdown => (
+            Some(Bye {
+                reason: ByeReason::Shutdown,
+                message: None,
+            }),
+            close_code::SHUTDOWN,
+            b"hub shutting down",
+        ),
+        End::Internal => (None, close_code::INTERNAL, b"hub storage failed"),
+    };
+    if let Some(bye) = bye {
+        let _ = out_tx.try_send(Message::Bye(bye));
+    }
+    drop(out_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    conn.close(code.into(), why);
+    reader.abort();
+}
+
+async fn refuse_revoked(conn: &quinn::Connection, shared: &Shared) {
+    if let Ok(Ok((mut send, _recv))) =
+        tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await
+    {
+        let _ = write_frame(
+            &mut send,
+            &shared.codec,
+            &Message::Bye(Bye {
+                reason: ByeReason::Revoked,
+                message: Some("this box is revoked or not enrolled".into()),
+            }),
+        )
+        .await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+    }
+    conn.close(close_code::REVOKED.into(), b"revoked");
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run_session(
+    conn: &quinn::Connection,
+    box_id: &BoxId,
+    shared: &Arc<Shared>,
+    in_rx: &mut mpsc::Receiver<Result<Message, String>>,
+    out_tx: &mpsc::Sender<Message>,
+    revoked: &mut watch::Receiver<Arc<HashSet<BoxId>>>,
+    cancel: &CancellationToken,
+) -> End {
+    // Hello first.
+    let hello = match tokio::time::timeout(Duration::from_secs(10), in_rx.recv()).await {
+        Ok(Some(Ok(Message::Hello(h)))) => h,
+        Ok(Some(Ok(other))) => {
+            return End::Protocol(format!("expected hello, got {}", other.kind()));
+        }
+        Ok(Some(Err(e))) => return End::Protocol(e),
+        _ => return End::PeerClosed,
+    };
+    let theirs = VersionRange {
+        min: hello.min_protocol_version,
+        max: hello.protocol_version,
+    };
+    let version = match VersionRange::CURRENT.negotiate(theirs) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "no common protocol version");
+            let _ = out_tx
+                .send(Message::Bye(Bye {
+                    reason: ByeReason::UnsupportedVersion,
+                    message: Some(e.to_string()),
+                }))
+                .await;
+            return End::PeerClosed;
+        }
+    };
+    let (s, id) = (shared.clone(), box_id.clone());
+    let last = match tokio::task::spawn_blocking(move || {
+        let log = lock(&s.log);
+        Ok::<_, super::IngestError>((log.last_seq(&id)?, log.wanted_evidence(&id)?))
+    })
+    .await
+    {
+        Ok(Ok(v)) => v,
+        _ => return End::Internal,
+    };
+    let (last_committed, wanted) = last;
+    let welcome = Message::Welcome(Welcome {
+        protocol_version: version,
+        hub_version: env!("CARGO_PKG_VERSION").to_owned(),
+        box_id: box_id.clone(),
+        last_committed_seq: last_committed,
+    });
+    if out_tx.send(welcome).await.is_err() {
+        return End::PeerClosed;
+    }
+    tracing::debug!(
+        last_acked = ?hello.last_acked_seq,
+        last_committed = ?last_committed,
+        "session open"
+    );
+    request_evidence(shared, out_tx, wanted).await;
+
+    // Register for commands; a previous connection of this box is replaced.
+    let (commands_tx, mut commands_rx) = mpsc::channel(16);
+    let replaced = lock(&shared.live).insert(
+        box_id.clone(),
+        LiveConn {
+            conn: conn.clone(),
+            commands_tx,
+        },
+    );
+    if let Some(old) = replaced {
+        old.conn.close(
+            close_code::REPLACED.into(),
+            b"replaced by a newer connection",
+        );
+    }
+    let mut pending_commands: HashMap<protocol::CommandId, oneshot::Sender<CommandResult>> =
+        HashMap::new();
+
+    // Evidence streams.
+    let evidence_task = tokio::spawn(
+        accept_evidence(conn.clone(), box_id.clone(), shared.clone(), out_tx.clone())
+            .in_current_span(),
+    );
+    let _guard = AbortOnDrop(evidence_task);
+
+    let mut deferred: Option<Message> = None;
+    loop {
+        if revoked.borrow_and_update().contains(box_id) {
+            return End::Revoked;
+        }
+        let msg = if let Some(m) = deferred.take() {
+            m
+        } else {
+            tokio::select! {
+                _ = cancel.cancelled() => return End::Shutdown,
+                changed = revoked.changed() => {
+                    if changed.is_err() { return End::Shutdown; }
+                    continue;
+                }
+                reason = conn.closed() => {
+                    if matches!(reason, quinn::ConnectionError::LocallyClosed) {
+                        return End::Replaced;
+                    }
+                    return End::PeerClosed;
+                }
+                cmd = commands_rx.recv() => {
+                    let Some((command, reply)) = cmd else { continue };
+                    pending_commands.insert(command.id, reply);
+                    if out_tx.send(Message::Command(command)).await.is_err() {
+                        return End::PeerClosed;
+                    }
+                    continue;
+                }
+                m = in_rx.recv() => match m {
+                    None => return End::PeerClosed,
+                    Some(Err(e)) => return End::Protocol(e),
+                    Some(Ok(m)) => m,
+                },
+            }
+        };
+        match msg {
+            Message::EventBatch(batch) => {
+                let mut events = batch.events;
+                while events.len() < MAX_COALESCED_EVENTS {
+                    match in_rx.try_recv() {
+                        Ok(Ok(Message::EventBatch(more))) => events.extend(more.events),
+                        Ok(Ok(other)) => {
+                            deferred = Some(other);
+                            break;
+                        }
+                        Ok(Err(e)) => return End::Protocol(e),
+                        Err(_) => break,
+                    }
+                }
+                if let Some(problem) = batch_problem(&events) {
+                    return End::Protocol(problem);
+                }
+                match commit(shared, box_id, events).await {
+                    Ok(Some((ack, wanted))) => {
+                        if out_tx.send(Message::Ack(ack)).await.is_err() {
+                            return End::PeerClosed;
+                        }
+                        request_evidence(shared, out_tx, wanted).await;
+                    }
+                    Ok(None) => {}
+                    Err(()) => return End::Internal,
+                }
+            }
+            Message::Health(health) => {
+                let (s, id) = (shared.clone(), box_id.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let at = now();
+                    if let Err(e) = lock(&s.log).record_health(&id, &health, at) {
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record health");
+                    }
+                    let _ = lock(&s.registry).seen(&id, at);
+                })
+                .await;
+            }
+            Message::CommandResult(result) => {
+                if let Some(reply) = pending_commands.remove(&result.id) {
+                    let _ = reply.send(result);
+                } else {
+                    tracing::debug!(command = %result.id, "result for an unknown command");
+                }
+            }
+            Message::EnrollRequest(request) => {
+                let response = renew(shared, box_id, request).await;
+                if out_tx
+                    .send(Message::EnrollResponse(response))
+                    .await
+                    .is_err()
+                {
+                    return End::PeerClosed;
+                }
+            }
+            Message::Bye(bye) => {
+                tracing::debug!(reason = ?bye.reason, "box said bye");
+                return End::PeerClosed;
+            }
+            Message::Unknown => tracing::debug!("skipped a message of an unknown type"),
+            other => return End::Protocol(format!("unexpected {} from a box", other.kind())),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sequence numbers must rise strictly within what was received together.
+fn batch_problem(events: &[Event]) -> Option<String> {
+    if events.iter().any(|e| e.seq.0 == 0) {
+        return Some("event with sequence number 0".into());
+    }
+    events.windows(2).find(|w| w[1].seq <= w[0].seq).map(|w| {
+        format!(
+            "sequence numbers out of order ({} then {})",
+            w[0].seq, w[1].seq
+        )
+    })
+}
+
+async fn commit(
+    shared: &Arc<Shared>,
+    box_id: &BoxId,
+    events: Vec<Event>,
+) -> Result<Option<(Ack, Vec<(protocol::Digest, u64)>)>, ()> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let (s, id) = (shared.clone(), box_id.clone());
+    let n = events.len();
+    let done = tokio::task::spawn_blocking(move || lock(&s.log).commit(&id, &events, now())).await;
+    match done {
+        Ok(Ok((committed, wanted))) => {
+            shared
+                .stats
+                .events_total
+                .fetch_add(committed.inserted, Ordering::Relaxed);
+            shared
+                .stats
+                .duplicates_total
+                .fetch_add(committed.duplicates, Ordering::Relaxed);
+            shared.handoff.notify_one();
+            tracing::debug!(count = n, up_to = ?committed.up_to, "batch committed");
+            Ok(committed.up_to.map(|up_to| (Ack { up_to }, wanted)))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "failed to commit a batch; closing so the box retries");
+            Err(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "commit task failed");
+            Err(())
+        }
+    }
+}
+
+async fn request_evidence(
+    shared: &Arc<Shared>,
+    out_tx: &mpsc::Sender<Message>,
+    wanted: Vec<(protocol::Digest, u64)>,
+) {
+    for (sha256, _) in wanted {
+        let received_bytes = shared.evidence.received(&sha256);
+        let _ = out_tx
+            .send(Message::EvidenceAck(EvidenceAck {
+                sha256,
+                received_bytes,
+                complete: false,
+            }))
+            .await;
+    }
+}
+
+async fn renew(shared: &Arc<Shared>, box_id: &BoxId, request: EnrollRequest) -> EnrollResponse {
+    let (s, id) = (shared.clone(), box_id.clone());
+    tokio::task::spawn_blocking(move || {
+        let at = now();
+        let lifetime = s.settings.certificate_lifetime.as_secs();
+        match s.ca.sign_box(&request.csr_pem, &id, at, lifetime) {
+            Ok((certificate_pem, not_after)) => {
+                let _ = lock(&s.registry).renewed(&id, not_after);
+                s.stats.renewals_total.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(device_id = %id, "certificate renewed");
+                EnrollResponse::Accepted {
+                    box_id: id,
+                    certificate_pem,
+                    ca_pem: s.ca.cert_pem().to_owned(),
+                    not_after,
+                }
+            }
+            Err(_) => refused(EnrollRefusal::BadCsr, "the CSR is malformed"),
+        }
+    })
+    .await
+    .unwrap_or_else(|_| refused(EnrollRefusal::Unknown, "internal error"))
+}
+
+/// Accepts evidence streams (one file per stream, chunks in order) until the connection ends.
+async fn accept_evidence(
+    conn: quinn::Connection,
+    box_id: BoxId,
+    shared: Arc<Shared>,
+    out_tx: mpsc::Sender<Message>,
+) {
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let (shared, box_id, out_tx) = (shared.clone(), box_id.clone(), out_tx.clone());
+        tokio::spawn(
+            async move {
+                loop {
+                    match read_frame(&mut recv, &shared.codec).await {
+                        Ok(Some(Message::EvidenceChunk(chunk))) => {
+                            if !evidence_chunk(&shared, &box_id, chunk, &out_tx).await {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Ok(Some(other)) => {
+                            tracing::warn!(kind = other.kind(), "unexpected message on an evidence stream");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %crate::telemetry::chain(&e), "evidence stream ended");
+                            break;
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Stores one chunk; false when the stream should stop (unwanted file, failure).
+async fn evidence_chunk(
+    shared: &Arc<Shared>,
+    box_id: &BoxId,
+    chunk: EvidenceChunk,
+    out_tx: &mpsc::Sender<Message>,
+) -> bool {
+    let (s, id) = (shared.clone(), box_id.clone());
+    let sha256 = chunk.sha256;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let state = lock(&s.log).evidence_state(&chunk.sha256)?;
+        match state {
+            Some((owner, total, false)) if owner == id && total == chunk.total_bytes => {
+                let outcome =
+                    s.evidence
+                        .write_chunk(&chunk.sha256, chunk.offset, &chunk.data, total)?;
+                if outcome == ChunkOutcome::Complete {
+                    lock(&s.log).evidence_complete(&chunk.sha256)?;
+                    s.stats.evidence_files_total.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Some(outcome))
+            }
+            Some((_, _, true)) => Ok(Some(ChunkOutcome::Complete)),
+            _ => Ok::<_, super::IngestError>(None),
+        }
+    })
+    .await;
+    let ack = match outcome {
+        Ok(Ok(Some(ChunkOutcome::Complete))) => EvidenceAck {
+            sha256,
+            received_bytes: shared.evidence.received(&sha256),
+            complete: true,
+        },
+        Ok(Ok(Some(ChunkOutcome::Partial(_)))) => return true,
+        Ok(Ok(Some(ChunkOutcome::Mismatch))) => {
+            tracing::warn!(%sha256, "evidence did not match its hash; asking again");
+            EvidenceAck {
+                sha256,
+                received_bytes: 0,
+                complete: false,
+            }
+        }
+        Ok(Ok(None)) => {
+            tracing::debug!(%sha256, "unwanted evidence stream");
+            return false;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "failed to store evidence");
+            return false;
+        }
+        Err(_) => return false,
+    };
+    let _ = out_tx.send(Message::EvidenceAck(ack)).await;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handshake_bucket_admits_its_rate_then_refills() {
+        let mut b = HandshakeBucket::new(2);
+        let t0 = Instant::now();
+        assert!(b.admit(t0));
+        assert!(b.admit(t0));
+        assert!(!b.admit(t0));
+        assert!(b.admit(t0 + Duration::from_millis(600)));
+    }
+}

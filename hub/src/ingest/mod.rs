@@ -1,0 +1,563 @@
+//! The QUIC ingest: where enrolled boxes deliver events, evidence and health, and where the hub
+//! sends them commands.
+//!
+//! - [`IngestServer`]: one quinn endpoint with mutual TLS (ALPN [`protocol::ALPN`], TLS 1.3,
+//!   0-RTT off, ring only). A connection with a certificate of the hub's CA is a box session:
+//!   the box id comes from the certificate's CN, never from a payload. A connection without a
+//!   certificate may only enroll (one `EnrollRequest` with a one-time token). Handshakes above
+//!   the configured rate from unvalidated addresses get a Retry.
+//! - Delivery: each `EventBatch` (queued batches are coalesced) is committed to the
+//!   [`IngestLog`] in one transaction and only then acknowledged; the log is idempotent on
+//!   `(box, seq)`. A hand-off task gives each committed event once to the [`EventSink`] (the
+//!   cases), marking it after, so a crash repeats a hand-off that the sink ignores as a duplicate.
+//! - Revocation: the registry is polled every `revocation_check_interval_secs`; a revoked box's
+//!   live connection is told `Bye { Revoked }` and closed, and new ones are refused.
+//! - [`IngestHandle`]: commands to a connected box, counters.
+//!
+//! This module must not decide what an event means (the sink does) nor trust a payload for
+//! identity.
+
+mod conn;
+mod evidence;
+mod frame;
+mod log;
+mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::{BoxId, Codec, Command, CommandAction, CommandId, CommandResult, Event, Timestamp};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cases::{CaseError, CaseService};
+use crate::config::IngestSection;
+use crate::registry::{HubCa, Registry, RegistryError};
+
+pub use log::{Committed, INGEST_FILE, IngestLog, Unhanded};
+
+/// QUIC application close codes.
+pub mod close_code {
+    /// Orderly shutdown.
+    pub const SHUTDOWN: u32 = 0;
+    /// The peer broke the protocol.
+    pub const PROTOCOL_ERROR: u32 = 1;
+    /// The box is revoked or not registered.
+    pub const REVOKED: u32 = 2;
+    /// A newer connection of the same box replaced this one.
+    pub const REPLACED: u32 = 3;
+    /// The hub failed to commit; reconnect later.
+    pub const INTERNAL: u32 = 4;
+    /// Enrollment finished.
+    pub const DONE: u32 = 5;
+}
+
+/// What the ingest needs, from `[ingest]` of the hub config.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Where to listen (UDP).
+    pub listen_addr: SocketAddr,
+    /// The hub data folder: `ca.pem`, `ca.key`, `registry.db`, `ingest.db`, `evidence/`.
+    pub data_dir: PathBuf,
+    /// Names in the hub's server certificate (boxes connect with the first).
+    pub server_names: Vec<String>,
+    /// Lifetime of box certificates signed at enrollment and renewal.
+    pub certificate_lifetime: Duration,
+    /// How often the registry is polled for revocations.
+    pub revocation_check_interval: Duration,
+    /// Idle timeout of a connection.
+    pub idle_timeout: Duration,
+    /// Largest frame accepted.
+    pub max_frame_bytes: u32,
+    /// Handshakes per second above which unvalidated addresses are sent a Retry.
+    pub handshake_rate_per_sec: u32,
+    /// Events handed on to the sink per round.
+    pub handoff_batch_events: usize,
+}
+
+impl IngestSettings {
+    /// Settings from the config section.
+    pub fn from_config(section: &IngestSection) -> IngestSettings {
+        IngestSettings {
+            listen_addr: section.listen_addr,
+            data_dir: section.data_dir.clone(),
+            server_names: section.server_names.clone(),
+            certificate_lifetime: Duration::from_secs(section.certificate_lifetime_secs),
+            revocation_check_interval: Duration::from_secs(
+                section.revocation_check_interval_secs.max(1),
+            ),
+            idle_timeout: Duration::from_millis(section.idle_timeout_ms.max(100)),
+            max_frame_bytes: section.max_frame_bytes,
+            handshake_rate_per_sec: section.handshake_rate_per_sec,
+            handoff_batch_events: section.handoff_batch_events.max(1),
+        }
+    }
+
+    /// Defaults for a data folder, listening on `127.0.0.1:0` (tests, tools).
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> IngestSettings {
+        let mut section = IngestSection::new(data_dir.into());
+        section.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        IngestSettings::from_config(&section)
+    }
+}
+
+/// Everything the ingest can fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The CA or registry could not be used.
+    #[error("registry failed")]
+    Registry(#[from] RegistryError),
+    /// SQLite failed on the ingest log.
+    #[error("ingest log operation failed")]
+    Sqlite(#[from] rusqlite::Error),
+    /// An event could not be encoded for the log.
+    #[error("event does not encode")]
+    Encode(#[source] rmp_serde::encode::Error),
+    /// A stored event does not decode.
+    #[error("stored event does not decode")]
+    Decode(#[source] rmp_serde::decode::Error),
+    /// A stored row is not what this build wrote.
+    #[error("ingest log holds a malformed row")]
+    Corrupt,
+    /// TLS could not be configured.
+    #[error("tls configuration failed")]
+    Tls(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built.
+    #[error("client certificate verifier could not be built")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The endpoint could not bind or a file could not be accessed.
+    #[error("failed to {op}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a hand-off to the sink did not take.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOffError {
+    /// A passing failure (storage busy): the event is offered again later.
+    #[error("hand-off failed, will retry: {reason}")]
+    Retry {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// The sink will never take this event (e.g. an invalid location): it is marked refused.
+    #[error("hand-off refused: {reason}")]
+    Refused {
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+/// Where committed events go next. Called from a blocking thread, once per event in effect:
+/// an implementation must be idempotent on `(box, seq)`, because a crash between its commit
+/// and the hub's mark repeats the call.
+pub trait EventSink: Send + Sync + 'static {
+    /// Takes one event of `box_id`.
+    ///
+    /// # Errors
+    /// [`HandOffError`] saying whether to retry.
+    fn hand_on(&self, box_id: &BoxId, event: &Event, now: Timestamp) -> Result<(), HandOffError>;
+}
+
+impl EventSink for CaseService {
+    fn hand_on(&self, box_id: &BoxId, event: &Event, now: Timestamp) -> Result<(), HandOffError> {
+        match self.ingest(box_id, event, now) {
+            Ok(_) => Ok(()),
+            Err(CaseError::Db(e)) => Err(HandOffError::Retry {
+                reason: crate::telemetry::chain(&e),
+            }),
+            Err(e) => Err(HandOffError::Refused {
+                reason: crate::telemetry::chain(&e),
+            }),
+        }
+    }
+}
+
+/// Why a command could not be carried out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The box has no live connection.
+    #[error("box `{0}` is not connected")]
+    NotConnected(BoxId),
+    /// The connection ended or the box did not answer in time.
+    #[error("box `{0}` did not answer")]
+    NoAnswer(BoxId),
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Connections accepted (handshake done).
+    pub connections_total: AtomicU64,
+    /// Connections refused (revoked, unknown, no certificate for a session).
+    pub refused_total: AtomicU64,
+    /// Connections closed for a protocol error (malformed, oversized, out of order).
+    pub protocol_errors_total: AtomicU64,
+    /// Handshakes answered with a Retry.
+    pub retries_total: AtomicU64,
+    /// Events committed new.
+    pub events_total: AtomicU64,
+    /// Events received again (already committed).
+    pub duplicates_total: AtomicU64,
+    /// Events handed on to the sink.
+    pub handed_on_total: AtomicU64,
+    /// Events the sink refused.
+    pub handoff_refused_total: AtomicU64,
+    /// Enrollments accepted.
+    pub enrollments_total: AtomicU64,
+    /// Certificates renewed.
+    pub renewals_total: AtomicU64,
+    /// Evidence files completed.
+    pub evidence_files_total: AtomicU64,
+}
+
+/// A live box connection, as the handle sees it.
+struct LiveConn {
+    conn: quinn::Connection,
+    commands_tx: mpsc::Sender<(Command, oneshot::Sender<CommandResult>)>,
+}
+
+/// State shared by the accept loop, connection tasks and handles.
+struct Shared {
+    settings: IngestSettings,
+    codec: Codec,
+    ca: HubCa,
+    /// Blocking: used from `spawn_blocking` only.
+    registry: Mutex<Registry>,
+    /// Blocking: used from `spawn_blocking` only.
+    log: Mutex<IngestLog>,
+    evidence: evidence::EvidenceStore,
+    live: Mutex<HashMap<BoxId, LiveConn>>,
+    /// Woken after each commit so the hand-off runs promptly.
+    handoff: Notify,
+    stats: IngestStats,
+}
+
+/// The ingest endpoint, bound and ready to run.
+pub struct IngestServer {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    sink: Option<Arc<dyn EventSink>>,
+}
+
+/// A cloneable front to a running ingest.
+#[derive(Clone)]
+pub struct IngestHandle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl IngestServer {
+    /// Loads the CA, opens the registry and the ingest log in the data folder, makes a fresh
+    /// server certificate and binds the endpoint. Events go to `sink` once committed (none: they
+    /// stay in the log, marked handed on only when a sink takes them).
+    ///
+    /// # Errors
+    /// [`IngestError`] for a missing CA, an unusable database or a failed bind.
+    pub fn bind(
+        settings: IngestSettings,
+        sink: Option<Arc<dyn EventSink>>,
+    ) -> Result<IngestServer, IngestError> {
+        let ca = HubCa::load(&settings.data_dir)?;
+        let registry = Registry::open_in(&settings.data_dir)?;
+        let log = IngestLog::open(&settings.data_dir.join(INGEST_FILE))?;
+        let evidence = evidence::EvidenceStore::open(&settings.data_dir.join("evidence"))?;
+        let server_config = tls::server_config(&ca, &settings, now())?;
+        let endpoint =
+            quinn::Endpoint::server(server_config, settings.listen_addr).map_err(|source| {
+                IngestError::Io {
+                    op: "bind the ingest endpoint",
+                    source,
+                }
+            })?;
+        Ok(IngestServer {
+            endpoint,
+            shared: Arc::new(Shared {
+                codec: Codec::new(settings.max_frame_bytes),
+                settings,
+                ca,
+                registry: Mutex::new(registry),
+                log: Mutex::new(log),
+                evidence,
+                live: Mutex::new(HashMap::new()),
+                handoff: Notify::new(),
+                stats: IngestStats::default(),
+            }),
+            sink,
+        })
+    }
+
+    /// The bound address.
+    ///
+    /// # Errors
+    /// [`IngestError::Io`] when the socket cannot say.
+    pub fn local_addr(&self) -> Result<SocketAddr, IngestError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|source| IngestError::Io {
+                op: "read the ingest address",
+                source,
+            })
+    }
+
+    /// A handle for commands and counters.
+    ///
+    /// # Errors
+    /// As [`IngestServer::local_addr`].
+    pub fn handle(&self) -> Result<IngestHandle, IngestError> {
+        Ok(IngestHandle {
+            shared: self.shared.clone(),
+            local_addr: self.local_addr()?,
+        })
+    }
+
+    /// Accepts connections until `cancel` fires, then says `Bye` to each box, lets in-flight
+    /// commits finish and waits for the endpoint to go idle.
+    ///
+    /// # Errors
+    /// None today; the signature leaves room for fatal endpoint failures.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), IngestError> {
+        let tracker = TaskTracker::new();
+        let (revoked_tx, revoked_rx) = watch::channel(Arc::new(HashSet::new()));
+        tracker.spawn(poll_revocations(
+            self.shared.clone(),
+            revoked_tx,
+            cancel.clone(),
+        ));
+        tracker.spawn(hand_off(
+            self.shared.clone(),
+            self.sink.clone(),
+            cancel.clone(),
+        ));
+        let mut bucket = conn::HandshakeBucket::new(self.shared.settings.handshake_rate_per_sec);
+        loop {
+            let incoming = tokio::select! {
+                _ = cancel.cancelled() => break,
+                incoming = self.endpoint.accept() => incoming,
+            };
+            let Some(incoming) = incoming else { break };
+            if !bucket.admit(tokio::time::Instant::now().into_std())
+                && !incoming.remote_address_validated()
+                && incoming.may_retry()
+            {
+                self.shared
+                    .stats
+                    .retries_total
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    tracing::debug!(error = %e, "retry failed");
+                }
+                continue;
+            }
+            let (shared, revoked, cancel) =
+                (self.shared.clone(), revoked_rx.clone(), cancel.clone());
+            tracker.spawn(conn::serve(incoming, shared, revoked, cancel));
+        }
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        self.endpoint.close(
+            quinn::VarInt::from_u32(close_code::SHUTDOWN),
+            b"hub shutting down",
+        );
+        self.endpoint.wait_idle().await;
+        Ok(())
+    }
+}
+
+impl IngestHandle {
+    /// The endpoint's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 of the CA certificate (what tokens pin).
+    pub fn ca_fingerprint(&self) -> [u8; 32] {
+        self.shared.ca.fingerprint()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &IngestStats {
+        &self.shared.stats
+    }
+
+    /// Boxes with a live connection.
+    pub fn connected(&self) -> Vec<BoxId> {
+        let mut v: Vec<BoxId> = lock(&self.shared.live).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Sends a command to a connected box and waits up to `timeout` for its result.
+    ///
+    /// # Errors
+    /// [`CommandError::NotConnected`], [`CommandError::NoAnswer`].
+    pub async fn command(
+        &self,
+        box_id: &BoxId,
+        action: CommandAction,
+        timeout: Duration,
+    ) -> Result<CommandResult, CommandError> {
+        let tx = lock(&self.shared.live)
+            .get(box_id)
+            .map(|c| c.commands_tx.clone())
+            .ok_or_else(|| CommandError::NotConnected(box_id.clone()))?;
+        let id = CommandId::from_uuid(uuid::Uuid::now_v7());
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tx.send((Command { id, action }, reply_tx))
+            .await
+            .map_err(|_| CommandError::NotConnected(box_id.clone()))?;
+        match tokio::time::timeout(timeout, reply_rx).await {
+            Ok(Ok(result)) => Ok(result),
+            _ => Err(CommandError::NoAnswer(box_id.clone())),
+        }
+    }
+
+    /// Runs `f` on the ingest log on a blocking thread (queries for tools and tests).
+    ///
+    /// # Errors
+    /// Whatever `f` returns.
+    pub async fn with_log<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&IngestLog) -> Result<T, IngestError> + Send + 'static,
+    ) -> Result<T, IngestError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&lock(&shared.log)))
+            .await
+            .map_err(|e| IngestError::Io {
+                op: "join the log query",
+                source: std::io::Error::other(e),
+            })?
+    }
+}
+
+/// Polls the registry for revoked boxes and publishes the set when it changes.
+async fn poll_revocations(
+    shared: Arc<Shared>,
+    revoked_tx: watch::Sender<Arc<HashSet<BoxId>>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(shared.settings.revocation_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = shared.clone();
+        let found = tokio::task::spawn_blocking(move || lock(&s.registry).revoked()).await;
+        match found {
+            Ok(Ok(set)) => {
+                failing = false;
+                if **revoked_tx.borrow() != set {
+                    tracing::info!(count = set.len(), "revoked boxes changed");
+                    revoked_tx.send_replace(Arc::new(set));
+                }
+            }
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(error = %crate::telemetry::chain(&e), "revocation check failed");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Hands committed events on to the sink, oldest first, marking each after.
+async fn hand_off(
+    shared: Arc<Shared>,
+    sink: Option<Arc<dyn EventSink>>,
+    cancel: CancellationToken,
+) {
+    let Some(sink) = sink else { return };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let (s, k) = (shared.clone(), sink.clone());
+        let round = tokio::task::spawn_blocking(move || hand_off_round(&s, k.as_ref())).await;
+        let wait = match round {
+            Ok(Ok(0)) => None,
+            Ok(Ok(_)) => {
+                backoff = Duration::from_millis(100);
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "hand-off failed");
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                Some(backoff)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "hand-off task failed");
+                Some(backoff)
+            }
+        };
+        let delay = wait.unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = shared.handoff.notified(), if wait.is_none() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One round: returns how many events were marked.
+fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, IngestError> {
+    let batch = lock(&shared.log).unhanded(shared.settings.handoff_batch_events)?;
+    let mut done = Vec::with_capacity(batch.len());
+    let now = now();
+    let mut retry = None;
+    for u in batch {
+        match sink.hand_on(&u.box_id, &u.event, now) {
+            Ok(()) => {
+                shared.stats.handed_on_total.fetch_add(1, Ordering::Relaxed);
+                done.push((u.box_id, u.event.seq, 1));
+            }
+            Err(HandOffError::Refused { reason }) => {
+                shared
+                    .stats
+                    .handoff_refused_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(device_id = %u.box_id, seq = %u.event.seq, %reason, "event refused by cases");
+                done.push((u.box_id, u.event.seq, 2));
+            }
+            Err(HandOffError::Retry { reason }) => {
+                retry = Some(reason);
+                break;
+            }
+        }
+    }
+    let n = done.len();
+    lock(&shared.log).mark_handed(&done)?;
+    match retry {
+        Some(reason) if n == 0 => Err(IngestError::Io {
+            op: "hand events on",
+            source: std::io::Error::other(reason),
+        }),
+        _ => Ok(n),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves SQLite consistent (its transaction rolled back).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The wall clock as a protocol timestamp.
+pub(crate) fn now() -> Timestamp {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Timestamp::from_unix_millis(millis)
+}

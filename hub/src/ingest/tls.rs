@@ -1,0 +1,55 @@
+//! The endpoint's TLS: TLS 1.3 on ring only (no process-wide provider is installed), a fresh
+//! server certificate from the hub CA, client certificates verified against the CA but optional
+//! (a box without one may only enroll), 0-RTT off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::Timestamp;
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+
+use super::{IngestError, IngestSettings};
+use crate::registry::HubCa;
+
+/// Lifetime of the server certificate made at each start.
+const SERVER_CERT_LIFETIME_SECS: u64 = 397 * 86_400;
+
+pub(super) fn server_config(
+    ca: &HubCa,
+    settings: &IngestSettings,
+    now: Timestamp,
+) -> Result<quinn::ServerConfig, IngestError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert_der().clone())?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let (chain, key) = ca.server_cert(&settings.server_names, now, SERVER_CERT_LIFETIME_SECS)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    // 0-RTT stays off: early data could be replayed.
+    tls.max_early_data_size = 0;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| IngestError::Io {
+        op: "configure QUIC crypto",
+        source: std::io::Error::other(e),
+    })?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(
+        quinn::IdleTimeout::try_from(settings.idle_timeout)
+            .ok()
+            .or_else(|| quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok()),
+    );
+    transport.max_concurrent_uni_streams(quinn::VarInt::from_u32(16));
+    transport.max_concurrent_bidi_streams(quinn::VarInt::from_u32(2));
+    transport.stream_receive_window(quinn::VarInt::from_u32(8 * 1024 * 1024));
+    transport.receive_window(quinn::VarInt::from_u32(16 * 1024 * 1024));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}

@@ -1,0 +1,501 @@
+//! The registry of edge boxes: who may enroll (one-time tokens), who is enrolled, who is revoked,
+//! and the hub's CA ([`HubCa`]) that binds a box id into each box certificate.
+//!
+//! - [`Registry`]: boxes and enrollment tokens in `registry.db` (SQLite, WAL, `synchronous=FULL`)
+//!   in the hub's data folder. Several processes share it: `hub box revoke` writes while
+//!   `hub serve` runs, and the ingest polls [`Registry::revoked`] to cut live connections.
+//! - [`EnrollmentToken`]: what `hub box add` prints: the CA fingerprint and a one-time secret in
+//!   one string, `gs1-<64 hex sha256 of the CA certificate>-<32 hex secret>`. The hub stores only
+//!   the secret's SHA-256.
+//!
+//! This module must not talk to the network or hold events: enrollment over QUIC lives in
+//! [`crate::ingest`], which calls [`Registry::enroll`].
+
+pub mod admin;
+mod ca;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use protocol::{BoxId, EnrollRefusal, GridCode, Timestamp};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+pub use ca::{BOX_URN_PREFIX, CA_CERT_FILE, CA_KEY_FILE, HubCa, first_cert_der, hex};
+
+/// File name of the registry database in the data folder.
+pub const REGISTRY_FILE: &str = "registry.db";
+
+/// Everything the registry can fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A file could not be read or written.
+    #[error("failed to access `{}`", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `hub init` found a CA already there.
+    #[error("`{}` already exists; refusing to replace the hub's CA", path.display())]
+    Exists {
+        /// The file found.
+        path: PathBuf,
+    },
+    /// A certificate or key could not be made or parsed.
+    #[error("certificate operation failed")]
+    Certificate(#[from] rcgen::Error),
+    /// The CSR a box sent does not parse or its signature is wrong.
+    #[error("certificate signing request is malformed")]
+    BadCsr(#[source] rcgen::Error),
+    /// SQLite failed.
+    #[error("registry database operation failed")]
+    Sqlite(#[from] rusqlite::Error),
+    /// `hub box add` for an id already registered.
+    #[error("box `{0}` is already registered")]
+    BoxExists(BoxId),
+    /// No such box.
+    #[error("box `{0}` is not registered")]
+    UnknownBox(BoxId),
+    /// An enrollment was refused (unknown, expired or used token, revoked box).
+    #[error("enrollment refused: {0:?}")]
+    Refused(EnrollRefusal),
+    /// A token string that is not `gs1-<fingerprint>-<secret>`.
+    #[error("enrollment token is malformed (expected gs1-<64 hex>-<32 hex>)")]
+    BadToken,
+}
+
+/// Where a box stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BoxStatus {
+    /// Registered; its token not used yet.
+    Pending,
+    /// Holds a certificate.
+    Enrolled,
+    /// Refused from now on.
+    Revoked,
+}
+
+impl BoxStatus {
+    /// The status as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoxStatus::Pending => "pending",
+            BoxStatus::Enrolled => "enrolled",
+            BoxStatus::Revoked => "revoked",
+        }
+    }
+
+    fn parse(s: &str) -> BoxStatus {
+        match s {
+            "enrolled" => BoxStatus::Enrolled,
+            "revoked" => BoxStatus::Revoked,
+            _ => BoxStatus::Pending,
+        }
+    }
+}
+
+/// One registered box.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BoxRecord {
+    /// Its id.
+    pub id: BoxId,
+    /// A display name.
+    pub name: String,
+    /// The grid code it stands in, if given.
+    pub grid: Option<GridCode>,
+    /// Where it stands.
+    pub status: BoxStatus,
+    /// When it was registered.
+    pub created_at: Timestamp,
+    /// When its current certificate expires.
+    pub cert_not_after: Option<Timestamp>,
+    /// When it last connected or reported.
+    pub last_seen_at: Option<Timestamp>,
+}
+
+/// A one-time enrollment token: the CA fingerprint to pin and the secret to present.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnrollmentToken {
+    /// SHA-256 of the hub CA certificate's DER.
+    pub ca_fingerprint: [u8; 32],
+    /// The one-time secret (sent in `EnrollRequest.token`).
+    pub secret: String,
+}
+
+impl fmt::Display for EnrollmentToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gs1-{}-{}", hex(&self.ca_fingerprint), self.secret)
+    }
+}
+
+impl fmt::Debug for EnrollmentToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollmentToken")
+            .field("ca_fingerprint", &hex(&self.ca_fingerprint))
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl FromStr for EnrollmentToken {
+    type Err = RegistryError;
+    fn from_str(s: &str) -> Result<Self, RegistryError> {
+        let mut parts = s.trim().splitn(3, '-');
+        let (Some("gs1"), Some(fp), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(RegistryError::BadToken);
+        };
+        let fp = protocol::Digest::from_hex(fp).map_err(|_| RegistryError::BadToken)?;
+        if secret.len() != 32 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RegistryError::BadToken);
+        }
+        Ok(EnrollmentToken {
+            ca_fingerprint: fp.0,
+            secret: secret.to_ascii_lowercase(),
+        })
+    }
+}
+
+/// The box registry over `registry.db`.
+#[derive(Debug)]
+pub struct Registry {
+    conn: Connection,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS boxes (
+    box_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    grid TEXT,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    enrolled_at INTEGER,
+    revoked_at INTEGER,
+    cert_not_after INTEGER,
+    last_seen_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    secret_sha256 TEXT PRIMARY KEY,
+    box_id TEXT NOT NULL REFERENCES boxes (box_id),
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER
+);
+"#;
+
+impl Registry {
+    /// Opens (creating if needed) the registry database at `path`.
+    ///
+    /// # Errors
+    /// [`RegistryError::Sqlite`].
+    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Registry { conn })
+    }
+
+    /// Opens the registry in a hub data folder.
+    ///
+    /// # Errors
+    /// As [`Registry::open`].
+    pub fn open_in(data_dir: &Path) -> Result<Registry, RegistryError> {
+        Registry::open(&data_dir.join(REGISTRY_FILE))
+    }
+
+    /// Registers a box and returns its one-time enrollment secret (valid `token_ttl_secs`).
+    ///
+    /// # Errors
+    /// [`RegistryError::BoxExists`], [`RegistryError::Sqlite`].
+    pub fn add_box(
+        &mut self,
+        id: &BoxId,
+        name: &str,
+        grid: Option<&GridCode>,
+        token_ttl_secs: u64,
+        now: Timestamp,
+    ) -> Result<String, RegistryError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO boxes (box_id, name, grid, status, created_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
+            params![id.as_str(), name, grid.map(GridCode::as_str), now.as_unix_millis()],
+        )?;
+        if n == 0 {
+            return Err(RegistryError::BoxExists(id.clone()));
+        }
+        let secret = new_secret();
+        tx.execute(
+            "INSERT INTO tokens (secret_sha256, box_id, expires_at) VALUES (?1, ?2, ?3)",
+            params![
+                secret_hash(&secret),
+                id.as_str(),
+                now.as_unix_millis()
+                    .saturating_add(i64::try_from(token_ttl_secs).unwrap_or(i64::MAX) * 1000)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(secret)
+    }
+
+    /// Every registered box, by id.
+    ///
+    /// # Errors
+    /// [`RegistryError::Sqlite`].
+    pub fn list(&self) -> Result<Vec<BoxRecord>, RegistryError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT box_id, name, grid, status, created_at, cert_not_after, last_seen_at FROM boxes ORDER BY box_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, grid, status, created, not_after, seen) = row?;
+            // Rows are only ever written from validated ids; skip one that is not.
+            let Ok(id) = BoxId::parse(id) else { continue };
+            out.push(BoxRecord {
+                id,
+                name,
+                grid: grid.and_then(|g| GridCode::parse(g).ok()),
+                status: BoxStatus::parse(&status),
+                created_at: Timestamp::from_unix_millis(created),
+                cert_not_after: not_after.map(Timestamp::from_unix_millis),
+                last_seen_at: seen.map(Timestamp::from_unix_millis),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Revokes a box: its tokens and certificates are refused from now on.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownBox`], [`RegistryError::Sqlite`].
+    pub fn revoke(&mut self, id: &BoxId, now: Timestamp) -> Result<(), RegistryError> {
+        let n = self.conn.execute(
+            "UPDATE boxes SET status = 'revoked', revoked_at = COALESCE(revoked_at, ?2) WHERE box_id = ?1",
+            params![id.as_str(), now.as_unix_millis()],
+        )?;
+        if n == 0 {
+            return Err(RegistryError::UnknownBox(id.clone()));
+        }
+        Ok(())
+    }
+
+    /// The status of a box, `None` when it is not registered.
+    ///
+    /// # Errors
+    /// [`RegistryError::Sqlite`].
+    pub fn status(&self, id: &BoxId) -> Result<Option<BoxStatus>, RegistryError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT status FROM boxes WHERE box_id = ?1",
+                params![id.as_str()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(|s| BoxStatus::parse(&s)))
+    }
+
+    /// Every revoked box.
+    ///
+    /// # Errors
+    /// [`RegistryError::Sqlite`].
+    pub fn revoked(&self) -> Result<HashSet<BoxId>, RegistryError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT box_id FROM boxes WHERE status = 'revoked'")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = HashSet::new();
+        for id in rows {
+            if let Ok(id) = BoxId::parse(id?) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Redeems a one-time token: in one transaction, checks it (known, unexpired, unused, box
+    /// not revoked), calls `sign` for the box it names, marks the token used and the box
+    /// enrolled. A failed `sign` leaves the token unused.
+    ///
+    /// # Errors
+    /// [`RegistryError::Refused`] naming why, whatever `sign` returns, [`RegistryError::Sqlite`].
+    pub fn enroll(
+        &mut self,
+        secret: &str,
+        now: Timestamp,
+        sign: impl FnOnce(&BoxId) -> Result<(String, Timestamp), RegistryError>,
+    ) -> Result<(BoxId, String, Timestamp), RegistryError> {
+        let tx = self.conn.transaction()?;
+        let row = tx
+            .query_row(
+                "SELECT t.box_id, t.expires_at, t.used_at, b.status FROM tokens t JOIN boxes b USING (box_id) WHERE t.secret_sha256 = ?1",
+                params![secret_hash(secret)],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((id, expires_at, used_at, status)) = row else {
+            return Err(RegistryError::Refused(EnrollRefusal::UnknownToken));
+        };
+        let id =
+            BoxId::parse(id).map_err(|_| RegistryError::Refused(EnrollRefusal::UnknownToken))?;
+        if BoxStatus::parse(&status) == BoxStatus::Revoked {
+            return Err(RegistryError::Refused(EnrollRefusal::Revoked));
+        }
+        if used_at.is_some() {
+            return Err(RegistryError::Refused(EnrollRefusal::UsedToken));
+        }
+        if now.as_unix_millis() >= expires_at {
+            return Err(RegistryError::Refused(EnrollRefusal::ExpiredToken));
+        }
+        let (pem, not_after) = sign(&id)?;
+        tx.execute(
+            "UPDATE tokens SET used_at = ?2 WHERE secret_sha256 = ?1",
+            params![secret_hash(secret), now.as_unix_millis()],
+        )?;
+        tx.execute(
+            "UPDATE boxes SET status = 'enrolled', enrolled_at = ?2, cert_not_after = ?3 WHERE box_id = ?1",
+            params![id.as_str(), now.as_unix_millis(), not_after.as_unix_millis()],
+        )?;
+        tx.commit()?;
+        Ok((id, pem, not_after))
+    }
+
+    /// Records a renewed certificate's expiry for an enrolled box.
+    ///
+    /// # Errors
+    /// [`RegistryError::Sqlite`].
+    pub fn renewed(&self, id: &BoxId, not_after: Timestamp) -> Result<(), RegistryError> {
+        self.conn.execute(
+            "UPDATE boxes SET cert_not_after = ?2 WHERE box_id = ?1 AND status = 'enrolled'",
+            params![id.as_str(), not_after.as_unix_millis()],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a box was seen (connected, or reported health).
+    ///
+    /// # Errors
+    /// [`RegistryError::Sqlite`].
+    pub fn seen(&self, id: &BoxId, now: Timestamp) -> Result<(), RegistryError> {
+        self.conn.execute(
+            "UPDATE boxes SET last_seen_at = ?2 WHERE box_id = ?1",
+            params![id.as_str(), now.as_unix_millis()],
+        )?;
+        Ok(())
+    }
+}
+
+fn new_secret() -> String {
+    let mut rng = fastrand::Rng::new();
+    // fastrand seeds from the OS per thread; 128 bits of it name a token.
+    (0..16).map(|_| format!("{:02x}", rng.u8(..))).collect()
+}
+
+fn secret_hash(secret: &str) -> String {
+    hex(&Sha256::digest(
+        secret.trim().to_ascii_lowercase().as_bytes(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_unix_millis(secs * 1000)
+    }
+
+    fn sign(id: &BoxId) -> Result<(String, Timestamp), RegistryError> {
+        Ok((format!("cert of {id}"), t(1000)))
+    }
+
+    #[test]
+    fn a_token_enrolls_its_box_once_and_never_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::open_in(dir.path()).unwrap();
+        let id = BoxId::parse("box-1").unwrap();
+        let secret = reg.add_box(&id, "north gate", None, 60, t(0)).unwrap();
+        let (got, pem, _) = reg.enroll(&secret, t(10), sign).unwrap();
+        assert_eq!((got, pem.as_str()), (id.clone(), "cert of box-1"));
+        assert!(matches!(
+            reg.enroll(&secret, t(11), sign),
+            Err(RegistryError::Refused(EnrollRefusal::UsedToken))
+        ));
+        assert!(matches!(
+            reg.enroll("0123456789abcdef0123456789abcdef", t(11), sign),
+            Err(RegistryError::Refused(EnrollRefusal::UnknownToken))
+        ));
+        assert_eq!(reg.list().unwrap()[0].status, BoxStatus::Enrolled);
+        assert!(matches!(
+            reg.add_box(&id, "again", None, 60, t(0)),
+            Err(RegistryError::BoxExists(_))
+        ));
+    }
+
+    #[test]
+    fn expired_tokens_and_revoked_boxes_are_refused_and_failed_signing_keeps_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::open_in(dir.path()).unwrap();
+        let a = BoxId::parse("a").unwrap();
+        let b = BoxId::parse("b").unwrap();
+        let sa = reg.add_box(&a, "", None, 60, t(0)).unwrap();
+        let sb = reg.add_box(&b, "", None, 60, t(0)).unwrap();
+        assert!(matches!(
+            reg.enroll(&sa, t(60), sign),
+            Err(RegistryError::Refused(EnrollRefusal::ExpiredToken))
+        ));
+        assert!(
+            reg.enroll(&sb, t(1), |_| Err(RegistryError::BadToken))
+                .is_err()
+        );
+        reg.revoke(&b, t(2)).unwrap();
+        assert!(matches!(
+            reg.enroll(&sb, t(3), sign),
+            Err(RegistryError::Refused(EnrollRefusal::Revoked))
+        ));
+        assert_eq!(reg.revoked().unwrap(), HashSet::from([b]));
+        assert!(matches!(
+            reg.revoke(&BoxId::parse("zz").unwrap(), t(3)),
+            Err(RegistryError::UnknownBox(_))
+        ));
+    }
+
+    #[test]
+    fn tokens_print_and_parse_with_the_fingerprint() {
+        let token = EnrollmentToken {
+            ca_fingerprint: [0xab; 32],
+            secret: "00112233445566778899aabbccddeeff".into(),
+        };
+        let text = token.to_string();
+        assert!(text.starts_with("gs1-abab"));
+        assert_eq!(text.parse::<EnrollmentToken>().unwrap(), token);
+        assert!("gs1-zz-00".parse::<EnrollmentToken>().is_err());
+        assert!(!format!("{token:?}").contains("0011"), "secret redacted");
+    }
+}

@@ -1,0 +1,347 @@
+//! Sync end to end: enrollment, the mutual-TLS QUIC uplink and the hub ingest, with real QUIC on
+//! 127.0.0.1, real SQLite on both sides, and a UDP fault proxy between them.
+
+// Harness code unwraps: a panic there is a broken fixture, which the test should report.
+#![allow(clippy::unwrap_used)]
+
+mod sync_support;
+
+use std::time::Duration;
+
+use e2e::fault_proxy::{FaultProxy, Faults};
+use edge_agent::uplink::{UplinkError, UplinkMode};
+use protocol::{AttrValue, BoxId, CommandAction, CommandOutcome, EnrollRefusal};
+use sync_support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_enrolls_once_and_a_wrong_ca_fingerprint_is_refused() {
+    let hub = TestHub::start().await;
+    let token = hub.add_box("box-a");
+    let tls = tempfile::tempdir().unwrap();
+    let done = edge_agent::enroll::enroll(
+        &hub.addr().to_string(),
+        "gridsense-hub",
+        &token,
+        &identity(tls.path()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.box_id.as_str(), "box-a");
+    assert!(tls.path().join("box.key").exists() && tls.path().join("box.pem").exists());
+
+    let again = edge_agent::enroll::enroll(
+        &hub.addr().to_string(),
+        "gridsense-hub",
+        &token,
+        &identity(tempfile::tempdir().unwrap().path()),
+    )
+    .await;
+    assert!(
+        matches!(
+            again,
+            Err(UplinkError::Refused {
+                reason: EnrollRefusal::UsedToken,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+
+    // Same secret format, another CA's fingerprint: the TLS handshake fails, nothing is sent.
+    let other = hub.add_box("box-b");
+    let forged = format!("gs1-{}-{}", "00".repeat(32), &other[other.len() - 32..]);
+    let wrong = edge_agent::enroll::enroll(
+        &hub.addr().to_string(),
+        "gridsense-hub",
+        &forged,
+        &identity(tempfile::tempdir().unwrap().path()),
+    )
+    .await;
+    assert!(
+        matches!(
+            wrong,
+            Err(UplinkError::Connection(_) | UplinkError::Connect(_))
+        ),
+        "{wrong:?}"
+    );
+    // The real token for box-b was not burnt by the refused attempt.
+    let ok = edge_agent::enroll::enroll(
+        &hub.addr().to_string(),
+        "gridsense-hub",
+        &other,
+        &identity(tempfile::tempdir().unwrap().path()),
+    )
+    .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_produced_during_repeated_outages_arrive_exactly_once_in_order() {
+    const N: u64 = 10_000;
+    let hub = TestHub::start().await;
+    let proxy = FaultProxy::start(hub.addr(), 42).await.unwrap();
+    let edge = TestEdge::enroll(&hub, "box-a", &proxy.addr().to_string()).await;
+    let uplink = edge.start_uplink();
+
+    let producer = edge.produce(N, 16);
+    // Outages while events are produced and synced: black holes long enough to kill the
+    // session (idle timeout 1.5 s), and lossy, reordering, duplicating stretches.
+    let pattern = [
+        (Faults::default(), 400),
+        (
+            Faults {
+                blackhole: true,
+                ..Faults::default()
+            },
+            2500,
+        ),
+        (
+            Faults {
+                drop_percent: 20,
+                reorder_percent: 15,
+                duplicate_percent: 10,
+                ..Faults::default()
+            },
+            1200,
+        ),
+        (
+            Faults {
+                blackhole: true,
+                ..Faults::default()
+            },
+            800,
+        ),
+        (
+            Faults {
+                drop_percent: 5,
+                reorder_percent: 30,
+                duplicate_percent: 30,
+                ..Faults::default()
+            },
+            800,
+        ),
+    ];
+    let mut rounds = 0;
+    while !producer.is_finished() || rounds < 2 {
+        for (faults, ms) in pattern {
+            proxy.set(faults);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        rounds += 1;
+    }
+    proxy.set(Faults::default());
+    producer.await.unwrap();
+
+    let box_id = BoxId::parse("box-a").unwrap();
+    let arrived =
+        wait_until(Duration::from_secs(90), || {
+            let hub = hub.clone_handle();
+            let id = box_id.clone();
+            async move {
+                hub.with_log(move |l| l.counts()).await.unwrap().0 >= N && id.as_str() == "box-a"
+            }
+        })
+        .await;
+    let stats = proxy.stats();
+    assert!(arrived, "not all events arrived; proxy {stats:?}");
+    assert!(
+        stats.dropped > 0 && stats.reordered > 0 && stats.duplicated > 0,
+        "{stats:?}"
+    );
+
+    let id = box_id.clone();
+    let events = hub
+        .clone_handle()
+        .with_log(move |l| l.events_of(&id))
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "exactly once, in order");
+    let on_box = edge
+        .store
+        .events_from(protocol::Seq(1), N as usize + 10)
+        .unwrap();
+    assert_eq!(
+        on_box.iter().map(|e| e.id).collect::<Vec<_>>(),
+        events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        "the hub holds exactly the box's events"
+    );
+    let synced = wait_until(Duration::from_secs(10), || {
+        let store = edge.store.clone();
+        async move { store.stats().unwrap().acked_seq == N }
+    })
+    .await;
+    assert!(synced, "the box saw every ack: {:?}", edge.store.stats());
+    assert!(
+        uplink.status.borrow().sessions_total >= 2,
+        "the outages forced reconnects"
+    );
+    uplink.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_box_is_disconnected_and_refused_within_sixty_seconds() {
+    let hub = TestHub::start().await;
+    let edge = TestEdge::enroll(&hub, "box-r", &hub.addr().to_string()).await;
+    let mut uplink = edge.start_uplink();
+    edge.produce(10, 1).await.unwrap();
+    assert!(
+        wait_for_mode(
+            &mut uplink.status,
+            UplinkMode::Connected,
+            Duration::from_secs(20)
+        )
+        .await,
+        "{:?}",
+        uplink.status.borrow()
+    );
+    let revoked_at = std::time::Instant::now();
+    hub::registry::admin::box_revoke(
+        hub.dir(),
+        &BoxId::parse("box-r").unwrap(),
+        protocol::Timestamp::from_unix_millis(0),
+    )
+    .unwrap();
+    assert!(
+        wait_for_mode(
+            &mut uplink.status,
+            UplinkMode::Revoked,
+            Duration::from_secs(60)
+        )
+        .await,
+        "{:?}",
+        uplink.status.borrow()
+    );
+    assert!(revoked_at.elapsed() < Duration::from_secs(60));
+    assert!(hub.handle.connected().is_empty());
+    // It keeps trying (slowly) and keeps being refused.
+    let refused_before = hub
+        .handle
+        .stats()
+        .refused_total
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(refused_before >= 1 || revoked_at.elapsed() < Duration::from_secs(60));
+    uplink.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_recorded_under_the_certificate_id_whatever_the_payload_claims() {
+    let hub = TestHub::start().await;
+    let edge = TestEdge::enroll(&hub, "box-a", &hub.addr().to_string()).await;
+    let uplink = edge.start_uplink();
+    edge.produce_with(5, |e| {
+        e.attributes
+            .insert("box_id".into(), AttrValue::Text("box-b".into()));
+    })
+    .await
+    .unwrap();
+    let handle = hub.clone_handle();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let h = handle.clone();
+            async move { h.with_log(|l| l.counts()).await.unwrap().0 == 5 }
+        })
+        .await
+    );
+    let (mine, theirs) = handle
+        .with_log(|l| {
+            Ok((
+                l.events_of(&BoxId::parse("box-a").unwrap())?.len(),
+                l.events_of(&BoxId::parse("box-b").unwrap())?.len(),
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!((mine, theirs), (5, 0));
+    uplink.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_close_that_connection_and_the_hub_serves_others() {
+    let hub = TestHub::start().await;
+    let edge = TestEdge::enroll(&hub, "box-a", &hub.addr().to_string()).await;
+    let rogue_tls = tempfile::tempdir().unwrap();
+    let rogue = enroll_into(&hub, "box-x", rogue_tls.path()).await;
+
+    for garbage in [
+        // A header announcing 1 GiB.
+        (1u32 << 30).to_be_bytes().to_vec(),
+        // A well-sized frame of junk.
+        [&5u32.to_be_bytes()[..], &[0xc1, 0xc1, 0xc1, 0xc1, 0xc1]].concat(),
+    ] {
+        let before = hub
+            .handle
+            .stats()
+            .protocol_errors_total
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let closed = raw_session_send(hub.addr(), &rogue, &garbage).await;
+        assert!(closed, "the hub closed the rogue connection");
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                let h = hub.clone_handle();
+                async move {
+                    h.stats()
+                        .protocol_errors_total
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        > before
+                }
+            })
+            .await
+        );
+    }
+    let uplink = edge.start_uplink();
+    edge.produce(20, 2).await.unwrap();
+    let handle = hub.clone_handle();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let h = handle.clone();
+            async move { h.with_log(|l| l.counts()).await.unwrap().0 == 20 }
+        })
+        .await,
+        "the hub still serves a well-behaved box"
+    );
+    uplink.stop().await;
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_without_cameras_fails_and_an_unknown_command_is_unsupported() {
+    let hub = TestHub::start().await;
+    let edge = TestEdge::enroll(&hub, "box-c", &hub.addr().to_string()).await;
+    let mut uplink = edge.start_uplink();
+    assert!(
+        wait_for_mode(
+            &mut uplink.status,
+            UplinkMode::Connected,
+            Duration::from_secs(20)
+        )
+        .await
+    );
+    let id = BoxId::parse("box-c").unwrap();
+    let recheck = hub
+        .handle
+        .command(
+            &id,
+            CommandAction::Recheck {
+                camera: protocol::CameraId::parse("cam-1").unwrap(),
+                reference: "case 7".into(),
+                categories: vec![],
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(recheck.outcome, CommandOutcome::Failed { .. }));
+    let unknown = hub
+        .handle
+        .command(&id, CommandAction::Unknown, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(unknown.outcome, CommandOutcome::Unsupported);
+    uplink.stop().await;
+    hub.stop().await;
+}
