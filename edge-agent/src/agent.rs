@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::camera::{CameraError, CameraStage, CameraStats};
 use crate::config::Config;
 use crate::events::{Built, EventBuilder, Observation};
 use crate::sensors::{SensorStage, SensorStats, SensorsError};
@@ -43,6 +44,7 @@ pub struct Agent {
     tracker: TaskTracker,
     cancel: CancellationToken,
     sensor_stats: Option<Arc<Mutex<SensorStats>>>,
+    camera_stats: Option<CameraStats>,
     events: Arc<EventsStats>,
 }
 
@@ -71,6 +73,9 @@ pub enum AgentError {
     /// The sensors stage could not be set up.
     #[error("failed to set up the sensors")]
     Sensors(#[from] SensorsError),
+    /// The cameras could not be set up (GStreamer, ONNX Runtime or the model).
+    #[error("failed to set up the cameras")]
+    Cameras(#[from] CameraError),
     /// A start-up task panicked or was cancelled.
     #[error("start-up task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -103,6 +108,23 @@ impl Agent {
                     .instrument(info_span!("sensors")),
             );
         }
+        let mut camera_stats = None;
+        if !config.cameras.is_empty() {
+            // Loading the model and probing GStreamer elements block.
+            let cfg = config.clone();
+            let stage =
+                tokio::task::spawn_blocking(move || CameraStage::from_config(&cfg)).await??;
+            camera_stats = Some(stage.stats());
+            let (tx, cancel) = (observations_tx.clone(), cancel.clone());
+            tracker.spawn(
+                async move {
+                    if let Err(e) = stage.run(tx, cancel).await {
+                        tracing::error!(error = %chain(&e), "camera stage failed");
+                    }
+                }
+                .instrument(info_span!("cameras")),
+            );
+        }
         // Only the sources hold senders now: the events stage ends when they all have stopped.
         drop(observations_tx);
 
@@ -127,6 +149,7 @@ impl Agent {
         tracker.close();
         info!(
             sensors = config.sensors.len(),
+            cameras = config.cameras.len(),
             "agent running"
         );
         Ok(Agent {
@@ -134,6 +157,7 @@ impl Agent {
             tracker,
             cancel,
             sensor_stats,
+            camera_stats,
             events,
         })
     }
@@ -146,6 +170,11 @@ impl Agent {
     /// The sensors' counters, when sensors are configured.
     pub fn sensor_stats(&self) -> Option<Arc<Mutex<SensorStats>>> {
         self.sensor_stats.clone()
+    }
+
+    /// The cameras' states and counters, when cameras are configured.
+    pub fn camera_stats(&self) -> Option<CameraStats> {
+        self.camera_stats.clone()
     }
 
     /// The events stage's counters.

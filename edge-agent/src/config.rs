@@ -14,10 +14,13 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hardware::board::Board;
 use protocol::{Catalog, Crs, GridCode, Location};
 use serde::{Deserialize, Deserializer};
 
 use crate::sensors::{MqttConfig, SensorConfig, SensorsConfig};
+
+use crate::camera::config::{CameraConfig, DetectorConfig};
 
 /// The whole agent configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -31,6 +34,16 @@ pub struct Config {
     /// The event builder: cooldown and evidence.
     #[serde(default)]
     pub events: EventsConfig,
+    /// The kind of box (`generic-x86`, `intel-vaapi`, `jetson`, `rk3588`): picks the video
+    /// decoder and the inference execution provider. Default `generic-x86`.
+    #[serde(default)]
+    pub board: Board,
+    /// The detector shared by every camera.
+    #[serde(default)]
+    pub detector: DetectorConfig,
+    /// Cameras with their zones and rules. Default: none.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
     /// The box's MQTT broker (`[mqtt]`), for sensors.
     #[serde(default)]
     pub mqtt: MqttConfig,
@@ -307,6 +320,7 @@ impl Config {
                 Some(_) => {}
             }
         }
+        crate::camera::config::validate(&self.cameras, &mut problems);
         problems
     }
 }

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod camera;
 pub mod config;
 pub mod detect;
 pub mod enroll;
@@ -15,3 +16,4 @@ pub mod sensors;
 pub mod store;
 pub mod telemetry;
 pub mod uplink;
+pub mod vision;

@@ -5,6 +5,7 @@
 
 pub mod binaries;
 pub mod fault_proxy;
+pub mod media;
 pub mod mosquitto;
 pub mod workspace;
 

@@ -1,0 +1,655 @@
+//! Cameras: one GStreamer pipeline per camera, one shared detector, and the vision rules that
+//! turn what is seen into observations for the event builder.
+//!
+//! ```text
+//! camera thread (per camera)                       detector thread (one)
+//! pipeline: decode ! videorate ! videoscale !      pop round-robin from the fair queue
+//!   videoconvert ! appsink (newest frame only)  →  detect (ONNX Runtime, shared session)
+//! motion gate → fair queue (drop-oldest, counted)  tracker → rules → observations
+//! bus watch, stall watchdog, reconnect+backoff     (bounded channel, backpressure)
+//! health debounce → device-fault observations
+//! ```
+//!
+//! Main types: [`CameraStage`] (build with [`CameraStage::from_config`], then
+//! [`CameraStage::run`]), [`CameraStats`] (cloneable counters and states for the status page,
+//! tests and the benchmark), [`config`] (the `[detector]` and `[[cameras]]` sections).
+//!
+//! Threads, not tasks: appsink pulls, pipeline teardown and inference block, so they run on
+//! named threads (`camera-<id>`, `detector`), never on the executor. One broken camera only
+//! ever affects its own thread. This module must not write to the store or decide event ids;
+//! it hands [`Observation`]s to a channel.
+
+pub mod config;
+mod health;
+mod motion;
+mod pipeline;
+mod scheduler;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use hardware::camera::{FrameSpec, RenderError, render};
+use image::RgbImage;
+use models::{
+    DetectError, Detection, Detector, LoadError, ManifestError, RgbView, Runtime, RuntimeError,
+    SessionConfig,
+};
+use protocol::{CameraId, Location, Source, SourceKind, Timestamp};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::events::{Mark, Observation, PixelRect, Snapshot};
+use crate::vision::rules::RuleError;
+use crate::vision::{Homography, NormBox, NormDetection, RuleEngine, Tracker, Zone};
+
+pub use health::{CameraState, FaultKind, Health, HealthEvent};
+pub use motion::{GateDecision, MotionGate};
+pub use scheduler::{DetectorQueue, FairQueue};
+
+use config::CameraConfig;
+use pipeline::{CameraWorker, SINK_NAME};
+
+/// One decoded, scaled RGB frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Index of the camera in the config.
+    pub camera: usize,
+    /// When the appsink handed it over.
+    pub captured: Instant,
+    /// The same moment on the box clock.
+    pub wall: Timestamp,
+    /// The pixels.
+    pub image: RgbImage,
+}
+
+/// Why the camera stage could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CameraError {
+    /// GStreamer could not be initialised (stop: the box is misinstalled).
+    #[error("failed to initialise GStreamer")]
+    Gstreamer(#[source] gst::glib::Error),
+    /// ONNX Runtime could not be found or loaded (stop).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The model name or manifest is wrong (stop).
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The model could not be loaded (stop).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A camera's rules could not be built (stop: config validation should have caught it).
+    #[error("camera `{camera}` has an unusable rule")]
+    Rule {
+        /// The camera.
+        camera: CameraId,
+        /// Why.
+        #[source]
+        source: RuleError,
+    },
+    /// A thread could not be started (stop).
+    #[error("failed to start thread `{name}`")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What one camera has done so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraStatus {
+    /// The camera.
+    pub id: CameraId,
+    /// Its state now.
+    pub state: CameraState,
+    /// The latest error (cleared by the next frame).
+    pub last_error: Option<String>,
+    /// Frames out of the pipeline.
+    pub frames: u64,
+    /// Frames the motion gate kept from the detector.
+    pub gated: u64,
+    /// Frames dropped from the detector queue because a newer one of this camera replaced them.
+    pub dropped_superseded: u64,
+    /// Frames the detector ran on.
+    pub detected: u64,
+    /// Frames the detector failed on.
+    pub detect_errors: u64,
+    /// Frames whose buffer could not be read.
+    pub bad_frames: u64,
+    /// Observations handed on (rules and device faults).
+    pub observations: u64,
+    /// Pipeline rebuilds.
+    pub reconnects: u64,
+}
+
+/// Shared, cloneable view of the stage's counters.
+#[derive(Debug, Clone)]
+pub struct CameraStats {
+    ids: Vec<CameraId>,
+    counters: Vec<Arc<CameraCounters>>,
+    queue: Arc<DetectorQueue<Frame>>,
+    timing: Arc<Mutex<Timing>>,
+}
+
+/// Time spent per detected frame, for the benchmark and the status page.
+#[derive(Debug, Clone, Default)]
+pub struct Timing {
+    /// Frames measured.
+    pub frames: u64,
+    /// Total time in `Detector::detect` (pre-processing, inference, decoding).
+    pub detect: Duration,
+    /// Total time in the tracker and rules.
+    pub rules: Duration,
+    /// Frame-to-observation latencies of the latest frames that raised observations (capture
+    /// to hand-over), newest last, at most [`LATENCY_SAMPLES`].
+    pub latencies: VecDeque<Duration>,
+    /// Capture-to-detected latencies of the latest frames, at most [`LATENCY_SAMPLES`].
+    pub frame_latencies: VecDeque<Duration>,
+}
+
+/// Latency samples kept.
+pub const LATENCY_SAMPLES: usize = 4096;
+
+impl CameraStats {
+    /// Every camera's status, in config order.
+    pub fn snapshot(&self) -> Vec<CameraStatus> {
+        self.ids
+            .iter()
+            .zip(&self.counters)
+            .map(|(id, c)| CameraStatus {
+                id: id.clone(),
+                state: CameraState::from_u8(c.state.load(Ordering::Relaxed)),
+                last_error: c
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+                frames: c.frames.load(Ordering::Relaxed),
+                gated: c.gated.load(Ordering::Relaxed),
+                dropped_superseded: c.superseded.load(Ordering::Relaxed),
+                detected: c.detected.load(Ordering::Relaxed),
+                detect_errors: c.detect_errors.load(Ordering::Relaxed),
+                bad_frames: c.bad_frames.load(Ordering::Relaxed),
+                observations: c.observations.load(Ordering::Relaxed),
+                reconnects: c.reconnects.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// The status of one camera.
+    pub fn camera(&self, id: &str) -> Option<CameraStatus> {
+        self.snapshot().into_iter().find(|s| s.id.as_str() == id)
+    }
+
+    /// Frames waiting for the detector now.
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Detector and rule timings so far.
+    pub fn timing(&self) -> Timing {
+        self.timing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Per-camera counters, shared by its thread, the detector thread and [`CameraStats`].
+#[derive(Debug, Default)]
+pub(crate) struct CameraCounters {
+    frames: AtomicU64,
+    gated: AtomicU64,
+    superseded: AtomicU64,
+    detected: AtomicU64,
+    detect_errors: AtomicU64,
+    bad_frames: AtomicU64,
+    observations: AtomicU64,
+    reconnects: AtomicU64,
+    state: AtomicU8,
+    /// Set by the detector thread; the motion gate lets frames through while a track lives.
+    active_tracks: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+/// The camera stage, built and ready to run.
+#[derive(Debug)]
+pub struct CameraStage {
+    cameras: Vec<CameraPlan>,
+    detector: Option<Detector>,
+    analyses: Vec<CameraAnalysis>,
+    stats: CameraStats,
+}
+
+/// What a camera thread will run (`None` description: the camera could not be rendered).
+#[derive(Debug)]
+struct CameraPlan {
+    config: CameraConfig,
+    location: Location,
+    description: Option<String>,
+}
+
+impl CameraStage {
+    /// Renders every camera's pipeline for the configured board (a missing hardware decoder
+    /// falls back to software with one warning; a camera that cannot be rendered is reported
+    /// offline with its error while the others run), builds the rules, and loads the model
+    /// once when any camera is configured.
+    ///
+    /// # Errors
+    /// [`CameraError`] for GStreamer, ONNX Runtime, the model or a rule.
+    pub fn from_config(config: &Config) -> Result<CameraStage, CameraError> {
+        let n = config.cameras.len();
+        let queue = Arc::new(DetectorQueue::new(
+            n,
+            config.detector.queue_frames.get() as usize,
+        ));
+        let counters: Vec<Arc<CameraCounters>> = (0..n)
+            .map(|_| Arc::new(CameraCounters::default()))
+            .collect();
+        let stats = CameraStats {
+            ids: config.cameras.iter().map(|c| c.id.clone()).collect(),
+            counters: counters.clone(),
+            queue,
+            timing: Arc::new(Mutex::new(Timing::default())),
+        };
+        if n == 0 {
+            return Ok(CameraStage {
+                cameras: Vec::new(),
+                detector: None,
+                analyses: Vec::new(),
+                stats,
+            });
+        }
+        gst::init().map_err(CameraError::Gstreamer)?;
+        let profile = config.board.profile();
+        let has_element = |name: &str| gst::ElementFactory::find(name).is_some();
+        let site = config.site.location();
+        let mut cameras = Vec::with_capacity(n);
+        let mut analyses = Vec::with_capacity(n);
+        for (i, cam) in config.cameras.iter().enumerate() {
+            let frames = FrameSpec {
+                width: cam.frame_width_px,
+                height: cam.frame_height_px,
+                max_fps: cam.detect_fps,
+                sink_name: SINK_NAME.to_owned(),
+            };
+            let description = match render(&cam.source, cam.codec, &profile, &frames, &has_element)
+            {
+                Ok(rendered) => {
+                    for f in &rendered.fallbacks {
+                        tracing::warn!(
+                            camera = %cam.id,
+                            board = %profile.board,
+                            missing = %f.missing,
+                            using = f.used,
+                            "hardware decoder missing, falling back to software decode"
+                        );
+                    }
+                    tracing::debug!(camera = %cam.id, pipeline = %redacted(&rendered.description, cam), "pipeline rendered");
+                    Some(rendered.description)
+                }
+                Err(e) => {
+                    report_unrenderable(cam, &e, &counters[i]);
+                    None
+                }
+            };
+            let location = cam.location(site);
+            cameras.push(CameraPlan {
+                config: cam.clone(),
+                location,
+                description,
+            });
+            analyses.push(CameraAnalysis::new(
+                cam,
+                location,
+                Arc::clone(&counters[i]),
+            )?);
+        }
+        let runtime = Runtime::locate_and_load(config.detector.ort_library_path.as_deref())?;
+        let manifest = models::zoo::resolve(&config.detector.model)?;
+        let session = SessionConfig {
+            intra_threads:
+                std::num::NonZeroUsize::new(config.detector.intra_threads.get() as usize)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            execution_provider: execution_provider(profile.execution_provider),
+            ..SessionConfig::default()
+        };
+        let detector = Detector::from_manifest(&runtime, manifest, &session)?;
+        Ok(CameraStage {
+            cameras,
+            detector: Some(detector),
+            analyses,
+            stats,
+        })
+    }
+
+    /// A cloneable view of the counters (take it before `run` consumes the stage).
+    pub fn stats(&self) -> CameraStats {
+        self.stats.clone()
+    }
+
+    /// Runs every camera thread and the detector thread until `cancel`, then stops them and
+    /// waits for them (off the executor). Observations are sent with backpressure; frames that
+    /// pile up meanwhile are dropped oldest-first per camera and counted.
+    ///
+    /// # Errors
+    /// [`CameraError::Thread`] when a thread cannot be started (the started ones are stopped).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: drop it only after `cancel` fired and it returned.
+    pub async fn run(
+        self,
+        observations: mpsc::Sender<Observation>,
+        cancel: CancellationToken,
+    ) -> Result<(), CameraError> {
+        let CameraStage {
+            cameras,
+            detector,
+            analyses,
+            stats,
+        } = self;
+        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let stop = cancel.child_token();
+        let result = (|| {
+            if let Some(detector) = detector {
+                let (queue, timing, tx, stop) = (
+                    Arc::clone(&stats.queue),
+                    Arc::clone(&stats.timing),
+                    observations.clone(),
+                    stop.clone(),
+                );
+                let mut analyses = analyses;
+                let mut detector = detector;
+                threads.push(spawn("detector".to_owned(), move || {
+                    detect_loop(&mut detector, &mut analyses, &queue, &timing, &tx, &stop);
+                })?);
+            }
+            for (index, plan) in cameras.into_iter().enumerate() {
+                let Some(description) = plan.description else {
+                    continue;
+                };
+                let worker = CameraWorker {
+                    index,
+                    source: camera_source(&plan.config.id),
+                    location: plan.location,
+                    description,
+                    health: plan.config.health.clone(),
+                    gate: MotionGate::new(plan.config.motion.clone()),
+                    queue: Arc::clone(&stats.queue),
+                    counters: Arc::clone(&stats.counters[index]),
+                    observations: observations.clone(),
+                    cancel: stop.clone(),
+                    rng: fastrand::Rng::new(),
+                };
+                threads.push(spawn(format!("camera-{}", plan.config.id), move || {
+                    worker.run();
+                })?);
+            }
+            Ok(())
+        })();
+        drop(observations);
+        if result.is_ok() {
+            cancel.cancelled().await;
+        }
+        stop.cancel();
+        stats.queue.close();
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!("a camera thread panicked");
+        }
+        result
+    }
+}
+
+/// The vision state of one camera: tracker, zones and rules, location mapping.
+#[derive(Debug)]
+struct CameraAnalysis {
+    source: Source,
+    location: Location,
+    homography: Option<Homography>,
+    tracker: Tracker,
+    engine: RuleEngine,
+    counters: Arc<CameraCounters>,
+}
+
+impl CameraAnalysis {
+    fn new(
+        cam: &CameraConfig,
+        location: Location,
+        counters: Arc<CameraCounters>,
+    ) -> Result<Self, CameraError> {
+        let zones = cam.zones.iter().map(Zone::from_config).collect();
+        let engine =
+            RuleEngine::new(zones, &cam.rules, cam.tracker.min_hits.get()).map_err(|source| {
+                CameraError::Rule {
+                    camera: cam.id.clone(),
+                    source,
+                }
+            })?;
+        Ok(CameraAnalysis {
+            source: camera_source(&cam.id),
+            location,
+            homography: cam
+                .homography
+                .as_ref()
+                .and_then(|h| Homography::from_points(&h.image, &h.map)),
+            tracker: Tracker::new(cam.tracker.clone()),
+            engine,
+            counters,
+        })
+    }
+
+    /// Tracks the frame's detections, evaluates the rules and builds observations.
+    fn process(&mut self, frame: &Frame, detections: &[Detection]) -> Vec<Observation> {
+        let (w, h) = frame.image.dimensions();
+        let norm: Vec<NormDetection> = detections
+            .iter()
+            .map(|d| NormDetection {
+                label: d.label.clone(),
+                score: d.score,
+                bbox: NormBox::from_pixels(&d.bbox, w, h),
+            })
+            .collect();
+        let tracks = self.tracker.update(&norm, frame.captured).to_vec();
+        self.counters
+            .active_tracks
+            .store(!tracks.is_empty(), Ordering::Relaxed);
+        let firings = self.engine.evaluate(&tracks, frame.captured, frame.wall);
+        if firings.is_empty() {
+            return Vec::new();
+        }
+        let marks: Vec<Mark> = detections
+            .iter()
+            .map(|d| Mark {
+                rect: pixel_rect(&d.bbox),
+                label: d.label.clone(),
+                score: d.score,
+                private: d.label == "person",
+            })
+            .collect();
+        firings
+            .into_iter()
+            .map(|f| {
+                let zone = f.zone.and_then(|i| self.engine.zones().get(i));
+                let foot = f.boxes.first().map(NormBox::foot);
+                let location = match (zone.and_then(|z| z.location), &self.homography, foot) {
+                    (Some((lat, lon)), _, _) => Location {
+                        lat,
+                        lon,
+                        ..self.location
+                    },
+                    (None, Some(h), Some((x, y))) => h
+                        .apply(f64::from(x), f64::from(y))
+                        .map(|(lat, lon)| Location {
+                            lat,
+                            lon,
+                            crs: self.location.crs,
+                        })
+                        .filter(Location::is_valid)
+                        .unwrap_or(self.location),
+                    _ => self.location,
+                };
+                tracing::debug!(camera = %self.source.id, rule = %f.rule, track = ?f.track, "rule fired");
+                Observation {
+                    source: self.source.clone(),
+                    rule: f.rule,
+                    zone: zone.map(|z| z.id.clone()),
+                    track: f.track,
+                    category: f.category,
+                    severity: f.severity,
+                    observed_at: frame.wall,
+                    location,
+                    grid: zone.and_then(|z| z.grid.clone()),
+                    attributes: f.attributes,
+                    snapshot: Some(Snapshot {
+                        frame: frame.image.clone(),
+                        marks: marks.clone(),
+                        zone: zone.map(|z| z.pixels(w, h)).unwrap_or_default(),
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The detector thread: fair pops, detection, vision, hand-over.
+fn detect_loop(
+    detector: &mut Detector,
+    analyses: &mut [CameraAnalysis],
+    queue: &DetectorQueue<Frame>,
+    timing: &Mutex<Timing>,
+    observations: &mpsc::Sender<Observation>,
+    stop: &CancellationToken,
+) {
+    let mut warned = vec![false; analyses.len()];
+    while !stop.is_cancelled() {
+        let Some((camera, frame)) = queue.pop_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let Some(analysis) = analyses.get_mut(camera) else {
+            continue;
+        };
+        let started = Instant::now();
+        let detections = match run_detector(detector, &frame) {
+            Ok(d) => d,
+            Err(e) => {
+                analysis
+                    .counters
+                    .detect_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                if !std::mem::replace(&mut warned[camera], true) {
+                    tracing::warn!(camera = %analysis.source.id, error = %crate::telemetry::chain(&e), "detection failed");
+                }
+                continue;
+            }
+        };
+        let detected = Instant::now();
+        analysis.counters.detected.fetch_add(1, Ordering::Relaxed);
+        let out = analysis.process(&frame, &detections);
+        let done = Instant::now();
+        {
+            let mut t = timing.lock().unwrap_or_else(|p| p.into_inner());
+            t.frames += 1;
+            t.detect += detected - started;
+            t.rules += done - detected;
+            push_bounded(&mut t.frame_latencies, done - frame.captured);
+            if !out.is_empty() {
+                push_bounded(&mut t.latencies, done - frame.captured);
+            }
+        }
+        for observation in out {
+            analysis
+                .counters
+                .observations
+                .fetch_add(1, Ordering::Relaxed);
+            if observations.blocking_send(observation).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn run_detector(detector: &mut Detector, frame: &Frame) -> Result<Vec<Detection>, DetectError> {
+    let view = RgbView::new(
+        frame.image.width(),
+        frame.image.height(),
+        frame.image.as_raw(),
+    )?;
+    detector.detect(view)
+}
+
+fn push_bounded(v: &mut VecDeque<Duration>, d: Duration) {
+    if v.len() >= LATENCY_SAMPLES {
+        v.pop_front();
+    }
+    v.push_back(d);
+}
+
+fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, CameraError> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .map_err(|source| CameraError::Thread { name, source })
+}
+
+fn camera_source(id: &CameraId) -> Source {
+    Source {
+        kind: SourceKind::Camera,
+        id: id.clone().into(),
+    }
+}
+
+fn pixel_rect(b: &models::BBox) -> PixelRect {
+    let x = b.x1.max(0.0);
+    let y = b.y1.max(0.0);
+    PixelRect {
+        x: x as u32,
+        y: y as u32,
+        width: (b.x2 - x).max(1.0) as u32,
+        height: (b.y2 - y).max(1.0) as u32,
+    }
+}
+
+fn report_unrenderable(cam: &CameraConfig, error: &RenderError, counters: &CameraCounters) {
+    tracing::error!(camera = %cam.id, source = %cam.source.redacted(), error = %error, "camera cannot be started");
+    counters
+        .state
+        .store(CameraState::Offline as u8, Ordering::Relaxed);
+    *counters
+        .last_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+}
+
+/// The description with the camera's URL replaced by its redacted form.
+fn redacted(description: &str, cam: &CameraConfig) -> String {
+    match &cam.source {
+        hardware::camera::CameraSource::Rtsp { url, .. } => {
+            description.replace(url.as_str(), &hardware::camera::redact_url(url))
+        }
+        _ => description.to_owned(),
+    }
+}
+
+fn execution_provider(name: &str) -> models::ExecutionProviderKind {
+    use models::ExecutionProviderKind as K;
+    match name {
+        "cuda" => K::Cuda,
+        "tensorrt" => K::Tensorrt,
+        "openvino" => K::Openvino,
+        _ => K::Cpu,
+    }
+}

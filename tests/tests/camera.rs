@@ -1,0 +1,363 @@
+//! Cameras end to end: the test RTSP camera (gst-rtsp-server on a free port) streams real media,
+//! the agent decodes it with GStreamer, runs COCO-SSD through ONNX Runtime, tracks, applies zone
+//! rules, and durable events with evidence land in the SQLite store.
+//!
+//! Detection runs at a low rate (2–5 fps) to keep each test to a few tens of seconds.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use e2e::media::media;
+use edge_agent::agent::Agent;
+use edge_agent::camera::{CameraState, CameraStats};
+use edge_agent::config::Config;
+use hardware::sim::rtsp::{TestCamera, TestMedia};
+use protocol::{AttrValue, Catalog, Event, Seq, SourceKind};
+use tokio_util::sync::CancellationToken;
+
+fn site(data_dir: &std::path::Path) -> String {
+    format!(
+        r#"
+        [site]
+        lat = 31.2989
+        lon = 120.5853
+        [store]
+        data_dir = "{}"
+        [events]
+        cooldown_secs = 300
+        "#,
+        data_dir.display()
+    )
+}
+
+async fn start(config: &str) -> anyhow::Result<Agent> {
+    let config = Config::from_toml_str(config, "camera-e2e").context("config")?;
+    Ok(Agent::start(config, CancellationToken::new()).await?)
+}
+
+fn events(agent: &Agent) -> Vec<Event> {
+    agent
+        .store()
+        .events_from(Seq(1), 10_000)
+        .expect("the store reads")
+}
+
+fn of_category<'a>(events: &'a [Event], key: &str) -> Vec<&'a Event> {
+    let Some(category) = Catalog::embedded().resolve(key) else {
+        panic!("unknown category {key}");
+    };
+    events.iter().filter(|e| e.category == category.code).collect()
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
+async fn wait_until<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn camera(stats: &CameraStats, id: &str) -> edge_agent::camera::CameraStatus {
+    let Some(status) = stats.camera(id) else {
+        panic!("no camera {id}");
+    };
+    status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_motorcycle_in_a_no_parking_zone_raises_exactly_one_event_after_the_dwell_time()
+-> anyhow::Result<()> {
+    let server = TestCamera::start(TestMedia::Still {
+        path: media("motorcycle_left.png")?,
+        fps: 25,
+        width_px: 740,
+        height_px: 500,
+    })?;
+    let dir = tempfile::tempdir()?;
+    // COCO-SSD finds the motorcycle at (91,53)-(694,461) of 741x500: the zone surrounds it.
+    let config = format!(
+        r#"{}
+        [[cameras]]
+        id = "kerb-cam"
+        detect_fps = 2
+        frame_width_px = 640
+        frame_height_px = 432
+        source = {{ kind = "rtsp", url = "{}" }}
+        [[cameras.zones]]
+        id = "no-parking"
+        polygon = [[0.05, 0.05], [0.98, 0.05], [0.98, 0.98], [0.05, 0.98]]
+        classes = ["bicycle", "motorcycle"]
+        [[cameras.rules]]
+        id = "nonmotor-parking"
+        kind = "dwell"
+        zone = "no-parking"
+        category = "street_order.illegal_nonmotor_parking"
+        dwell_secs = 10
+        "#,
+        site(dir.path()),
+        server.url()
+    );
+    let agent = start(&config).await?;
+    let stats = agent.camera_stats().unwrap();
+    wait_until(Duration::from_secs(20), "the first frame", || {
+        (camera(&stats, "kerb-cam").frames > 0).then_some(())
+    })
+    .await?;
+    let first_frame = Instant::now();
+    let parking =
+        |agent: &Agent| of_category(&events(agent), "street_order.illegal_nonmotor_parking").len();
+    wait_until(Duration::from_secs(20), "the parking event", || {
+        (parking(&agent) > 0).then_some(())
+    })
+    .await?;
+    let after = first_frame.elapsed();
+    assert!(
+        after >= Duration::from_secs(10) && after <= Duration::from_secs(15),
+        "event after {after:?}"
+    );
+    // It stays parked: watch for a while longer, no repeat (not even a suppressed one).
+    let watch_until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < watch_until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = events(&agent);
+    let raised = of_category(&all, "street_order.illegal_nonmotor_parking");
+    assert_eq!(raised.len(), 1, "{all:#?}");
+    let event = raised[0];
+    assert_eq!(event.source.kind, SourceKind::Camera);
+    assert_eq!(event.source.id.as_str(), "kerb-cam");
+    assert_eq!(
+        event.attributes.get("label"),
+        Some(&AttrValue::Text("motorcycle".into()))
+    );
+    assert_eq!(event.evidence.len(), 1);
+    let evidence = agent.store().evidence_path(&event.evidence[0].sha256);
+    let bytes = std::fs::read(&evidence)?;
+    assert_eq!(&bytes[..2], &[0xFF, 0xD8], "a JPEG");
+    let suppressed = agent
+        .events_stats()
+        .suppressed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        suppressed, 0,
+        "the rule fired once; the cooldown had nothing to do"
+    );
+    agent.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persons_in_the_street_clip_over_rtsp_become_events_with_evidence() -> anyhow::Result<()> {
+    let server = TestCamera::start(TestMedia::Clip {
+        path: media("sample.mp4")?,
+    })?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"{}
+        [[cameras]]
+        id = "street-cam"
+        detect_fps = 3
+        source = {{ kind = "rtsp", url = "{}" }}
+        [[cameras.zones]]
+        id = "street"
+        polygon = [[0.0, 0.3], [1.0, 0.3], [1.0, 1.0], [0.0, 1.0]]
+        classes = ["person"]
+        [[cameras.rules]]
+        id = "people-in-street"
+        kind = "intrusion"
+        zone = "street"
+        category = "street_order.intrusion"
+        "#,
+        site(dir.path()),
+        server.url()
+    );
+    let agent = start(&config).await?;
+    let found = wait_until(Duration::from_secs(30), "three person events", || {
+        let all = events(&agent);
+        let persons: Vec<Event> = of_category(&all, "street_order.intrusion")
+            .into_iter()
+            .cloned()
+            .collect();
+        (persons.len() >= 3).then_some(persons)
+    })
+    .await?;
+    let renderer_blurs = {
+        let config = Config::from_toml_str(&config, "t")?;
+        let builder = edge_agent::events::EventBuilder::from_config(&config);
+        let code = &Catalog::embedded()
+            .resolve("street_order.intrusion")
+            .unwrap()
+            .code;
+        builder.renderer().blurs(code)
+    };
+    assert!(renderer_blurs, "persons are blurred in intrusion evidence");
+    let mut tracks = std::collections::BTreeSet::new();
+    for event in &found {
+        assert_eq!(
+            event.attributes.get("label"),
+            Some(&AttrValue::Text("person".into()))
+        );
+        assert_eq!(
+            event.attributes.get("zone"),
+            Some(&AttrValue::Text("street".into()))
+        );
+        let Some(AttrValue::Int(track)) = event.attributes.get("track") else {
+            panic!("no track: {event:?}");
+        };
+        assert!(tracks.insert(*track), "one event per track");
+        assert_eq!(event.evidence.len(), 1);
+        let path = agent.store().evidence_path(&event.evidence[0].sha256);
+        assert!(
+            std::fs::metadata(&path)?.len() > 1000,
+            "evidence at {path:?}"
+        );
+    }
+    let status = camera(&agent.camera_stats().unwrap(), "street-cam");
+    assert_eq!(status.state, CameraState::Streaming);
+    assert!(
+        status.detected > 0 && status.detect_errors == 0,
+        "{status:?}"
+    );
+    agent.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_rtsp_server_raises_camera_offline_and_its_restart_a_recovery()
+-> anyhow::Result<()> {
+    let mut server = TestCamera::start(TestMedia::Pattern {
+        width_px: 320,
+        height_px: 240,
+        fps: 10,
+    })?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"{}
+        [[cameras]]
+        id = "gate"
+        detect_fps = 2
+        frame_width_px = 320
+        frame_height_px = 240
+        source = {{ kind = "rtsp", url = "{}", tcp_timeout_ms = 2000 }}
+        [cameras.health]
+        stall_after_secs = 2
+        fault_debounce_secs = 2
+        reconnect_min_ms = 100
+        reconnect_max_ms = 400
+        "#,
+        site(dir.path()),
+        server.url()
+    );
+    let agent = start(&config).await?;
+    let stats = agent.camera_stats().unwrap();
+    wait_until(Duration::from_secs(20), "streaming", || {
+        (camera(&stats, "gate").state == CameraState::Streaming).then_some(())
+    })
+    .await?;
+    server.stop();
+    let stopped = Instant::now();
+    let offline = wait_until(Duration::from_secs(20), "camera offline event", || {
+        of_category(&events(&agent), "device.camera_offline")
+            .first()
+            .map(|e| (*e).clone())
+    })
+    .await?;
+    assert!(stopped.elapsed() >= Duration::from_secs(2), "debounced");
+    assert_eq!(offline.source.id.as_str(), "gate");
+    assert!(matches!(
+        offline.attributes.get("error"),
+        Some(AttrValue::Text(_))
+    ));
+    assert_ne!(camera(&stats, "gate").state, CameraState::Streaming);
+
+    server.restart()?;
+    let recovered = wait_until(Duration::from_secs(20), "recovery event", || {
+        of_category(&events(&agent), "device.recovered")
+            .first()
+            .map(|e| (*e).clone())
+    })
+    .await?;
+    assert_eq!(
+        recovered.attributes.get("fault"),
+        Some(&AttrValue::Text("device.camera_offline".into()))
+    );
+    assert_eq!(camera(&stats, "gate").state, CameraState::Streaming);
+    assert!(camera(&stats, "gate").reconnects >= 1);
+    agent.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_url_and_an_unsupported_stream_fail_only_their_own_cameras() -> anyhow::Result<()> {
+    let good = TestCamera::start(TestMedia::Pattern {
+        width_px: 320,
+        height_px: 240,
+        fps: 10,
+    })?;
+    let mjpeg = TestCamera::start(TestMedia::Mjpeg)?;
+    // A port nothing listens on: bind one, note it, release it.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"{site}
+        [[cameras]]
+        id = "good"
+        detect_fps = 2
+        source = {{ kind = "rtsp", url = "{good}" }}
+        [[cameras]]
+        id = "nobody-home"
+        source = {{ kind = "rtsp", url = "rtsp://127.0.0.1:{closed_port}/cam" }}
+        [cameras.health]
+        reconnect_min_ms = 100
+        reconnect_max_ms = 400
+        [[cameras]]
+        id = "mjpeg"
+        source = {{ kind = "rtsp", url = "{mjpeg}" }}
+        [cameras.health]
+        reconnect_min_ms = 100
+        reconnect_max_ms = 400
+        "#,
+        site = site(dir.path()),
+        good = good.url(),
+        mjpeg = mjpeg.url(),
+    );
+    let agent = start(&config).await?;
+    let stats = agent.camera_stats().unwrap();
+    let (bad, unsupported) = wait_until(Duration::from_secs(20), "both failures reported", || {
+        let bad = camera(&stats, "nobody-home");
+        let unsupported = camera(&stats, "mjpeg");
+        (bad.last_error.is_some()
+            && unsupported.last_error.is_some()
+            && unsupported.reconnects >= 2)
+            .then_some((bad, unsupported))
+    })
+    .await?;
+    assert_eq!(bad.state, CameraState::Offline);
+    assert_eq!(bad.frames, 0);
+    assert_eq!(unsupported.frames, 0);
+    let bad_error = bad.last_error.unwrap();
+    let unsupported_error = unsupported.last_error.unwrap();
+    assert!(bad_error.contains("rtspsrc"), "{bad_error}");
+    assert!(!unsupported_error.is_empty());
+    // The good camera streams on regardless.
+    let before = camera(&stats, "good").frames;
+    wait_until(Duration::from_secs(10), "more good frames", || {
+        (camera(&stats, "good").frames >= before + 4).then_some(())
+    })
+    .await?;
+    let good_status = camera(&stats, "good");
+    assert_eq!(good_status.state, CameraState::Streaming);
+    assert_eq!(good_status.last_error, None);
+    agent.shutdown().await;
+    Ok(())
+}
