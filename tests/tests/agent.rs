@@ -1,5 +1,6 @@
 //! The whole agent, in-process and as the `edge-agent run` binary: sensor messages through a
 //! real mosquitto become durable events in the real SQLite store, and shutdown drains in order.
+#![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

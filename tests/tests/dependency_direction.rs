@@ -1,5 +1,6 @@
 //! The dependency-direction check, run against the real workspace and against a copy of it with
 //! forbidden edges added (to show that the check can fail).
+#![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 //! Each scenario ends with a marker message whose observation is awaited: MQTT delivers one
 //! subscription's messages in order, so once the marker's observation is in, every earlier
 //! message has been handled and "no other observation" is a real assertion.
+#![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
 use std::time::{Duration, Instant};
 
