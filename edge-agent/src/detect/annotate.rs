@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(*img.get_pixel(150, 100), red); // right edge
         assert_eq!(*img.get_pixel(100, 100), Rgb([0, 0, 0])); // inside untouched
         assert_eq!(*img.get_pixel(10, 10), Rgb([0, 0, 0])); // far away untouched
-        assert_eq!(*img.get_pixel(51, 55), red); // label tab above the box
+        assert_eq!(*img.get_pixel(50, 55), red); // label tab above the box, left of its text
     }
 
     #[test]

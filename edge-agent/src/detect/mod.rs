@@ -95,9 +95,11 @@ pub enum DetectCommandError {
 struct JsonLine<'a> {
     image: String,
     label: &'a str,
-    score: f32,
+    /// Rounded to 4 decimals: more digits of an f32 widened to f64 would only be noise.
+    score: f64,
+    /// Original-image pixels, rounded to 0.1 px for the same reason.
     #[serde(rename = "box")]
-    bbox: [f32; 4],
+    bbox: [f64; 4],
 }
 
 /// Runs `edge-agent detect`: loads the model once, then each image in turn.
@@ -191,6 +193,10 @@ fn resolve_model(
     Ok((Runtime::locate_and_load(ort_lib)?, manifest))
 }
 
+fn round_to(v: f32, scale: f64) -> f64 {
+    (f64::from(v) * scale).round() / scale
+}
+
 fn write_detections(
     out: &mut impl Write,
     image: &Path,
@@ -203,8 +209,8 @@ fn write_detections(
             let line = JsonLine {
                 image: image.display().to_string(),
                 label: &d.label,
-                score: d.score,
-                bbox: [b.x1, b.y1, b.x2, b.y2],
+                score: round_to(d.score, 1e4),
+                bbox: [b.x1, b.y1, b.x2, b.y2].map(|v| round_to(v, 10.0)),
             };
             writeln!(out, "{}", serde_json::to_string(&line)?)?;
         } else {
@@ -287,6 +293,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["image"], "a.png");
         assert_eq!(v["label"], "person");
-        assert_eq!(v["box"][3], 40.6f32 as f64);
+        assert_eq!(v["box"][3], 40.6);
+        assert_eq!(v["score"], 0.65);
     }
 }
