@@ -264,9 +264,8 @@ pub(crate) fn event(i: u64) -> Event {
     }
 }
 
-/// Opens a session with a box identity and writes `bytes` raw on the control stream; true when
-/// the hub then closes the connection.
-pub(crate) async fn raw_session_send(addr: SocketAddr, id: &IdentityPaths, bytes: &[u8]) -> bool {
+/// A client config presenting a box identity (mutual TLS), as the uplink builds it.
+pub(crate) fn session_client_config(id: &IdentityPaths) -> quinn::ClientConfig {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -287,7 +286,13 @@ pub(crate) async fn raw_session_send(addr: SocketAddr, id: &IdentityPaths, bytes
         .unwrap();
     tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+/// Opens a session with a box identity and writes `bytes` raw on the control stream; true when
+/// the hub then closes the connection.
+pub(crate) async fn raw_session_send(addr: SocketAddr, id: &IdentityPaths, bytes: &[u8]) -> bool {
+    let config = session_client_config(id);
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = endpoint
         .connect_with(config, addr, "gridsense-hub")
