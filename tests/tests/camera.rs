@@ -46,7 +46,10 @@ fn of_category<'a>(events: &'a [Event], key: &str) -> Vec<&'a Event> {
     let Some(category) = Catalog::embedded().resolve(key) else {
         panic!("unknown category {key}");
     };
-    events.iter().filter(|e| e.category == category.code).collect()
+    events
+        .iter()
+        .filter(|e| e.category == category.code)
+        .collect()
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
