@@ -22,7 +22,7 @@ use protocol::{GridCode, Location, SensorId};
 use serde::{Deserialize, Deserializer};
 
 pub use self::client::{SensorStage, SensorsError};
-pub use self::core::{LinkStats, SensorCore, SensorCounters, SensorStats};
+pub use self::core::{CoreError, LinkStats, SensorCore, SensorCounters, SensorStats};
 pub use rules::{RuleKind, RuleSet, SensorRule, Transition, Trigger};
 
 /// The `[mqtt]` section: the box's local broker.

@@ -11,7 +11,7 @@
 //! - Reconnects use exponential backoff with jitter. The mode ([`UplinkMode`]: offline,
 //!   catching up, connected) with the backlog and the age of the oldest unsynced event is
 //!   published on a watch channel ([`UplinkStatus`]), so "connected but not syncing" shows.
-//! - [`enroll`]: the one-time enrollment with a token (see `crate::enroll`).
+//! - `enroll`: the one-time enrollment with a token (see `crate::enroll`).
 //!
 //! This module must not decide what an event is, nor write events: it reads pending events and
 //! records acknowledgements, nothing else, so the store stays the single source of truth.

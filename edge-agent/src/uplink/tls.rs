@@ -116,7 +116,7 @@ pub(crate) fn new_key_and_csr() -> Result<(String, String), UplinkError> {
 }
 
 /// Installs a new identity crash-safely: `cert.new` and `key.new` are written durably, then
-/// renamed over the certificate and the key in that order. [`repair_identity`] finishes an
+/// renamed over the certificate and the key in that order. `repair_identity` finishes an
 /// interrupted install at the next start. `ca_pem` replaces the CA file first (it does not
 /// change on renewal).
 ///

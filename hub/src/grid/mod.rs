@@ -3,7 +3,7 @@
 //!
 //! - [`Grid::from_geojson`] imports and validates a FeatureCollection ([`import`]);
 //! - [`Grid::locate`] maps a WGS84 point to its cell, with the neighbouring cells as candidates
-//!   when the point lies within the configured distance of an edge ([`index`]);
+//!   when the point lies within the configured distance of an edge (`index`);
 //! - [`crs`] converts GCJ-02 and BD-09 coordinates to WGS84;
 //! - [`sample`] writes a realistic sample city and generates large synthetic grids.
 //!
