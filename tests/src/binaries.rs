@@ -1,8 +1,10 @@
 //! The workspace's binaries for tests that run real processes.
 //!
 //! `cargo test` builds a package's binaries only for that package's own tests, so an end-to-end
-//! test asks cargo to build the binary it needs (a no-op when it is up to date) before using it;
-//! a stale binary from an earlier build is never run.
+//! test asks cargo to build the binaries before using them, and a stale binary from an earlier
+//! build is never run. The build is `cargo build --workspace --tests`: the same targets and
+//! feature set as `cargo test --workspace`, so after that command (as in `make test`) it is a
+//! no-op, where building one package alone would recompile it with other features.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ pub fn binary(name: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--quiet", "-p", name, "--bin", name])
+        .args(["build", "--quiet", "--workspace", "--tests"])
         .status()
         .unwrap_or_else(|e| panic!("failed to run cargo to build `{name}`: {e}"));
     assert!(status.success(), "cargo build of `{name}` failed");
