@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hardware::board::Board;
 use protocol::{Catalog, Crs, GridCode, Location};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::sensors::{MqttConfig, SensorConfig, SensorsConfig};
 
@@ -98,7 +98,7 @@ pub struct StoreConfig {
     #[serde(
         default = "default_retention",
         rename = "retention_secs",
-        deserialize_with = "duration_secs"
+        deserialize_with = "units::secs"
     )]
     pub retention: Duration,
     /// Submissions that may wait for the writer thread before `submit` blocks (backpressure).
@@ -112,7 +112,7 @@ pub struct StoreConfig {
     #[serde(
         default = "default_busy_timeout",
         rename = "busy_timeout_secs",
-        deserialize_with = "duration_secs"
+        deserialize_with = "units::secs"
     )]
     pub busy_timeout: Duration,
 }
@@ -139,7 +139,7 @@ pub struct EventsConfig {
     #[serde(
         default = "default_cooldown",
         rename = "cooldown_secs",
-        deserialize_with = "duration_secs"
+        deserialize_with = "units::secs"
     )]
     pub cooldown: Duration,
     /// Evidence snapshots.
@@ -342,8 +342,29 @@ impl fmt::Display for Lines<'_> {
     }
 }
 
-fn duration_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    u64::deserialize(deserializer).map(Duration::from_secs)
+/// Deserializers for unit-suffixed keys: whole seconds (`_secs`) and milliseconds (`_ms`) into
+/// `Duration`, shared by every section of the agent's configuration.
+pub(crate) mod units {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// `_secs` keys.
+    pub(crate) fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
+    }
+
+    /// Optional `_secs` keys.
+    pub(crate) fn opt_secs<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(deserializer).map(|s| s.map(Duration::from_secs))
+    }
+
+    /// `_ms` keys.
+    pub(crate) fn millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
 }
 
 fn default_data_dir() -> PathBuf {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hardware::board::Codec;
 use hardware::camera::CameraSource;
 use protocol::{CameraId, Catalog, GridCode, Location, Severity};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// The `[detector]` section: the one model shared by every camera.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -110,7 +110,7 @@ pub struct HealthConfig {
     #[serde(
         default = "default_stall_after",
         rename = "stall_after_secs",
-        deserialize_with = "secs"
+        deserialize_with = "crate::config::units::secs"
     )]
     pub stall_after: Duration,
     /// A fault (offline, or no frames) must last this long before it raises a device-fault
@@ -118,21 +118,21 @@ pub struct HealthConfig {
     #[serde(
         default = "default_fault_debounce",
         rename = "fault_debounce_secs",
-        deserialize_with = "secs"
+        deserialize_with = "crate::config::units::secs"
     )]
     pub fault_debounce: Duration,
     /// First reconnect delay; doubles up to `reconnect_max_ms`, with ±25 % jitter. Default 500 ms.
     #[serde(
         default = "default_reconnect_min",
         rename = "reconnect_min_ms",
-        deserialize_with = "millis"
+        deserialize_with = "crate::config::units::millis"
     )]
     pub reconnect_min: Duration,
     /// Longest reconnect delay. Default 30 s.
     #[serde(
         default = "default_reconnect_max",
         rename = "reconnect_max_ms",
-        deserialize_with = "millis"
+        deserialize_with = "crate::config::units::millis"
     )]
     pub reconnect_max: Duration,
 }
@@ -167,7 +167,7 @@ pub struct MotionConfig {
     #[serde(
         default = "default_recheck",
         rename = "recheck_secs",
-        deserialize_with = "secs"
+        deserialize_with = "crate::config::units::secs"
     )]
     pub recheck: Duration,
 }
@@ -197,7 +197,7 @@ pub struct TrackerConfig {
     #[serde(
         default = "default_max_missed",
         rename = "max_missed_secs",
-        deserialize_with = "secs"
+        deserialize_with = "crate::config::units::secs"
     )]
     pub max_missed: Duration,
     /// A track whose centre stays within `stationary_tolerance_ratio` of its box size for this
@@ -205,7 +205,7 @@ pub struct TrackerConfig {
     #[serde(
         default = "default_stationary_after",
         rename = "stationary_after_secs",
-        deserialize_with = "secs"
+        deserialize_with = "crate::config::units::secs"
     )]
     pub stationary_after: Duration,
     /// Movement (relative to the box's larger side) still counted as standing still.
@@ -301,7 +301,7 @@ pub struct RuleConfig {
     #[serde(
         default = "default_dwell",
         rename = "dwell_secs",
-        deserialize_with = "secs"
+        deserialize_with = "crate::config::units::secs"
     )]
     pub dwell: Duration,
     /// Intrusion windows as `"HH:MM-HH:MM"` in local time (may wrap midnight). Default: always.
@@ -453,14 +453,6 @@ pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
             }
         }
     }
-}
-
-fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    u64::deserialize(deserializer).map(Duration::from_secs)
-}
-
-fn millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    u64::deserialize(deserializer).map(Duration::from_millis)
 }
 
 fn default_model() -> String {

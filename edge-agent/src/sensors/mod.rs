@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use hardware::sensor::{DEFAULT_MAX_PAYLOAD_BYTES, PayloadProfile};
 use protocol::{GridCode, Location, SensorId};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 pub use self::client::{SensorStage, SensorsError};
 pub use self::core::{CoreError, LinkStats, SensorCore, SensorCounters, SensorStats};
@@ -51,7 +51,7 @@ pub struct MqttConfig {
     #[serde(
         default = "default_keep_alive",
         rename = "keep_alive_secs",
-        deserialize_with = "secs"
+        deserialize_with = "crate::config::units::secs"
     )]
     pub keep_alive: Duration,
     /// Topic where the agent announces `online` (retained) and its last will announces
@@ -62,14 +62,14 @@ pub struct MqttConfig {
     #[serde(
         default = "default_reconnect_min",
         rename = "reconnect_min_ms",
-        deserialize_with = "millis"
+        deserialize_with = "crate::config::units::millis"
     )]
     pub reconnect_min: Duration,
     /// Longest reconnect delay. Default 30 s.
     #[serde(
         default = "default_reconnect_max",
         rename = "reconnect_max_ms",
-        deserialize_with = "millis"
+        deserialize_with = "crate::config::units::millis"
     )]
     pub reconnect_max: Duration,
     /// Largest payload decoded; larger ones are counted as `too_large`. Default 65536.
@@ -113,13 +113,17 @@ pub struct SensorConfig {
     pub grid: Option<GridCode>,
     /// Ask the device for a reading this often (for devices that report only on request).
     /// Default: never.
-    #[serde(default, rename = "poll_interval_secs", deserialize_with = "opt_secs")]
+    #[serde(
+        default,
+        rename = "poll_interval_secs",
+        deserialize_with = "crate::config::units::opt_secs"
+    )]
     pub poll_interval: Option<Duration>,
     /// A poll not answered within this long is counted as `poll_timeout`. Default 10 s.
     #[serde(
         default = "default_poll_timeout",
         rename = "poll_timeout_secs",
-        deserialize_with = "secs"
+        deserialize_with = "crate::config::units::secs"
     )]
     pub poll_timeout: Duration,
     /// The rules, in order.
@@ -242,18 +246,6 @@ impl SensorsConfig {
         }
         out
     }
-}
-
-fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    u64::deserialize(deserializer).map(Duration::from_secs)
-}
-
-fn opt_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    Option::<u64>::deserialize(deserializer).map(|s| s.map(Duration::from_secs))
-}
-
-fn millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    u64::deserialize(deserializer).map(Duration::from_millis)
 }
 
 fn default_host() -> String {

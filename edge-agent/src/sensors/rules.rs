@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hardware::sensor::{Quantity, Reading, Value};
 use protocol::{AttrValue, Severity, Timestamp};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// One configured rule. (Unknown keys are refused by [`RuleKind`], which receives every key
 /// this struct does not take.)
@@ -53,7 +53,11 @@ pub enum RuleKind {
         #[serde(default)]
         hysteresis: f64,
         /// How long the condition must hold. Default 0 (at once).
-        #[serde(default, rename = "debounce_secs", deserialize_with = "secs")]
+        #[serde(
+            default,
+            rename = "debounce_secs",
+            deserialize_with = "crate::config::units::secs"
+        )]
         debounce: Duration,
     },
     /// A boolean quantity taking `value` fires (smoke = true, water_leak = true, tilt = true).
@@ -75,7 +79,10 @@ pub enum RuleKind {
     /// fires; the next message recovers.
     Offline {
         /// How often the device normally reports.
-        #[serde(rename = "expected_interval_secs", deserialize_with = "secs")]
+        #[serde(
+            rename = "expected_interval_secs",
+            deserialize_with = "crate::config::units::secs"
+        )]
         expected_interval: Duration,
         /// How many intervals of silence count as offline. Default 3.
         #[serde(default = "three")]
@@ -96,7 +103,7 @@ pub enum RuleKind {
         /// The value that counts as activity.
         active_value: bool,
         /// How long without activity fires.
-        #[serde(rename = "limit_secs", deserialize_with = "secs")]
+        #[serde(rename = "limit_secs", deserialize_with = "crate::config::units::secs")]
         limit: Duration,
     },
 }
@@ -488,10 +495,6 @@ fn threshold_attrs(
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    u64::deserialize(deserializer).map(Duration::from_secs)
 }
 
 fn yes() -> bool {
