@@ -1,48 +1,93 @@
 //! The workspace's binaries for tests that run real processes.
 //!
-//! `cargo test` builds a package's binaries only for that package's own tests, so an end-to-end
-//! test asks cargo to build the binaries before using them, and a stale binary from an earlier
-//! build is never run. The build is `cargo build --workspace --tests`: the same targets and
-//! feature set as `cargo test --workspace`, so after that command (as in `make test`) it is a
-//! no-op, where building one package alone would recompile it with other features.
+//! `cargo test --workspace` (as in `make test`) builds `edge-agent` and `hub` fresh, because their
+//! own integration tests need them. A test run of this crate alone may find them missing or
+//! older than the sources; then, and only then, it asks cargo to build the one it needs, so a
+//! stale binary is never run and a fresh one is not rebuilt with another feature set.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
+use std::time::SystemTime;
 
-/// The path of the workspace binary `name` (`edge-agent` or `hub`), built if needed.
+/// The path of the workspace binary `name` (`edge-agent` or `hub`), built if missing or stale.
 ///
 /// # Panics
 /// When the binary cannot be built: the test cannot run without it.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut built = built
+    static CHECKED: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let checked = CHECKED.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut checked = checked
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(path) = built.get(name) {
+    if let Some(path) = checked.get(name) {
         return path.clone();
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--quiet", "--workspace", "--tests"])
-        .status()
-        .unwrap_or_else(|e| panic!("failed to run cargo to build `{name}`: {e}"));
-    assert!(status.success(), "cargo build of `{name}` failed");
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let path = target.join("debug").join(name);
+    let built_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    // The crates a binary is built from (the dependency rules keep these lists short).
+    let crates: &[&str] = match name {
+        "hub" => &["hub", "protocol"],
+        _ => &["edge-agent", "protocol", "models", "hardware"],
+    };
+    if built_at.is_none_or(|t| t < newest_source(&root, crates)) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--quiet", "-p", name, "--bin", name])
+            .status()
+            .unwrap_or_else(|e| panic!("failed to run cargo to build `{name}`: {e}"));
+        assert!(status.success(), "cargo build of `{name}` failed");
+    }
     assert!(
         path.exists(),
         "`{}` missing after the build",
         path.display()
     );
-    built.insert(name.to_owned(), path.clone());
+    checked.insert(name.to_owned(), path.clone());
     path
+}
+
+/// The newest modification time among the workspace manifest, the lock file and the manifests
+/// and Rust sources of `crates`.
+fn newest_source(root: &Path, crates: &[&str]) -> SystemTime {
+    fn walk(dir: &Path, newest: &mut SystemTime) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if path.is_dir() {
+                if !matches!(
+                    name.as_ref(),
+                    "target" | ".git" | ".cache" | "fuzz" | "zoo" | "fixtures"
+                ) {
+                    walk(&path, newest);
+                }
+            } else if (name.ends_with(".rs") || name.ends_with(".toml") || name == "Cargo.lock")
+                && let Ok(t) = entry.metadata().and_then(|m| m.modified())
+            {
+                *newest = (*newest).max(t);
+            }
+        }
+    }
+    let mut newest = SystemTime::UNIX_EPOCH;
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        if let Ok(t) = std::fs::metadata(root.join(file)).and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    for krate in crates {
+        walk(&root.join(krate), &mut newest);
+    }
+    newest
 }
