@@ -15,9 +15,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use protocol::Timestamp;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::camera::{CameraError, CameraStage, CameraStats};
+use crate::clock::now;
 use crate::config::Config;
 use crate::events::{Built, EventBuilder, Observation};
 use crate::sensors::{SensorStage, SensorStats, SensorsError};
@@ -276,11 +276,4 @@ fn process(builder: &mut EventBuilder, store: &Store, obs: Observation, stats: &
             warn!(source = %source, rule, error = %chain(&e), "observation not turned into an event");
         }
     }
-}
-
-fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    Timestamp::from_unix_millis(i64::try_from(millis).unwrap_or(i64::MAX))
 }

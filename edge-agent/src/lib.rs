@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod camera;
+mod clock;
 pub mod config;
 pub mod detect;
 pub mod enroll;

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -20,7 +20,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 use image::RgbImage;
-use protocol::{AttrValue, Catalog, Location, Source, Timestamp};
+use protocol::{AttrValue, Catalog, Location, Source};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -307,14 +307,7 @@ fn error_text(err: &gst::message::Error) -> String {
     format!("{src}: {}", err.error())
 }
 
-/// The box clock as a wire timestamp.
-pub(crate) fn wall_now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Timestamp::from_unix_millis(millis)
-}
+pub(crate) use crate::clock::now as wall_now;
 
 /// Longest sleep between cancel and health checks while waiting to reconnect.
 const TICK: Duration = Duration::from_millis(100);

@@ -8,9 +8,9 @@
 //! `max_queued_messages`, see PITFALLS). Nothing is dropped here.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use protocol::{GridCode, Location, Timestamp};
+use protocol::{GridCode, Location};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration,
     Transport,
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{CoreError, LinkStats, SensorCore, SensorStats};
 use super::{MqttConfig, SensorsConfig};
+use crate::clock::now;
 use crate::events::Observation;
 use crate::telemetry::chain;
 
@@ -281,11 +282,4 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, SensorsError> {
 /// ±25 % jitter so that boxes do not reconnect in lockstep after a broker restart.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.75 + fastrand::f64() * 0.5)
-}
-
-fn now() -> Timestamp {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    Timestamp::from_unix_millis(i64::try_from(millis).unwrap_or(i64::MAX))
 }

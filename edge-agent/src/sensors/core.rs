@@ -6,7 +6,6 @@
 //! it, and tests drive it directly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use hardware::sensor::{Decoded, PollRequest, Quantity, Value};
 use protocol::{
@@ -16,7 +15,7 @@ use protocol::{
 use serde::Serialize;
 use tracing::warn;
 
-use super::rules::{RuleSet, Transition, Trigger};
+use super::rules::{RuleSet, Transition, Trigger, millis};
 use super::{SensorConfig, SensorsConfig};
 use crate::events::Observation;
 
@@ -305,10 +304,6 @@ fn observation(slot: &Slot, t: Trigger) -> Observation {
         attributes,
         snapshot: None,
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -312,9 +312,4 @@ pub(crate) async fn resolve(addr: &str) -> Result<SocketAddr, UplinkError> {
         .ok_or_else(|| UplinkError::Resolve(addr.to_owned()))
 }
 
-pub(crate) fn now() -> Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Timestamp::from_unix_millis(millis)
-}
+pub(crate) use crate::clock::now;
