@@ -1,4 +1,4 @@
-//! Drawing detections onto an image: box outlines and a label ("person 0.65") on a filled tab,
+//! Drawing detections onto an image (for `edge-agent detect` and the event evidence): box outlines and a label ("person 0.65") on a filled tab,
 //! with a built-in 5x7 bitmap font (upper case, digits, a few signs) so no font file is needed.
 //!
 //! Pure pixel work on an `image::RgbImage`; this module must not read or write files.
@@ -76,24 +76,35 @@ pub fn draw(img: &mut RgbImage, detections: &[Detection]) {
         for t in 0..i64::from(thickness) {
             outline(img, x1 + t, y1 + t, x2 - t, y2 - t, colour);
         }
-        let text = format!("{} {:.2}", d.label, d.score);
-        let (tw, th) = text_size(&text, scale);
-        // The tab sits above the box, or inside it when the box touches the top edge.
-        let ty = if y1 >= i64::from(th) {
-            y1 - i64::from(th)
-        } else {
-            y1
-        };
-        fill(img, x1, ty, x1 + i64::from(tw), ty + i64::from(th), colour);
-        text_at(
+        label_tab(
             img,
-            x1 + i64::from(scale),
-            ty + i64::from(scale),
-            &text,
+            x1,
+            y1,
+            &format!("{} {:.2}", d.label, d.score),
             scale,
-            Rgb([0, 0, 0]),
+            colour,
         );
     }
+}
+
+/// Draws `text` in black on a tab of `colour` whose left edge is `x1`: above `y1`, or just below
+/// it when there is no room above (a box touching the top edge). `scale` is pixels per glyph dot.
+pub fn label_tab(img: &mut RgbImage, x1: i64, y1: i64, text: &str, scale: u32, colour: Rgb<u8>) {
+    let (tw, th) = text_size(text, scale);
+    let ty = if y1 >= i64::from(th) {
+        y1 - i64::from(th)
+    } else {
+        y1
+    };
+    fill(img, x1, ty, x1 + i64::from(tw), ty + i64::from(th), colour);
+    text_at(
+        img,
+        x1 + i64::from(scale),
+        ty + i64::from(scale),
+        text,
+        scale,
+        Rgb([0, 0, 0]),
+    );
 }
 
 /// Width and height of `text` with its 1-glyph-pixel margin, in image pixels.

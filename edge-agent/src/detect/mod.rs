@@ -6,7 +6,7 @@
 //! [`run_inspect`]. `main.rs` only parses flags into these. Output goes to the writer given, so
 //! tests capture it. This module must not decide anything about events or talk to the hub.
 
-mod annotate;
+pub(crate) mod annotate;
 
 use std::io::Write;
 use std::num::NonZeroUsize;

@@ -1,4 +1,5 @@
-//! Evidence rendering: privacy blur, boxes and zone drawn on the snapshot, JPEG encoding.
+//! Evidence rendering: privacy blur, boxes with their labels ("PERSON 0.93") and the zone drawn
+//! on the snapshot, JPEG encoding.
 //!
 //! [`EvidenceRenderer::render`] takes the frame by value and blurs the private regions in place
 //! before anything else happens to it, so the unblurred pixels never reach an encoder, a file or
@@ -131,6 +132,23 @@ impl EvidenceRenderer {
                 OBJECT_COLOUR
             };
             draw_rect(&mut frame, mark.rect, colour);
+        }
+        // Labels after every box, so no box line runs through another object's label.
+        let scale = (frame.width().min(frame.height()) / 400).max(1);
+        for mark in &marks {
+            let colour = if mark.private {
+                PRIVATE_COLOUR
+            } else {
+                OBJECT_COLOUR
+            };
+            crate::detect::annotate::label_tab(
+                &mut frame,
+                i64::from(mark.rect.x),
+                i64::from(mark.rect.y),
+                &format!("{} {:.2}", mark.label, mark.score),
+                scale,
+                colour,
+            );
         }
         let mut jpeg = Vec::new();
         JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), self.jpeg_quality)
@@ -285,6 +303,48 @@ mod tests {
                 ((x ^ y) % 256) as u8,
             ])
         })
+    }
+
+    #[test]
+    fn each_box_carries_its_label_on_a_tab_above_it() {
+        let renderer = EvidenceRenderer::new(95, false, 8, HashSet::new());
+        let frame = RgbImage::from_pixel(200, 120, Rgb([255, 255, 255]));
+        let mark = Mark {
+            rect: PixelRect {
+                x: 40,
+                y: 50,
+                width: 60,
+                height: 40,
+            },
+            label: "car".to_owned(),
+            score: 0.87,
+            private: false,
+        };
+        let snapshot = Snapshot {
+            frame,
+            marks: vec![mark],
+            zone: Vec::new(),
+        };
+        let code = CategoryCode::parse("0501").unwrap();
+        let file = renderer.render(&code, snapshot).unwrap();
+        let out = image::load_from_memory(&file.bytes).unwrap().to_rgb8();
+        // "car 0.87" is 8 glyphs: a tab 49 × 9 px ending at the box's top edge, red with black
+        // ink; the white background elsewhere above the box stays white.
+        let (mut red, mut ink) = (0, 0);
+        for y in 41..50 {
+            for x in 40..89 {
+                let p = out.get_pixel(x, y);
+                if p[0] > 200 && p[1] < 120 {
+                    red += 1;
+                } else if p[0] < 90 && p[1] < 90 && p[2] < 90 {
+                    ink += 1;
+                }
+            }
+        }
+        assert!(red > 150, "tab colour missing ({red} red pixels)");
+        assert!(ink > 40, "label text missing ({ink} dark pixels)");
+        let beside = out.get_pixel(150, 45);
+        assert!(beside.0.iter().all(|&c| c > 230), "{beside:?}");
     }
 
     #[test]
