@@ -28,6 +28,9 @@ use crate::store::EvidenceFile;
 pub use cooldown::{Cooldown, CooldownDecision, CooldownKey};
 pub use render::{EvidenceRenderer, Mark, PixelRect, Snapshot, blur_regions};
 
+/// The catalog's major class of the boxes' own device faults, which the cooldown never holds back.
+const DEVICE_CLASS_KEY: &str = "device";
+
 /// Something a rule saw, on its way to becoming an event.
 #[derive(Debug, Clone)]
 pub struct Observation {
@@ -158,8 +161,16 @@ impl EventBuilder {
             zone: observation.zone.clone(),
             track: observation.track,
         };
+        // Device faults and recoveries are edge-triggered by state machines that debounce them
+        // already (camera health, sensor offline/battery latches): each one is a change the hub
+        // must see, so a camera that recovers and fails again inside the period still reports.
+        let device_class = self
+            .catalog
+            .major(&category.code)
+            .is_some_and(|m| m.key == DEVICE_CLASS_KEY);
         // Render before recording a raise, so a failed render does not start a period.
         let suppressed = match self.cooldown.peek(&key, observation.observed_at) {
+            _ if device_class => 0,
             CooldownDecision::Suppress { .. } => {
                 let repeats = match self.cooldown.check(&key, observation.observed_at) {
                     CooldownDecision::Suppress { repeats } => repeats,
@@ -173,7 +184,9 @@ impl EventBuilder {
             Some(snapshot) => vec![self.renderer.render(&category.code, snapshot)?],
             None => Vec::new(),
         };
-        self.cooldown.check(&key, observation.observed_at);
+        if !device_class {
+            self.cooldown.check(&key, observation.observed_at);
+        }
 
         let mut attributes = observation.attributes;
         attributes.insert("rule".to_owned(), AttrValue::Text(observation.rule));

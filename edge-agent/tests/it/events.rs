@@ -260,6 +260,39 @@ fn repeats_within_the_cooldown_raise_nothing_and_are_counted_on_the_next_event()
 }
 
 #[test]
+fn device_faults_and_recoveries_are_never_held_back_by_the_cooldown() {
+    let mut b = builder();
+    // A camera that fails, recovers and fails again within one cooldown period: every change
+    // is an event (the health state machine has debounced them already).
+    let sequence = [
+        ("device.camera_offline", 0),
+        ("device.recovered", 5),
+        ("device.camera_offline", 10),
+        ("device.recovered", 15),
+    ];
+    for (category, secs) in sequence {
+        let mut obs = observation(category, 1, secs, None);
+        obs.rule = "camera_fault".to_owned();
+        obs.track = None;
+        assert!(
+            matches!(b.build(obs).unwrap(), Built::Event { .. }),
+            "{category} at {secs} s raises"
+        );
+    }
+    // The cooldown still holds back an ordinary rule's repeat inside the period.
+    assert!(matches!(
+        b.build(observation("street_order.intrusion", 1, 0, None))
+            .unwrap(),
+        Built::Event { .. }
+    ));
+    assert!(matches!(
+        b.build(observation("street_order.intrusion", 1, 20, None))
+            .unwrap(),
+        Built::Suppressed { .. }
+    ));
+}
+
+#[test]
 fn events_take_catalog_severity_rule_overrides_and_the_box_grid() {
     let mut b = builder();
     let mut obs = observation("street_order.intrusion", 1, 0, None);
