@@ -32,6 +32,12 @@ pub(super) struct Staged {
 }
 
 impl EvidenceDir {
+    /// Bytes an unprivileged writer may still use on the data disk (`None` when it cannot be
+    /// asked, e.g. on a file system without `statvfs`).
+    pub(super) fn free_bytes(&self) -> Option<u64> {
+        disk_free_bytes(&self.root)
+    }
+
     /// Creates the folders if missing.
     pub(super) fn create(root: &Path) -> Result<EvidenceDir, StoreError> {
         let staging = root.join(STAGING_DIR_NAME);
@@ -165,3 +171,10 @@ fn read_dir(dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
 }
 
 const STAGING_DIR_NAME: &str = "staging";
+
+/// Bytes an unprivileged writer may still use on the file system holding `path` (`None` when
+/// `statvfs` fails).
+pub fn disk_free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}

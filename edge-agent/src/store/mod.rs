@@ -35,6 +35,7 @@
 //! [`StoreError::Corrupt`] / [`StoreError::Foreign`] and left exactly as found.
 
 mod evidence;
+pub use evidence::disk_free_bytes;
 mod reader;
 mod schema;
 mod writer;

@@ -72,6 +72,10 @@ impl Encoded {
     }
 }
 
+/// Free space kept on the data disk when a quota lowered by a full disk is raised again (or a
+/// twentieth of what the store could use, when that is more).
+const DISK_RESERVE_MIN_BYTES: u64 = 1 << 20;
+
 pub(super) struct Writer {
     conn: Connection,
     policy: Policy,
@@ -83,7 +87,8 @@ pub(super) struct Writer {
 struct Policy {
     evidence: EvidenceDir,
     quota_bytes: u64,
-    /// Set below `quota_bytes` once the disk has filled up (never raised until restart).
+    /// Set below `quota_bytes` once the disk has filled up; raised again by the periodic sweep
+    /// once the disk has room (see [`Policy::reconsider_disk_quota`]).
     disk_quota_bytes: Option<u64>,
     /// The quota was lowered: the next transaction evicts down to it even without new data.
     must_evict: bool,
@@ -335,6 +340,7 @@ impl Writer {
                         replies.push(Reply::Ack(reply, result));
                     }
                     Request::Sweep { now, reply } => {
+                        self.policy.reconsider_disk_quota(work.meta.usage_bytes);
                         let n = self.policy.sweep(&tx, &mut work, now)?;
                         replies.push(Reply::Sweep(reply, Ok(n)));
                     }
@@ -453,6 +459,35 @@ impl Policy {
             );
             self.disk_quota_bytes = Some(lowered);
             self.must_evict = true;
+        }
+    }
+
+    /// Raises a quota that a full disk lowered once the disk has room again (someone freed
+    /// space, the disk was grown): to what the store holds plus the free space, less a reserve,
+    /// and back to the configured quota when that fits.
+    fn reconsider_disk_quota(&mut self, usage_bytes: u64) {
+        let Some(lowered) = self.disk_quota_bytes else {
+            return;
+        };
+        let Some(free) = self.evidence.free_bytes() else {
+            return;
+        };
+        let room = usage_bytes.saturating_add(free);
+        let room = room.saturating_sub((room / 20).max(DISK_RESERVE_MIN_BYTES));
+        if room >= self.quota_bytes {
+            tracing::info!(
+                stage = "store",
+                bytes = self.quota_bytes,
+                "data disk has room again, configured store quota restored"
+            );
+            self.disk_quota_bytes = None;
+        } else if room > lowered {
+            tracing::info!(
+                stage = "store",
+                bytes = room,
+                "data disk has more room, store quota raised"
+            );
+            self.disk_quota_bytes = Some(room);
         }
     }
 

@@ -1,5 +1,5 @@
 //! A full disk: the store reports a clear error, evicts by its policy (counted), keeps running
-//! and stays consistent.
+//! and stays consistent; once the disk has room again, the lowered quota is raised.
 //!
 //! The data folder is a 4 MiB tmpfs mounted for the test (the test machines run as root in a
 //! sandbox that allows it). Where `mount` is refused, the test says so and exercises the same
@@ -99,6 +99,30 @@ fn a_full_disk_gives_a_clear_error_and_counted_evictions_and_the_store_keeps_wor
         assert!(covered, "accepted seq {seq} vanished without a report");
     }
     helpers::assert_evidence_intact(&store);
+
+    // The disk grows (space freed by someone else): the next periodic sweep raises the quota
+    // that the full disk lowered, and the store holds more again without losing anything.
+    if let Some(fs) = &mount {
+        fs.resize(64);
+        store
+            .sweep_retention(protocol::Timestamp::from_unix_millis(helpers::T0_MS))
+            .unwrap();
+        for _ in 0..40 {
+            n += 1;
+            let (e, files) = event_with_evidence(n, 1, 64 << 10);
+            store.submit(e, files).unwrap();
+        }
+        let grown = store.stats().unwrap();
+        assert_eq!(
+            grown.lost_events_total, stats.lost_events_total,
+            "the lowered quota was not raised: {grown:?}"
+        );
+        assert!(
+            grown.usage_bytes > stats.usage_bytes + (2 << 20),
+            "{grown:?}"
+        );
+    }
+    let stats = store.stats().unwrap();
     drop(store);
 
     // Consistent after a restart: the start-up integrity check passes and counts agree.
@@ -128,6 +152,18 @@ impl SmallFs {
         ok.then(|| SmallFs {
             path: path.to_owned(),
         })
+    }
+}
+
+impl SmallFs {
+    /// Grows (or shrinks) the mounted file system.
+    fn resize(&self, mib: u32) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "remounting {} failed", self.path.display());
     }
 }
 
