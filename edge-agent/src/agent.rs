@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::camera::{CameraError, CameraStage, CameraStats};
+use protocol::{ComponentHealth, ComponentState, Source, SourceKind};
+
+use crate::camera::{CameraError, CameraStage, CameraState, CameraStats};
 use crate::clock::now;
 use crate::config::Config;
 use crate::events::{Built, EventBuilder, Observation};
@@ -135,7 +137,9 @@ impl Agent {
                 .instrument(info_span!("events")),
         );
         if let Some(uplink) = &config.uplink {
-            let uplink = crate::uplink::Uplink::from_config(uplink, store.clone());
+            let (cams, sens) = (camera_stats.clone(), sensor_stats.clone());
+            let uplink = crate::uplink::Uplink::from_config(uplink, store.clone())
+                .with_components(Arc::new(move || components(cams.as_ref(), sens.as_ref())));
             let cancel = cancel.clone();
             tracker.spawn(
                 async move {
@@ -276,4 +280,47 @@ fn process(builder: &mut EventBuilder, store: &Store, obs: Observation, stats: &
             warn!(source = %source, rule, error = %chain(&e), "observation not turned into an event");
         }
     }
+}
+
+/// The cameras' and sensors' coarse health, for the hub's fleet view.
+fn components(
+    cameras: Option<&CameraStats>,
+    sensors: Option<&Arc<Mutex<SensorStats>>>,
+) -> Vec<ComponentHealth> {
+    let mut out = Vec::new();
+    for cam in cameras.map(CameraStats::snapshot).unwrap_or_default() {
+        out.push(ComponentHealth {
+            source: Source {
+                kind: SourceKind::Camera,
+                id: cam.id.clone().into(),
+            },
+            state: match cam.state {
+                CameraState::Streaming => ComponentState::Ok,
+                CameraState::Connecting | CameraState::Stalled => ComponentState::Degraded,
+                CameraState::Offline => ComponentState::Offline,
+            },
+            last_seen: None,
+            detail: cam.last_error,
+        });
+    }
+    if let Some(sensors) = sensors {
+        let stats = sensors.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, s) in &stats.sensors {
+            let bad: u64 = s.bad_input.values().sum();
+            out.push(ComponentHealth {
+                source: Source {
+                    kind: SourceKind::Sensor,
+                    id: id.clone().into(),
+                },
+                state: match (s.online, s.last_seen) {
+                    (Some(false), _) => ComponentState::Offline,
+                    (_, None) => ComponentState::Degraded,
+                    _ => ComponentState::Ok,
+                },
+                last_seen: s.last_seen,
+                detail: (bad > 0).then(|| format!("{bad} bad payloads")),
+            });
+        }
+    }
+    out
 }

@@ -345,3 +345,110 @@ async fn a_recheck_without_cameras_fails_and_an_unknown_command_is_unsupported()
     uplink.stop().await;
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reports_its_sensors_and_disk_in_health_to_the_hub() {
+    let hub = TestHub::start().await;
+    let tls = tempfile::tempdir().unwrap();
+    let paths = enroll_into(&hub, "box-h", tls.path()).await;
+    let broker = e2e::mosquitto::Mosquitto::start().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = edge_agent::config::Config::from_toml_str(
+        &format!(
+            r#"[site]
+lat = 31.3
+lon = 120.6
+
+[store]
+data_dir = "{data}"
+
+[mqtt]
+port = {port}
+client_id = "agent-health"
+reconnect_min_ms = 50
+
+[[sensors]]
+id = "leak-301"
+device = "kitchen_leak_301"
+profile = {{ kind = "zigbee2mqtt" }}
+[[sensors.rules]]
+name = "leak"
+kind = "state"
+quantity = "water_leak"
+category = "other.water_leak"
+
+[[sensors]]
+id = "silent-9"
+device = "never_heard_9"
+profile = {{ kind = "zigbee2mqtt" }}
+[[sensors.rules]]
+name = "leak"
+kind = "state"
+quantity = "water_leak"
+category = "other.water_leak"
+
+[uplink]
+hub_addr = "{hub}"
+ca_path = "{ca}"
+cert_path = "{cert}"
+key_path = "{key}"
+health_interval_secs = 1
+"#,
+            data = data.path().display(),
+            port = broker.port(),
+            hub = hub.addr(),
+            ca = paths.ca_path.display(),
+            cert = paths.cert_path.display(),
+            key = paths.key_path.display(),
+        ),
+        "test",
+    )
+    .unwrap();
+    let agent = edge_agent::agent::Agent::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    let stats = agent.sensor_stats().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let up = stats.lock().unwrap().link.subscribed > 0;
+            async move { up }
+        })
+        .await
+    );
+    let publisher =
+        hardware::sim::publisher::Publisher::connect("devices", "127.0.0.1", broker.port());
+    publisher
+        .publish(
+            &hardware::sim::Zigbee2MqttDevice::new("kitchen_leak_301").water_leak(false),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+
+    // The hub keeps the latest health report: it names both sensors, the one heard from as ok and
+    // the silent one as degraded, and the data disk's free space.
+    let id = BoxId::parse("box-h").unwrap();
+    let handle = hub.clone_handle();
+    let reported = wait_until(Duration::from_secs(20), || {
+        let (handle, id) = (handle.clone(), id.clone());
+        async move {
+            let Ok(Some((_, health))) = handle.with_log(move |log| log.health(&id)).await else {
+                return false;
+            };
+            let state = |name: &str| {
+                health
+                    .components
+                    .iter()
+                    .find(|c| c.source.id.as_str() == name)
+                    .map(|c| c.state)
+            };
+            health.disk_free_bytes > 0
+                && state("leak-301") == Some(protocol::ComponentState::Ok)
+                && state("silent-9") == Some(protocol::ComponentState::Degraded)
+        }
+    })
+    .await;
+    let last = hub.handle.with_log(move |log| log.health(&id)).await;
+    assert!(reported, "latest health: {last:?}");
+    agent.shutdown().await;
+    hub.stop().await;
+}

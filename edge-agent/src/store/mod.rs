@@ -484,6 +484,11 @@ impl Store {
         self.shared.evidence.path_of(sha256)
     }
 
+    /// Bytes still free on the data disk (`None` when the file system cannot say).
+    pub fn disk_free_bytes(&self) -> Option<u64> {
+        self.shared.evidence.free_bytes()
+    }
+
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.shared.db_path

@@ -160,12 +160,16 @@ pub(crate) struct Settings {
     pub(crate) max_frame_bytes: u32,
 }
 
+/// Reports the state of the box's cameras and sensors for the health messages.
+pub type ComponentsFn = Arc<dyn Fn() -> Vec<protocol::ComponentHealth> + Send + Sync>;
+
 /// The uplink stage.
 pub struct Uplink {
     settings: Settings,
     store: Store,
     status_tx: watch::Sender<UplinkStatus>,
     commands_tx: Option<mpsc::Sender<CommandRequest>>,
+    components: Option<ComponentsFn>,
     started: std::time::Instant,
 }
 
@@ -187,6 +191,7 @@ impl Uplink {
             store,
             status_tx,
             commands_tx: None,
+            components: None,
             started: std::time::Instant::now(),
         }
     }
@@ -196,6 +201,13 @@ impl Uplink {
     #[must_use]
     pub fn with_commands(mut self, commands_tx: mpsc::Sender<CommandRequest>) -> Uplink {
         self.commands_tx = Some(commands_tx);
+        self
+    }
+
+    /// Reports `components()` (cameras, sensors) in every health message.
+    #[must_use]
+    pub fn with_components(mut self, components: ComponentsFn) -> Uplink {
+        self.components = Some(components);
         self
     }
 

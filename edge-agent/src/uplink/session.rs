@@ -342,8 +342,8 @@ async fn health_report(up: &Uplink) -> Health {
         backlog_events: stats.map_or(status.backlog_events, |s| s.unsynced_events),
         oldest_unsynced_at: status.oldest_unsynced_at,
         store_bytes: stats.map_or(0, |s| s.usage_bytes),
-        disk_free_bytes: 0,
-        components: Vec::new(),
+        disk_free_bytes: up.store.disk_free_bytes().unwrap_or(0),
+        components: up.components.as_ref().map(|f| f()).unwrap_or_default(),
     }
 }
 
