@@ -117,12 +117,14 @@ impl Agent {
             );
         }
         let mut camera_stats = None;
+        let mut looker = None;
         if !config.cameras.is_empty() {
             // Loading the model and probing GStreamer elements block.
             let cfg = config.clone();
             let stage =
                 tokio::task::spawn_blocking(move || CameraStage::from_config(&cfg)).await??;
             camera_stats = Some(stage.stats());
+            looker = Some(stage.looker());
             let (tx, cancel) = (observations_tx.clone(), cancel.clone());
             tracker.spawn(
                 async move {
@@ -147,6 +149,24 @@ impl Agent {
             let (cams, sens) = (camera_stats.clone(), sensor_stats.clone());
             let uplink = crate::uplink::Uplink::from_config(uplink, store.clone())
                 .with_components(Arc::new(move || components(cams.as_ref(), sens.as_ref())));
+            // The hub's re-check commands go to the cameras; without cameras the uplink answers
+            // them as failed itself.
+            let uplink = match looker.clone() {
+                Some(looker) => {
+                    let (commands_tx, commands_rx) = mpsc::channel(8);
+                    tracker.spawn(
+                        crate::recheck::serve(
+                            commands_rx,
+                            looker,
+                            Arc::new(config.clone()),
+                            store.clone(),
+                        )
+                        .instrument(info_span!("recheck")),
+                    );
+                    uplink.with_commands(commands_tx)
+                }
+                None => uplink,
+            };
             uplink_status = Some(uplink.status());
             let cancel = cancel.clone();
             tracker.spawn(

@@ -452,3 +452,146 @@ health_interval_secs = 1
     agent.shutdown().await;
     hub.stop().await;
 }
+
+/// The hub asks a box to re-check a case through its camera: the box looks now, records the look
+/// as an event whose evidence (the "after" picture) reaches the hub by the normal durable path,
+/// and answers with the objects its rule looks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_recheck_answers_with_matching_objects_and_its_evidence_reaches_the_hub() {
+    use hardware::sim::rtsp::{TestCamera, TestMedia};
+    let camera = TestCamera::start(TestMedia::Still {
+        path: e2e::media::media("motorcycle_left.png").unwrap(),
+        fps: 25,
+        width_px: 740,
+        height_px: 500,
+    })
+    .unwrap();
+    let hub = TestHub::start().await;
+    let tls = tempfile::tempdir().unwrap();
+    let paths = enroll_into(&hub, "box-r", tls.path()).await;
+    let data = tempfile::tempdir().unwrap();
+    // Two rules on one camera: the no-parking zone around the motorcycle, and an intrusion zone
+    // in the sky above it where nothing stands.
+    let config = edge_agent::config::Config::from_toml_str(
+        &format!(
+            r#"[site]
+lat = 31.3
+lon = 120.6
+
+[store]
+data_dir = "{data}"
+
+[[cameras]]
+id = "kerb-cam"
+detect_fps = 1
+frame_width_px = 640
+frame_height_px = 432
+source = {{ kind = "rtsp", url = "{url}" }}
+[[cameras.zones]]
+id = "no-parking"
+polygon = [[0.05, 0.05], [0.98, 0.05], [0.98, 0.98], [0.05, 0.98]]
+classes = ["bicycle", "motorcycle"]
+[[cameras.zones]]
+id = "sky"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 0.04], [0.0, 0.04]]
+[[cameras.rules]]
+id = "nonmotor-parking"
+kind = "dwell"
+zone = "no-parking"
+category = "street_order.illegal_nonmotor_parking"
+dwell_secs = 600
+[[cameras.rules]]
+id = "sky-intrusion"
+kind = "intrusion"
+zone = "sky"
+category = "street_order.intrusion"
+
+[uplink]
+hub_addr = "{hub}"
+ca_path = "{ca}"
+cert_path = "{cert}"
+key_path = "{key}"
+"#,
+            data = data.path().display(),
+            url = camera.url(),
+            hub = hub.addr(),
+            ca = paths.ca_path.display(),
+            cert = paths.cert_path.display(),
+            key = paths.key_path.display(),
+        ),
+        "test",
+    )
+    .unwrap();
+    let agent = edge_agent::agent::Agent::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    let id = BoxId::parse("box-r").unwrap();
+    let handle = hub.clone_handle();
+    let ask = |reference: &str, category: &str| {
+        let (handle, id) = (handle.clone(), id.clone());
+        let action = CommandAction::Recheck {
+            camera: protocol::CameraId::parse("kerb-cam").unwrap(),
+            reference: reference.to_owned(),
+            categories: vec![
+                protocol::Catalog::embedded()
+                    .resolve(category)
+                    .unwrap()
+                    .code
+                    .clone(),
+            ],
+        };
+        async move { handle.command(&id, action, Duration::from_secs(20)).await }
+    };
+    // The box answers as soon as it is connected and its camera has a frame.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let parked = loop {
+        match ask("case 7", "street_order.illegal_nonmotor_parking").await {
+            Ok(r) if r.outcome == CommandOutcome::Done => break r,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no re-check answer: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        parked.attributes.get("matching"),
+        Some(&AttrValue::Int(1)),
+        "{parked:?}"
+    );
+    assert_eq!(parked.evidence.len(), 1);
+    let sky = ask("case 8", "street_order.intrusion").await.unwrap();
+    assert_eq!(sky.outcome, CommandOutcome::Done);
+    assert_eq!(
+        sky.attributes.get("matching"),
+        Some(&AttrValue::Int(0)),
+        "{sky:?}"
+    );
+
+    // The look was recorded as an event naming the case, and its picture reaches the hub.
+    let sha = parked.evidence[0].sha256;
+    let arrived = wait_until(Duration::from_secs(30), || {
+        let (handle, id) = (handle.clone(), id.clone());
+        async move {
+            let Ok(events) = handle.with_log(move |log| log.events_of(&id)).await else {
+                return false;
+            };
+            let named = events.iter().any(|e| {
+                e.attributes.get("recheck_reference") == Some(&AttrValue::Text("case 7".into()))
+                    && e.evidence.iter().any(|r| r.sha256 == sha)
+            });
+            let complete = handle
+                .with_log(move |log| log.evidence_state(&sha))
+                .await
+                .is_ok_and(|s| s.is_some_and(|(_, _, done)| done));
+            named && complete
+        }
+    })
+    .await;
+    assert!(
+        arrived,
+        "the re-check event or its evidence did not reach the hub"
+    );
+    agent.shutdown().await;
+    hub.stop().await;
+}

@@ -21,6 +21,7 @@
 
 pub mod config;
 mod health;
+mod look;
 mod motion;
 mod pipeline;
 mod scheduler;
@@ -48,6 +49,7 @@ use crate::vision::rules::RuleError;
 use crate::vision::{Homography, NormBox, NormDetection, RuleEngine, Track, Tracker, Zone};
 
 pub use health::{CameraState, FaultKind, Health, HealthEvent};
+pub use look::{LOOK_MAX_FRAME_AGE, Look, LookError, Looker};
 pub use motion::{GateDecision, MotionGate};
 pub use scheduler::{DetectorQueue, FairQueue};
 
@@ -311,6 +313,8 @@ pub struct CameraStage {
     detector: Option<Detector>,
     analyses: Vec<CameraAnalysis>,
     stats: CameraStats,
+    looks_tx: std::sync::mpsc::Sender<look::LookRequest>,
+    looks_rx: std::sync::mpsc::Receiver<look::LookRequest>,
 }
 
 /// What a camera thread will run (`None` description: the camera could not be rendered).
@@ -345,11 +349,14 @@ impl CameraStage {
             timing: Arc::new(Mutex::new(Timing::default())),
         };
         if n == 0 {
+            let (looks_tx, looks_rx) = std::sync::mpsc::channel();
             return Ok(CameraStage {
                 cameras: Vec::new(),
                 detector: None,
                 analyses: Vec::new(),
                 stats,
+                looks_tx,
+                looks_rx,
             });
         }
         gst::init().map_err(CameraError::Gstreamer)?;
@@ -407,12 +414,24 @@ impl CameraStage {
             ..SessionConfig::default()
         };
         let detector = Detector::from_manifest(&runtime, manifest, &session)?;
+        let (looks_tx, looks_rx) = std::sync::mpsc::channel();
         Ok(CameraStage {
             cameras,
             detector: Some(detector),
             analyses,
             stats,
+            looks_tx,
+            looks_rx,
         })
+    }
+
+    /// Asks the cameras for a fresh look (for re-checks and sensor fusion); take it before
+    /// `run` consumes the stage. Looks are answered while the stage runs.
+    pub fn looker(&self) -> Looker {
+        Looker {
+            ids: self.stats.ids.clone(),
+            tx: self.looks_tx.clone(),
+        }
     }
 
     /// A cloneable view of the counters (take it before `run` consumes the stage).
@@ -439,7 +458,11 @@ impl CameraStage {
             detector,
             analyses,
             stats,
+            looks_tx,
+            looks_rx,
         } = self;
+        // Only loopers hold senders now: a look asked after the stage stopped is refused.
+        drop(looks_tx);
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let stop = cancel.child_token();
         let result = (|| {
@@ -453,7 +476,15 @@ impl CameraStage {
                 let mut analyses = analyses;
                 let mut detector = detector;
                 threads.push(spawn("detector".to_owned(), move || {
-                    detect_loop(&mut detector, &mut analyses, &queue, &timing, &tx, &stop);
+                    detect_loop(
+                        &mut detector,
+                        &mut analyses,
+                        &queue,
+                        &timing,
+                        &tx,
+                        &looks_rx,
+                        &stop,
+                    );
                 })?);
             }
             for (index, plan) in cameras.into_iter().enumerate() {
@@ -642,10 +673,15 @@ fn detect_loop(
     queue: &DetectorQueue<Frame>,
     timing: &Mutex<Timing>,
     observations: &mpsc::Sender<Observation>,
+    looks: &std::sync::mpsc::Receiver<look::LookRequest>,
     stop: &CancellationToken,
 ) {
     let mut warned = vec![false; analyses.len()];
     while !stop.is_cancelled() {
+        while let Ok(request) = looks.try_recv() {
+            let answer = answer_look(detector, analyses, request.camera);
+            let _ = request.reply.send(answer);
+        }
         let Some((camera, frame)) = queue.pop_timeout(Duration::from_millis(100)) else {
             continue;
         };
@@ -690,6 +726,33 @@ fn detect_loop(
             }
         }
     }
+}
+
+/// Detects on the newest kept frame of `camera`, for a [`Looker`].
+fn answer_look(
+    detector: &mut Detector,
+    analyses: &[CameraAnalysis],
+    camera: usize,
+) -> Result<Look, LookError> {
+    let analysis = analyses.get(camera).ok_or(LookError::Stopped)?;
+    let id = CameraId::parse(analysis.source.id.as_str()).map_err(|_| LookError::Stopped)?;
+    let (image, at) = look::recent_frame(&id, &analysis.counters, Instant::now())?;
+    let view = RgbView::new(image.width(), image.height(), image.as_raw()).map_err(|e| {
+        LookError::Detect {
+            camera: id.to_string(),
+            detail: e.to_string(),
+        }
+    })?;
+    let detections = detector.detect(view).map_err(|e| LookError::Detect {
+        camera: id.to_string(),
+        detail: crate::telemetry::chain(&e),
+    })?;
+    Ok(Look {
+        camera: id,
+        at,
+        image,
+        detections,
+    })
 }
 
 fn run_detector(detector: &mut Detector, frame: &Frame) -> Result<Vec<Detection>, DetectError> {

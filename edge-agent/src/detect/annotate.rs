@@ -89,7 +89,14 @@ pub fn draw(img: &mut RgbImage, detections: &[Detection]) {
 
 /// Draws `text` in black on a tab of `colour` whose left edge is `x1`: above `y1`, or just below
 /// it when there is no room above (a box touching the top edge). `scale` is pixels per glyph dot.
-pub(crate) fn label_tab(img: &mut RgbImage, x1: i64, y1: i64, text: &str, scale: u32, colour: Rgb<u8>) {
+pub(crate) fn label_tab(
+    img: &mut RgbImage,
+    x1: i64,
+    y1: i64,
+    text: &str,
+    scale: u32,
+    colour: Rgb<u8>,
+) {
     let (tw, th) = text_size(text, scale);
     let ty = if y1 >= i64::from(th) {
         y1 - i64::from(th)

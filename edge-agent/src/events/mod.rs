@@ -146,6 +146,23 @@ impl EventBuilder {
     /// [`EventsError::UnknownCategory`] or [`EventsError::Encode`]; neither consumes the
     /// cooldown period.
     pub fn build(&mut self, observation: Observation) -> Result<Built, EventsError> {
+        self.build_inner(observation, true)
+    }
+
+    /// Builds an event whatever the cooldown says, without starting a period: for looks that
+    /// were asked for (the hub's re-check of a case), each of which must be recorded.
+    ///
+    /// # Errors
+    /// As [`EventBuilder::build`].
+    pub fn build_requested(&mut self, observation: Observation) -> Result<Built, EventsError> {
+        self.build_inner(observation, false)
+    }
+
+    fn build_inner(
+        &mut self,
+        observation: Observation,
+        cooled: bool,
+    ) -> Result<Built, EventsError> {
         let Some(category) = self
             .catalog
             .by_code(&observation.category)
@@ -164,13 +181,14 @@ impl EventBuilder {
         // Device faults and recoveries are edge-triggered by state machines that debounce them
         // already (camera health, sensor offline/battery latches): each one is a change the hub
         // must see, so a camera that recovers and fails again inside the period still reports.
-        let device_class = self
-            .catalog
-            .major(&category.code)
-            .is_some_and(|m| m.key == DEVICE_CLASS_KEY);
+        let exempt = !cooled
+            || self
+                .catalog
+                .major(&category.code)
+                .is_some_and(|m| m.key == DEVICE_CLASS_KEY);
         // Render before recording a raise, so a failed render does not start a period.
         let suppressed = match self.cooldown.peek(&key, observation.observed_at) {
-            _ if device_class => 0,
+            _ if exempt => 0,
             CooldownDecision::Suppress { .. } => {
                 let repeats = match self.cooldown.check(&key, observation.observed_at) {
                     CooldownDecision::Suppress { repeats } => repeats,
@@ -184,7 +202,7 @@ impl EventBuilder {
             Some(snapshot) => vec![self.renderer.render(&category.code, snapshot)?],
             None => Vec::new(),
         };
-        if !device_class {
+        if !exempt {
             self.cooldown.check(&key, observation.observed_at);
         }
 

@@ -65,7 +65,7 @@ async fn create(
         blocking(move || svc.report(&req.service_code, req.lat, req.long, &req.description, now))
             .await?;
     let id = match outcome {
-        IngestOutcome::Created(id) | IngestOutcome::Merged(id) => id,
+        IngestOutcome::Created(id) | IngestOutcome::Merged(id) | IngestOutcome::Attached(id) => id,
         IngestOutcome::Duplicate => return Err(ApiError::Conflict("duplicate request".into())),
     };
     Ok((

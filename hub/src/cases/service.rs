@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use protocol::{
-    BoxId, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind, Timestamp,
+    AttrValue, BoxId, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -36,6 +37,18 @@ impl Default for CaseSettings {
     }
 }
 
+/// The case a box's re-check event answers: its `recheck_reference` attribute names the case
+/// (`"7"`, `"case 7"` or `"case:7"`).
+fn recheck_of(event: &Event) -> Option<CaseId> {
+    let Some(AttrValue::Text(reference)) = event.attributes.get("recheck_reference") else {
+        return None;
+    };
+    let digits = reference
+        .trim()
+        .trim_start_matches(|c: char| !c.is_ascii_digit());
+    digits.parse().ok().map(CaseId)
+}
+
 /// What became of an ingested event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", content = "case_id", rename_all = "snake_case")]
@@ -46,6 +59,9 @@ pub enum IngestOutcome {
     Merged(CaseId),
     /// Opened this case.
     Created(CaseId),
+    /// The box's answer to a camera re-check of this case: attached as evidence, the case
+    /// neither merged nor opened.
+    Attached(CaseId),
 }
 
 /// A change to a case, announced after commit (live updates, webhooks).
@@ -74,6 +90,8 @@ pub struct CaseStats {
     pub escalations_total: AtomicU64,
     /// Workflow actions applied.
     pub actions_total: AtomicU64,
+    /// Camera re-check answers attached to their cases.
+    pub rechecks_total: AtomicU64,
 }
 
 /// A case operation that failed.
@@ -185,6 +203,37 @@ impl CaseService {
             if !tx.insert_event(box_id, event, now)? {
                 return Ok((IngestOutcome::Duplicate, None));
             }
+            if let Some(id) = recheck_of(event)
+                && let Some(mut case) = tx.case(id)?
+            {
+                case.updated_at = now;
+                tx.update_case(&case)?;
+                tx.link_event(box_id, event.seq, case.id)?;
+                let matching = match event.attributes.get("matching") {
+                    Some(AttrValue::Int(n)) => n.to_string(),
+                    _ => "?".to_owned(),
+                };
+                tx.add_transition(&Transition {
+                    case_id: id,
+                    at: now,
+                    actor: Actor::system(),
+                    action: "recheck_evidence".into(),
+                    from: case.state,
+                    to: case.state,
+                    note: format!(
+                        "camera {} of {box_id} re-checked: {matching} matching object(s)",
+                        event.source.id
+                    ),
+                    evidence: event.evidence.iter().map(|e| e.sha256.to_hex()).collect(),
+                })?;
+                return Ok((
+                    IngestOutcome::Attached(id),
+                    Some(CaseChange {
+                        action: "recheck_evidence".into(),
+                        case,
+                    }),
+                ));
+            }
             let since = Timestamp::from_unix_millis(
                 event.observed_at.as_unix_millis() - self.settings.merge_window_ms,
             );
@@ -252,6 +301,7 @@ impl CaseService {
                 .stats
                 .cases_created_total
                 .fetch_add(1, Ordering::Relaxed),
+            IngestOutcome::Attached(_) => self.stats.rechecks_total.fetch_add(1, Ordering::Relaxed),
         };
         if let Some(change) = change {
             // no listener is fine: changes are also in the database

@@ -264,3 +264,52 @@ fn actions_are_recorded_with_actor_note_and_evidence_and_wrong_ones_refused() {
         (CaseState::Handling, CaseState::Handled)
     );
 }
+
+#[test]
+fn a_camera_recheck_answer_is_attached_to_its_case_not_merged_or_opened() {
+    let svc = service();
+    let (lat, lon) = (31.281, 120.581);
+    let id = created(
+        svc.ingest(
+            &box_id(),
+            &event(1, "0102", lat, lon, FRIDAY_4PM),
+            ts(FRIDAY_4PM),
+        )
+        .unwrap(),
+    );
+    // The box's answer: same category and place, naming the case; without the reference it
+    // would merge into the case.
+    let mut answer = event(2, "0102", lat, lon, FRIDAY_4PM + 60_000);
+    answer.attributes.insert(
+        "recheck_reference".into(),
+        protocol::AttrValue::Text(format!("case {}", id.0)),
+    );
+    answer
+        .attributes
+        .insert("matching".into(), protocol::AttrValue::Int(0));
+    let outcome = svc
+        .ingest(&box_id(), &answer, ts(FRIDAY_4PM + 61_000))
+        .unwrap();
+    assert_eq!(outcome, IngestOutcome::Attached(id));
+    let (case, transitions) = svc.case(id).unwrap().unwrap();
+    assert_eq!(
+        case.event_count, 1,
+        "not counted as a repeat of the problem"
+    );
+    let last = transitions.last().unwrap();
+    assert_eq!(last.action, "recheck_evidence");
+    assert_eq!(last.from, last.to);
+    assert!(last.note.contains("0 matching"), "{}", last.note);
+    assert_eq!(svc.cases().unwrap().len(), 1);
+
+    // A reference to a case that does not exist: the event is handled like any other.
+    let mut stray = event(3, "0102", lat + 0.05, lon, FRIDAY_4PM + 120_000);
+    stray.attributes.insert(
+        "recheck_reference".into(),
+        protocol::AttrValue::Text("case 999".into()),
+    );
+    let other = svc
+        .ingest(&box_id(), &stray, ts(FRIDAY_4PM + 121_000))
+        .unwrap();
+    assert!(matches!(other, IngestOutcome::Created(_)), "{other:?}");
+}

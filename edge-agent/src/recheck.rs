@@ -1,0 +1,274 @@
+//! The hub's camera re-check of a case, answered on the box: look through the camera now, record
+//! what it sees as an event (evidence rendered under the privacy policy, stored durably and synced
+//! like any other event, so the "after" picture reaches the hub), and answer with the counts.
+//!
+//! "Matching" objects are those the camera's rules for the asked categories look for: the rule's
+//! and its zone's classes, standing (bottom-centre of the box) inside the rule's zone with the
+//! zone's minimum score. The hub decides what the count means for its case; this module must not.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::{
+    AttrValue, Catalog, CategoryCode, CommandAction, CommandOutcome, CommandResult, Source,
+    SourceKind,
+};
+use tokio::sync::mpsc;
+
+use crate::camera::config::CameraConfig;
+use crate::camera::{Look, Looker};
+use crate::clock::now;
+use crate::config::Config;
+use crate::events::{Built, EventBuilder, Mark, Observation, PixelRect, Snapshot};
+use crate::store::Store;
+use crate::uplink::CommandRequest;
+use crate::vision::{NormBox, Zone};
+
+/// How long a look may take (the detector serves every camera in turn).
+const LOOK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Answers commands from the uplink until it drops its sender.
+pub async fn serve(
+    mut requests: mpsc::Receiver<CommandRequest>,
+    looker: Looker,
+    config: Arc<Config>,
+    store: Store,
+) {
+    let mut builder = EventBuilder::from_config(&config);
+    while let Some(request) = requests.recv().await {
+        let id = request.command.id;
+        let outcome = match request.command.action {
+            CommandAction::Recheck {
+                camera,
+                reference,
+                categories,
+            } => {
+                recheck(
+                    &looker,
+                    &config,
+                    &store,
+                    &mut builder,
+                    camera.as_str(),
+                    &reference,
+                    &categories,
+                )
+                .await
+            }
+            _ => Err(Answer::Unsupported),
+        };
+        let result = match outcome {
+            Ok((evidence, attributes)) => CommandResult {
+                id,
+                outcome: CommandOutcome::Done,
+                at: now(),
+                evidence,
+                attributes,
+            },
+            Err(Answer::Unsupported) => CommandResult {
+                id,
+                outcome: CommandOutcome::Unsupported,
+                at: now(),
+                evidence: Vec::new(),
+                attributes: BTreeMap::new(),
+            },
+            Err(Answer::Failed(reason)) => {
+                tracing::warn!(stage = "recheck", %reason, "re-check failed");
+                CommandResult {
+                    id,
+                    outcome: CommandOutcome::Failed { reason },
+                    at: now(),
+                    evidence: Vec::new(),
+                    attributes: BTreeMap::new(),
+                }
+            }
+        };
+        let _ = request.reply.send(result);
+    }
+}
+
+enum Answer {
+    Unsupported,
+    Failed(String),
+}
+
+type Done = (Vec<protocol::EvidenceRef>, BTreeMap<String, AttrValue>);
+
+async fn recheck(
+    looker: &Looker,
+    config: &Config,
+    store: &Store,
+    builder: &mut EventBuilder,
+    camera: &str,
+    reference: &str,
+    categories: &[CategoryCode],
+) -> Result<Done, Answer> {
+    let cam = config
+        .cameras
+        .iter()
+        .find(|c| c.id.as_str() == camera)
+        .ok_or_else(|| Answer::Failed(format!("this box has no camera `{camera}`")))?;
+    let look = looker
+        .look(camera, LOOK_TIMEOUT)
+        .await
+        .map_err(|e| Answer::Failed(e.to_string()))?;
+    let targets = targets(cam, categories);
+    let category = categories
+        .first()
+        .cloned()
+        .or_else(|| targets.first().map(|t| t.category.clone()))
+        .ok_or_else(|| {
+            Answer::Failed(format!(
+                "camera `{camera}` has no rule and the hub named no category"
+            ))
+        })?;
+    let (w, h) = look.image.dimensions();
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    let mut matching = 0i64;
+    for d in &look.detections {
+        *counts.entry(d.label.clone()).or_default() += 1;
+        let b = NormBox::from_pixels(&d.bbox, w, h);
+        let hit = if targets.is_empty() {
+            true
+        } else {
+            targets.iter().any(|t| t.matches(&d.label, d.score, &b))
+        };
+        matching += i64::from(hit);
+    }
+    let mut attributes = BTreeMap::new();
+    attributes.insert(
+        "recheck_reference".to_owned(),
+        AttrValue::Text(reference.to_owned()),
+    );
+    attributes.insert("matching".to_owned(), AttrValue::Int(matching));
+    for (label, n) in &counts {
+        attributes.insert(format!("count.{label}"), AttrValue::Int(*n));
+    }
+    let observation = observation(config, cam, &look, category, attributes.clone());
+    let Built::Event { event, evidence } = builder
+        .build_requested(observation)
+        .map_err(|e| Answer::Failed(format!("could not record the look: {e}")))?
+    else {
+        return Err(Answer::Failed("the look was not recorded".to_owned()));
+    };
+    let refs = event.evidence.clone();
+    let event_id = event.id;
+    let st = store.clone();
+    let committed = tokio::task::spawn_blocking(move || st.submit(*event, evidence))
+        .await
+        .map_err(|e| Answer::Failed(e.to_string()))?
+        .map_err(|e| Answer::Failed(format!("could not store the look: {e}")))?;
+    attributes.insert("event_id".to_owned(), AttrValue::Text(event_id.to_string()));
+    attributes.insert(
+        "seq".to_owned(),
+        AttrValue::Int(i64::try_from(committed.seq.0).unwrap_or(i64::MAX)),
+    );
+    tracing::info!(
+        stage = "recheck",
+        camera,
+        reference,
+        matching,
+        "re-check answered"
+    );
+    Ok((refs, attributes))
+}
+
+fn observation(
+    config: &Config,
+    cam: &CameraConfig,
+    look: &Look,
+    category: CategoryCode,
+    attributes: BTreeMap<String, AttrValue>,
+) -> Observation {
+    let marks = look
+        .detections
+        .iter()
+        .map(|d| {
+            let x = d.bbox.x1.max(0.0);
+            let y = d.bbox.y1.max(0.0);
+            Mark {
+                rect: PixelRect {
+                    x: x as u32,
+                    y: y as u32,
+                    width: (d.bbox.x2 - x).max(1.0) as u32,
+                    height: (d.bbox.y2 - y).max(1.0) as u32,
+                },
+                label: d.label.clone(),
+                score: d.score,
+                private: d.label == "person",
+            }
+        })
+        .collect();
+    let (w, h) = look.image.dimensions();
+    let zone = cam
+        .zones
+        .first()
+        .map(|z| Zone::from_config(z).pixels(w, h))
+        .unwrap_or_default();
+    Observation {
+        source: Source {
+            kind: SourceKind::Camera,
+            id: cam.id.clone().into(),
+        },
+        rule: "recheck".to_owned(),
+        zone: None,
+        track: None,
+        category,
+        severity: None,
+        observed_at: look.at,
+        location: cam.location(config.site.location()),
+        grid: cam.zones.first().and_then(|z| z.grid.clone()),
+        attributes,
+        snapshot: Some(Snapshot {
+            frame: (*look.image).clone(),
+            marks,
+            zone,
+        }),
+    }
+}
+
+/// What one of the camera's rules for an asked category looks for.
+struct Target {
+    category: CategoryCode,
+    classes: Vec<String>,
+    zone: Option<Zone>,
+}
+
+impl Target {
+    fn matches(&self, label: &str, score: f32, b: &NormBox) -> bool {
+        if !self.classes.is_empty() && !self.classes.iter().any(|c| c == label) {
+            return false;
+        }
+        match &self.zone {
+            Some(z) => score >= z.min_score && z.contains(b.foot()),
+            None => true,
+        }
+    }
+}
+
+/// The camera's rules for `categories` (every rule when none are named).
+fn targets(cam: &CameraConfig, categories: &[CategoryCode]) -> Vec<Target> {
+    let catalog = Catalog::embedded();
+    cam.rules
+        .iter()
+        .filter_map(|r| {
+            let category = catalog.resolve(&r.category)?.code.clone();
+            if !categories.is_empty() && !categories.contains(&category) {
+                return None;
+            }
+            let zone = r
+                .zone
+                .as_ref()
+                .and_then(|id| cam.zones.iter().find(|z| &z.id == id));
+            let mut classes = r.classes.clone();
+            if let Some(z) = zone {
+                classes.extend(z.classes.iter().cloned());
+            }
+            Some(Target {
+                category,
+                classes,
+                zone: zone.map(Zone::from_config),
+            })
+        })
+        .collect()
+}
