@@ -103,6 +103,19 @@ impl Agent {
         let tracker = TaskTracker::new();
         let (observations_tx, observations_rx) = mpsc::channel(OBSERVATION_QUEUE);
         let mut sensor_stats = None;
+        // Sensors with a confirming camera send through fusion, which attaches the camera's
+        // look; it starts once the cameras have (validation guarantees the camera exists).
+        let fused: std::collections::HashMap<protocol::SourceId, protocol::CameraId> = config
+            .sensors
+            .iter()
+            .filter_map(|s| Some((s.id.clone().into(), s.camera.clone()?)))
+            .collect();
+        let (sensors_tx, fusion_rx) = if fused.is_empty() {
+            (observations_tx.clone(), None)
+        } else {
+            let (tx, rx) = mpsc::channel(OBSERVATION_QUEUE);
+            (tx, Some(rx))
+        };
         if !config.sensors.is_empty() {
             let stage = SensorStage::from_config(
                 &config.sensors_config(),
@@ -112,7 +125,7 @@ impl Agent {
             sensor_stats = Some(stage.stats());
             tracker.spawn(
                 stage
-                    .run(observations_tx.clone(), cancel.clone())
+                    .run(sensors_tx, cancel.clone())
                     .instrument(info_span!("sensors")),
             );
         }
@@ -133,6 +146,18 @@ impl Agent {
                     }
                 }
                 .instrument(info_span!("cameras")),
+            );
+        }
+        if let (Some(rx), Some(looker)) = (fusion_rx, looker.clone()) {
+            tracker.spawn(
+                crate::fusion::run(
+                    rx,
+                    observations_tx.clone(),
+                    fused,
+                    looker,
+                    Arc::new(crate::fusion::FusionStats::default()),
+                )
+                .instrument(info_span!("fusion")),
             );
         }
         // Only the sources hold senders now: the events stage ends when they all have stopped.

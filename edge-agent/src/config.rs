@@ -327,6 +327,15 @@ impl Config {
             }
         }
         crate::camera::config::validate(&self.cameras, &mut problems);
+        for (i, sensor) in self.sensors.iter().enumerate() {
+            if let Some(cam) = &sensor.camera
+                && !self.cameras.iter().any(|c| &c.id == cam)
+            {
+                problems.push(format!(
+                    "sensors[{i}].camera: `{cam}` is not the id of any [[cameras]] entry"
+                ));
+            }
+        }
         problems
     }
 }

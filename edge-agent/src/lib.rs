@@ -13,6 +13,7 @@ pub mod config;
 pub mod detect;
 pub mod enroll;
 pub mod events;
+pub mod fusion;
 pub mod recheck;
 pub mod sensors;
 pub mod status;

@@ -364,3 +364,107 @@ async fn a_bad_url_and_an_unsupported_stream_fail_only_their_own_cameras() -> an
     agent.shutdown().await;
     Ok(())
 }
+
+/// Fusion: a leak sensor whose config names the camera covering the same place gets that
+/// camera's view attached to its event as a confirming snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_event_carries_a_confirming_snapshot_from_its_camera() -> anyhow::Result<()> {
+    let server = TestCamera::start(TestMedia::Still {
+        path: media("motorcycle_left.png")?,
+        fps: 25,
+        width_px: 740,
+        height_px: 500,
+    })?;
+    let broker = e2e::mosquitto::Mosquitto::start()?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"{}
+        [mqtt]
+        port = {}
+        client_id = "fusion-e2e"
+        reconnect_min_ms = 50
+
+        [[sensors]]
+        id = "leak-kerb"
+        device = "kerb_leak"
+        profile = {{ kind = "zigbee2mqtt" }}
+        camera = "kerb-cam"
+        [[sensors.rules]]
+        name = "leak"
+        kind = "state"
+        quantity = "water_leak"
+        category = "other.water_leak"
+
+        [[sensors]]
+        id = "leak-cellar"
+        device = "cellar_leak"
+        profile = {{ kind = "zigbee2mqtt" }}
+        [[sensors.rules]]
+        name = "leak"
+        kind = "state"
+        quantity = "water_leak"
+        category = "other.water_leak"
+
+        [[cameras]]
+        id = "kerb-cam"
+        detect_fps = 1
+        frame_width_px = 640
+        frame_height_px = 432
+        source = {{ kind = "rtsp", url = "{}" }}
+        "#,
+        site(dir.path()),
+        broker.port(),
+        server.url()
+    );
+    let agent = start(&config).await?;
+    let stats = agent.camera_stats().unwrap();
+    let sensors = agent.sensor_stats().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "a frame and the subscription",
+        || {
+            (camera(&stats, "kerb-cam").frames > 0 && sensors.lock().unwrap().link.subscribed > 0)
+                .then_some(())
+        },
+    )
+    .await?;
+    let publisher =
+        hardware::sim::publisher::Publisher::connect("devices", "127.0.0.1", broker.port());
+    for device in ["kerb_leak", "cellar_leak"] {
+        publisher.publish(
+            &hardware::sim::Zigbee2MqttDevice::new(device).water_leak(true),
+            Duration::from_secs(10),
+        )?;
+    }
+    let leaks = wait_until(Duration::from_secs(20), "two leak events", || {
+        let all = events(&agent);
+        let leaks: Vec<Event> = of_category(&all, "other.water_leak")
+            .into_iter()
+            .cloned()
+            .collect();
+        (leaks.len() == 2).then_some(leaks)
+    })
+    .await?;
+    let by = |id: &str| leaks.iter().find(|e| e.source.id.as_str() == id).unwrap();
+    let kerb = by("leak-kerb");
+    assert_eq!(
+        kerb.attributes.get("confirming_camera"),
+        Some(&AttrValue::Text("kerb-cam".into())),
+        "{kerb:?}"
+    );
+    assert!(
+        matches!(kerb.attributes.get("camera_objects"), Some(AttrValue::Int(n)) if *n >= 1),
+        "the motorcycle is in view: {kerb:?}"
+    );
+    assert_eq!(kerb.evidence.len(), 1);
+    let snapshot = std::fs::read(agent.store().evidence_path(&kerb.evidence[0].sha256))?;
+    assert!(
+        snapshot.len() > 10_000 && snapshot.starts_with(&[0xFF, 0xD8]),
+        "a JPEG of the camera's view"
+    );
+    let cellar = by("leak-cellar");
+    assert!(cellar.evidence.is_empty(), "no camera covers the cellar");
+    assert!(!cellar.attributes.contains_key("confirming_camera"));
+    agent.shutdown().await;
+    Ok(())
+}

@@ -129,6 +129,10 @@ pub struct SensorConfig {
     /// The rules, in order.
     #[serde(default)]
     pub rules: Vec<SensorRule>,
+    /// A camera (`[[cameras]]` id) that covers the same place: each of the sensor's events
+    /// carries what it saw at that moment as a confirming snapshot, when it has a recent frame.
+    #[serde(default)]
+    pub camera: Option<protocol::CameraId>,
 }
 
 /// Broker settings and sensors together.
