@@ -9,9 +9,15 @@ export ORT_DYLIB_PATH ?= $(CACHE)/onnxruntime/libonnxruntime.so.1.32.0
 setup:
 	@scripts/setup
 
-## Build and start what exists, on embedded defaults.
+## The whole product on this machine: broker, hub, an enrolled box with two test cameras and
+## simulated sensors; prints the API URL and a sign-in token; Ctrl-C stops everything.
+## `scripts/demo --ci` stops by itself once a camera case and a sensor case reached the hub.
 demo: setup
 	@scripts/demo
+
+## .deb files of edge-agent and hub in target/debian/ (release build; see scripts/package).
+package: setup
+	@scripts/package
 
 ## Everything CI checks: formatting, lints, the dependency direction, all tests.
 test: setup lint

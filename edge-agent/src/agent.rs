@@ -284,12 +284,15 @@ impl Agent {
     }
 }
 
-/// Runs the agent until `cancel` fires, then shuts it down in order.
+/// Runs the agent until `cancel` fires, then shuts it down in order. A box with no camera and no
+/// sensor configured yet (as installed) keeps running too: a service that exits at once would
+/// only be restarted over and over by its service manager.
 ///
 /// # Errors
 /// [`AgentError`] when it cannot start.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AgentError> {
-    let agent = Agent::start(config, cancel).await?;
+    let agent = Agent::start(config, cancel.clone()).await?;
+    cancel.cancelled().await;
     agent.wait().await;
     Ok(())
 }
