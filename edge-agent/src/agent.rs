@@ -13,6 +13,7 @@
 //!
 //! This module holds no domain logic: each stage lives in its own module and is tested there.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::clock::now;
 use crate::config::Config;
 use crate::events::{Built, EventBuilder, Observation};
 use crate::sensors::{SensorStage, SensorStats, SensorsError};
+use crate::status::{LocalApi, LocalApiError, StatusSources};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::chain;
 
@@ -46,6 +48,7 @@ pub struct Agent {
     sensor_stats: Option<Arc<Mutex<SensorStats>>>,
     camera_stats: Option<CameraStats>,
     events: Arc<EventsStats>,
+    local_api_addr: Option<SocketAddr>,
 }
 
 /// What the events stage has done.
@@ -76,6 +79,9 @@ pub enum AgentError {
     /// The cameras could not be set up (GStreamer, ONNX Runtime or the model).
     #[error("failed to set up the cameras")]
     Cameras(#[from] CameraError),
+    /// The box page could not start (its port is taken, its password file unusable).
+    #[error("failed to start the box page")]
+    LocalApi(#[from] LocalApiError),
     /// A start-up task panicked or was cancelled.
     #[error("start-up task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -134,8 +140,10 @@ impl Agent {
             events_stage(builder, store.clone(), observations_rx, Arc::clone(&events))
                 .instrument(info_span!("events")),
         );
+        let mut uplink_status = None;
         if let Some(uplink) = &config.uplink {
             let uplink = crate::uplink::Uplink::from_config(uplink, store.clone());
+            uplink_status = Some(uplink.status());
             let cancel = cancel.clone();
             tracker.spawn(
                 async move {
@@ -145,6 +153,29 @@ impl Agent {
                 }
                 .instrument(info_span!("uplink")),
             );
+        }
+        let mut local_api_addr = None;
+        if config.local_api.is_some() {
+            let sources = StatusSources {
+                store: store.clone(),
+                cameras: camera_stats.clone(),
+                sensors: sensor_stats.clone(),
+                events: Arc::clone(&events),
+                uplink: uplink_status,
+            };
+            let api = match LocalApi::bind(&config, sources).await {
+                Ok(api) => api,
+                Err(e) => {
+                    // Nothing may keep running when the start fails.
+                    cancel.cancel();
+                    tracker.close();
+                    tracker.wait().await;
+                    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+                    return Err(e.into());
+                }
+            };
+            local_api_addr = Some(api.local_addr());
+            tracker.spawn(api.run(cancel.clone()).instrument(info_span!("local_api")));
         }
         tracker.close();
         info!(
@@ -159,7 +190,13 @@ impl Agent {
             sensor_stats,
             camera_stats,
             events,
+            local_api_addr,
         })
+    }
+
+    /// Where the box page listens (none without `[local_api]`).
+    pub fn local_api_addr(&self) -> Option<SocketAddr> {
+        self.local_api_addr
     }
 
     /// The store (for status and tests; readers never block the writer).

@@ -53,6 +53,9 @@ pub struct Config {
     /// The uplink to the hub (QUIC, mutual TLS). Default: absent (events stay on the box).
     #[serde(default)]
     pub uplink: Option<crate::uplink::UplinkConfig>,
+    /// The box page and its JSON API (`[local_api]`). Default: absent (no page).
+    #[serde(default)]
+    pub local_api: Option<crate::status::LocalApiConfig>,
 }
 
 /// The box's location.
@@ -265,6 +268,9 @@ impl Config {
         if let Some(uplink) = &self.uplink {
             problems.extend(uplink.validate());
         }
+        if let Some(local_api) = &self.local_api {
+            problems.extend(local_api.validate());
+        }
         let site = self.site.location();
         if !site.is_valid() {
             problems.push(format!(
@@ -437,6 +443,36 @@ mod tests {
         let mut ev = config.events.evidence.clone();
         ev.unblurred_categories.clear();
         assert_eq!(ev, EvidenceConfig::default());
+        assert_eq!(
+            config.local_api,
+            Some(crate::status::LocalApiConfig::default())
+        );
+    }
+
+    #[test]
+    fn local_api_problems_name_their_keys() {
+        let text = r#"
+            [site]
+            lat = 1.0
+            lon = 2.0
+            [local_api]
+            admin_password_path = "relative/pw"
+            sensor_stale_secs = 0
+        "#;
+        let Err(ConfigError::Invalid { problems, .. }) = Config::from_toml_str(text, "t") else {
+            panic!("expected an invalid config");
+        };
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(": ").next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "local_api.admin_password_path",
+                "local_api.sensor_stale_secs"
+            ]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod enroll;
 pub mod events;
 pub mod sensors;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod uplink;

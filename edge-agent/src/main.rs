@@ -43,6 +43,16 @@ enum Command {
         #[arg(long, default_value = "gridsense-hub")]
         server_name: String,
     },
+    /// Show the running agent's state (cameras, sensors, uplink, store, recent events) from its
+    /// local API (`[local_api]`).
+    Status {
+        /// Print the JSON as the API serves it.
+        #[arg(long)]
+        json: bool,
+        /// The local API's address.
+        #[arg(long, default_value = edge_agent::status::cli::DEFAULT_URL)]
+        url: String,
+    },
     /// List the event categories (codes and keys to use in rules).
     Categories {
         /// Print JSON lines instead of a table.
@@ -104,6 +114,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run_agent(&config),
         Command::Categories { json } => print_categories(json),
+        Command::Status { json, url } => print_status(&url, json),
         Command::Enroll {
             hub,
             token,
@@ -196,6 +207,38 @@ async fn wait_for_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn print_status(url: &str, json: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(edge_agent::status::cli::fetch(url)) {
+        Ok((report, raw)) => {
+            if json {
+                println!("{raw}");
+            } else {
+                print!("{}", edge_agent::status::cli::render_table(&report));
+            }
+            // The exit status says whether anything is dead, for scripts and monitoring.
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {}", edge_agent::telemetry::chain(&e));
+            ExitCode::FAILURE
         }
     }
 }

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::events::{Mark, Observation, PixelRect, Snapshot};
 use crate::vision::rules::RuleError;
-use crate::vision::{Homography, NormBox, NormDetection, RuleEngine, Tracker, Zone};
+use crate::vision::{Homography, NormBox, NormDetection, RuleEngine, Track, Tracker, Zone};
 
 pub use health::{CameraState, FaultKind, Health, HealthEvent};
 pub use motion::{GateDecision, MotionGate};
@@ -158,6 +158,52 @@ pub struct Timing {
 /// Latency samples kept.
 pub const LATENCY_SAMPLES: usize = 4096;
 
+/// The newest frame of a camera, kept for the status page's thumbnail (at most one copy every
+/// [`LATEST_FRAME_EVERY`], so keeping it costs next to nothing).
+#[derive(Debug, Clone)]
+pub struct LatestFrame {
+    /// The pixels, as the pipeline scaled them.
+    pub image: Arc<RgbImage>,
+    /// When it was captured, on the box clock.
+    pub wall: Timestamp,
+    /// When it was captured.
+    pub captured: Instant,
+}
+
+/// How often a camera thread copies a frame for [`LatestFrame`].
+pub const LATEST_FRAME_EVERY: Duration = Duration::from_millis(500);
+
+/// What the detector last made of a camera's frame: its detections and live tracks with the
+/// rules' explanations, for the status page.
+#[derive(Debug, Clone, Default)]
+pub struct Scene {
+    /// When the frame was captured (none before the first detected frame).
+    pub at: Option<Timestamp>,
+    /// The frame's detections.
+    pub detections: Vec<NormDetection>,
+    /// The live tracks.
+    pub tracks: Vec<TrackView>,
+}
+
+/// One live track and why each rule did or did not fire for it.
+#[derive(Debug, Clone)]
+pub struct TrackView {
+    /// The track id.
+    pub id: u64,
+    /// Its label.
+    pub label: String,
+    /// Its latest score.
+    pub score: f32,
+    /// Its latest box.
+    pub bbox: NormBox,
+    /// How long it has been tracked.
+    pub age: Duration,
+    /// Whether it stands still.
+    pub stationary: bool,
+    /// The rules' latest explanations.
+    pub explanations: Vec<crate::vision::rules::Explanation>,
+}
+
 impl CameraStats {
     /// Every camera's status, in config order.
     pub fn snapshot(&self) -> Vec<CameraStatus> {
@@ -194,6 +240,38 @@ impl CameraStats {
         self.queue.len()
     }
 
+    /// The newest kept frame of a camera (none before its first frame).
+    pub fn latest_frame(&self, id: &str) -> Option<LatestFrame> {
+        let i = self.ids.iter().position(|c| c.as_str() == id)?;
+        self.counters[i]
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks a camera's thread to rebuild its pipeline now (a technician's action on the box
+    /// page). False when there is no such camera.
+    pub fn request_reconnect(&self, id: &str) -> bool {
+        let Some(i) = self.ids.iter().position(|c| c.as_str() == id) else {
+            return false;
+        };
+        self.counters[i].reconnect.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// What the detector last made of a camera's frames.
+    pub fn scene(&self, id: &str) -> Option<Scene> {
+        let i = self.ids.iter().position(|c| c.as_str() == id)?;
+        Some(
+            self.counters[i]
+                .scene
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+
     /// Detector and rule timings so far.
     pub fn timing(&self) -> Timing {
         self.timing
@@ -218,6 +296,12 @@ pub(crate) struct CameraCounters {
     /// Set by the detector thread; the motion gate lets frames through while a track lives.
     active_tracks: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Set by the status page, taken by the camera thread: rebuild the pipeline.
+    reconnect: AtomicBool,
+    /// Written by the camera thread, read by the status page.
+    latest: Mutex<Option<LatestFrame>>,
+    /// Written by the detector thread, read by the status page.
+    scene: Mutex<Scene>,
 }
 
 /// The camera stage, built and ready to run.
@@ -452,6 +536,31 @@ impl CameraAnalysis {
         })
     }
 
+    /// Keeps what this frame showed for the status page.
+    fn publish_scene(&self, frame: &Frame, detections: Vec<NormDetection>, tracks: &[Track]) {
+        let tracks = tracks
+            .iter()
+            .map(|t| TrackView {
+                id: t.id,
+                label: t.label.clone(),
+                score: t.score,
+                bbox: t.bbox,
+                age: t.age(frame.captured),
+                stationary: t.stationary,
+                explanations: self.engine.explain(t.id),
+            })
+            .collect();
+        *self
+            .counters
+            .scene
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Scene {
+            at: Some(frame.wall),
+            detections,
+            tracks,
+        };
+    }
+
     /// Tracks the frame's detections, evaluates the rules and builds observations.
     fn process(&mut self, frame: &Frame, detections: &[Detection]) -> Vec<Observation> {
         let (w, h) = frame.image.dimensions();
@@ -468,6 +577,7 @@ impl CameraAnalysis {
             .active_tracks
             .store(!tracks.is_empty(), Ordering::Relaxed);
         let firings = self.engine.evaluate(&tracks, frame.captured, frame.wall);
+        self.publish_scene(frame, norm, &tracks);
         if firings.is_empty() {
             return Vec::new();
         }

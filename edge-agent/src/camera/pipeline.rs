@@ -28,7 +28,7 @@ use super::config::HealthConfig;
 use super::health::{Health, HealthEvent};
 use super::motion::MotionGate;
 use super::scheduler::DetectorQueue;
-use super::{CameraCounters, Frame};
+use super::{CameraCounters, Frame, LATEST_FRAME_EVERY, LatestFrame};
 use crate::events::Observation;
 
 /// Name of the appsink in rendered pipelines.
@@ -161,6 +161,9 @@ impl CameraWorker {
                     }
                 }
             }
+            if self.counters.reconnect.swap(false, Ordering::Relaxed) {
+                return SessionEnd::Failed("reconnect requested on the box page".to_owned());
+            }
             if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
                 return SessionEnd::Failed(match msg.view() {
                     gst::MessageView::Error(err) => error_text(err),
@@ -179,6 +182,19 @@ impl CameraWorker {
     fn offer(&mut self, frame: Frame, now: Instant) {
         let c = &self.counters;
         c.frames.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut latest = c.latest.lock().unwrap_or_else(|p| p.into_inner());
+            if latest
+                .as_ref()
+                .is_none_or(|l| now.saturating_duration_since(l.captured) >= LATEST_FRAME_EVERY)
+            {
+                *latest = Some(LatestFrame {
+                    image: Arc::new(frame.image.clone()),
+                    wall: frame.wall,
+                    captured: now,
+                });
+            }
+        }
         let active = c.active_tracks.load(Ordering::Relaxed);
         let decision = self.gate.decide(
             frame.image.as_raw(),

@@ -138,6 +138,40 @@ impl EvidenceRenderer {
             .map_err(|source| EventsError::Encode { source })?;
         Ok(EvidenceFile::new(jpeg, "image/jpeg"))
     }
+
+    /// The status page's thumbnail of a live frame: private marks blurred whenever privacy blur
+    /// is on (no category decides here), every zone and mark drawn, JPEG encoded.
+    ///
+    /// # Errors
+    /// [`EventsError::Encode`] when the JPEG encoder fails.
+    pub fn render_overview(
+        &self,
+        mut frame: RgbImage,
+        zones: &[Vec<(u32, u32)>],
+        marks: &[Mark],
+    ) -> Result<Vec<u8>, EventsError> {
+        if self.privacy_blur {
+            let regions: Vec<PixelRect> =
+                marks.iter().filter(|m| m.private).map(|m| m.rect).collect();
+            blur_regions(&mut frame, &regions, self.blur_radius_px);
+        }
+        for zone in zones {
+            draw_polygon(&mut frame, zone, ZONE_COLOUR);
+        }
+        for mark in marks {
+            let colour = if mark.private {
+                PRIVATE_COLOUR
+            } else {
+                OBJECT_COLOUR
+            };
+            draw_rect(&mut frame, mark.rect, colour);
+        }
+        let mut jpeg = Vec::new();
+        JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), self.jpeg_quality)
+            .encode_image(&frame)
+            .map_err(|source| EventsError::Encode { source })?;
+        Ok(jpeg)
+    }
 }
 
 /// Blurs each region of `frame` in place with a three-pass box blur of `radius` pixels, reading

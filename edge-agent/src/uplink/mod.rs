@@ -64,6 +64,8 @@ pub struct UplinkStatus {
     pub sessions_total: u64,
     /// Why the last session ended or failed, for a human.
     pub last_error: Option<String>,
+    /// The QUIC round-trip time of the current session (none while offline).
+    pub rtt: Option<Duration>,
 }
 
 /// A command for the box's camera side, with where to send the result.
@@ -181,6 +183,7 @@ impl Uplink {
             acked_seq: 0,
             sessions_total: 0,
             last_error: None,
+            rtt: None,
         });
         Uplink {
             settings,
@@ -277,6 +280,9 @@ impl Uplink {
     fn set_mode(&self, mode: UplinkMode, error: Option<String>) {
         self.status_tx.send_modify(|s| {
             s.mode = mode;
+            if mode != UplinkMode::CatchingUp && mode != UplinkMode::Connected {
+                s.rtt = None;
+            }
             if error.is_some() {
                 s.last_error = error;
             }

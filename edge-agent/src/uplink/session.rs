@@ -186,7 +186,7 @@ async fn session(
         }
         if last_status.elapsed() >= STATUS_REFRESH {
             last_status = Instant::now();
-            refresh_status(up, in_flight.is_empty() && exhausted).await;
+            refresh_status(up, conn.rtt(), in_flight.is_empty() && exhausted).await;
         }
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -254,7 +254,10 @@ async fn session(
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     drop(reader);
-    up.status_tx.send_modify(|st| st.mode = UplinkMode::Offline);
+    up.status_tx.send_modify(|st| {
+        st.mode = UplinkMode::Offline;
+        st.rtt = None;
+    });
     Ok(end)
 }
 
@@ -307,7 +310,7 @@ fn read_batch(
     Ok(events)
 }
 
-async fn refresh_status(up: &Uplink, idle: bool) {
+async fn refresh_status(up: &Uplink, rtt: Duration, idle: bool) {
     let store = up.store.clone();
     let found = blocking(move || -> Result<_, crate::store::StoreError> {
         let stats = store.stats()?;
@@ -320,6 +323,7 @@ async fn refresh_status(up: &Uplink, idle: bool) {
             st.backlog_events = stats.unsynced_events;
             st.acked_seq = stats.acked_seq;
             st.oldest_unsynced_at = oldest;
+            st.rtt = Some(rtt);
             st.mode = if stats.unsynced_events == 0 && idle {
                 UplinkMode::Connected
             } else {

@@ -1,0 +1,84 @@
+//! The `[local_api]` section: where the box page and its JSON API listen, and the technician's
+//! admin password.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The `[local_api]` section. Absent: no page, no local API (the default, so that several agents
+/// on one machine, as in tests, never fight over a port).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalApiConfig {
+    /// Address the page and the API listen on. Default `127.0.0.1:8089` (only the box itself;
+    /// `0.0.0.0:8089` lets a technician's laptop on the box's LAN in).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// File holding the SHA-256 (64 hex digits) of the local admin password
+    /// (`printf %s 'the password' | sha256sum`). Signing in with it unlocks the page's actions
+    /// (reconnect a camera). Default: none (read-only; no sign-in).
+    #[serde(default)]
+    pub admin_password_path: Option<PathBuf>,
+    /// A sensor without an `offline` rule counts as stale after this much silence (a sensor with
+    /// one uses its `expected_interval_secs` × `factor`). Default 900 s.
+    #[serde(
+        default = "default_sensor_stale",
+        rename = "sensor_stale_secs",
+        deserialize_with = "crate::config::units::secs"
+    )]
+    pub sensor_stale: Duration,
+    /// How long a sign-in lasts. Default 8 h.
+    #[serde(
+        default = "default_session",
+        rename = "session_secs",
+        deserialize_with = "crate::config::units::secs"
+    )]
+    pub session: Duration,
+}
+
+impl Default for LocalApiConfig {
+    fn default() -> Self {
+        LocalApiConfig {
+            listen: default_listen(),
+            admin_password_path: None,
+            sensor_stale: default_sensor_stale(),
+            session: default_session(),
+        }
+    }
+}
+
+impl LocalApiConfig {
+    /// Cross-field problems as `local_api.key: problem` lines.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(path) = &self.admin_password_path
+            && !path.is_absolute()
+        {
+            problems.push(format!(
+                "local_api.admin_password_path: `{}` must be an absolute path",
+                path.display()
+            ));
+        }
+        if self.sensor_stale.is_zero() {
+            problems.push("local_api.sensor_stale_secs: must be at least 1".to_owned());
+        }
+        if self.session.is_zero() {
+            problems.push("local_api.session_secs: must be at least 1".to_owned());
+        }
+        problems
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8089))
+}
+
+fn default_sensor_stale() -> Duration {
+    Duration::from_secs(900)
+}
+
+fn default_session() -> Duration {
+    Duration::from_secs(8 * 3600)
+}

@@ -1,0 +1,836 @@
+//! The local HTTP server: the box page, its JSON API, thumbnails, evidence, and the admin sign-in.
+//!
+//! Routes (all under the `[local_api]` listen address):
+//! - `GET /` the page (`page.html`, `page.css`, `page.js`, built into the binary);
+//! - `GET /api/status` the [`StatusReport`];
+//! - `GET /api/cameras/{id}/thumbnail.jpg` the camera's newest frame with zones and objects
+//!   drawn (persons blurred while `events.evidence.privacy_blur` is on);
+//! - `GET /api/evidence/{sha256}` an evidence JPEG the store holds;
+//! - `GET|POST|DELETE /api/session` sign-in state, sign in with the admin password, sign out;
+//! - `POST /api/cameras/{id}/reconnect` rebuild a camera's pipeline (signed in only).
+//!
+//! Reads go through [`Store`] readers on the blocking pool and the stages' shared counters; the
+//! only write is the reconnect request, which sets a flag the camera thread consumes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use image::RgbImage;
+use protocol::{Catalog, Digest, Seq};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::report::{
+    CameraReport, DetectorReport, EventCounts, EventReport, ExplanationReport, MqttReport, Problem,
+    SensorReport, StatusReport, StoreReport, TrackReport, UplinkReport,
+};
+use super::{LocalApiError, StatusSources};
+use crate::camera::{CameraState, CameraStats};
+use crate::config::Config;
+use crate::events::{EvidenceRenderer, Mark, PixelRect};
+use crate::sensors::RuleKind;
+use crate::uplink::UplinkMode;
+
+/// The page's files.
+const PAGE_HTML: &str = include_str!("page.html");
+const PAGE_CSS: &str = include_str!("page.css");
+const PAGE_JS: &str = include_str!("page.js");
+
+/// Newest events listed.
+const RECENT_EVENTS: u64 = 20;
+/// How often frame and detection rates are sampled.
+const RATE_TICK: Duration = Duration::from_secs(1);
+/// Most sign-ins kept at once (the oldest goes first).
+const MAX_SESSIONS: usize = 16;
+/// Name of the sign-in cookie.
+const SESSION_COOKIE: &str = "gs_box_session";
+/// Quota and disk use from which the page warns.
+const NEARLY_FULL: f64 = 0.9;
+/// A failed sign-in answers only after this, to slow guessing.
+const FAILED_SIGN_IN_DELAY: Duration = Duration::from_millis(500);
+
+/// State shared by the handlers.
+pub(super) struct ApiState {
+    pub(super) config: Config,
+    pub(super) sources: StatusSources,
+    pub(super) started: Instant,
+    pub(super) password_sha256: Option<[u8; 32]>,
+    pub(super) renderer: EvidenceRenderer,
+    pub(super) rates: Mutex<Rates>,
+    pub(super) sessions: Mutex<HashMap<String, Instant>>,
+}
+
+/// Per-camera frame and detection rates, and the detector's recent mean time.
+#[derive(Debug, Default)]
+pub(super) struct Rates {
+    last: Option<Sample>,
+    fps: HashMap<String, (f64, f64)>,
+    inference_ms: Option<f64>,
+}
+
+/// The counters at one tick.
+#[derive(Debug)]
+struct Sample {
+    at: Instant,
+    /// (frames, detected) per camera.
+    counts: Vec<(u64, u64)>,
+    /// Frames the detector timed.
+    timed: u64,
+    /// Time spent detecting them.
+    detect: Duration,
+}
+
+pub(super) fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/page.css", get(css))
+        .route("/page.js", get(js))
+        .route("/api/status", get(status))
+        .route("/api/cameras/{id}/thumbnail.jpg", get(thumbnail))
+        .route("/api/cameras/{id}/reconnect", post(reconnect))
+        .route("/api/evidence/{sha256}", get(evidence))
+        .route("/api/session", get(session).post(sign_in).delete(sign_out))
+        .with_state(state)
+}
+
+/// Samples the cameras' counters every [`RATE_TICK`] until `cancel`.
+pub(super) async fn sample_rates(state: Arc<ApiState>, cancel: CancellationToken) {
+    let Some(cameras) = state.sources.cameras.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(RATE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => sample(&state, &cameras),
+        }
+    }
+}
+
+fn sample(state: &ApiState, cameras: &CameraStats) {
+    let now = Instant::now();
+    let snapshot = cameras.snapshot();
+    let counts: Vec<(u64, u64)> = snapshot.iter().map(|c| (c.frames, c.detected)).collect();
+    let timing = cameras.timing();
+    let mut rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(Sample {
+        at: then,
+        counts: before,
+        timed: frames_before,
+        detect: detect_before,
+    }) = rates.last.take()
+    {
+        let secs = now.saturating_duration_since(then).as_secs_f64().max(1e-3);
+        let fps: Vec<(String, (f64, f64))> = snapshot
+            .iter()
+            .zip(counts.iter().zip(&before))
+            .map(|(cam, ((f, d), (f0, d0)))| {
+                let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+                (cam.id.to_string(), (rate(*f, *f0), rate(*d, *d0)))
+            })
+            .collect();
+        rates.fps = fps.into_iter().collect();
+        let frames = timing.frames.saturating_sub(frames_before);
+        if frames > 0 {
+            let spent = timing.detect.saturating_sub(detect_before);
+            rates.inference_ms = Some(spent.as_secs_f64() * 1000.0 / frames as f64);
+        }
+    }
+    if rates.inference_ms.is_none() && timing.frames > 0 {
+        rates.inference_ms = Some(timing.detect.as_secs_f64() * 1000.0 / timing.frames as f64);
+    }
+    rates.last = Some(Sample {
+        at: now,
+        counts,
+        timed: timing.frames,
+        detect: timing.detect,
+    });
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing on the page may come from anywhere but the box.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self'; connect-src 'self'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE_HTML,
+    )
+        .into_response()
+}
+
+async fn css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        PAGE_CSS,
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        PAGE_JS,
+    )
+        .into_response()
+}
+
+async fn status(State(state): State<Arc<ApiState>>) -> Response {
+    let st = Arc::clone(&state);
+    match tokio::task::spawn_blocking(move || build_report(&st)).await {
+        Ok(Ok(report)) => no_store(axum::Json(report).into_response()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "status report failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event store cannot be read",
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "status report task failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "status report failed")
+        }
+    }
+}
+
+async fn thumbnail(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+    let Some(cameras) = state.sources.cameras.clone() else {
+        return error(StatusCode::NOT_FOUND, "no cameras are configured");
+    };
+    let Some(camera) = state.config.cameras.iter().find(|c| c.id.as_str() == id) else {
+        return error(StatusCode::NOT_FOUND, "no such camera");
+    };
+    let Some(latest) = cameras.latest_frame(&id) else {
+        return error(StatusCode::NOT_FOUND, "no frame from this camera yet");
+    };
+    let zones: Vec<Vec<[f32; 2]>> = camera.zones.iter().map(|z| z.polygon.clone()).collect();
+    let scene = cameras.scene(&id).unwrap_or_default();
+    let st = Arc::clone(&state);
+    let rendered = tokio::task::spawn_blocking(move || {
+        let image: RgbImage = (*latest.image).clone();
+        let (w, h) = image.dimensions();
+        let zones: Vec<Vec<(u32, u32)>> = zones
+            .iter()
+            .map(|z| z.iter().map(|p| to_pixels(p[0], p[1], w, h)).collect())
+            .collect();
+        let marks: Vec<Mark> = scene
+            .detections
+            .iter()
+            .map(|d| {
+                let (x1, y1) = to_pixels(d.bbox.x1, d.bbox.y1, w, h);
+                let (x2, y2) = to_pixels(d.bbox.x2, d.bbox.y2, w, h);
+                Mark {
+                    rect: PixelRect {
+                        x: x1,
+                        y: y1,
+                        width: x2.saturating_sub(x1).max(1),
+                        height: y2.saturating_sub(y1).max(1),
+                    },
+                    label: d.label.clone(),
+                    score: d.score,
+                    private: d.label == "person",
+                }
+            })
+            .collect();
+        st.renderer.render_overview(image, &zones, &marks)
+    })
+    .await;
+    match rendered {
+        Ok(Ok(jpeg)) => no_store(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response()),
+        Ok(Err(e)) => {
+            tracing::warn!(camera = %id, error = %crate::telemetry::chain(&e), "thumbnail encoding failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "thumbnail encoding failed",
+            )
+        }
+        Err(e) => {
+            tracing::warn!(camera = %id, error = %e, "thumbnail task failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "thumbnail failed")
+        }
+    }
+}
+
+async fn evidence(State(state): State<Arc<ApiState>>, Path(sha256): Path<String>) -> Response {
+    let Ok(digest) = Digest::from_hex(&sha256) else {
+        return error(StatusCode::BAD_REQUEST, "expected 64 hex digits");
+    };
+    let store = state.sources.store.clone();
+    let read = tokio::task::spawn_blocking(move || -> Option<Vec<u8>> {
+        if !store.has_evidence(&digest).ok()? {
+            return None;
+        }
+        std::fs::read(store.evidence_path(&digest)).ok()
+    })
+    .await;
+    match read {
+        Ok(Some(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "the box does not hold this evidence"),
+        Err(e) => {
+            tracing::warn!(error = %e, "evidence read task failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "evidence read failed")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SignIn {
+    password: String,
+}
+
+async fn session(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    no_store(
+        axum::Json(serde_json::json!({
+            "sign_in_available": state.password_sha256.is_some(),
+            "signed_in": signed_in(&state, &headers),
+        }))
+        .into_response(),
+    )
+}
+
+async fn sign_in(
+    State(state): State<Arc<ApiState>>,
+    axum::Json(body): axum::Json<SignIn>,
+) -> Response {
+    let Some(expected) = state.password_sha256 else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no admin password is configured (local_api.admin_password_path)",
+        );
+    };
+    let given: [u8; 32] = Sha256::digest(body.password.as_bytes()).into();
+    if !constant_time_eq(&given, &expected) {
+        tracing::warn!(stage = "local_api", "failed sign-in on the box page");
+        tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
+        return error(StatusCode::UNAUTHORIZED, "wrong password");
+    }
+    let token = match new_token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "no randomness for a session token");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "sign-in failed");
+        }
+    };
+    {
+        let mut sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, at| now.saturating_duration_since(*at) < state.config_session());
+        while sessions.len() >= MAX_SESSIONS {
+            let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            sessions.remove(&oldest);
+        }
+        sessions.insert(token.clone(), now);
+    }
+    tracing::info!(stage = "local_api", "technician signed in on the box page");
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        state.config_session().as_secs()
+    );
+    let mut response =
+        no_store(axum::Json(serde_json::json!({ "signed_in": true })).into_response());
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+async fn sign_out(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_token(&headers) {
+        state
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+    let mut response =
+        no_store(axum::Json(serde_json::json!({ "signed_in": false })).into_response());
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("gs_box_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+async fn reconnect(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !signed_in(&state, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "sign in with the box's admin password first",
+        );
+    }
+    let requested = state
+        .sources
+        .cameras
+        .as_ref()
+        .is_some_and(|c| c.request_reconnect(&id));
+    if !requested {
+        return error(StatusCode::NOT_FOUND, "no such camera");
+    }
+    tracing::info!(camera = %id, "camera reconnect requested on the box page");
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "reconnecting": id })),
+    )
+        .into_response()
+}
+
+impl ApiState {
+    fn config_session(&self) -> Duration {
+        self.config
+            .local_api
+            .as_ref()
+            .map_or(Duration::from_secs(8 * 3600), |l| l.session)
+    }
+}
+
+fn signed_in(state: &ApiState, headers: &HeaderMap) -> bool {
+    let Some(token) = session_token(headers) else {
+        return false;
+    };
+    let sessions = state.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    sessions
+        .get(token)
+        .is_some_and(|at| at.elapsed() < state.config_session())
+}
+
+fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// 32 random bytes from the kernel, as hex.
+fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn error(code: StatusCode, message: &str) -> Response {
+    (code, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn to_pixels(x: f32, y: f32, w: u32, h: u32) -> (u32, u32) {
+    (
+        (x.clamp(0.0, 1.0) * w as f32) as u32,
+        (y.clamp(0.0, 1.0) * h as f32) as u32,
+    )
+}
+
+/// Builds the report (blocking: reads the store and the file system).
+fn build_report(state: &ApiState) -> Result<StatusReport, crate::store::StoreError> {
+    let now = crate::clock::now().as_unix_millis();
+    let uptime = state.started.elapsed();
+    let store = &state.sources.store;
+    let stats = store.stats()?;
+    let oldest = store
+        .pending(1)?
+        .first()
+        .map(|e| e.observed_at.as_unix_millis());
+    let from = stats.last_seq.saturating_sub(RECENT_EVENTS - 1).max(1);
+    let mut recent = store.events_from(Seq(from), RECENT_EVENTS as usize)?;
+    recent.reverse();
+    let catalog = Catalog::embedded();
+    let recent_events = recent
+        .iter()
+        .map(|e| {
+            let category = catalog.by_code(&e.category);
+            EventReport {
+                seq: e.seq.0,
+                id: e.id.to_string(),
+                category: e.category.to_string(),
+                category_key: category.map(|c| c.key.clone()),
+                name_en: category.map(|c| c.en.clone()),
+                name_zh: category.map(|c| c.zh.clone()),
+                severity: word(&e.severity),
+                source_kind: word(&e.source.kind),
+                source_id: e.source.id.to_string(),
+                observed_at_ms: e.observed_at.as_unix_millis(),
+                synced: e.seq.0 <= stats.acked_seq,
+                evidence: e.evidence.iter().map(|r| r.sha256.to_hex()).collect(),
+            }
+        })
+        .collect();
+
+    let mut problems = Vec::new();
+    let cameras = camera_reports(state, &mut problems);
+    let (mqtt, sensors) = sensor_reports(state, now, uptime, &mut problems);
+    if let Some(m) = &mqtt
+        && !m.connected
+    {
+        problems.push(problem("mqtt_down", "mqtt", None));
+    }
+    let uplink = uplink_report(state, &stats, oldest, now);
+    match uplink.mode.as_str() {
+        "offline" => problems.push(problem(
+            "uplink_offline",
+            "uplink",
+            uplink.last_error.clone(),
+        )),
+        "revoked" => problems.push(problem("uplink_revoked", "uplink", None)),
+        _ => {}
+    }
+    let (disk_free, disk_total) = disk(&state.config.store.data_dir);
+    let quota = state.config.store.quota_bytes;
+    if quota > 0 && stats.usage_bytes as f64 >= NEARLY_FULL * quota as f64 {
+        problems.push(problem(
+            "store_nearly_full",
+            "store",
+            Some(format!(
+                "{:.0} %",
+                100.0 * stats.usage_bytes as f64 / quota as f64
+            )),
+        ));
+    }
+    if let (Some(free), Some(total)) = (disk_free, disk_total)
+        && total > 0
+        && (total - free.min(total)) as f64 >= NEARLY_FULL * total as f64
+    {
+        problems.push(problem(
+            "disk_nearly_full",
+            "disk",
+            Some(format!("{} MiB free", free / (1024 * 1024))),
+        ));
+    }
+    if stats.lost_events_total > 0 {
+        problems.push(problem(
+            "events_lost",
+            "store",
+            Some(stats.lost_events_total.to_string()),
+        ));
+    }
+    let ev = &state.sources.events;
+    let rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
+    let detector = DetectorReport {
+        inference_ms: rates.inference_ms,
+        queue_len: state
+            .sources
+            .cameras
+            .as_ref()
+            .map_or(0, CameraStats::queue_len),
+    };
+    drop(rates);
+    Ok(StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        generated_at_ms: now,
+        uptime_secs: uptime.as_secs(),
+        sign_in_available: state.password_sha256.is_some(),
+        cameras,
+        detector,
+        mqtt,
+        sensors,
+        uplink,
+        store: StoreReport {
+            data_dir: state.config.store.data_dir.display().to_string(),
+            usage_bytes: stats.usage_bytes,
+            quota_bytes: quota,
+            events: stats.events,
+            unsynced_events: stats.unsynced_events,
+            evidence_files: stats.evidence_files,
+            lost_events_total: stats.lost_events_total,
+            evicted_events_total: stats.evicted_events_total,
+            disk_free_bytes: disk_free,
+            disk_total_bytes: disk_total,
+        },
+        events: EventCounts {
+            observations: ev.observations.load(Ordering::Relaxed),
+            committed: ev.committed.load(Ordering::Relaxed),
+            suppressed: ev.suppressed.load(Ordering::Relaxed),
+            build_errors: ev.build_errors.load(Ordering::Relaxed),
+            store_errors: ev.store_errors.load(Ordering::Relaxed),
+        },
+        recent_events,
+        problems,
+    })
+}
+
+fn camera_reports(state: &ApiState, problems: &mut Vec<Problem>) -> Vec<CameraReport> {
+    let Some(stats) = &state.sources.cameras else {
+        return Vec::new();
+    };
+    let rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
+    stats
+        .snapshot()
+        .into_iter()
+        .zip(&state.config.cameras)
+        .map(|(s, cfg)| {
+            let id = s.id.to_string();
+            let state_word = match s.state {
+                CameraState::Connecting => "connecting",
+                CameraState::Streaming => "streaming",
+                CameraState::Stalled => "stalled",
+                CameraState::Offline => "offline",
+            };
+            match s.state {
+                CameraState::Offline => {
+                    problems.push(problem("camera_offline", &id, s.last_error.clone()));
+                }
+                CameraState::Stalled => {
+                    problems.push(problem("camera_stalled", &id, s.last_error.clone()));
+                }
+                _ => {}
+            }
+            let (fps, detect_fps) = rates.fps.get(&id).copied().unwrap_or((0.0, 0.0));
+            let scene = stats.scene(&id).unwrap_or_default();
+            let drops = [
+                ("motion_gated", s.gated),
+                ("superseded", s.dropped_superseded),
+                ("bad_frame", s.bad_frames),
+                ("detect_error", s.detect_errors),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            CameraReport {
+                state: state_word.to_owned(),
+                last_error: s.last_error,
+                fps: round2(fps),
+                detect_fps: round2(detect_fps),
+                configured_fps: f64::from(cfg.detect_fps.get()),
+                frames: s.frames,
+                detected: s.detected,
+                drops,
+                reconnects: s.reconnects,
+                observations: s.observations,
+                last_frame_ms: stats.latest_frame(&id).map(|l| l.wall.as_unix_millis()),
+                zones: cfg.zones.iter().map(|z| z.id.clone()).collect(),
+                tracks: scene
+                    .tracks
+                    .into_iter()
+                    .map(|t| TrackReport {
+                        id: t.id,
+                        label: t.label,
+                        score: t.score,
+                        age_secs: round2(t.age.as_secs_f64()),
+                        stationary: t.stationary,
+                        explanations: t
+                            .explanations
+                            .into_iter()
+                            .map(|e| ExplanationReport {
+                                rule: e.rule,
+                                fired: e.fired,
+                                reason: e.reason,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                id,
+            }
+        })
+        .collect()
+}
+
+fn sensor_reports(
+    state: &ApiState,
+    now_ms: i64,
+    uptime: Duration,
+    problems: &mut Vec<Problem>,
+) -> (Option<MqttReport>, Vec<SensorReport>) {
+    let Some(stats) = &state.sources.sensors else {
+        return (None, Vec::new());
+    };
+    let stats = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let default_stale = state
+        .config
+        .local_api
+        .as_ref()
+        .map_or(Duration::from_secs(900), |l| l.sensor_stale);
+    let mqtt = MqttReport {
+        connected: stats.link.connected,
+        connections: stats.link.connections,
+        failures: stats.link.failures,
+        unrouted_messages: stats.unrouted_messages,
+    };
+    let sensors = state
+        .config
+        .sensors
+        .iter()
+        .map(|cfg| {
+            let c = stats.sensors.get(&cfg.id).cloned().unwrap_or_default();
+            let stale_after = cfg
+                .rules
+                .iter()
+                .find_map(|r| match &r.kind {
+                    RuleKind::Offline {
+                        expected_interval,
+                        factor,
+                    } => Some(expected_interval.mul_f64(factor.max(0.0))),
+                    _ => None,
+                })
+                .unwrap_or(default_stale);
+            let silent = match c.last_seen {
+                Some(seen) => Duration::from_millis(
+                    u64::try_from(now_ms.saturating_sub(seen.as_unix_millis())).unwrap_or(0),
+                ),
+                None => uptime,
+            };
+            let stale = c.online == Some(false) || silent >= stale_after;
+            let id = cfg.id.to_string();
+            if stale {
+                let detail = match c.last_seen {
+                    Some(_) => format!("silent for {} s", silent.as_secs()),
+                    None => "never heard from".to_owned(),
+                };
+                problems.push(problem("sensor_stale", &id, Some(detail)));
+            }
+            SensorReport {
+                battery_percent: c.last_values.get("battery").copied(),
+                values: c.last_values,
+                last_seen_ms: c.last_seen.map(|t| t.as_unix_millis()),
+                online: c.online,
+                stale,
+                stale_after_secs: stale_after.as_secs(),
+                messages: c.messages,
+                readings: c.readings,
+                bad_input: c
+                    .bad_input
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
+                triggers: c.triggers,
+                device: cfg.device.clone(),
+                id,
+            }
+        })
+        .collect();
+    (Some(mqtt), sensors)
+}
+
+fn uplink_report(
+    state: &ApiState,
+    stats: &crate::store::StoreStats,
+    oldest_ms: Option<i64>,
+    now_ms: i64,
+) -> UplinkReport {
+    let age = oldest_ms.map(|t| u64::try_from(now_ms.saturating_sub(t) / 1000).unwrap_or(0));
+    let Some(rx) = &state.sources.uplink else {
+        return UplinkReport {
+            mode: "disabled".to_owned(),
+            rtt_ms: None,
+            backlog_events: stats.unsynced_events,
+            oldest_unsynced_ms: oldest_ms,
+            oldest_unsynced_age_secs: age,
+            acked_seq: stats.acked_seq,
+            sessions_total: 0,
+            last_error: None,
+        };
+    };
+    let s = rx.borrow().clone();
+    UplinkReport {
+        mode: match s.mode {
+            UplinkMode::Offline => "offline",
+            UplinkMode::CatchingUp => "catching_up",
+            UplinkMode::Connected => "connected",
+            UplinkMode::Revoked => "revoked",
+        }
+        .to_owned(),
+        rtt_ms: s.rtt.map(|d| round2(d.as_secs_f64() * 1000.0)),
+        backlog_events: stats.unsynced_events,
+        oldest_unsynced_ms: oldest_ms,
+        oldest_unsynced_age_secs: age,
+        acked_seq: stats.acked_seq,
+        sessions_total: s.sessions_total,
+        last_error: s.last_error,
+    }
+}
+
+/// Free and total bytes of the file system holding `dir` (none when it cannot be asked).
+fn disk(dir: &std::path::Path) -> (Option<u64>, Option<u64>) {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => (
+            Some(s.f_bavail.saturating_mul(s.f_frsize)),
+            Some(s.f_blocks.saturating_mul(s.f_frsize)),
+        ),
+        Err(_) => (None, None),
+    }
+}
+
+fn problem(kind: &str, subject: &str, detail: Option<String>) -> Problem {
+    Problem {
+        kind: kind.to_owned(),
+        subject: subject.to_owned(),
+        detail,
+    }
+}
+
+/// The serde name of a unit enum value (`camera`, `high`).
+fn word<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "unknown".to_owned(),
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Reads the admin password file: 64 hex digits (the SHA-256 of the password), surrounding
+/// whitespace and a `sha256sum`-style `  -` suffix allowed.
+pub(super) fn read_password_hash(path: &std::path::Path) -> Result<[u8; 32], LocalApiError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LocalApiError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let hex = text.split_whitespace().next().unwrap_or("");
+    Digest::from_hex(hex)
+        .map(|d| d.0)
+        .map_err(|_| LocalApiError::PasswordHash {
+            path: path.to_owned(),
+        })
+}
+
+/// Binds the listener.
+pub(super) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, LocalApiError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| LocalApiError::Bind { addr, source })
+}
