@@ -530,14 +530,19 @@ fn build_report(state: &ApiState) -> Result<StatusReport, crate::store::StoreErr
             )),
         ));
     }
-    if let (Some(free), Some(total)) = (disk_free, disk_total)
-        && total > 0
-        && (total - free.min(total)) as f64 >= NEARLY_FULL * total as f64
+    // The disk matters when it cannot hold what the quota still allows the store to grow by.
+    let headroom = quota.saturating_sub(stats.usage_bytes);
+    if let Some(free) = disk_free
+        && free < headroom
     {
         problems.push(problem(
             "disk_nearly_full",
             "disk",
-            Some(format!("{} MiB free", free / (1024 * 1024))),
+            Some(format!(
+                "{} MiB free, less than the {} MiB the store may still grow by",
+                free / (1024 * 1024),
+                headroom / (1024 * 1024)
+            )),
         ));
     }
     if stats.lost_events_total > 0 {
