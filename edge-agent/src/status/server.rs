@@ -839,3 +839,55 @@ pub(super) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Lo
         .await
         .map_err(|source| LocalApiError::Bind { addr, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("lang=zh; gs_box_session=abc123; other=1"),
+        );
+        assert_eq!(session_token(&headers), Some("abc123"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("gs_box_sessionx=1"),
+        );
+        assert_eq!(session_token(&headers), None);
+    }
+
+    #[test]
+    fn the_password_file_takes_sha256sum_output_and_refuses_anything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(
+            &good,
+            "9559a2c6dcb75e405de9e18741918aff44b1c4b4e87f79db4413bd65f7003644  -\n",
+        )
+        .unwrap();
+        let expected: [u8; 32] = Sha256::digest(b"technician-secret").into();
+        assert_eq!(read_password_hash(&good).unwrap(), expected);
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "technician-secret\n").unwrap();
+        assert!(matches!(
+            read_password_hash(&plain),
+            Err(LocalApiError::PasswordHash { .. })
+        ));
+        assert!(matches!(
+            read_password_hash(&dir.path().join("missing")),
+            Err(LocalApiError::PasswordFile { .. })
+        ));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_every_byte() {
+        let a = [7u8; 32];
+        let mut b = a;
+        assert!(constant_time_eq(&a, &b));
+        b[31] = 8;
+        assert!(!constant_time_eq(&a, &b));
+    }
+}
