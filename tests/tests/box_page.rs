@@ -5,10 +5,10 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use e2e::browser::Browser;
 use e2e::mosquitto::Mosquitto;
 use edge_agent::agent::Agent;
 use edge_agent::config::Config;
@@ -276,6 +276,104 @@ async fn the_local_api_reports_cameras_sensors_and_a_stopped_camera_and_guards_i
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_the_thumbnail_and_the_sensor_value_and_flags_a_stopped_camera_offline()
+-> anyhow::Result<()> {
+    let mut bx = BoxUnderTest::start().await?;
+    bx.until_live().await?;
+    let browser = Browser::launch("box-page").await?;
+    browser.goto(&format!("{}/", bx.base)).await?;
+
+    let width = browser
+        .wait_for(
+            "the gate camera's thumbnail",
+            WAIT,
+            r#"(() => {
+                const img = document.querySelector('[data-camera="gate"] img.cam-thumb');
+                return img && img.complete && img.naturalWidth > 0 ? img.naturalWidth : null;
+            })()"#,
+        )
+        .await?;
+    assert_eq!(width, 320);
+    let value = browser
+        .text(r#"[data-sensor="hall-th"] .sensor-value"#, WAIT)
+        .await?;
+    assert!(value.contains("temperature 21.5"), "{value}");
+    let row = browser.text(r#"[data-sensor="hall-th"]"#, WAIT).await?;
+    assert!(row.contains("87%"), "battery in {row}");
+    browser
+        .wait_for(
+            "the all-clear banner",
+            WAIT,
+            "document.getElementById('banner').classList.contains('ok')",
+        )
+        .await?;
+    browser.screenshot("live").await?;
+
+    // Signed in, the page offers the reconnect action.
+    browser.click("#signin-open", WAIT).await?;
+    browser.type_into("#password", PASSWORD, WAIT).await?;
+    browser.click("#signin-ok", WAIT).await?;
+    browser
+        .wait_for(
+            "the reconnect button",
+            WAIT,
+            r#"document.querySelector('[data-camera="gate"] .actions button') !== null"#,
+        )
+        .await?;
+
+    bx.camera.stop();
+    browser
+        .wait_for(
+            "the stopped camera flagged offline",
+            WAIT,
+            r#"document.querySelector('[data-camera="gate"]').dataset.state === 'offline'
+                && document.querySelector('[data-camera="gate"]').classList.contains('dead')
+                && document.querySelector('#banner li[data-problem="camera_offline"]') !== null"#,
+        )
+        .await?;
+    browser.screenshot("offline").await?;
+    // The other language: Chinese labels, rendered.
+    let other = if browser.text("#cameras-section h2", WAIT).await? == "Cameras" {
+        ("摄像头", "离线", "zh")
+    } else {
+        ("Cameras", "OFFLINE", "en")
+    };
+    browser.click("#lang", WAIT).await?;
+    browser
+        .wait_for(
+            "the labels in the other language",
+            WAIT,
+            &format!(
+                "document.querySelector('#cameras-section h2').textContent === '{}'",
+                other.0
+            ),
+        )
+        .await?;
+    let badge = browser
+        .text(r#"[data-camera="gate"] .cam-state"#, WAIT)
+        .await?;
+    assert_eq!(badge, other.1);
+    browser.screenshot(&format!("offline-{}", other.2)).await?;
+    browser
+        .eval(
+            "window.scrollTo(0, document.body.scrollHeight); return null;",
+            vec![],
+        )
+        .await?;
+    browser
+        .screenshot(&format!("offline-{}-lower", other.2))
+        .await?;
+
+    let errors = browser.console_errors().await?;
+    assert!(errors.is_empty(), "page errors: {errors:?}");
+    let checked = browser.assert_offline().await?;
+    assert!(checked > 3, "the page's requests were seen ({checked})");
+    browser.quit().await;
+    bx.agent.shutdown().await;
+    Ok(())
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout`.
 async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where
@@ -352,13 +450,4 @@ async fn get(
         })
     })
     .await?
-}
-
-#[allow(dead_code)]
-fn artifact_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("target")
-        .join("test-artifacts")
 }

@@ -12,7 +12,7 @@ const TEXT = {
     recent_events: "Recent events", admin_password: "Admin password", sign_in: "Sign in",
     sign_out: "Sign out", cancel: "Cancel", signed_in: "Signed in (admin)",
     wrong_password: "Wrong password", version: "version", up: "up", updated: "updated",
-    all_ok: "All OK: every camera streams, every sensor reports, the uplink is up.",
+    all_ok: "All OK: nothing on this box needs attention.",
     problems: "Needs attention", unreachable: "The agent does not answer; data below is old.",
     streaming: "streaming", connecting: "connecting", stalled: "stalled", offline: "OFFLINE",
     no_frame: "no frame yet", camera_offline_overlay: "OFFLINE",
@@ -43,7 +43,7 @@ const TEXT = {
     recent_events: "最近事件", admin_password: "管理员密码", sign_in: "登录",
     sign_out: "退出", cancel: "取消", signed_in: "已登录（管理员）",
     wrong_password: "密码错误", version: "版本", up: "运行", updated: "更新于",
-    all_ok: "一切正常：摄像头均在推流，传感器均在上报，上行在线。",
+    all_ok: "一切正常：本盒子没有需要处理的问题。",
     problems: "需要处理", unreachable: "盒子程序无响应，以下数据已过时。",
     streaming: "推流中", connecting: "连接中", stalled: "无画面", offline: "离线",
     no_frame: "尚无画面", camera_offline_overlay: "离线",
@@ -69,7 +69,7 @@ const TEXT = {
   },
 };
 
-let lang = (localStorage.getItem("gs-lang") || (navigator.language || "en")).startsWith("zh") ? "zh" : "en";
+let lang = (localStorage.getItem("gs-lang") || (navigator.languages || [])[0] || navigator.language || "en").startsWith("zh") ? "zh" : "en";
 let last = null;
 let signedIn = false;
 let failedPolls = 0;
