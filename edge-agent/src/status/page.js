@@ -12,7 +12,7 @@ const TEXT = {
     recent_events: "Recent events", admin_password: "Admin password", sign_in: "Sign in",
     sign_out: "Sign out", cancel: "Cancel", signed_in: "Signed in (admin)",
     wrong_password: "Wrong password", version: "version", up: "up", updated: "updated",
-    all_ok: "All OK: every camera streams, every sensor reports, the uplink is up.",
+    all_ok: "All OK: nothing on this box needs attention.",
     problems: "Needs attention", unreachable: "The agent does not answer; data below is old.",
     streaming: "streaming", connecting: "connecting", stalled: "stalled", offline: "OFFLINE",
     no_frame: "no frame yet", camera_offline_overlay: "OFFLINE",
@@ -23,11 +23,11 @@ const TEXT = {
     mode: "Mode", rtt: "Round trip", backlog: "Backlog", oldest_unsynced: "Oldest unsynced",
     acked: "Acknowledged up to", sessions: "Sessions", last_error: "Last error",
     disabled: "not configured", catching_up: "catching up", revoked: "REVOKED",
-    quota: "Quota used", disk_free: "Disk free", events_held: "Events held",
+    quota: "Quota used", disk: "Disk", free_of: "free of", events_held: "Events held",
     unsynced: "unsynced", lost: "Events lost to the quota", evidence_files: "Evidence files",
     data_dir: "Data folder", no_events: "No events yet.", synced: "synced",
     not_synced: "not yet synced", ago: "ago", none: "none", no_sensors: "No sensors configured.",
-    no_cameras: "No cameras configured.",
+    no_cameras: "No cameras configured.", no_snapshot: "no snapshot",
     motion_gated: "motion gate", superseded: "superseded", bad_frame: "bad frame",
     detect_error: "detector error", fired: "fired", not_fired: "waiting",
     k_camera_offline: "Camera offline", k_camera_stalled: "Camera delivers no frames",
@@ -43,7 +43,7 @@ const TEXT = {
     recent_events: "最近事件", admin_password: "管理员密码", sign_in: "登录",
     sign_out: "退出", cancel: "取消", signed_in: "已登录（管理员）",
     wrong_password: "密码错误", version: "版本", up: "运行", updated: "更新于",
-    all_ok: "一切正常：摄像头均在推流，传感器均在上报，上行在线。",
+    all_ok: "一切正常：本盒子没有需要处理的问题。",
     problems: "需要处理", unreachable: "盒子程序无响应，以下数据已过时。",
     streaming: "推流中", connecting: "连接中", stalled: "无画面", offline: "离线",
     no_frame: "尚无画面", camera_offline_overlay: "离线",
@@ -54,11 +54,11 @@ const TEXT = {
     mode: "模式", rtt: "往返时延", backlog: "待同步", oldest_unsynced: "最早未同步",
     acked: "已确认至", sessions: "会话数", last_error: "最近错误",
     disabled: "未配置", catching_up: "同步中", revoked: "已吊销",
-    quota: "配额使用", disk_free: "磁盘剩余", events_held: "事件数",
+    quota: "配额使用", disk: "磁盘", free_of: "可用，共", events_held: "事件数",
     unsynced: "未同步", lost: "因配额丢失的事件", evidence_files: "证据文件",
     data_dir: "数据目录", no_events: "暂无事件。", synced: "已同步",
     not_synced: "未同步", ago: "前", none: "无", no_sensors: "未配置传感器。",
-    no_cameras: "未配置摄像头。",
+    no_cameras: "未配置摄像头。", no_snapshot: "无快照",
     motion_gated: "运动门控", superseded: "被新帧替换", bad_frame: "坏帧",
     detect_error: "检测错误", fired: "已触发", not_fired: "未触发",
     k_camera_offline: "摄像头离线", k_camera_stalled: "摄像头无画面",
@@ -69,7 +69,7 @@ const TEXT = {
   },
 };
 
-let lang = (localStorage.getItem("gs-lang") || (navigator.language || "en")).startsWith("zh") ? "zh" : "en";
+let lang = (localStorage.getItem("gs-lang") || (navigator.languages || [])[0] || navigator.language || "en").startsWith("zh") ? "zh" : "en";
 let last = null;
 let signedIn = false;
 let failedPolls = 0;
@@ -217,7 +217,7 @@ function renderSensors(r) {
   document.getElementById("sensors").hidden = r.sensors.length === 0;
   for (const s of r.sensors) {
     const values = Object.entries(s.values).filter(([k]) => k !== "battery")
-      .map(([k, v]) => k + " " + (Number.isInteger(v) ? v : Number(v).toFixed(2))).join(", ");
+      .map(([k, v]) => k + " " + Number(Number(v).toFixed(2))).join(", ");
     const bad = Object.values(s.bad_input).reduce((a, b) => a + b, 0);
     body.append(el("tr", { class: s.stale ? "dead" : "", "data-sensor": s.id },
       el("td", {}, el("strong", {}, s.id), el("div", { class: "empty" }, s.device)),
@@ -254,26 +254,29 @@ function renderUplink(r) {
 function renderStore(r) {
   const s = r.store;
   const used = s.quota_bytes ? s.usage_bytes / s.quota_bytes : 0;
-  const meter = (frac) => {
-    const m = el("div", { class: "meter" + (frac >= 0.9 ? " warn" : "") });
+  const hasProblem = (kind) => r.problems.some((p) => p.kind === kind);
+  const storeFull = hasProblem("store_nearly_full") || hasProblem("events_lost");
+  const diskFull = hasProblem("disk_nearly_full");
+  const meter = (frac, bad) => {
+    const m = el("div", { class: "meter" + (bad ? " warn" : "") });
     const bar = el("span");
     bar.style.width = Math.min(100, Math.max(0, frac * 100)).toFixed(1) + "%";
     m.append(bar);
     return m;
   };
-  const quota = el("div", {}, bytes(s.usage_bytes) + " / " + bytes(s.quota_bytes) + " (" + (used * 100).toFixed(1) + "%)", meter(used));
+  const quota = el("div", {}, bytes(s.usage_bytes) + " / " + bytes(s.quota_bytes) + " (" + (used * 100).toFixed(1) + "%)", meter(used, storeFull));
   const diskUsed = s.disk_total_bytes ? 1 - s.disk_free_bytes / s.disk_total_bytes : 0;
-  const disk = el("div", {}, bytes(s.disk_free_bytes) + " / " + bytes(s.disk_total_bytes), meter(diskUsed));
+  const disk = el("div", {}, bytes(s.disk_free_bytes) + " " + t("free_of") + " " + bytes(s.disk_total_bytes), meter(diskUsed, diskFull));
   const rows = [
     ["quota", quota],
-    ["disk_free", disk],
+    ["disk", disk],
     ["events_held", s.events + " (" + s.unsynced_events + " " + t("unsynced") + ")"],
     ["evidence_files", String(s.evidence_files)],
   ];
   if (s.lost_events_total > 0) rows.push(["lost", el("span", { class: "error" }, String(s.lost_events_total))]);
   rows.push(["data_dir", s.data_dir]);
   dl("store", rows);
-  document.getElementById("store-section").className = "panel" + (used >= 0.9 || diskUsed >= 0.9 ? " dead" : "");
+  document.getElementById("store-section").className = "panel" + (storeFull || diskFull ? " dead" : "");
 }
 
 function renderEvents(r) {
@@ -289,6 +292,8 @@ function renderEvents(r) {
     if (e.evidence.length) {
       const href = "/api/evidence/" + e.evidence[0];
       card.append(el("a", { href, target: "_blank" }, el("img", { src: href, alt: name, loading: "lazy" })));
+    } else {
+      card.append(el("div", { class: "no-snapshot" }, t("no_snapshot")));
     }
     card.append(el("div", { class: "body" },
       el("div", { class: "cat" }, name),

@@ -44,11 +44,15 @@ use crate::uplink::UplinkMode;
 const PAGE_HTML: &str = include_str!("page.html");
 const PAGE_CSS: &str = include_str!("page.css");
 const PAGE_JS: &str = include_str!("page.js");
+const FAVICON_SVG: &str = "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'>\
+    <circle cx='8' cy='8' r='7' fill='#1c2430'/><circle cx='8' cy='8' r='3.5' fill='#4fc3f7'/></svg>";
 
 /// Newest events listed.
 const RECENT_EVENTS: u64 = 20;
 /// How often frame and detection rates are sampled.
 const RATE_TICK: Duration = Duration::from_secs(1);
+/// Rates are averaged over this many ticks (smooth, yet a stopped camera shows soon).
+const RATE_WINDOW: usize = 4;
 /// Most sign-ins kept at once (the oldest goes first).
 const MAX_SESSIONS: usize = 16;
 /// Name of the sign-in cookie.
@@ -72,7 +76,8 @@ pub(super) struct ApiState {
 /// Per-camera frame and detection rates, and the detector's recent mean time.
 #[derive(Debug, Default)]
 pub(super) struct Rates {
-    last: Option<Sample>,
+    /// The latest samples, oldest first, at most [`RATE_WINDOW`].
+    samples: std::collections::VecDeque<Sample>,
     fps: HashMap<String, (f64, f64)>,
     inference_ms: Option<f64>,
 }
@@ -94,6 +99,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/", get(page))
         .route("/page.css", get(css))
         .route("/page.js", get(js))
+        .route("/favicon.svg", get(favicon))
         .route("/api/status", get(status))
         .route("/api/cameras/{id}/thumbnail.jpg", get(thumbnail))
         .route("/api/cameras/{id}/reconnect", post(reconnect))
@@ -122,34 +128,39 @@ fn sample(state: &ApiState, cameras: &CameraStats) {
     let snapshot = cameras.snapshot();
     let counts: Vec<(u64, u64)> = snapshot.iter().map(|c| (c.frames, c.detected)).collect();
     let timing = cameras.timing();
-    let mut rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = state.rates.lock().unwrap_or_else(|p| p.into_inner());
+    // Through a plain reference the fields borrow apart.
+    let rates: &mut Rates = &mut guard;
     if let Some(Sample {
         at: then,
         counts: before,
         timed: frames_before,
         detect: detect_before,
-    }) = rates.last.take()
+    }) = rates.samples.front()
     {
-        let secs = now.saturating_duration_since(then).as_secs_f64().max(1e-3);
+        let secs = now.saturating_duration_since(*then).as_secs_f64().max(1e-3);
         let fps: Vec<(String, (f64, f64))> = snapshot
             .iter()
-            .zip(counts.iter().zip(&before))
+            .zip(counts.iter().zip(before))
             .map(|(cam, ((f, d), (f0, d0)))| {
                 let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
                 (cam.id.to_string(), (rate(*f, *f0), rate(*d, *d0)))
             })
             .collect();
         rates.fps = fps.into_iter().collect();
-        let frames = timing.frames.saturating_sub(frames_before);
+        let frames = timing.frames.saturating_sub(*frames_before);
         if frames > 0 {
-            let spent = timing.detect.saturating_sub(detect_before);
+            let spent = timing.detect.saturating_sub(*detect_before);
             rates.inference_ms = Some(spent.as_secs_f64() * 1000.0 / frames as f64);
         }
     }
     if rates.inference_ms.is_none() && timing.frames > 0 {
         rates.inference_ms = Some(timing.detect.as_secs_f64() * 1000.0 / timing.frames as f64);
     }
-    rates.last = Some(Sample {
+    if rates.samples.len() >= RATE_WINDOW {
+        rates.samples.pop_front();
+    }
+    rates.samples.push_back(Sample {
         at: now,
         counts,
         timed: timing.frames,
@@ -187,6 +198,10 @@ async fn js() -> Response {
         PAGE_JS,
     )
         .into_response()
+}
+
+async fn favicon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], FAVICON_SVG).into_response()
 }
 
 async fn status(State(state): State<Arc<ApiState>>) -> Response {
@@ -530,14 +545,19 @@ fn build_report(state: &ApiState) -> Result<StatusReport, crate::store::StoreErr
             )),
         ));
     }
-    if let (Some(free), Some(total)) = (disk_free, disk_total)
-        && total > 0
-        && (total - free.min(total)) as f64 >= NEARLY_FULL * total as f64
+    // The disk matters when it cannot hold what the quota still allows the store to grow by.
+    let headroom = quota.saturating_sub(stats.usage_bytes);
+    if let Some(free) = disk_free
+        && free < headroom
     {
         problems.push(problem(
             "disk_nearly_full",
             "disk",
-            Some(format!("{} MiB free", free / (1024 * 1024))),
+            Some(format!(
+                "{} MiB free, less than the {} MiB the store may still grow by",
+                free / (1024 * 1024),
+                headroom / (1024 * 1024)
+            )),
         ));
     }
     if stats.lost_events_total > 0 {
@@ -618,7 +638,11 @@ fn camera_reports(state: &ApiState, problems: &mut Vec<Problem>) -> Vec<CameraRe
                 }
                 _ => {}
             }
-            let (fps, detect_fps) = rates.fps.get(&id).copied().unwrap_or((0.0, 0.0));
+            // A camera that does not stream has no frame rate, whatever the window still holds.
+            let (fps, detect_fps) = match s.state {
+                CameraState::Streaming => rates.fps.get(&id).copied().unwrap_or((0.0, 0.0)),
+                _ => (0.0, 0.0),
+            };
             let scene = stats.scene(&id).unwrap_or_default();
             let drops = [
                 ("motion_gated", s.gated),
@@ -833,4 +857,56 @@ pub(super) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Lo
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| LocalApiError::Bind { addr, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("lang=zh; gs_box_session=abc123; other=1"),
+        );
+        assert_eq!(session_token(&headers), Some("abc123"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("gs_box_sessionx=1"),
+        );
+        assert_eq!(session_token(&headers), None);
+    }
+
+    #[test]
+    fn the_password_file_takes_sha256sum_output_and_refuses_anything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(
+            &good,
+            "9559a2c6dcb75e405de9e18741918aff44b1c4b4e87f79db4413bd65f7003644  -\n",
+        )
+        .unwrap();
+        let expected: [u8; 32] = Sha256::digest(b"technician-secret").into();
+        assert_eq!(read_password_hash(&good).unwrap(), expected);
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "technician-secret\n").unwrap();
+        assert!(matches!(
+            read_password_hash(&plain),
+            Err(LocalApiError::PasswordHash { .. })
+        ));
+        assert!(matches!(
+            read_password_hash(&dir.path().join("missing")),
+            Err(LocalApiError::PasswordFile { .. })
+        ));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_every_byte() {
+        let a = [7u8; 32];
+        let mut b = a;
+        assert!(constant_time_eq(&a, &b));
+        b[31] = 8;
+        assert!(!constant_time_eq(&a, &b));
+    }
 }
