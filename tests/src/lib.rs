@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod binaries;
+pub mod browser;
 pub mod fault_proxy;
 pub mod media;
 pub mod mosquitto;
