@@ -234,6 +234,18 @@ async fn an_operator_follows_an_ingested_case_around_the_loop_in_the_console() {
         .unwrap();
     look(&browser, "fleet").await;
 
+    // The assessment counts the closed case for its street, with a chart.
+    browser.goto(&format!("{base}/#/assessment")).await.unwrap();
+    browser
+        .wait_for(
+            "the assessment table and chart",
+            T,
+            "document.querySelector('#assessment tbody tr') && document.querySelector('svg.chart rect')",
+        )
+        .await
+        .unwrap();
+    look(&browser, "assessment").await;
+
     // English labels too.
     browser.click("#lang-toggle", T).await.unwrap();
     browser.goto(&format!("{base}/#/cases")).await.unwrap();
