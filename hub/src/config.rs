@@ -48,6 +48,20 @@ pub struct HubConfig {
     /// The QUIC ingest for edge boxes. Default: absent (no boxes served).
     #[serde(default)]
     pub ingest: Option<IngestSection>,
+    /// The operator web console.
+    #[serde(default)]
+    pub console: ConsoleSection,
+}
+
+/// `[console]`: the operator web console served at `/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// A map tile URL template (`http://tiles.local/{z}/{x}/{y}.png`) drawn under the grid.
+    /// Default none: the console draws the grid alone and needs no tile server.
+    pub tile_url: Option<String>,
+    /// Attribution shown with the tiles. Default empty.
+    pub tile_attribution: String,
 }
 
 /// `[ingest]`: where boxes enroll and deliver events (QUIC, mutual TLS).

@@ -18,3 +18,4 @@ pub mod ingest;
 pub mod registry;
 pub mod serve;
 pub mod telemetry;
+pub mod web;

@@ -221,7 +221,10 @@ fn serve(path: PathBuf) -> anyhow::Result<String> {
             }
             signal_cancel.cancel();
         });
-        hub::serve::run(config, cancel, |addr| eprintln!("hub api listening on http://{addr}")).await
+        hub::serve::run(config, cancel, |at| {
+            eprintln!("hub console and api listening on http://{}/", at.api)
+        })
+        .await
     })?;
     Ok(String::new())
 }

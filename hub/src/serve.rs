@@ -2,10 +2,12 @@
 //! and runs the HTTP API, the deadline checker and webhook delivery until `cancel` fires.
 //!
 //! With an `[ingest]` section it also runs the QUIC ingest for boxes, which hands committed events
-//! to [`crate::cases::CaseService::ingest`]. This module wires components; it holds no domain
+//! to [`crate::cases::CaseService::ingest`] and serves the console's fleet page, evidence and
+//! re-checks. The web console is served beside the API. This module wires components; it holds no domain
 //! logic.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, AppState, webhooks};
+use crate::api::{self, AppState, Boxes, webhooks};
 use crate::cases::{CaseService, CaseSettings};
 use crate::config::HubConfig;
 use crate::db::{Db, DbError};
@@ -53,14 +55,23 @@ pub enum ServeError {
     Io(#[source] std::io::Error),
 }
 
-/// Runs the hub until `cancel` fires. `on_listening` receives the API's bound address.
+/// Where a started hub listens (the bound addresses, so `:0` in the config can be used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listening {
+    /// The HTTP API and the web console.
+    pub api: SocketAddr,
+    /// The QUIC ingest, when the config has an `[ingest]` section.
+    pub ingest: Option<SocketAddr>,
+}
+
+/// Runs the hub until `cancel` fires. `on_listening` receives the bound addresses.
 ///
 /// # Errors
 /// [`ServeError`] for a start-up problem or a failing listener.
 pub async fn run(
     config: HubConfig,
     cancel: CancellationToken,
-    on_listening: impl FnOnce(std::net::SocketAddr),
+    on_listening: impl FnOnce(Listening),
 ) -> Result<(), ServeError> {
     let options = ImportOptions {
         mapping: config.grid.properties.clone(),
@@ -142,6 +153,16 @@ pub async fn run(
             }
         });
     }
+    let mut state = AppState::new(svc.clone(), &config.tokens, clock)
+        .with_departments(
+            config
+                .departments
+                .iter()
+                .map(|d| (d.id.clone(), d.name.clone()))
+                .collect(),
+        )
+        .with_console(config.console.clone());
+    let mut ingest_addr = None;
     if let Some(section) = &config.ingest {
         let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
         let server = crate::ingest::IngestServer::bind(
@@ -150,6 +171,11 @@ pub async fn run(
         )?;
         let addr = server.local_addr()?;
         tracing::info!(%addr, "ingest listening");
+        ingest_addr = Some(addr);
+        state = state.with_boxes(Boxes {
+            ingest: server.handle()?,
+            data_dir: section.data_dir.clone(),
+        });
         let cancel = cancel.clone();
         tracker.spawn(async move {
             if let Err(e) = server.run(cancel).await {
@@ -162,8 +188,10 @@ pub async fn run(
         .map_err(ServeError::Io)?;
     let addr = listener.local_addr().map_err(ServeError::Io)?;
     tracing::info!(%addr, "api listening");
-    on_listening(addr);
-    let state = AppState::new(svc, &config.tokens, clock);
+    on_listening(Listening {
+        api: addr,
+        ingest: ingest_addr,
+    });
     let shutdown = cancel.clone();
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

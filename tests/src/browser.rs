@@ -272,7 +272,8 @@ impl Browser {
         Ok(urls.len())
     }
 
-    /// JavaScript errors (log level SEVERE) the pages logged since the last call.
+    /// JavaScript errors (log level SEVERE) the pages logged since the last call; failed loads
+    /// (a 404, a refused 403) are the test's business and are left out.
     ///
     /// # Errors
     /// When the log cannot be read.
@@ -284,7 +285,7 @@ impl Browser {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|e| e["level"] == "SEVERE")
+            .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
             .filter_map(|e| e["message"].as_str().map(str::to_owned))
             .collect())
     }

@@ -43,13 +43,33 @@ async fn show(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let svc = state.cases.clone();
-    let (case, transitions) = blocking(move || svc.case(CaseId(id)))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("case {id} does not exist")))?;
-    if !may_see(&actor, &case) {
-        return Err(ApiError::Forbidden(format!("case {id} is not yours")));
-    }
-    Ok(Json(json!({ "case": case, "transitions": transitions })))
+    let now = (state.clock)();
+    let found = blocking(move || {
+        let Some((case, transitions)) = svc.case(CaseId(id))? else {
+            return Ok(None);
+        };
+        if !may_see(&actor, &case) {
+            return Ok(Some(Err(ApiError::Forbidden(format!(
+                "case {id} is not yours"
+            )))));
+        }
+        let events = svc.case_events(CaseId(id))?;
+        let allowed = svc.allowed_actions(&case, &actor, now);
+        Ok(Some(Ok((case, transitions, events, allowed))))
+    })
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("case {id} does not exist")))?;
+    let (case, transitions, events, allowed) = found?;
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|(box_id, event)| json!({ "box_id": box_id, "event": event }))
+        .collect();
+    Ok(Json(json!({
+        "case": case,
+        "transitions": transitions,
+        "events": events,
+        "allowed_actions": allowed,
+    })))
 }
 
 /// Body of `POST /api/v1/cases/{id}/actions`. (`deny_unknown_fields` does not combine with

@@ -4,6 +4,9 @@
 //! - `auth`: bearer tokens, stored as SHA-256 hashes, map to an [`Actor`]: admin and dispatcher
 //!   see every case, a department only cases routed to it, a worker only cases of their cells;
 //! - `cases`: `/api/v1/cases…`, `/api/v1/assessment`, `/api/v1/changes` (SSE);
+//! - `console`: what the web console needs besides: `/api/v1/console` (who is signed in,
+//!   departments, categories, map settings), `/api/v1/grid` (GeoJSON), `/api/v1/fleet`, a case's
+//!   evidence files and camera re-checks;
 //! - `open311`: `/open311/v2/services.json`, `/open311/v2/requests.json` (GET, POST);
 //! - [`webhooks`]: signed deliveries of case changes to departments, with retries.
 //!
@@ -11,6 +14,7 @@
 //! map errors through [`ApiError`]. No workflow rules live here.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -21,9 +25,13 @@ use protocol::Timestamp;
 use serde_json::json;
 
 use crate::cases::{Actor, CaseError, CaseService, WorkflowError};
+use crate::config::ConsoleSection;
+use crate::duties::DepartmentId;
+use crate::ingest::IngestHandle;
 
 mod auth;
 mod cases;
+mod console;
 mod open311;
 mod openapi;
 pub mod webhooks;
@@ -42,6 +50,22 @@ pub struct AppState {
     pub tokens: Arc<HashMap<String, Actor>>,
     /// The clock.
     pub clock: Clock,
+    /// Departments by id with display names (dispatch choices in the console).
+    pub departments: Arc<Vec<(DepartmentId, String)>>,
+    /// The boxes: the ingest (live connections, health, commands) and its data folder
+    /// (registry, evidence files). None when the hub serves no boxes.
+    pub boxes: Option<Boxes>,
+    /// Console settings (map tiles).
+    pub console: Arc<ConsoleSection>,
+}
+
+/// The hub's side of its boxes, for the console's fleet page, evidence and re-checks.
+#[derive(Clone)]
+pub struct Boxes {
+    /// The running ingest.
+    pub ingest: IngestHandle,
+    /// Its data folder (`registry.db`, `evidence/`).
+    pub data_dir: PathBuf,
 }
 
 impl AppState {
@@ -56,17 +80,40 @@ impl AppState {
                     .collect(),
             ),
             clock,
+            departments: Arc::new(Vec::new()),
+            boxes: None,
+            console: Arc::new(ConsoleSection::default()),
         }
+    }
+
+    /// The same state with departments' display names for the console.
+    pub fn with_departments(mut self, departments: Vec<(DepartmentId, String)>) -> AppState {
+        self.departments = Arc::new(departments);
+        self
+    }
+
+    /// The same state serving the fleet, evidence and re-checks of the ingest's boxes.
+    pub fn with_boxes(mut self, boxes: Boxes) -> AppState {
+        self.boxes = Some(boxes);
+        self
+    }
+
+    /// The same state with console settings.
+    pub fn with_console(mut self, console: ConsoleSection) -> AppState {
+        self.console = Arc::new(console);
+        self
     }
 }
 
-/// The whole API.
+/// The whole API, and the web console at `/`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(cases::router())
+        .merge(console::router())
         .merge(open311::router())
         .merge(openapi::router())
         .with_state(state)
+        .merge(crate::web::router())
 }
 
 /// The clock of a real hub: the system time.

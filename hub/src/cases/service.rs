@@ -392,6 +392,43 @@ impl CaseService {
         Ok(case)
     }
 
+    /// Records something learnt about a case without moving it (a camera re-check and its
+    /// evidence): a transition named `what` from its state to the same state.
+    ///
+    /// # Errors
+    /// [`CaseError::NotFound`], [`CaseError::Db`].
+    pub fn annotate(
+        &self,
+        id: CaseId,
+        what: &str,
+        actor: &Actor,
+        note: &str,
+        evidence: &[String],
+        now: Timestamp,
+    ) -> Result<Case, CaseError> {
+        let case = self.lock().atomically(|tx| -> Result<Case, CaseError> {
+            let mut case = tx.case(id)?.ok_or(CaseError::NotFound(id))?;
+            case.updated_at = now;
+            tx.update_case(&case)?;
+            tx.add_transition(&Transition {
+                case_id: id,
+                at: now,
+                actor: actor.clone(),
+                action: what.to_owned(),
+                from: case.state,
+                to: case.state,
+                note: note.to_owned(),
+                evidence: evidence.to_vec(),
+            })?;
+            Ok(case)
+        })?;
+        let _ = self.changes.send(CaseChange {
+            action: what.to_owned(),
+            case: case.clone(),
+        });
+        Ok(case)
+    }
+
     /// Warns about cases whose escalation time is near and escalates those past it (to the
     /// next level's department from the duty list). Returns the escalated cases.
     ///
@@ -458,6 +495,39 @@ impl CaseService {
                 None => None,
             })
         })?)
+    }
+
+    /// The events merged into a case (box id as stored, event), oldest first.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn case_events(&self, id: CaseId) -> Result<Vec<(String, Event)>, CaseError> {
+        Ok(self.lock().atomically(|tx| tx.case_events(id))?)
+    }
+
+    /// The actions `actor` may take on `case` now, by name (`register`, `dispatch`, `verify`,
+    /// `verify_failed`, ...), decided by the workflow itself so that the console never offers
+    /// what the API would refuse.
+    pub fn allowed_actions(&self, case: &Case, actor: &Actor, now: Timestamp) -> Vec<&'static str> {
+        let department = case
+            .department
+            .clone()
+            .or_else(|| self.departments.iter().next().cloned());
+        [
+            Action::Register,
+            Action::Reject,
+            Action::Dispatch { department },
+            Action::Accept,
+            Action::Feedback,
+            Action::Verify { passed: true },
+            Action::Verify { passed: false },
+            Action::Close,
+            Action::Return,
+        ]
+        .into_iter()
+        .filter(|a| workflow::apply(case, a, actor, "", &[], now).is_ok())
+        .map(|a| a.name())
+        .collect()
     }
 
     /// Every case.

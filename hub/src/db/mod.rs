@@ -276,6 +276,25 @@ impl Tx<'_> {
         )
     }
 
+    /// The events merged into a case, in the order they were received, with their boxes.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn case_events(&self, id: CaseId) -> Result<Vec<(String, Event)>, DbError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT box_id, body FROM events WHERE case_id = ?1 ORDER BY received_at, box_id, seq",
+        )?;
+        let rows = stmt.query_map(params![id.0], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (box_id, body) = row?;
+            out.push((box_id, serde_json::from_str(&body)?));
+        }
+        Ok(out)
+    }
+
     /// Every transition, in order.
     ///
     /// # Errors

@@ -512,9 +512,11 @@ async fn the_openapi_document_lists_routes_that_answer() {
         if path == "/api/v1/changes" {
             continue; // a stream: covered by its own test
         }
-        let concrete = path.replace("{id}", "1");
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{sha256}", &"ab".repeat(32));
         let (status, _) = api.call("GET", &concrete, Some("t-admin"), None).await;
-        if path.ends_with("/actions") {
+        if path.ends_with("/actions") || path.ends_with("/recheck") {
             assert_eq!(status, 405, "{path} is POST only");
         } else {
             assert!(
@@ -523,4 +525,69 @@ async fn the_openapi_document_lists_routes_that_answer() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn the_console_gets_its_bootstrap_the_grid_and_only_the_actions_the_role_may_take() {
+    let api = TestApi::spawn().await;
+    let (s, boot) = api
+        .call("GET", "/api/v1/console", Some("t-zhang"), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(boot["me"]["role"], "worker");
+    assert!(boot["categories"].as_array().unwrap().len() > 10);
+    assert_eq!(api.call("GET", "/api/v1/console", None, None).await.0, 401);
+
+    let (s, grid) = api.call("GET", "/api/v1/grid", Some("t-zhang"), None).await;
+    assert_eq!(s, 200);
+    let cells = grid["features"].as_array().unwrap();
+    assert_eq!(cells.len(), 32);
+    assert_eq!(cells[0]["geometry"]["type"], "MultiPolygon");
+    assert!(cells[0]["properties"]["community"]["name"].is_string());
+
+    // Reported, waiting for review: the dispatcher may register or reject, nobody else acts.
+    let id = api.ingest(1, "0404");
+    let path = format!("/api/v1/cases/{id}");
+    let (_, desk) = api.call("GET", &path, Some("t-dispatch"), None).await;
+    assert_eq!(desk["allowed_actions"], json!(["register", "reject"]));
+    assert_eq!(desk["events"].as_array().unwrap().len(), 1);
+    let (_, worker) = api.call("GET", &path, Some("t-zhang"), None).await;
+    assert_eq!(worker["allowed_actions"], json!([]));
+    // Each offered action is one the API then accepts.
+    assert_eq!(
+        api.act(id, "t-dispatch", json!({"action": "register"}))
+            .await
+            .0,
+        200
+    );
+    let (_, desk) = api.call("GET", &path, Some("t-dispatch"), None).await;
+    assert_eq!(desk["allowed_actions"], json!(["dispatch"]));
+
+    // Evidence of another cell's case is refused; evidence the case does not name is not served.
+    let evidence = format!("{path}/evidence/{}", "ab".repeat(32));
+    assert_eq!(
+        api.call("GET", &evidence, Some("t-wang"), None).await.0,
+        403
+    );
+    assert_eq!(
+        api.call("GET", &evidence, Some("t-zhang"), None).await.0,
+        404
+    );
+    assert_eq!(
+        api.call("GET", &format!("{path}/evidence/zz"), Some("t-zhang"), None)
+            .await
+            .0,
+        422
+    );
+    // The fleet is for the desk, and empty without an ingest.
+    assert_eq!(
+        api.call("GET", "/api/v1/fleet", Some("t-zhang"), None)
+            .await
+            .0,
+        403
+    );
+    let (s, fleet) = api
+        .call("GET", "/api/v1/fleet", Some("t-dispatch"), None)
+        .await;
+    assert_eq!((s, fleet), (200, json!({"boxes": []})));
 }

@@ -31,8 +31,8 @@ async fn serve_loads_its_files_answers_on_its_port_and_stops_on_cancel() {
     let config = HubConfig::from_toml_str(&text).unwrap();
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |addr| {
-        let _ = tx.send(addr);
+    let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |at| {
+        let _ = tx.send(at.api);
     }));
     let addr = rx.await.unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();

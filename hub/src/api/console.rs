@@ -1,0 +1,269 @@
+//! What the operator console needs besides the case API:
+//!
+//! - `GET /api/v1/console`: who is signed in, the departments, the category catalog and the map
+//!   settings (one call after sign-in);
+//! - `GET /api/v1/grid`: the cells as GeoJSON with their worker and the areas above them;
+//! - `GET /api/v1/fleet`: every registered box with its last report (backlog, oldest unsynced,
+//!   each camera's and sensor's health) — admins and dispatchers;
+//! - `GET /api/v1/cases/{id}/evidence/{sha256}`: an evidence file named by the case's events or
+//!   transitions, to whoever may see the case;
+//! - `POST /api/v1/cases/{id}/recheck`: asks the box that raised the case for a fresh look
+//!   through the same camera and records the answer on the case.
+//!
+//! Handlers only gather and shape; decisions stay in the case service and the ingest.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use protocol::{BoxId, CommandAction, CommandOutcome, Digest, SourceKind};
+use serde_json::{Value, json};
+
+use super::auth::{Caller, may_see};
+use super::{ApiError, AppState, blocking};
+use crate::cases::{CaseId, Role};
+use crate::registry::Registry;
+
+/// How long a box may take to answer a re-check.
+const RECHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/console", get(console))
+        .route("/api/v1/grid", get(grid))
+        .route("/api/v1/fleet", get(fleet))
+        .route("/api/v1/cases/{id}/evidence/{sha256}", get(evidence))
+        .route("/api/v1/cases/{id}/recheck", post(recheck))
+}
+
+async fn console(State(state): State<AppState>, Caller(actor): Caller) -> Json<Value> {
+    let catalog = protocol::Catalog::embedded();
+    let majors: Vec<Value> = catalog
+        .majors()
+        .map(|m| json!({"code": m.code, "key": m.key, "zh": m.zh, "en": m.en}))
+        .collect();
+    let categories: Vec<Value> = catalog
+        .categories()
+        .map(|c| json!({"code": c.code, "key": c.key, "zh": c.zh, "en": c.en}))
+        .collect();
+    let departments: Vec<Value> = state
+        .departments
+        .iter()
+        .map(|(id, name)| json!({"id": id, "name": name}))
+        .collect();
+    Json(json!({
+        "me": actor,
+        "departments": departments,
+        "majors": majors,
+        "categories": categories,
+        "tile_url": state.console.tile_url,
+        "tile_attribution": state.console.tile_attribution,
+        "fleet": state.boxes.is_some(),
+        "now_ms": (state.clock)().as_unix_millis(),
+    }))
+}
+
+async fn grid(State(state): State<AppState>, Caller(_): Caller) -> Json<Value> {
+    let grid = state.cases.grid();
+    let features: Vec<Value> = grid
+        .cells()
+        .iter()
+        .map(|cell| {
+            let mut props = json!({
+                "code": cell.code,
+                "name": cell.name,
+                "worker": cell.worker.as_str(),
+            });
+            for area in grid.chain(&cell.code) {
+                props[area.level.as_str()] = json!({"code": area.code, "name": area.name});
+            }
+            let polygons: Vec<Value> = cell
+                .shape
+                .polygons
+                .iter()
+                .map(|p| {
+                    let mut rings = vec![json!(p.exterior)];
+                    rings.extend(p.holes.iter().map(|h| json!(h)));
+                    Value::Array(rings)
+                })
+                .collect();
+            json!({
+                "type": "Feature",
+                "properties": props,
+                "geometry": {"type": "MultiPolygon", "coordinates": polygons},
+            })
+        })
+        .collect();
+    Json(json!({"type": "FeatureCollection", "features": features}))
+}
+
+async fn fleet(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+) -> Result<Json<Value>, ApiError> {
+    if !matches!(actor.role, Role::Admin | Role::Dispatcher) {
+        return Err(ApiError::Forbidden(
+            "the fleet is for admins and dispatchers".into(),
+        ));
+    }
+    let Some(boxes) = state.boxes.clone() else {
+        return Ok(Json(json!({"boxes": []})));
+    };
+    let connected = boxes.ingest.connected();
+    let dir = boxes.data_dir.clone();
+    let records = match tokio::task::spawn_blocking(move || Registry::open_in(&dir)?.list()).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(error = %crate::telemetry::chain(&e), "fleet: registry failed");
+            return Err(ApiError::Internal);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "fleet: registry task failed");
+            return Err(ApiError::Internal);
+        }
+    };
+    let ids: Vec<BoxId> = records.iter().map(|r| r.id.clone()).collect();
+    let health = boxes
+        .ingest
+        .with_log(move |log| {
+            ids.iter()
+                .map(|id| log.health(id))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %crate::telemetry::chain(&e), "fleet: ingest log failed");
+            ApiError::Internal
+        })?;
+    let rows: Vec<Value> = records
+        .iter()
+        .zip(health)
+        .map(|(r, h)| {
+            json!({
+                "id": r.id,
+                "name": r.name,
+                "grid": r.grid,
+                "status": r.status.as_str(),
+                "last_seen_at": r.last_seen_at,
+                "connected": connected.contains(&r.id),
+                "health_at": h.as_ref().map(|(at, _)| *at),
+                "health": h.map(|(_, h)| h),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"boxes": rows})))
+}
+
+async fn evidence(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    Path((id, sha)): Path<(i64, String)>,
+) -> Result<Response, ApiError> {
+    let digest = Digest::from_hex(&sha)
+        .map_err(|_| ApiError::Unprocessable(format!("`{sha}` is not a sha256")))?;
+    let svc = state.cases.clone();
+    let hex = digest.to_hex();
+    let path = state
+        .boxes
+        .as_ref()
+        .map(|b| b.data_dir.join("evidence").join(&hex));
+    let found = blocking(move || {
+        let Some((case, transitions)) = svc.case(CaseId(id))? else {
+            return Ok(Err(ApiError::NotFound(format!("case {id} does not exist"))));
+        };
+        if !may_see(&actor, &case) {
+            return Ok(Err(ApiError::Forbidden(format!("case {id} is not yours"))));
+        }
+        let named = transitions.iter().any(|t| t.evidence.contains(&hex))
+            || svc
+                .case_events(CaseId(id))?
+                .iter()
+                .any(|(_, e)| e.evidence.iter().any(|r| r.sha256 == digest));
+        if !named {
+            return Ok(Err(ApiError::NotFound(format!(
+                "case {id} has no evidence {hex}"
+            ))));
+        }
+        Ok(Ok(path.and_then(|p| std::fs::read(p).ok())))
+    })
+    .await??;
+    let Some(bytes) = found else {
+        return Err(ApiError::NotFound(format!(
+            "evidence {sha} has not arrived from the box yet"
+        )));
+    };
+    let media = if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
+        "image/png"
+    } else {
+        "image/jpeg"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, media),
+            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn recheck(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    if !matches!(actor.role, Role::Admin | Role::Dispatcher | Role::Worker) {
+        return Err(ApiError::Forbidden(
+            "re-checks are for admins, dispatchers and grid workers".into(),
+        ));
+    }
+    let Some(boxes) = state.boxes.clone() else {
+        return Err(ApiError::Conflict("this hub serves no boxes".into()));
+    };
+    let svc = state.cases.clone();
+    let who = actor.clone();
+    let target = blocking(move || {
+        let Some((case, _)) = svc.case(CaseId(id))? else {
+            return Ok(Err(ApiError::NotFound(format!("case {id} does not exist"))));
+        };
+        if !may_see(&who, &case) {
+            return Ok(Err(ApiError::Forbidden(format!("case {id} is not yours"))));
+        }
+        let camera = svc.case_events(CaseId(id))?.into_iter().find_map(|(b, e)| {
+            (e.source.kind == SourceKind::Camera).then(|| (b, e.source.id, case.category.clone()))
+        });
+        Ok(Ok(camera))
+    })
+    .await??;
+    let Some((box_id, camera, category)) = target else {
+        return Err(ApiError::Conflict(format!(
+            "case {id} was not raised by a camera"
+        )));
+    };
+    let box_id = BoxId::parse(box_id).map_err(|_| ApiError::Internal)?;
+    let camera = protocol::CameraId::parse(camera.as_str()).map_err(|_| ApiError::Internal)?;
+    let action = CommandAction::Recheck {
+        camera,
+        reference: id.to_string(),
+        categories: vec![category],
+    };
+    let result = boxes
+        .ingest
+        .command(&box_id, action, RECHECK_TIMEOUT)
+        .await
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let evidence: Vec<String> = result.evidence.iter().map(|r| r.sha256.to_hex()).collect();
+    let note = match &result.outcome {
+        CommandOutcome::Done => "camera re-check done".to_owned(),
+        other => format!("camera re-check: {other:?}"),
+    };
+    let svc = state.cases.clone();
+    let now = (state.clock)();
+    let case = blocking(move || svc.annotate(CaseId(id), "recheck", &actor, &note, &evidence, now))
+        .await?;
+    Ok(Json(json!({"case": case, "result": result})))
+}
