@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod camera;
+pub mod checks;
 mod clock;
 pub mod config;
 pub mod detect;

@@ -27,6 +27,12 @@ enum Command {
         #[arg(long, default_value = "/etc/edge-agent/edge-agent.toml")]
         config: PathBuf,
     },
+    /// Check a config file: every problem at once (with its key path and what is expected),
+    /// or the validated config with secrets redacted. Exit status 1 when it has problems.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
     /// Enroll this box with a hub once: makes the key here, sends a CSR with the one-time
     /// token from `hub box add`, installs the certificate, the hub CA and the key.
     Enroll {
@@ -104,6 +110,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run_agent(&config),
         Command::Categories { json } => print_categories(json),
+        Command::CheckConfig { file } => check_config(&file),
         Command::Enroll {
             hub,
             token,
@@ -135,6 +142,16 @@ fn main() -> ExitCode {
             ort_lib.as_deref(),
             &mut std::io::stdout().lock(),
         )),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let check = edge_agent::checks::config::check_config_file(path);
+    print!("{}", check.render());
+    if check.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
