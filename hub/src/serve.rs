@@ -112,11 +112,12 @@ pub async fn run(
         first_retry: Duration::from_millis(config.webhooks.first_retry_ms),
         timeout: Duration::from_millis(config.webhooks.timeout_ms),
     };
+    let webhook_stats = Arc::new(webhooks::WebhookStats::default());
     tracker.spawn(webhooks::run(
         svc.subscribe(),
         targets,
         policy,
-        Arc::new(webhooks::WebhookStats::default()),
+        Arc::clone(&webhook_stats),
         cancel.clone(),
     ));
     let clock = api::system_clock();
@@ -142,6 +143,7 @@ pub async fn run(
             }
         });
     }
+    let mut ingest_handle = None;
     if let Some(section) = &config.ingest {
         let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
         let server = crate::ingest::IngestServer::bind(
@@ -149,6 +151,7 @@ pub async fn run(
             Some(sink),
         )?;
         let addr = server.local_addr()?;
+        ingest_handle = Some(server.handle()?);
         tracing::info!(%addr, "ingest listening");
         let cancel = cancel.clone();
         tracker.spawn(async move {
@@ -163,9 +166,18 @@ pub async fn run(
     let addr = listener.local_addr().map_err(ServeError::Io)?;
     tracing::info!(%addr, "api listening");
     on_listening(addr);
+    let metrics =
+        api::metrics::HubMetrics::new(svc.clone(), ingest_handle, webhook_stats, clock.clone());
     let state = AppState::new(svc, &config.tokens, clock);
+    let app =
+        api::router(state)
+            .merge(metrics.router())
+            .layer(axum::middleware::from_fn_with_state(
+                metrics,
+                api::metrics::count_requests,
+            ));
     let shutdown = cancel.clone();
-    let served = axum::serve(listener, api::router(state))
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(ServeError::Io);

@@ -5,7 +5,8 @@
 //!   see every case, a department only cases routed to it, a worker only cases of their cells;
 //! - `cases`: `/api/v1/cases…`, `/api/v1/assessment`, `/api/v1/changes` (SSE);
 //! - `open311`: `/open311/v2/services.json`, `/open311/v2/requests.json` (GET, POST);
-//! - [`webhooks`]: signed deliveries of case changes to departments, with retries.
+//! - [`webhooks`]: signed deliveries of case changes to departments, with retries;
+//! - [`metrics`]: `/metrics` for Prometheus, and the request-counting middleware.
 //!
 //! Handlers are thin: they authenticate, call [`CaseService`] on the blocking pool (SQLite) and
 //! map errors through [`ApiError`]. No workflow rules live here.
@@ -24,6 +25,7 @@ use crate::cases::{Actor, CaseError, CaseService, WorkflowError};
 
 mod auth;
 mod cases;
+pub mod metrics;
 mod open311;
 mod openapi;
 pub mod webhooks;
