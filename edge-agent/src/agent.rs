@@ -46,6 +46,7 @@ pub struct Agent {
     sensor_stats: Option<Arc<Mutex<SensorStats>>>,
     camera_stats: Option<CameraStats>,
     events: Arc<EventsStats>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What the events stage has done.
@@ -61,6 +62,8 @@ pub struct EventsStats {
     pub build_errors: AtomicU64,
     /// Events the store refused (disk full beyond eviction, closed).
     pub store_errors: AtomicU64,
+    /// Events committed, by category code (bounded by the catalog).
+    pub committed_by_category: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Why the agent could not start.
@@ -76,6 +79,9 @@ pub enum AgentError {
     /// The cameras could not be set up (GStreamer, ONNX Runtime or the model).
     #[error("failed to set up the cameras")]
     Cameras(#[from] CameraError),
+    /// The metrics listener could not start.
+    #[error("failed to start the metrics listener")]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// A start-up task panicked or was cancelled.
     #[error("start-up task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -92,6 +98,10 @@ impl Agent {
         let report = store.open_report();
         info!(data_dir = %config.store.data_dir.display(), report = ?report, "event store open");
 
+        let metrics_listener = match &config.metrics {
+            Some(m) => Some(crate::metrics::AgentMetrics::bind(m.listen_addr).await?),
+            None => None,
+        };
         let tracker = TaskTracker::new();
         let (observations_tx, observations_rx) = mpsc::channel(OBSERVATION_QUEUE);
         let mut sensor_stats = None;
@@ -134,8 +144,10 @@ impl Agent {
             events_stage(builder, store.clone(), observations_rx, Arc::clone(&events))
                 .instrument(info_span!("events")),
         );
+        let mut uplink_status = None;
         if let Some(uplink) = &config.uplink {
             let uplink = crate::uplink::Uplink::from_config(uplink, store.clone());
+            uplink_status = Some(uplink.status());
             let cancel = cancel.clone();
             tracker.spawn(
                 async move {
@@ -144,6 +156,24 @@ impl Agent {
                     }
                 }
                 .instrument(info_span!("uplink")),
+            );
+        }
+        let mut metrics_addr = None;
+        if let Some(listener) = metrics_listener {
+            let metrics = crate::metrics::AgentMetrics::new(crate::metrics::MetricsSources {
+                store: store.clone(),
+                quota_bytes: config.store.quota_bytes,
+                events: Arc::clone(&events),
+                sensors: sensor_stats.clone(),
+                cameras: camera_stats.clone(),
+                uplink: uplink_status,
+            });
+            metrics_addr = listener.local_addr().ok();
+            info!(addr = ?metrics_addr, "metrics listening");
+            tracker.spawn(
+                metrics
+                    .serve(listener, cancel.clone())
+                    .instrument(info_span!("metrics")),
             );
         }
         tracker.close();
@@ -159,6 +189,7 @@ impl Agent {
             sensor_stats,
             camera_stats,
             events,
+            metrics_addr,
         })
     }
 
@@ -175,6 +206,11 @@ impl Agent {
     /// The cameras' states and counters, when cameras are configured.
     pub fn camera_stats(&self) -> Option<CameraStats> {
         self.camera_stats.clone()
+    }
+
+    /// Where `/metrics` listens, when `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// The events stage's counters.
@@ -257,16 +293,25 @@ fn process(builder: &mut EventBuilder, store: &Store, obs: Observation, stats: &
     let source = obs.source.id.clone();
     let rule = obs.rule.clone();
     match builder.build(obs) {
-        Ok(Built::Event { event, evidence }) => match store.submit(*event, evidence) {
-            Ok(committed) => {
-                stats.committed.fetch_add(1, Ordering::Relaxed);
-                debug!(seq = %committed.seq, source = %source, rule, "event committed");
+        Ok(Built::Event { event, evidence }) => {
+            let category = event.category.to_string();
+            match store.submit(*event, evidence) {
+                Ok(committed) => {
+                    stats.committed.fetch_add(1, Ordering::Relaxed);
+                    *stats
+                        .committed_by_category
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(category)
+                        .or_default() += 1;
+                    debug!(seq = %committed.seq, source = %source, rule, "event committed");
+                }
+                Err(e) => {
+                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(source = %source, rule, error = %chain(&e), "event not stored");
+                }
             }
-            Err(e) => {
-                stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(source = %source, rule, error = %chain(&e), "event not stored");
-            }
-        },
+        }
         Ok(Built::Suppressed { repeats }) => {
             stats.suppressed.fetch_add(1, Ordering::Relaxed);
             debug!(source = %source, rule, count = repeats, "repeat inside cooldown");

@@ -53,6 +53,9 @@ pub struct Config {
     /// The uplink to the hub (QUIC, mutual TLS). Default: absent (events stay on the box).
     #[serde(default)]
     pub uplink: Option<crate::uplink::UplinkConfig>,
+    /// Prometheus `/metrics` (`[metrics]`). Default: absent (no listener).
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 /// The box's location.

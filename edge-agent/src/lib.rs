@@ -14,6 +14,7 @@ pub mod config;
 pub mod detect;
 pub mod enroll;
 pub mod events;
+pub mod metrics;
 pub mod sensors;
 pub mod store;
 pub mod telemetry;
