@@ -157,3 +157,147 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
     assert_eq!(code, 404);
     agent.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_a_stopped_camera_and_a_missing_broker_and_says_the_box_is_unhealthy() {
+    let live = TestCamera::start(TestMedia::Pattern {
+        width_px: 320,
+        height_px: 240,
+        fps: 10,
+    })
+    .unwrap();
+    let mut stopped = TestCamera::start(TestMedia::Pattern {
+        width_px: 320,
+        height_px: 240,
+        fps: 10,
+    })
+    .unwrap();
+    let stopped_url = stopped.url();
+    stopped.stop();
+    let no_broker = e2e::mosquitto::free_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge-agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [site]
+            lat = 31.2989
+            lon = 120.5853
+            [store]
+            data_dir = "{data}"
+            [mqtt]
+            port = {no_broker}
+            [[sensors]]
+            id = "leak-301"
+            device = "kitchen_leak_301"
+            profile = {{ kind = "zigbee2mqtt" }}
+            [[cameras]]
+            id = "live-cam"
+            detect_fps = 5
+            source = {{ kind = "rtsp", url = "{live}" }}
+            [[cameras]]
+            id = "dead-cam"
+            source = {{ kind = "rtsp", url = "{stopped_url}" }}
+            "#,
+            data = dir.path().join("data").display(),
+            live = live.url(),
+        ),
+    )
+    .unwrap();
+    let options = edge_agent::checks::doctor::DoctorOptions {
+        camera_timeout: Duration::from_secs(5),
+        broker_timeout: Duration::from_secs(2),
+        hub_timeout: Duration::from_secs(2),
+    };
+    let report = edge_agent::checks::doctor::run_doctor(&config, &options).await;
+    let table = report.render();
+    use edge_agent::checks::doctor::Status;
+    let status = |name: &str| report.check(name).map(|c| c.status);
+    assert_eq!(status("config"), Some(Status::Ok), "{table}");
+    assert_eq!(status("model"), Some(Status::Ok), "{table}");
+    assert_eq!(status("camera live-cam"), Some(Status::Ok), "{table}");
+    assert_eq!(status("camera dead-cam"), Some(Status::Fail), "{table}");
+    assert_eq!(status("mqtt broker"), Some(Status::Fail), "{table}");
+    assert_eq!(status("hub"), Some(Status::Skip), "{table}");
+    let broker = report.check("mqtt broker").unwrap();
+    assert!(broker.detail.contains(&no_broker.to_string()), "{table}");
+    assert!(broker.action.contains("mosquitto"), "{table}");
+    assert!(!report.healthy());
+    assert!(table.contains("NOT healthy: 2 check(s) failed"), "{table}");
+}
+
+#[test]
+fn test_camera_writes_an_annotated_snapshot_and_prints_fps_and_detections() {
+    let camera = TestCamera::start(TestMedia::Still {
+        path: media("motorcycle_left.png").unwrap(),
+        fps: 10,
+        width_px: 740,
+        height_px: 500,
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap.jpg");
+    let opts = edge_agent::checks::camera::TestCameraOptions {
+        url: camera.url(),
+        model: "coco-ssd".into(),
+        zone: Some(
+            edge_agent::checks::camera::parse_zone("0.05,0.05 0.98,0.05 0.98,0.98 0.05,0.98")
+                .unwrap(),
+        ),
+        out: out.clone(),
+        timeout: Duration::from_secs(10),
+        frames: 5,
+        width: std::num::NonZeroU32::new(640).unwrap(),
+        height: std::num::NonZeroU32::new(432).unwrap(),
+        codec: hardware::board::Codec::H264,
+        board: hardware::board::Board::default(),
+        ort_lib: None,
+    };
+    let mut printed = Vec::new();
+    edge_agent::checks::camera::run_test_camera(&opts, &mut printed).unwrap();
+    let printed = String::from_utf8(printed).unwrap();
+    assert!(printed.contains("frames: 5 at "), "{printed}");
+    let motorcycle = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("motorcycle"))
+        .unwrap_or_else(|| panic!("no motorcycle in:\n{printed}"));
+    assert!(motorcycle.ends_with("in zone"), "{printed}");
+    let snap = image::open(&out).unwrap();
+    assert_eq!((snap.width(), snap.height()), (640, 432));
+}
+
+#[test]
+fn test_camera_names_a_camera_that_gives_no_frame() {
+    let mut camera = TestCamera::start(TestMedia::Pattern {
+        width_px: 320,
+        height_px: 240,
+        fps: 10,
+    })
+    .unwrap();
+    let url = camera.url();
+    camera.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = edge_agent::checks::camera::TestCameraOptions {
+        url: url.clone(),
+        model: "coco-ssd".into(),
+        zone: None,
+        out: dir.path().join("snap.jpg"),
+        timeout: Duration::from_secs(5),
+        frames: 3,
+        width: std::num::NonZeroU32::new(320).unwrap(),
+        height: std::num::NonZeroU32::new(240).unwrap(),
+        codec: hardware::board::Codec::H264,
+        board: hardware::board::Board::default(),
+        ort_lib: None,
+    };
+    let err = edge_agent::checks::camera::run_test_camera(&opts, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            edge_agent::checks::camera::TestCameraError::Camera { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(!dir.path().join("snap.jpg").exists());
+}

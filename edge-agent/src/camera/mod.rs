@@ -23,6 +23,7 @@ pub mod config;
 mod health;
 mod motion;
 mod pipeline;
+pub mod probe;
 mod scheduler;
 
 use std::collections::VecDeque;

@@ -269,7 +269,7 @@ impl CameraWorker {
 }
 
 /// Copies a sample's RGB pixels (rows may be padded) into a tight image.
-fn to_frame(sample: &gst::Sample, camera: usize, captured: Instant) -> Option<Frame> {
+pub(crate) fn to_frame(sample: &gst::Sample, camera: usize, captured: Instant) -> Option<Frame> {
     let caps = sample.caps()?;
     let info = gst_video::VideoInfo::from_caps(caps).ok()?;
     let buffer = sample.buffer()?;
@@ -291,7 +291,7 @@ fn to_frame(sample: &gst::Sample, camera: usize, captured: Instant) -> Option<Fr
     })
 }
 
-fn bus_error(bus: &gst::Bus) -> Option<String> {
+pub(crate) fn bus_error(bus: &gst::Bus) -> Option<String> {
     let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
     match msg.view() {
         gst::MessageView::Error(err) => Some(error_text(err)),
@@ -299,7 +299,7 @@ fn bus_error(bus: &gst::Bus) -> Option<String> {
     }
 }
 
-fn error_text(err: &gst::message::Error) -> String {
+pub(crate) fn error_text(err: &gst::message::Error) -> String {
     let src = err
         .src()
         .map(|s| s.path_string().to_string())
