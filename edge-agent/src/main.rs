@@ -77,6 +77,29 @@ enum Command {
         #[arg(long)]
         ort_lib: Option<PathBuf>,
     },
+    /// Print a sensor topic's messages decoded live by a payload profile, until --count
+    /// messages or --seconds.
+    TestSensor {
+        /// The topic filter, e.g. `zigbee2mqtt/door_301` or `tele/+/SENSOR`.
+        topic: String,
+        /// `zigbee2mqtt`, `tasmota`, or an inline table such as
+        /// `{ kind = "generic-json", topic = "city/{device}/level", quantity = "water_level", value_pointer = "/level" }`.
+        /// Default: from the topic's prefix.
+        #[arg(long)]
+        profile: Option<String>,
+        /// The broker's host.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The broker's port.
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
+        /// Stop after this many messages.
+        #[arg(long, default_value_t = u64::MAX)]
+        count: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Enroll this box with a hub once: makes the key here, sends a CSR with the one-time
     /// token from `hub box add`, installs the certificate, the hub CA and the key.
     Enroll {
@@ -159,6 +182,14 @@ fn main() -> ExitCode {
             config,
             camera_timeout_secs,
         } => doctor(&config, camera_timeout_secs),
+        Command::TestSensor {
+            topic,
+            profile,
+            host,
+            port,
+            count,
+            seconds,
+        } => test_sensor(topic, profile.as_deref(), host, port, count, seconds),
         Command::TestCamera {
             url,
             model,
@@ -242,6 +273,36 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn test_sensor(
+    topic: String,
+    profile: Option<&str>,
+    host: String,
+    port: u16,
+    count: u64,
+    seconds: u64,
+) -> ExitCode {
+    use edge_agent::checks::sensor;
+    let result = sensor::parse_profile(profile, &topic).and_then(|profile| {
+        let opts = sensor::TestSensorOptions {
+            topic,
+            profile,
+            host,
+            port,
+            count,
+            duration: std::time::Duration::from_secs(seconds),
+        };
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(sensor::run_test_sensor(&opts, &mut std::io::stdout()))
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", edge_agent::telemetry::chain(&e));
+            ExitCode::FAILURE
+        }
     }
 }
 

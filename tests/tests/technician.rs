@@ -301,3 +301,50 @@ fn test_camera_names_a_camera_that_gives_no_frame() {
     );
     assert!(!dir.path().join("snap.jpg").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_sensor_prints_decoded_readings_and_bad_payloads_from_a_real_broker() {
+    let broker = Mosquitto::start().unwrap();
+    let publisher = Publisher::connect("devices", "127.0.0.1", broker.port());
+    // Retained, so they reach the subscription whenever it is made: no race with the publisher.
+    let mut leak = Zigbee2MqttDevice::new("kitchen_leak_301").water_leak(true);
+    leak.retain = true;
+    publisher.publish(&leak, WAIT).unwrap();
+    let broken = SimMessage {
+        topic: "zigbee2mqtt/broken_301".into(),
+        payload: b"not json".to_vec(),
+        retain: true,
+    };
+    publisher.publish(&broken, WAIT).unwrap();
+    use edge_agent::checks::sensor;
+    let opts = sensor::TestSensorOptions {
+        topic: "zigbee2mqtt/+".into(),
+        profile: sensor::parse_profile(None, "zigbee2mqtt/+").unwrap(),
+        host: "127.0.0.1".into(),
+        port: broker.port(),
+        count: 2,
+        duration: WAIT,
+    };
+    let mut out = Vec::new();
+    let seen = sensor::run_test_sensor(&opts, &mut out).await.unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(seen, 2, "{out}");
+    assert!(out.contains("kitchen_leak_301  water_leak = true"), "{out}");
+    assert!(
+        out.contains("zigbee2mqtt/broken_301  bad payload (not_json)"),
+        "{out}"
+    );
+
+    // No broker: a clear error, not a hang.
+    let opts = sensor::TestSensorOptions {
+        port: e2e::mosquitto::free_port().unwrap(),
+        ..opts
+    };
+    let err = sensor::run_test_sensor(&opts, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sensor::TestSensorError::Connect { .. }),
+        "{err:?}"
+    );
+}

@@ -4,6 +4,7 @@
 //! - [`config`]: every problem of a config file at once, or the validated config redacted;
 //! - [`doctor`]: is the box healthy (config, clock, ONNX Runtime and model, cameras, broker,
 //!   hub, disk), as a table with what to do;
+//! - [`sensor`]: `test-sensor`, a topic's messages decoded live by a payload profile;
 //! - `toml_problems`: collecting all type and key problems of a TOML file, and redaction.
 //!
 //! These tools look at the box and report; they never change the store, the config or the
@@ -12,6 +13,7 @@
 pub mod camera;
 pub mod config;
 pub mod doctor;
+pub mod sensor;
 mod toml_problems;
 
 pub use toml_problems::Problem;
