@@ -348,3 +348,71 @@ async fn test_sensor_prints_decoded_readings_and_bad_payloads_from_a_real_broker
         "{err:?}"
     );
 }
+
+/// A config with five different mistakes, through each binary's `check-config`: every one is
+/// reported with its key path, and the exit status is 1.
+#[test]
+fn check_config_of_both_binaries_reports_all_five_mistakes_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("edge-agent.toml");
+    std::fs::write(
+        &agent,
+        "[site]\nlat = 39.9\nlon = 116.4\n\
+         [store]\nquota_bytes = \"lots\"\ncolour = \"blue\"\n\
+         [[cameras]]\nid = \"a\"\ndetect_fps = \"fast\"\nsource = { kind = \"test_pattern\" }\n\
+         [events.evidence]\njpeg_quality = 0\n\
+         [uplink]\nhub_addr = \"hub:4433\"\nca_path = \"/nonexistent/ca.pem\"\n\
+         cert_path = \"/nonexistent/box.pem\"\nkey_path = \"/nonexistent/box.key\"\n",
+    )
+    .unwrap();
+    let hub = dir.path().join("hub.toml");
+    std::fs::write(
+        &hub,
+        format!(
+            "api_listen_addr = \"nowhere\"\ndatabase_path = \"{d}/hub.db\"\n\
+             grid_path = \"{d}/grid.geojson\"\nduties_path = \"{d}/duties.csv\"\n\
+             calendar_path = \"{d}/calendar.toml\"\ncolour = 1\n\
+             [[tokens]]\nname = \"x\"\ntoken_sha256 = \"12\"\nrole = \"admin\"\nsubject = \"a\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    for (bin, file, keys) in [
+        (
+            "edge-agent",
+            &agent,
+            &[
+                "store.quota_bytes",
+                "store.colour",
+                "cameras[0].detect_fps",
+                "events.evidence.jpeg_quality",
+                "uplink.ca_path",
+            ][..],
+        ),
+        (
+            "hub",
+            &hub,
+            &[
+                "api_listen_addr",
+                "colour",
+                "tokens[0].token_sha256",
+                "grid_path",
+                "duties_path",
+            ][..],
+        ),
+    ] {
+        let out = std::process::Command::new(e2e::binary(bin))
+            .arg("check-config")
+            .arg(file)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{bin}: {stdout}");
+        for key in keys {
+            assert!(
+                stdout.lines().any(|l| l.contains(&format!("{key}: "))),
+                "{bin}: `{key}` not reported in:\n{stdout}"
+            );
+        }
+    }
+}
