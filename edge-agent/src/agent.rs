@@ -51,6 +51,7 @@ pub struct Agent {
     camera_stats: Option<CameraStats>,
     events: Arc<EventsStats>,
     local_api_addr: Option<SocketAddr>,
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What the events stage has done.
@@ -66,6 +67,8 @@ pub struct EventsStats {
     pub build_errors: AtomicU64,
     /// Events the store refused (disk full beyond eviction, closed).
     pub store_errors: AtomicU64,
+    /// Events committed, by category code (bounded by the catalog).
+    pub committed_by_category: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Why the agent could not start.
@@ -84,6 +87,9 @@ pub enum AgentError {
     /// The box page could not start (its port is taken, its password file unusable).
     #[error("failed to start the box page")]
     LocalApi(#[from] LocalApiError),
+    /// The metrics listener could not start.
+    #[error("failed to start the metrics listener")]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// A start-up task panicked or was cancelled.
     #[error("start-up task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -100,6 +106,10 @@ impl Agent {
         let report = store.open_report();
         info!(data_dir = %config.store.data_dir.display(), report = ?report, "event store open");
 
+        let metrics_listener = match &config.metrics {
+            Some(m) => Some(crate::metrics::AgentMetrics::bind(m.listen_addr).await?),
+            None => None,
+        };
         let tracker = TaskTracker::new();
         let (observations_tx, observations_rx) = mpsc::channel(OBSERVATION_QUEUE);
         let mut sensor_stats = None;
@@ -210,7 +220,7 @@ impl Agent {
                 cameras: camera_stats.clone(),
                 sensors: sensor_stats.clone(),
                 events: Arc::clone(&events),
-                uplink: uplink_status,
+                uplink: uplink_status.clone(),
             };
             let api = match LocalApi::bind(&config, sources).await {
                 Ok(api) => api,
@@ -226,6 +236,24 @@ impl Agent {
             local_api_addr = Some(api.local_addr());
             tracker.spawn(api.run(cancel.clone()).instrument(info_span!("local_api")));
         }
+        let mut metrics_addr = None;
+        if let Some(listener) = metrics_listener {
+            let metrics = crate::metrics::AgentMetrics::new(crate::metrics::MetricsSources {
+                store: store.clone(),
+                quota_bytes: config.store.quota_bytes,
+                events: Arc::clone(&events),
+                sensors: sensor_stats.clone(),
+                cameras: camera_stats.clone(),
+                uplink: uplink_status,
+            });
+            metrics_addr = listener.local_addr().ok();
+            info!(addr = ?metrics_addr, "metrics listening");
+            tracker.spawn(
+                metrics
+                    .serve(listener, cancel.clone())
+                    .instrument(info_span!("metrics")),
+            );
+        }
         tracker.close();
         info!(
             sensors = config.sensors.len(),
@@ -240,6 +268,7 @@ impl Agent {
             camera_stats,
             events,
             local_api_addr,
+            metrics_addr,
         })
     }
 
@@ -261,6 +290,11 @@ impl Agent {
     /// The cameras' states and counters, when cameras are configured.
     pub fn camera_stats(&self) -> Option<CameraStats> {
         self.camera_stats.clone()
+    }
+
+    /// Where `/metrics` listens, when `[metrics]` is configured.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
     }
 
     /// The events stage's counters.
@@ -346,16 +380,25 @@ fn process(builder: &mut EventBuilder, store: &Store, obs: Observation, stats: &
     let source = obs.source.id.clone();
     let rule = obs.rule.clone();
     match builder.build(obs) {
-        Ok(Built::Event { event, evidence }) => match store.submit(*event, evidence) {
-            Ok(committed) => {
-                stats.committed.fetch_add(1, Ordering::Relaxed);
-                debug!(seq = %committed.seq, source = %source, rule, "event committed");
+        Ok(Built::Event { event, evidence }) => {
+            let category = event.category.to_string();
+            match store.submit(*event, evidence) {
+                Ok(committed) => {
+                    stats.committed.fetch_add(1, Ordering::Relaxed);
+                    *stats
+                        .committed_by_category
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(category)
+                        .or_default() += 1;
+                    debug!(seq = %committed.seq, source = %source, rule, "event committed");
+                }
+                Err(e) => {
+                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(source = %source, rule, error = %chain(&e), "event not stored");
+                }
             }
-            Err(e) => {
-                stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(source = %source, rule, error = %chain(&e), "event not stored");
-            }
-        },
+        }
         Ok(Built::Suppressed { repeats }) => {
             stats.suppressed.fetch_add(1, Ordering::Relaxed);
             debug!(source = %source, rule, count = repeats, "repeat inside cooldown");

@@ -56,6 +56,9 @@ pub struct Config {
     /// The box page and its JSON API (`[local_api]`). Default: absent (no page).
     #[serde(default)]
     pub local_api: Option<crate::status::LocalApiConfig>,
+    /// Prometheus `/metrics` (`[metrics]`). Default: absent (no listener).
+    #[serde(default)]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 /// The box's location.

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod camera;
+pub mod checks;
 mod clock;
 pub mod config;
 pub mod detect;
@@ -15,6 +16,7 @@ pub mod enroll;
 pub mod events;
 pub mod fusion;
 pub mod recheck;
+pub mod metrics;
 pub mod sensors;
 pub mod status;
 pub mod store;

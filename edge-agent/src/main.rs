@@ -27,6 +27,79 @@ enum Command {
         #[arg(long, default_value = "/etc/edge-agent/edge-agent.toml")]
         config: PathBuf,
     },
+    /// Check a config file: every problem at once (with its key path and what is expected),
+    /// or the validated config with secrets redacted. Exit status 1 when it has problems.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Is this box healthy? Checks the config, clock, ONNX Runtime and model, each camera, the
+    /// MQTT broker, the hub and the disk; prints a table with what to do. Exit status 1 when a
+    /// check failed.
+    Doctor {
+        /// The configuration file.
+        #[arg(long, default_value = "/etc/edge-agent/edge-agent.toml")]
+        config: PathBuf,
+        /// Longest wait for each camera's frames.
+        #[arg(long, default_value_t = 5)]
+        camera_timeout_secs: u64,
+    },
+    /// Try one camera alone: connect, grab frames, run the detector on the last one, write it
+    /// annotated, print the frame rate and the detections.
+    TestCamera {
+        /// `rtsp://user:pass@host/path`, or a video file.
+        url: String,
+        /// Zoo name (coco-ssd) or manifest .toml.
+        #[arg(long, default_value = "coco-ssd")]
+        model: String,
+        /// A zone to draw and test against: normalised points `x,y x,y x,y ...`.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Where to write the annotated snapshot (.jpg or .png).
+        #[arg(long)]
+        out: PathBuf,
+        /// Frames to grab.
+        #[arg(long, default_value_t = 10)]
+        frames: u64,
+        /// Longest wait for frames.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+        /// Frame width delivered by the pipeline.
+        #[arg(long, default_value = "640")]
+        width: std::num::NonZeroU32,
+        /// Frame height delivered by the pipeline.
+        #[arg(long, default_value = "360")]
+        height: std::num::NonZeroU32,
+        /// The stream's codec: h264 or h265.
+        #[arg(long, default_value = "h264", value_parser = parse_codec)]
+        codec: hardware::board::Codec,
+        /// ONNX Runtime library (default: ORT_DYLIB_PATH, then beside the binary).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Print a sensor topic's messages decoded live by a payload profile, until --count
+    /// messages or --seconds.
+    TestSensor {
+        /// The topic filter, e.g. `zigbee2mqtt/door_301` or `tele/+/SENSOR`.
+        topic: String,
+        /// `zigbee2mqtt`, `tasmota`, or an inline table such as
+        /// `{ kind = "generic-json", topic = "city/{device}/level", quantity = "water_level", value_pointer = "/level" }`.
+        /// Default: from the topic's prefix.
+        #[arg(long)]
+        profile: Option<String>,
+        /// The broker's host.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The broker's port.
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
+        /// Stop after this many messages.
+        #[arg(long, default_value_t = u64::MAX)]
+        count: u64,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Enroll this box with a hub once: makes the key here, sends a CSR with the one-time
     /// token from `hub box add`, installs the certificate, the hub CA and the key.
     Enroll {
@@ -115,6 +188,61 @@ fn main() -> ExitCode {
         Command::Run { config } => run_agent(&config),
         Command::Categories { json } => print_categories(json),
         Command::Status { json, url } => print_status(&url, json),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Doctor {
+            config,
+            camera_timeout_secs,
+        } => doctor(&config, camera_timeout_secs),
+        Command::TestSensor {
+            topic,
+            profile,
+            host,
+            port,
+            count,
+            seconds,
+        } => test_sensor(topic, profile.as_deref(), host, port, count, seconds),
+        Command::TestCamera {
+            url,
+            model,
+            zone,
+            out,
+            frames,
+            timeout_secs,
+            width,
+            height,
+            codec,
+            ort_lib,
+        } => {
+            let zone = match zone.as_deref().map(edge_agent::checks::camera::parse_zone) {
+                None => None,
+                Some(Ok(z)) => Some(z),
+                Some(Err(e)) => {
+                    eprintln!("error: --zone: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = edge_agent::checks::camera::TestCameraOptions {
+                url,
+                model,
+                zone,
+                out,
+                timeout: std::time::Duration::from_secs(timeout_secs),
+                frames,
+                width,
+                height,
+                codec,
+                board: hardware::board::Board::default(),
+                ort_lib,
+            };
+            match edge_agent::checks::camera::run_test_camera(&opts, &mut std::io::stdout().lock())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}", edge_agent::telemetry::chain(&e));
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Enroll {
             hub,
             token,
@@ -146,6 +274,75 @@ fn main() -> ExitCode {
             ort_lib.as_deref(),
             &mut std::io::stdout().lock(),
         )),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let check = edge_agent::checks::config::check_config_file(path);
+    print!("{}", check.render());
+    if check.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn test_sensor(
+    topic: String,
+    profile: Option<&str>,
+    host: String,
+    port: u16,
+    count: u64,
+    seconds: u64,
+) -> ExitCode {
+    use edge_agent::checks::sensor;
+    let result = sensor::parse_profile(profile, &topic).and_then(|profile| {
+        let opts = sensor::TestSensorOptions {
+            topic,
+            profile,
+            host,
+            port,
+            count,
+            duration: std::time::Duration::from_secs(seconds),
+        };
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(sensor::run_test_sensor(&opts, &mut std::io::stdout()))
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", edge_agent::telemetry::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_codec(s: &str) -> Result<hardware::board::Codec, String> {
+    match s {
+        "h264" => Ok(hardware::board::Codec::H264),
+        "h265" => Ok(hardware::board::Codec::H265),
+        _ => Err(format!("`{s}` is not h264 or h265")),
+    }
+}
+
+fn doctor(config: &std::path::Path, camera_timeout_secs: u64) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = edge_agent::checks::doctor::DoctorOptions {
+        camera_timeout: std::time::Duration::from_secs(camera_timeout_secs),
+        ..Default::default()
+    };
+    let report = runtime.block_on(edge_agent::checks::doctor::run_doctor(config, &options));
+    print!("{}", report.render());
+    if report.healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -256,7 +256,7 @@ impl HubConfig {
         self.departments.iter().map(|d| d.id.clone()).collect()
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         let ids = self.department_ids();
         if ids.len() != self.departments.len() {

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod assess;
 pub mod cases;
+pub mod checks;
 pub mod commands;
 pub mod config;
 pub mod db;

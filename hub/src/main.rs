@@ -31,6 +31,13 @@ enum Command {
         #[arg(long, default_value = "/etc/hub/hub.toml")]
         config: PathBuf,
     },
+    /// Check a config file: every problem at once (with its key path and what is expected),
+    /// the files it names parsed as `hub serve` would, or the validated config with secrets
+    /// redacted. Exit status 1 when it has problems.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
     /// Print the SHA-256 of a bearer token, for the `tokens` section of the configuration.
     TokenHash {
         /// The token.
@@ -136,6 +143,15 @@ fn main() -> ExitCode {
         Command::Categories { json } => print_categories(json),
         Command::Grid { command } => report(grid(command)),
         Command::Serve { config } => report(serve(config)),
+        Command::CheckConfig { file } => {
+            let check = hub::checks::check_config_file(&file);
+            print!("{}", check.render());
+            if check.is_valid() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Init {
             data,
             name,

@@ -123,11 +123,12 @@ pub async fn run(
         first_retry: Duration::from_millis(config.webhooks.first_retry_ms),
         timeout: Duration::from_millis(config.webhooks.timeout_ms),
     };
+    let webhook_stats = Arc::new(webhooks::WebhookStats::default());
     tracker.spawn(webhooks::run(
         svc.subscribe(),
         targets,
         policy,
-        Arc::new(webhooks::WebhookStats::default()),
+        Arc::clone(&webhook_stats),
         cancel.clone(),
     ));
     let clock = api::system_clock();
@@ -153,7 +154,7 @@ pub async fn run(
             }
         });
     }
-    let mut state = AppState::new(svc.clone(), &config.tokens, clock)
+    let mut state = AppState::new(svc.clone(), &config.tokens, clock.clone())
         .with_departments(
             config
                 .departments
@@ -163,6 +164,7 @@ pub async fn run(
         )
         .with_console(config.console.clone());
     let mut ingest_addr = None;
+    let mut ingest_handle = None;
     if let Some(section) = &config.ingest {
         let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
         let server = crate::ingest::IngestServer::bind(
@@ -170,6 +172,7 @@ pub async fn run(
             Some(sink),
         )?;
         let addr = server.local_addr()?;
+        ingest_handle = Some(server.handle()?);
         tracing::info!(%addr, "ingest listening");
         ingest_addr = Some(addr);
         state = state.with_boxes(Boxes {
@@ -192,8 +195,16 @@ pub async fn run(
         api: addr,
         ingest: ingest_addr,
     });
+    let metrics =
+        api::metrics::HubMetrics::new(svc.clone(), ingest_handle, webhook_stats, clock.clone());
+    let app = api::router(state)
+        .merge(metrics.router())
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            api::metrics::count_requests,
+        ));
     let shutdown = cancel.clone();
-    let served = axum::serve(listener, api::router(state))
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(ServeError::Io);

@@ -24,6 +24,7 @@ mod health;
 mod look;
 mod motion;
 mod pipeline;
+pub mod probe;
 mod scheduler;
 
 use std::collections::VecDeque;
@@ -155,7 +156,14 @@ pub struct Timing {
     pub latencies: VecDeque<Duration>,
     /// Capture-to-detected latencies of the latest frames, at most [`LATENCY_SAMPLES`].
     pub frame_latencies: VecDeque<Duration>,
+    /// Detected frames by time in `Detector::detect`: entry `i` counts those at most
+    /// [`DETECT_BUCKETS_SECS`]`[i]` and above the previous bound; the last entry the rest.
+    pub detect_buckets: [u64; DETECT_BUCKETS_SECS.len() + 1],
 }
+
+/// Upper bounds (seconds) of the inference-time histogram exported as a metric.
+pub const DETECT_BUCKETS_SECS: [f64; 10] =
+    [0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.12, 0.2, 0.4, 1.0];
 
 /// Latency samples kept.
 pub const LATENCY_SAMPLES: usize = 4096;
@@ -710,6 +718,12 @@ fn detect_loop(
             let mut t = timing.lock().unwrap_or_else(|p| p.into_inner());
             t.frames += 1;
             t.detect += detected - started;
+            let secs = (detected - started).as_secs_f64();
+            let bucket = DETECT_BUCKETS_SECS
+                .iter()
+                .position(|b| secs <= *b)
+                .unwrap_or(DETECT_BUCKETS_SECS.len());
+            t.detect_buckets[bucket] += 1;
             t.rules += done - detected;
             push_bounded(&mut t.frame_latencies, done - frame.captured);
             if !out.is_empty() {

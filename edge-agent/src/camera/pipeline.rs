@@ -285,7 +285,7 @@ impl CameraWorker {
 }
 
 /// Copies a sample's RGB pixels (rows may be padded) into a tight image.
-fn to_frame(sample: &gst::Sample, camera: usize, captured: Instant) -> Option<Frame> {
+pub(crate) fn to_frame(sample: &gst::Sample, camera: usize, captured: Instant) -> Option<Frame> {
     let caps = sample.caps()?;
     let info = gst_video::VideoInfo::from_caps(caps).ok()?;
     let buffer = sample.buffer()?;
@@ -307,7 +307,7 @@ fn to_frame(sample: &gst::Sample, camera: usize, captured: Instant) -> Option<Fr
     })
 }
 
-fn bus_error(bus: &gst::Bus) -> Option<String> {
+pub(crate) fn bus_error(bus: &gst::Bus) -> Option<String> {
     let msg = bus.pop_filtered(&[gst::MessageType::Error])?;
     match msg.view() {
         gst::MessageView::Error(err) => Some(error_text(err)),
@@ -315,7 +315,7 @@ fn bus_error(bus: &gst::Bus) -> Option<String> {
     }
 }
 
-fn error_text(err: &gst::message::Error) -> String {
+pub(crate) fn error_text(err: &gst::message::Error) -> String {
     let src = err
         .src()
         .map(|s| s.path_string().to_string())

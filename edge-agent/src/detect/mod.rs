@@ -174,7 +174,7 @@ pub fn run_inspect(
 
 /// A zoo name or manifest path, or an `.onnx` whose Ultralytics metadata makes the manifest.
 /// Names and manifests resolve before ONNX Runtime loads, so a typo fails fast.
-fn resolve_model(
+pub(crate) fn resolve_model(
     model: &str,
     ort_lib: Option<&Path>,
 ) -> Result<(Arc<Runtime>, ModelManifest), DetectCommandError> {

@@ -19,6 +19,7 @@
 mod backoff;
 mod config;
 pub(crate) mod frame;
+mod probe;
 mod session;
 pub(crate) mod tls;
 
@@ -34,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 use crate::store::{Store, StoreError};
 
 pub use config::UplinkConfig;
+pub use probe::{HubProbe, probe_hub};
+pub(crate) use tls::validity as cert_validity;
 pub use tls::{IdentityPaths, install_identity};
 
 /// How the uplink stands.

@@ -8,7 +8,8 @@
 //!   departments, categories, map settings), `/api/v1/grid` (GeoJSON), `/api/v1/fleet`, a case's
 //!   evidence files and camera re-checks;
 //! - `open311`: `/open311/v2/services.json`, `/open311/v2/requests.json` (GET, POST);
-//! - [`webhooks`]: signed deliveries of case changes to departments, with retries.
+//! - [`webhooks`]: signed deliveries of case changes to departments, with retries;
+//! - [`metrics`]: `/metrics` for Prometheus, and the request-counting middleware.
 //!
 //! Handlers are thin: they authenticate, call [`CaseService`] on the blocking pool (SQLite) and
 //! map errors through [`ApiError`]. No workflow rules live here.
@@ -32,6 +33,7 @@ use crate::ingest::IngestHandle;
 mod auth;
 mod cases;
 mod console;
+pub mod metrics;
 mod open311;
 mod openapi;
 pub mod webhooks;

@@ -538,6 +538,14 @@ impl CaseService {
         Ok(self.lock().atomically(|tx| tx.cases())?)
     }
 
+    /// Cases per state and open cases past their deadline at `now` (metrics).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn case_counts(&self, now: Timestamp) -> Result<(Vec<(String, u64)>, u64), CaseError> {
+        Ok(self.lock().atomically(|tx| tx.case_counts(now))?)
+    }
+
     /// Every case with its transitions (assessment).
     ///
     /// # Errors

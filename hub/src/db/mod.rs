@@ -257,6 +257,33 @@ impl Tx<'_> {
         Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
     }
 
+    /// How many cases are in each state, and how many open cases are past their deadline at
+    /// `now` (for metrics). States with no case are left out.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn case_counts(&self, now: Timestamp) -> Result<(Vec<(String, u64)>, u64), DbError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT state, COUNT(*) FROM cases GROUP BY state ORDER BY state")?;
+        let rows = stmt.query_map(params![], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut by_state = Vec::new();
+        for row in rows {
+            let (state, n) = row?;
+            by_state.push((state, n.max(0) as u64));
+        }
+        let overdue: i64 = self.0.query_row(
+            "SELECT COUNT(*) FROM cases WHERE state NOT IN ('closed', 'rejected') \
+             AND json_extract(body, '$.deadline') IS NOT NULL \
+             AND json_extract(body, '$.deadline') < ?1",
+            params![now.as_unix_millis()],
+            |r| r.get(0),
+        )?;
+        Ok((by_state, overdue.max(0) as u64))
+    }
+
     /// Every case, oldest first.
     ///
     /// # Errors

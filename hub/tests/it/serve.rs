@@ -47,3 +47,55 @@ async fn serve_loads_its_files_answers_on_its_port_and_stops_on_cancel() {
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn metrics_answer_with_case_ingest_and_request_counts_after_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    hub::registry::admin::init(
+        dir.path(),
+        "test hub",
+        "127.0.0.1:0".parse().unwrap(),
+        protocol::Timestamp::from_unix_millis(1_790_000_000_000),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(dir.path().join("hub.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0");
+    let config = HubConfig::from_toml_str(&text).unwrap();
+    let cancel = CancellationToken::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |addr| {
+        let _ = tx.send(addr);
+    }));
+    let addr = rx.await.unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();
+    // Activity: a citizen report opens a case.
+    let form = "service_code=0102&lat=31.281&long=120.581&description=rubbish";
+    let req = hyper::Request::post(format!("http://{addr}/open311/v2/requests.json"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(axum::body::Bytes::from(form)))
+        .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status().as_u16(), 201);
+    let req = hyper::Request::get(format!("http://{addr}/metrics"))
+        .body(Full::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for expected in [
+        "hub_cases{state=\"",
+        "hub_cases_overdue 0",
+        "hub_cases_created_total 1",
+        "hub_case_actions_total",
+        "hub_ingest_events_total 0",
+        "hub_ingest_connections 0",
+        "hub_ingest_connections_accepted_total 0",
+        "hub_webhook_delivered_total 0",
+        "hub_api_requests_total{route=\"/open311/v2/requests.json\",method=\"POST\",status=\"2xx\"} 1",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -1,0 +1,332 @@
+//! `GET /metrics`: the hub's Prometheus metrics, in the OpenMetrics text format.
+//!
+//! Names follow `hub_<noun>_<unit>_total` with low-cardinality labels only (`state`, `route`,
+//! `method`, `status`); no box, case or department id is ever a label. The counters the hub
+//! already keeps ([`CaseStats`](crate::cases::CaseStats), [`IngestStats`](crate::ingest::IngestStats),
+//! [`WebhookStats`]) are read at scrape time by a collector rather than counted twice; case
+//! gauges come from one grouped query on the blocking pool. Only API requests are counted here,
+//! by a middleware.
+//!
+//! The route is unauthenticated, like every Prometheus endpoint: keep `api_listen_addr` on a
+//! trusted network. This module changes no state.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::Clock;
+use super::webhooks::WebhookStats;
+use crate::cases::CaseService;
+use crate::ingest::IngestHandle;
+
+/// The OpenMetrics content type Prometheus negotiates.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The hub's metrics: a registry of its own (no process-global recorder, so several hubs in one
+/// test process do not mix), cloneable into the router.
+#[derive(Clone)]
+pub struct HubMetrics {
+    registry: Arc<Registry>,
+    requests: Family<Labels, Counter>,
+}
+
+impl fmt::Debug for HubMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubMetrics").finish_non_exhaustive()
+    }
+}
+
+impl HubMetrics {
+    /// Metrics over the case service, the ingest (when it runs) and webhook delivery.
+    pub fn new(
+        cases: Arc<CaseService>,
+        ingest: Option<IngestHandle>,
+        webhooks: Arc<WebhookStats>,
+        clock: Clock,
+    ) -> HubMetrics {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "hub_api_requests",
+            "HTTP API requests answered, by route template, method and status class",
+            requests.clone(),
+        );
+        registry.register_collector(Box::new(HubCollector {
+            cases,
+            ingest,
+            webhooks,
+            clock,
+            collect_errors: AtomicU64::new(0),
+        }));
+        HubMetrics {
+            registry: Arc::new(registry),
+            requests,
+        }
+    }
+
+    /// The `/metrics` route.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(scrape))
+            .with_state(self.clone())
+    }
+
+    /// The metrics as OpenMetrics text (runs a database query: call from the blocking pool).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Counts each API request by its route template (`/api/v1/cases/{id}`, never the id itself),
+/// method and status class. Install with `axum::middleware::from_fn_with_state`.
+pub async fn count_requests(
+    State(metrics): State<HubMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = format!("{}xx", response.status().as_u16() / 100);
+    metrics
+        .requests
+        .get_or_create(&vec![
+            ("route", route),
+            ("method", method),
+            ("status", status),
+        ])
+        .inc();
+    response
+}
+
+async fn scrape(State(metrics): State<HubMetrics>) -> Response {
+    match tokio::task::spawn_blocking(move || metrics.render()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics task failed");
+            super::ApiError::Internal.into_response()
+        }
+    }
+}
+
+/// Reads the hub's own counters at scrape time.
+struct HubCollector {
+    cases: Arc<CaseService>,
+    ingest: Option<IngestHandle>,
+    webhooks: Arc<WebhookStats>,
+    clock: Clock,
+    /// Scrapes whose case query failed (the case gauges are then left out).
+    collect_errors: AtomicU64,
+}
+
+impl fmt::Debug for HubCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for HubCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        match self.cases.case_counts((self.clock)()) {
+            Ok((by_state, overdue)) => {
+                let mut m = enc.encode_descriptor(
+                    "hub_cases",
+                    "Cases held, by workflow state",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for (state, n) in &by_state {
+                    let labels = [("state", state.as_str())];
+                    ConstGauge::new(*n as i64).encode(m.encode_family(&labels)?)?;
+                }
+                gauge(
+                    &mut enc,
+                    "hub_cases_overdue",
+                    "Open cases past their deadline",
+                    overdue,
+                )?;
+            }
+            Err(e) => {
+                self.collect_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %crate::telemetry::chain(&e), "case counts for metrics failed");
+            }
+        }
+        counter(
+            &mut enc,
+            "hub_metrics_collect_errors",
+            "Scrapes whose case query failed",
+            &self.collect_errors,
+        )?;
+        let c = self.cases.stats();
+        for (name, help, v) in [
+            (
+                "hub_case_events",
+                "Events taken into cases",
+                &c.events_total,
+            ),
+            (
+                "hub_case_duplicate_events",
+                "Events ignored by the cases as duplicates",
+                &c.duplicates_total,
+            ),
+            ("hub_cases_created", "Cases opened", &c.cases_created_total),
+            (
+                "hub_case_merged_events",
+                "Events merged into an open case",
+                &c.merged_total,
+            ),
+            (
+                "hub_case_warnings",
+                "Deadline warnings given",
+                &c.warnings_total,
+            ),
+            (
+                "hub_case_escalations",
+                "Case escalations",
+                &c.escalations_total,
+            ),
+            (
+                "hub_case_actions",
+                "Workflow actions applied",
+                &c.actions_total,
+            ),
+        ] {
+            counter(&mut enc, name, help, v)?;
+        }
+        let w = &self.webhooks;
+        for (name, help, v) in [
+            (
+                "hub_webhook_attempts",
+                "Webhook requests sent",
+                &w.attempts_total,
+            ),
+            (
+                "hub_webhook_retries",
+                "Webhook requests that were retries",
+                &w.retries_total,
+            ),
+            (
+                "hub_webhook_delivered",
+                "Case changes delivered to departments",
+                &w.delivered_total,
+            ),
+            (
+                "hub_webhook_failed",
+                "Case changes given up on after the last attempt",
+                &w.failed_total,
+            ),
+            (
+                "hub_webhook_lagged",
+                "Case changes missed because delivery fell behind",
+                &w.lagged_total,
+            ),
+        ] {
+            counter(&mut enc, name, help, v)?;
+        }
+        if let Some(ingest) = &self.ingest {
+            gauge(
+                &mut enc,
+                "hub_ingest_connections",
+                "Boxes connected now",
+                ingest.connected().len() as u64,
+            )?;
+            let s = ingest.stats();
+            for (name, help, v) in [
+                (
+                    "hub_ingest_events",
+                    "Events from boxes committed (new)",
+                    &s.events_total,
+                ),
+                (
+                    "hub_ingest_duplicate_events",
+                    "Events from boxes received again",
+                    &s.duplicates_total,
+                ),
+                (
+                    "hub_ingest_handed_on_events",
+                    "Events handed on to the cases",
+                    &s.handed_on_total,
+                ),
+                (
+                    "hub_ingest_handoff_refused_events",
+                    "Events the cases refused",
+                    &s.handoff_refused_total,
+                ),
+                (
+                    "hub_ingest_connections_accepted",
+                    "Box connections accepted",
+                    &s.connections_total,
+                ),
+                (
+                    "hub_ingest_connections_refused",
+                    "Box connections refused (revoked, unknown)",
+                    &s.refused_total,
+                ),
+                (
+                    "hub_ingest_protocol_errors",
+                    "Connections closed for a protocol error",
+                    &s.protocol_errors_total,
+                ),
+                (
+                    "hub_ingest_retries",
+                    "Handshakes answered with a QUIC Retry",
+                    &s.retries_total,
+                ),
+                (
+                    "hub_ingest_enrollments",
+                    "Box enrollments accepted",
+                    &s.enrollments_total,
+                ),
+                (
+                    "hub_ingest_renewals",
+                    "Box certificates renewed",
+                    &s.renewals_total,
+                ),
+                (
+                    "hub_ingest_evidence_files",
+                    "Evidence files completed",
+                    &s.evidence_files_total,
+                ),
+            ] {
+                counter(&mut enc, name, help, v)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A counter (the encoder appends `_total`).
+fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, v: &AtomicU64) -> fmt::Result {
+    let c = ConstCounter::new(v.load(Ordering::Relaxed));
+    let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+    c.encode(m)
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(m)
+}
