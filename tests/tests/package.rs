@@ -211,10 +211,10 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
             .spawn()
             .unwrap(),
     );
-    // TODO(lead, after merging `ops`): ask `/metrics` instead; it answers without a token.
-    wait_until("the installed hub's API", &mut hub_proc.0, || {
-        http_get(api_port, "/api/v1/openapi.json")
-            .is_ok_and(|r| r.lines().next().is_some_and(|s| s.contains(" 200 ")))
+    wait_until("the installed hub's /metrics", &mut hub_proc.0, || {
+        http_get(api_port, "/metrics").is_ok_and(|r| {
+            r.lines().next().is_some_and(|s| s.contains(" 200 ")) && r.contains("hub_")
+        })
     });
     let (status, log) = terminate(hub_proc, &hub_log);
     assert!(status.success(), "hub exit {status}: {log}");
@@ -226,12 +226,15 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     let installed =
         std::fs::read_to_string(root.join(agent_cmd[3].trim_start_matches('/'))).unwrap();
     let agent_config = work.path().join("edge-agent.toml");
+    let metrics_port = e2e::mosquitto::free_port().unwrap();
     std::fs::write(
         &agent_config,
-        installed.replace(
-            "\"/var/lib/edge-agent",
-            &format!("\"{}/var/lib/edge-agent", root.display()),
-        ),
+        installed
+            .replace(
+                "\"/var/lib/edge-agent",
+                &format!("\"{}/var/lib/edge-agent", root.display()),
+            )
+            .replace("127.0.0.1:9464", &format!("127.0.0.1:{metrics_port}")),
     )
     .unwrap();
     let agent = root.join("usr/bin/edge-agent");
@@ -250,7 +253,11 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     wait_until("the installed agent", &mut agent_proc.0, || {
         std::fs::read_to_string(&agent_log).is_ok_and(|l| l.contains("agent running"))
     });
-    // TODO(lead, after merging `ops`/`box`): ask the agent's `/metrics` here.
+    wait_until("the installed agent's /metrics", &mut agent_proc.0, || {
+        http_get(metrics_port, "/metrics").is_ok_and(|r| {
+            r.lines().next().is_some_and(|s| s.contains(" 200 ")) && r.contains("edge_agent_")
+        })
+    });
     let detect = run(Command::new(&agent)
         .args(["detect", "--model", "coco-ssd"])
         .arg(e2e::media::media("motorcycle_left.png").unwrap())
