@@ -197,12 +197,13 @@ pub async fn run(
     });
     let metrics =
         api::metrics::HubMetrics::new(svc.clone(), ingest_handle, webhook_stats, clock.clone());
-    let app = api::router(state)
-        .merge(metrics.router())
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            api::metrics::count_requests,
-        ));
+    let app =
+        api::router(state)
+            .merge(metrics.router())
+            .layer(axum::middleware::from_fn_with_state(
+                metrics,
+                api::metrics::count_requests,
+            ));
     let shutdown = cancel.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
