@@ -64,8 +64,8 @@ async fn metrics_answer_with_case_ingest_and_request_counts_after_activity() {
     let config = HubConfig::from_toml_str(&text).unwrap();
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |addr| {
-        let _ = tx.send(addr);
+    let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |listening| {
+        let _ = tx.send(listening.api);
     }));
     let addr = rx.await.unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();
