@@ -1,6 +1,7 @@
 //! The workspace's dependency direction, checked from `cargo metadata`.
 //!
-//! Every arrow between workspace crates points toward `protocol`; `edge-agent` and `hub` never
+//! Every arrow between workspace crates points toward `protocol` (or the leaf `confcheck`, the
+//! config checking both binaries share); `edge-agent` and `hub` never
 //! depend on each other (see `../shared/CONVENTIONS.md` section 1). A crate missing from
 //! [`ALLOWED`] is a violation too, so a new crate cannot slip past the table.
 
@@ -14,10 +15,14 @@ use serde_json::Value;
 /// `None` means any: only the end-to-end test crate.
 pub const ALLOWED: &[(&str, Option<&[&str]>)] = &[
     ("protocol", Some(&[])),
+    ("confcheck", Some(&[])),
     ("models", Some(&["protocol"])),
     ("hardware", Some(&["protocol"])),
-    ("edge-agent", Some(&["protocol", "models", "hardware"])),
-    ("hub", Some(&["protocol"])),
+    (
+        "edge-agent",
+        Some(&["protocol", "confcheck", "models", "hardware"]),
+    ),
+    ("hub", Some(&["protocol", "confcheck"])),
     ("e2e", None),
 ];
 

@@ -61,7 +61,7 @@ fn workspace_dependencies_point_toward_protocol() {
             .join("; ")
     );
     // The check really saw the workspace.
-    assert_eq!(meta["packages"].as_array().unwrap().len(), 6);
+    assert_eq!(meta["packages"].as_array().unwrap().len(), 7);
 }
 
 #[test]

@@ -5,7 +5,9 @@
 //! - [`doctor`]: is the box healthy (config, clock, ONNX Runtime and model, cameras, broker,
 //!   hub, disk), as a table with what to do;
 //! - [`sensor`]: `test-sensor`, a topic's messages decoded live by a payload profile;
-//! - `toml_problems`: collecting all type and key problems of a TOML file, and redaction.
+//!
+//! Collecting every problem of a TOML file and redaction live in the `confcheck` crate, shared
+//! with the hub's `check-config`.
 //!
 //! These tools look at the box and report; they never change the store, the config or the
 //! enrollment, and they never run the agent's stages.
@@ -14,6 +16,5 @@ pub mod camera;
 pub mod config;
 pub mod doctor;
 pub mod sensor;
-mod toml_problems;
 
-pub use toml_problems::Problem;
+pub use confcheck::Problem;

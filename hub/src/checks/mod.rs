@@ -6,109 +6,36 @@
 //! This module reads files but opens no socket and no database (a database is created on first
 //! use, so only its folder is checked).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{ConfigError, HubConfig};
 use crate::duties::{DutyList, WorkCalendar};
 use crate::grid::{Grid, ImportOptions};
 
-mod toml_problems;
-
-pub use toml_problems::Problem;
-use toml_problems::{parse_collecting, redact};
+pub use confcheck::Problem;
 
 /// What `check-config` found.
-#[derive(Debug)]
-pub struct ConfigCheck {
-    /// The file checked.
-    pub path: PathBuf,
-    /// Every problem: in file order, then cross-field rules, then referenced files.
-    pub problems: Vec<Problem>,
-    /// The config as parsed (lines with type problems left out), when it could be parsed.
-    pub config: Option<HubConfig>,
-}
-
-impl ConfigCheck {
-    /// Whether the file has no problem.
-    pub fn is_valid(&self) -> bool {
-        self.problems.is_empty()
-    }
-
-    /// The report: the problems, or the validated config with secrets redacted.
-    pub fn render(&self) -> String {
-        if self.problems.is_empty() {
-            let body = self
-                .config
-                .as_ref()
-                .map(|c| redact(&format!("{c:#?}")))
-                .unwrap_or_default();
-            return format!(
-                "config `{}` is valid (secrets redacted):\n{body}",
-                self.path.display()
-            );
-        }
-        let mut out = format!(
-            "config `{}` has {} problem{}:\n",
-            self.path.display(),
-            self.problems.len(),
-            if self.problems.len() == 1 { "" } else { "s" }
-        );
-        for p in &self.problems {
-            out.push_str(&format!("  {p}\n"));
-        }
-        out
-    }
-}
+pub type ConfigCheck = confcheck::ConfigCheck<HubConfig>;
 
 /// Checks the config file at `path`. Relative paths in it are taken from the working folder, as
 /// `hub serve` does.
 pub fn check_config_file(path: &Path) -> ConfigCheck {
-    match std::fs::read_to_string(path) {
-        Ok(text) => check_config_text(&text, path),
-        Err(e) => ConfigCheck {
-            path: path.to_owned(),
-            problems: vec![Problem {
-                line: None,
-                key: "(file)".to_owned(),
-                message: format!("cannot be read: {e}"),
-            }],
-            config: None,
-        },
-    }
+    confcheck::check_file(path, check_config_text)
 }
 
 /// Checks config text; `path` names it in the report.
 pub fn check_config_text(text: &str, path: &Path) -> ConfigCheck {
-    if let Err(e) = toml::from_str::<toml::Table>(text) {
-        let line = e.span().map(|s| {
-            text.as_bytes()[..s.start.min(text.len())]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-                + 1
-        });
-        return ConfigCheck {
-            path: path.to_owned(),
-            problems: vec![Problem {
-                line,
-                key: "(syntax)".to_owned(),
-                message: e.message().trim().to_owned(),
-            }],
-            config: None,
+    let mut check = confcheck::parse_text::<HubConfig>(text, path);
+    if let Some(config) = &check.config {
+        let rules = match config.validate() {
+            Err(ConfigError::Invalid(lines)) => lines,
+            _ => Vec::new(),
         };
+        let files = referenced_files(config);
+        check.add_validation_lines(rules);
+        check.problems.extend(files);
     }
-    let (config, mut problems) = parse_collecting::<HubConfig>(text);
-    if let Some(config) = &config {
-        if let Err(ConfigError::Invalid(lines)) = config.validate() {
-            problems.extend(lines.iter().map(|l| Problem::from_validation_line(l)));
-        }
-        problems.extend(referenced_files(config));
-    }
-    ConfigCheck {
-        path: path.to_owned(),
-        problems,
-        config,
-    }
+    check
 }
 
 /// Problems with the files a parsed config names, each parsed as `hub serve` parses it.
@@ -259,6 +186,8 @@ fn read_bytes(
 
 #[cfg(test)]
 mod tests {
+    use confcheck::{parse_collecting, redact};
+
     use super::*;
 
     #[test]

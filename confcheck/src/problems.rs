@@ -55,7 +55,7 @@ const MAX_PROBLEMS: usize = 50;
 /// Parses `text` into `T`, collecting every problem that can be isolated to a line. Returns the
 /// value parsed with the problem lines left out (their defaults apply), or `None` when some
 /// problem could not be isolated.
-pub(crate) fn parse_collecting<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem>) {
+pub fn parse_collecting<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Problem>) {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let mut problems = Vec::new();
     while problems.len() < MAX_PROBLEMS {
@@ -155,7 +155,7 @@ fn key_path(lines: &[String], idx: usize) -> String {
 /// Masks secrets in printed config: credentials in URLs (`rtsp://user:pass@host`) and the values
 /// of fields that name a password, secret or token hash. Paths to secret files are kept (they
 /// are not secret); their contents are never printed.
-pub(crate) fn redact(text: &str) -> String {
+pub fn redact(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let lower = line.to_ascii_lowercase();
