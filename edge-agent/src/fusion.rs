@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::camera::Looker;
-use crate::events::{Mark, Observation, PixelRect, Snapshot};
+use crate::events::{Observation, Snapshot};
 
 /// How long a sensor event waits for its camera.
 pub const LOOK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,24 +64,7 @@ async fn confirm(
     match looker.look(camera.as_str(), LOOK_TIMEOUT).await {
         Ok(look) => {
             stats.confirmed.fetch_add(1, Ordering::Relaxed);
-            let marks = look
-                .detections
-                .iter()
-                .map(|d| {
-                    let (x, y) = (d.bbox.x1.max(0.0), d.bbox.y1.max(0.0));
-                    Mark {
-                        rect: PixelRect {
-                            x: x as u32,
-                            y: y as u32,
-                            width: (d.bbox.x2 - x).max(1.0) as u32,
-                            height: (d.bbox.y2 - y).max(1.0) as u32,
-                        },
-                        label: d.label.clone(),
-                        score: d.score,
-                        private: d.label == "person",
-                    }
-                })
-                .collect();
+            let marks = look.marks();
             observation.attributes.insert(
                 "confirming_camera".to_owned(),
                 AttrValue::Text(camera.to_string()),

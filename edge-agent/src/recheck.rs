@@ -20,7 +20,7 @@ use crate::camera::config::CameraConfig;
 use crate::camera::{Look, Looker};
 use crate::clock::now;
 use crate::config::Config;
-use crate::events::{Built, EventBuilder, Mark, Observation, PixelRect, Snapshot};
+use crate::events::{Built, EventBuilder, Observation, Snapshot};
 use crate::store::Store;
 use crate::uplink::CommandRequest;
 use crate::vision::{NormBox, Zone};
@@ -180,25 +180,7 @@ fn observation(
     category: CategoryCode,
     attributes: BTreeMap<String, AttrValue>,
 ) -> Observation {
-    let marks = look
-        .detections
-        .iter()
-        .map(|d| {
-            let x = d.bbox.x1.max(0.0);
-            let y = d.bbox.y1.max(0.0);
-            Mark {
-                rect: PixelRect {
-                    x: x as u32,
-                    y: y as u32,
-                    width: (d.bbox.x2 - x).max(1.0) as u32,
-                    height: (d.bbox.y2 - y).max(1.0) as u32,
-                },
-                label: d.label.clone(),
-                score: d.score,
-                private: d.label == "person",
-            }
-        })
-        .collect();
+    let marks = look.marks();
     let (w, h) = look.image.dimensions();
     let zone = cam
         .zones

@@ -37,6 +37,13 @@ pub struct Look {
     pub detections: Vec<Detection>,
 }
 
+impl Look {
+    /// The detections as evidence marks.
+    pub fn marks(&self) -> Vec<crate::events::Mark> {
+        self.detections.iter().map(super::detection_mark).collect()
+    }
+}
+
 /// Why a look could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -620,15 +620,7 @@ impl CameraAnalysis {
         if firings.is_empty() {
             return Vec::new();
         }
-        let marks: Vec<Mark> = detections
-            .iter()
-            .map(|d| Mark {
-                rect: pixel_rect(&d.bbox),
-                label: d.label.clone(),
-                score: d.score,
-                private: d.label == "person",
-            })
-            .collect();
+        let marks: Vec<Mark> = detections.iter().map(detection_mark).collect();
         firings
             .into_iter()
             .map(|f| {
@@ -799,14 +791,21 @@ fn camera_source(id: &CameraId) -> Source {
     }
 }
 
-fn pixel_rect(b: &models::BBox) -> PixelRect {
-    let x = b.x1.max(0.0);
-    let y = b.y1.max(0.0);
-    PixelRect {
-        x: x as u32,
-        y: y as u32,
-        width: (b.x2 - x).max(1.0) as u32,
-        height: (b.y2 - y).max(1.0) as u32,
+/// How a detection is drawn on evidence: its box in frame pixels, label and score; persons are
+/// private (blurred where the category's policy says so).
+pub fn detection_mark(d: &Detection) -> Mark {
+    let x = d.bbox.x1.max(0.0);
+    let y = d.bbox.y1.max(0.0);
+    Mark {
+        rect: PixelRect {
+            x: x as u32,
+            y: y as u32,
+            width: (d.bbox.x2 - x).max(1.0) as u32,
+            height: (d.bbox.y2 - y).max(1.0) as u32,
+        },
+        label: d.label.clone(),
+        score: d.score,
+        private: d.label == "person",
     }
 }
 

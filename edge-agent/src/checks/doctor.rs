@@ -509,7 +509,7 @@ fn check_disk(config: &Config, report: &mut DoctorReport) {
         );
         return;
     };
-    let Some(free) = free_bytes(existing) else {
+    let Some(free) = crate::store::disk_free_bytes(existing) else {
         report.push(
             "disk",
             Status::Warn,
@@ -544,24 +544,6 @@ fn check_disk(config: &Config, report: &mut DoctorReport) {
     } else {
         report.push("disk", Status::Ok, detail, "");
     }
-}
-
-/// Free bytes for unprivileged writers on the file system holding `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
-    // right type; statvfs fills it completely when it returns 0.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    // The field types are narrower on some 32-bit targets (RK3588 boxes may run armhf).
-    #[allow(clippy::unnecessary_cast)]
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Bytes of the files under `dir` (0 when it does not exist).
