@@ -176,6 +176,12 @@ pub struct CasesSection {
     pub deadline_check_interval_secs: u64,
     /// Case changes buffered for live listeners. Default 1024.
     pub change_buffer_len: usize,
+    /// A camera re-check's answer verifies a handled case (no matching object left: passed;
+    /// still there: rework). Default true.
+    pub verify_by_recheck: bool,
+    /// After a department's feedback on a case a camera raised, ask that camera to look again.
+    /// Default true.
+    pub recheck_on_feedback: bool,
 }
 
 impl Default for CasesSection {
@@ -186,6 +192,8 @@ impl Default for CasesSection {
             warn_before_secs: 3600,
             deadline_check_interval_secs: 60,
             change_buffer_len: 1024,
+            verify_by_recheck: true,
+            recheck_on_feedback: true,
         }
     }
 }

@@ -94,6 +94,8 @@ pub async fn run(
         merge_radius_m: config.cases.merge_radius_m,
         merge_window_ms: config.cases.merge_window_secs as i64 * 1000,
         warn_before_ms: config.cases.warn_before_secs as i64 * 1000,
+        verify_by_recheck: config.cases.verify_by_recheck,
+        recheck_on_feedback: config.cases.recheck_on_feedback,
     };
     let svc = Arc::new(CaseService::new(
         db,

@@ -24,7 +24,8 @@ const TEXT = {
     act_feedback: "处置反馈", act_verify: "核查通过", act_verify_failed: "核查不通过（返工）",
     act_close: "结案", act_return: "退回", act_recheck: "请求摄像头复核",
     act_report: "上报", act_warn: "临期预警", act_escalate: "升级", act_created: "新建",
-    act_merged: "合并事件", rechecking: "复核中…",
+    act_merged: "合并事件", rechecking: "复核中…", act_recheck_evidence: "摄像头复核结果",
+    act_recheck_unavailable: "摄像头无法复核，请人工核查",
     st_reported: "待立案", st_registered: "待派遣", st_rejected: "不予立案", st_dispatched: "已派遣",
     st_handling: "处置中", st_handled: "待核查", st_verified: "待结案", st_closed: "已结案",
     fleet_title: "边缘设备", box: "设备", status: "登记状态", connected: "连接", last_seen: "最后在线",
@@ -59,7 +60,8 @@ const TEXT = {
     act_feedback: "Feedback", act_verify: "Verify (passed)", act_verify_failed: "Verify failed (rework)",
     act_close: "Close", act_return: "Return", act_recheck: "Request camera re-check",
     act_report: "Reported", act_warn: "Deadline warning", act_escalate: "Escalated", act_created: "Created",
-    act_merged: "Event merged", rechecking: "Re-checking…",
+    act_merged: "Event merged", rechecking: "Re-checking…", act_recheck_evidence: "Camera re-check result",
+    act_recheck_unavailable: "Camera could not re-check: verify in person",
     st_reported: "reported", st_registered: "registered", st_rejected: "rejected", st_dispatched: "dispatched",
     st_handling: "handling", st_handled: "handled", st_verified: "verified", st_closed: "closed",
     fleet_title: "Edge boxes", box: "Box", status: "Registry", connected: "Link", last_seen: "Last seen",
@@ -214,9 +216,16 @@ function signOut() {
   if (location.hash !== "#/signin") location.hash = "#/signin";
   else route();
 }
+// The case list comes in pages of up to 1000; follow `next` to the end.
 async function loadCases() {
-  const { cases } = await api("/api/v1/cases");
-  app.cases = new Map(cases.map((c) => [c.id, c]));
+  const all = new Map();
+  let after = null;
+  do {
+    const page = await api("/api/v1/cases?limit=1000" + (after === null ? "" : "&after=" + after));
+    for (const c of page.cases) all.set(c.id, c);
+    after = page.next;
+  } while (after !== null && after !== undefined);
+  app.cases = all;
 }
 
 function renderSignin(main) {

@@ -9,17 +9,17 @@
 // Harness code unwraps: a panic there is a broken fixture, which the test should report.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+mod hub_support;
+
 use std::path::Path;
 use std::time::Duration;
 
 use e2e::browser::Browser;
 use edge_agent::store::{EvidenceFile, Store, StoreOptions};
-use edge_agent::uplink::{IdentityPaths, Uplink, UplinkConfig};
+use edge_agent::uplink::{Uplink, UplinkConfig};
 use hub::grid::{Grid, ImportOptions};
-use protocol::{
-    BoxId, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind, Timestamp,
-};
+use hub_support::{RunningHub, now};
+use protocol::{Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(15);
@@ -85,7 +85,7 @@ async fn an_operator_follows_an_ingested_case_around_the_loop_in_the_console() {
 
     // A box enrolls and delivers an illegal-parking event (reviewed, not auto-dispatched) with
     // a photo; the case appears in the queue and on the map without a reload.
-    let edge = Edge::enroll(data, hub.ingest, "box-0001").await;
+    let edge = Edge::enroll(&hub, data, "box-0001").await;
     let photo = std::fs::read(e2e::media::media("chelsea.png").unwrap()).unwrap();
     let evidence = EvidenceFile::new(photo, "image/png");
     let mut event = camera_event(lat, lon);
@@ -198,9 +198,19 @@ async fn an_operator_follows_an_ingested_case_around_the_loop_in_the_console() {
     let refused = browser.text("#case-error", T).await.unwrap();
     assert!(refused.contains("not yours"), "{refused}");
 
-    // The dispatcher verifies and closes; the timeline holds every step.
+    // After the feedback the hub asked the box's camera to look again; this box runs no camera
+    // pipeline, so the case says a person must verify. The dispatcher does, and closes it; the
+    // timeline holds every step.
     sign_out_and_in(&browser, "t-desk").await;
     open_case(&browser, &base, case_id).await;
+    browser
+        .wait_for(
+            "the note that the camera could not re-check",
+            T,
+            "document.querySelector('#timeline li[data-action=\"recheck_unavailable\"]')",
+        )
+        .await
+        .unwrap();
     act(&browser, "verify", "待结案").await;
     act(&browser, "close", "已结案").await;
     let steps: Vec<String> = serde_json::from_value(
@@ -216,7 +226,14 @@ async fn an_operator_follows_an_ingested_case_around_the_loop_in_the_console() {
     assert_eq!(
         steps,
         [
-            "report", "register", "dispatch", "accept", "feedback", "verify", "close"
+            "report",
+            "register",
+            "dispatch",
+            "accept",
+            "feedback",
+            "recheck_unavailable",
+            "verify",
+            "close"
         ]
     );
     look(&browser, "case-closed").await;
@@ -276,69 +293,17 @@ async fn an_operator_follows_an_ingested_case_around_the_loop_in_the_console() {
     hub.stop().await;
 }
 
-struct RunningHub {
-    api: SocketAddr,
-    ingest: SocketAddr,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), hub::serve::ServeError>>,
-}
-
-impl RunningHub {
-    async fn stop(self) {
-        self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("hub stops")
-            .unwrap()
-            .unwrap();
-    }
-}
-
 /// The hub of `hub init` in `data`, on 127.0.0.1:0, with the test's tokens.
 async fn start_hub(data: &Path, own_worker: &str, other_worker: &str) -> RunningHub {
-    let tokens: String = TOKENS
+    let tokens: Vec<(&str, &str, &str)> = TOKENS
         .iter()
-        .map(|(token, role, subject)| {
-            let subject = match *token {
-                "t-own-worker" => own_worker,
-                "t-other-worker" => other_worker,
-                _ => subject,
-            };
-            format!(
-                "[[tokens]]\nname = \"{token}\"\ntoken_sha256 = \"{}\"\nrole = \"{role}\"\nsubject = \"{subject}\"\n\n",
-                hub::api::hash_token(token)
-            )
+        .map(|&(token, role, subject)| match token {
+            "t-own-worker" => (token, role, own_worker),
+            "t-other-worker" => (token, role, other_worker),
+            _ => (token, role, subject),
         })
         .collect();
-    let p = |name: &str| data.join(name);
-    let text = format!(
-        "api_listen_addr = \"127.0.0.1:0\"\ndatabase_path = {:?}\ngrid_path = {:?}\n\
-         duties_path = {:?}\ncalendar_path = {:?}\n\n\
-         [ingest]\nlisten_addr = \"127.0.0.1:0\"\ndata_dir = {:?}\nrevocation_check_interval_secs = 1\n\n\
-         [[departments]]\nid = \"traffic-pj\"\nname = \"平江交警中队\"\n\n\
-         [[departments]]\nid = \"traffic-gusu\"\nname = \"姑苏交警大队\"\n\n\
-         [[departments]]\nid = \"sanitation-pj\"\nname = \"平江街道环卫所\"\n\n\
-         [[departments]]\nid = \"sanitation-gusu\"\nname = \"姑苏区环卫处\"\n\n\
-         [[departments]]\nid = \"city-management\"\nname = \"城市管理局\"\n\n{tokens}",
-        p("hub.db"),
-        p("grid.geojson"),
-        p("duties.csv"),
-        p("calendar.toml"),
-        data,
-    );
-    let config = hub::config::HubConfig::from_toml_str(&text).unwrap();
-    let cancel = CancellationToken::new();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |at| {
-        let _ = tx.send(at);
-    }));
-    let at = tokio::time::timeout(T, rx).await.unwrap().unwrap();
-    RunningHub {
-        api: at.api,
-        ingest: at.ingest.unwrap(),
-        cancel,
-        task,
-    }
+    RunningHub::start(data, &tokens, "").await
 }
 
 /// An enrolled box: its store and a running uplink to the hub.
@@ -350,25 +315,10 @@ struct Edge {
 }
 
 impl Edge {
-    async fn enroll(hub_data: &Path, ingest: SocketAddr, id: &str) -> Edge {
-        let token = hub::registry::admin::box_add(
-            hub_data,
-            &BoxId::parse(id).unwrap(),
-            Some("平江路 1 号杆"),
-            None,
-            3600,
-            now(),
-        )
-        .unwrap();
+    async fn enroll(hub: &RunningHub, hub_data: &Path, id: &str) -> Edge {
         let tls = tempfile::tempdir().unwrap();
-        let paths = IdentityPaths {
-            ca_path: tls.path().join("ca.pem"),
-            cert_path: tls.path().join("box.pem"),
-            key_path: tls.path().join("box.key"),
-        };
-        edge_agent::enroll::enroll(&ingest.to_string(), "gridsense-hub", token.trim(), &paths)
-            .await
-            .unwrap();
+        hub.enroll(hub_data, id, tls.path()).await;
+        let ingest = hub.ingest;
         let data = tempfile::tempdir().unwrap();
         let location = Location {
             lat: 31.3,
@@ -494,12 +444,4 @@ async fn act(browser: &Browser, action: &str, then: &str) {
 async fn look(browser: &Browser, name: &str) {
     let path = browser.screenshot(name).await.unwrap();
     eprintln!("screenshot: {}", path.display());
-}
-
-fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    Timestamp::from_unix_millis(ms)
 }

@@ -16,7 +16,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::auth::{Caller, may_see};
 use super::{ApiError, AppState, blocking};
 use crate::assess;
-use crate::cases::{Action, CaseId, Role};
+use crate::cases::{Action, CaseId, CaseState, Role};
+use crate::db::CasePageQuery;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -27,14 +28,66 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/changes", get(changes))
 }
 
+/// The most cases one page of `GET /api/v1/cases` holds, and the default page size.
+const PAGE_MAX: usize = 1000;
+const PAGE_DEFAULT: usize = 200;
+
+/// Query of `GET /api/v1/cases`: `after` (the previous page's `next`), `limit` (1 to 1000,
+/// default 200), `state` (comma-separated state names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    state: Option<String>,
+}
+
+/// One page of the cases the caller may see, oldest first; `next` is the cursor for the
+/// following page, `null` on the last one. A worker's and a department's pages are narrowed in
+/// the query itself, so their pages are full.
 async fn list(
     State(state): State<AppState>,
     Caller(actor): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit: {limit} is outside 1..={PAGE_MAX}"
+        )));
+    }
+    let mut states = Vec::new();
+    for name in q.state.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if name.is_empty() {
+            continue;
+        }
+        states.push(CaseState::parse(name).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "state: `{name}` is not one of {}",
+                CaseState::ALL.map(CaseState::as_str).join(", ")
+            ))
+        })?);
+    }
+    let page = CasePageQuery {
+        after: q.after.map(CaseId),
+        limit,
+        states,
+        worker: (actor.role == Role::Worker).then(|| actor.subject.clone()),
+        department: (actor.role == Role::Department).then(|| actor.subject.clone()),
+    };
     let svc = state.cases.clone();
-    let cases = blocking(move || svc.cases()).await?;
+    let (cases, more) = blocking(move || svc.cases_page(&page)).await?;
+    let next = if more {
+        cases.last().map(|c| c.id.0)
+    } else {
+        None
+    };
     let visible: Vec<_> = cases.into_iter().filter(|c| may_see(&actor, c)).collect();
-    Ok(Json(json!({ "cases": visible })))
+    Ok(Json(json!({ "cases": visible, "next": next })))
 }
 
 async fn show(
@@ -91,6 +144,7 @@ async fn act(
     body: Result<Json<ActionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Json(req) = body.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+    let feedback = matches!(req.action, Action::Feedback);
     let svc = state.cases.clone();
     let now = (state.clock)();
     let case = blocking(move || {
@@ -111,6 +165,9 @@ async fn act(
         .map(Ok)
     })
     .await??;
+    if feedback && state.cases.settings().recheck_on_feedback && state.boxes.is_some() {
+        tokio::spawn(super::console::recheck_after_feedback(state.clone(), id));
+    }
     Ok(Json(json!({ "case": case })))
 }
 

@@ -8,7 +8,9 @@
 //! - `GET /api/v1/cases/{id}/evidence/{sha256}`: an evidence file named by the case's events or
 //!   transitions, to whoever may see the case;
 //! - `POST /api/v1/cases/{id}/recheck`: asks the box that raised the case for a fresh look
-//!   through the same camera and records the answer on the case.
+//!   through the same camera and records the answer on the case; the same is asked by itself
+//!   after a department's feedback ([`recheck_after_feedback`]), and the box's answer then
+//!   verifies the case in the case service.
 //!
 //! Handlers only gather and shape; decisions stay in the case service and the ingest.
 
@@ -25,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, may_see};
 use super::{ApiError, AppState, blocking};
-use crate::cases::{CaseId, Role};
+use crate::cases::{Actor, CaseId, Role};
 use crate::registry::Registry;
 
 /// How long a box may take to answer a re-check.
@@ -224,36 +226,12 @@ async fn recheck(
     let Some(boxes) = state.boxes.clone() else {
         return Err(ApiError::Conflict("this hub serves no boxes".into()));
     };
-    let svc = state.cases.clone();
-    let who = actor.clone();
-    let target = blocking(move || {
-        let Some((case, _)) = svc.case(CaseId(id))? else {
-            return Ok(Err(ApiError::NotFound(format!("case {id} does not exist"))));
-        };
-        if !may_see(&who, &case) {
-            return Ok(Err(ApiError::Forbidden(format!("case {id} is not yours"))));
-        }
-        let camera = svc.case_events(CaseId(id))?.into_iter().find_map(|(b, e)| {
-            (e.source.kind == SourceKind::Camera).then(|| (b, e.source.id, case.category.clone()))
-        });
-        Ok(Ok(camera))
-    })
-    .await??;
-    let Some((box_id, camera, category)) = target else {
-        return Err(ApiError::Conflict(format!(
-            "case {id} was not raised by a camera"
-        )));
-    };
-    let box_id = BoxId::parse(box_id).map_err(|_| ApiError::Internal)?;
-    let camera = protocol::CameraId::parse(camera.as_str()).map_err(|_| ApiError::Internal)?;
-    let action = CommandAction::Recheck {
-        camera,
-        reference: id.to_string(),
-        categories: vec![category],
-    };
+    let target = recheck_target(&state, id, Some(actor.clone()))
+        .await?
+        .ok_or_else(|| ApiError::Conflict(format!("case {id} was not raised by a camera")))?;
     let result = boxes
         .ingest
-        .command(&box_id, action, RECHECK_TIMEOUT)
+        .command(&target.box_id, target.action, RECHECK_TIMEOUT)
         .await
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let evidence: Vec<String> = result.evidence.iter().map(|r| r.sha256.to_hex()).collect();
@@ -266,4 +244,105 @@ async fn recheck(
     let case = blocking(move || svc.annotate(CaseId(id), "recheck", &actor, &note, &evidence, now))
         .await?;
     Ok(Json(json!({"case": case, "result": result})))
+}
+
+/// The box and camera to ask about a case, and the command to send them.
+struct RecheckTarget {
+    box_id: BoxId,
+    action: CommandAction,
+}
+
+/// The camera that raised case `id` (its first camera event), or `None` when no camera did.
+/// With `asker`, a case the asker may not see is refused.
+async fn recheck_target(
+    state: &AppState,
+    id: i64,
+    asker: Option<Actor>,
+) -> Result<Option<RecheckTarget>, ApiError> {
+    let svc = state.cases.clone();
+    let target = blocking(move || {
+        let Some((case, _)) = svc.case(CaseId(id))? else {
+            return Ok(Err(ApiError::NotFound(format!("case {id} does not exist"))));
+        };
+        if let Some(who) = &asker
+            && !may_see(who, &case)
+        {
+            return Ok(Err(ApiError::Forbidden(format!("case {id} is not yours"))));
+        }
+        let camera = svc.case_events(CaseId(id))?.into_iter().find_map(|(b, e)| {
+            (e.source.kind == SourceKind::Camera).then(|| (b, e.source.id, case.category.clone()))
+        });
+        Ok(Ok(camera))
+    })
+    .await??;
+    let Some((box_id, camera, category)) = target else {
+        return Ok(None);
+    };
+    let box_id = BoxId::parse(box_id).map_err(|_| ApiError::Internal)?;
+    let camera = protocol::CameraId::parse(camera.as_str()).map_err(|_| ApiError::Internal)?;
+    Ok(Some(RecheckTarget {
+        box_id,
+        action: CommandAction::Recheck {
+            camera,
+            reference: id.to_string(),
+            categories: vec![category],
+        },
+    }))
+}
+
+/// After a department's feedback: asks the camera that raised case `id` to look again, so that
+/// its answer (ingested like any event, see the case service) verifies the case. A box that
+/// cannot answer leaves a note on the case for a person to verify, and is counted. Cases no
+/// camera raised are left to people.
+pub(super) async fn recheck_after_feedback(state: AppState, id: i64) {
+    let Some(boxes) = state.boxes.clone() else {
+        return;
+    };
+    let target = match recheck_target(&state, id, None).await {
+        Ok(Some(target)) => target,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(case = id, error = %e, "re-check after feedback: case not readable");
+            return;
+        }
+    };
+    let box_id = target.box_id.clone();
+    let (what, note, evidence) = match boxes
+        .ingest
+        .command(&target.box_id, target.action, RECHECK_TIMEOUT)
+        .await
+    {
+        Ok(result) if matches!(result.outcome, CommandOutcome::Done) => {
+            let evidence = result.evidence.iter().map(|r| r.sha256.to_hex()).collect();
+            (
+                "recheck",
+                format!("camera re-check after feedback asked of {box_id}"),
+                evidence,
+            )
+        }
+        failed => {
+            let why = match failed {
+                Ok(result) => format!("{:?}", result.outcome),
+                Err(e) => e.to_string(),
+            };
+            state
+                .cases
+                .stats()
+                .recheck_unavailable_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(case = id, box_id = %box_id, why = %why, "re-check after feedback not possible");
+            (
+                "recheck_unavailable",
+                format!("camera re-check after feedback not possible ({why}): verify in person"),
+                Vec::new(),
+            )
+        }
+    };
+    let svc = state.cases.clone();
+    let now = (state.clock)();
+    let system = Actor::system();
+    let done = blocking(move || svc.annotate(CaseId(id), what, &system, &note, &evidence, now));
+    if let Err(e) = done.await {
+        tracing::warn!(case = id, error = %e, "re-check after feedback: note not recorded");
+    }
 }

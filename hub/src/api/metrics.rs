@@ -213,6 +213,21 @@ impl Collector for HubCollector {
                 "Workflow actions applied",
                 &c.actions_total,
             ),
+            (
+                "hub_case_rechecks",
+                "Camera re-check answers attached to their cases",
+                &c.rechecks_total,
+            ),
+            (
+                "hub_case_recheck_verdicts",
+                "Handled cases verified (passed or failed) by a camera re-check",
+                &c.recheck_verdicts_total,
+            ),
+            (
+                "hub_case_rechecks_unavailable",
+                "Re-checks asked after feedback that the box could not answer",
+                &c.recheck_unavailable_total,
+            ),
         ] {
             counter(&mut enc, name, help, v)?;
         }

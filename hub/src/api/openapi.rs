@@ -33,8 +33,13 @@ pub(crate) fn document() -> Value {
             }
         },
         "paths": {
-            "/api/v1/cases": { "get": { "summary": "Cases the caller may see", "security": bearer,
-                "responses": { "200": { "description": "{cases: [...]}" }, "401": err } } },
+            "/api/v1/cases": { "get": { "summary": "One page of the cases the caller may see, oldest first", "security": bearer,
+                "parameters": [
+                    { "name": "after", "in": "query", "description": "the previous page's `next`", "schema": { "type": "integer" } },
+                    { "name": "limit", "in": "query", "description": "1 to 1000, default 200", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } },
+                    { "name": "state", "in": "query", "description": "comma-separated states", "schema": { "type": "string" } }
+                ],
+                "responses": { "200": { "description": "{cases: [...], next: id or null}" }, "401": err, "422": err } } },
             "/api/v1/cases/{id}": { "get": { "summary": "A case, its transitions, its merged events and the actions the caller may take", "security": bearer, "parameters": id,
                 "responses": { "200": { "description": "{case, transitions, events, allowed_actions}" }, "403": err, "404": err } } },
             "/api/v1/cases/{id}/evidence/{sha256}": { "get": { "summary": "An evidence file named by the case's events or transitions", "security": bearer,

@@ -56,6 +56,23 @@ pub enum CaseState {
 }
 
 impl CaseState {
+    /// Every state, in the order of the loop.
+    pub const ALL: [CaseState; 8] = [
+        CaseState::Reported,
+        CaseState::Registered,
+        CaseState::Rejected,
+        CaseState::Dispatched,
+        CaseState::Handling,
+        CaseState::Handled,
+        CaseState::Verified,
+        CaseState::Closed,
+    ];
+
+    /// A state from its name as stored and shown.
+    pub fn parse(name: &str) -> Option<CaseState> {
+        CaseState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The state's name as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {

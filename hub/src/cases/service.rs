@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 use super::workflow::{self, Action, WorkflowError};
 use super::{Actor, Case, CaseId, CaseState, Transition};
-use crate::db::{Db, DbError};
+use crate::db::{CasePageQuery, Db, DbError};
 use crate::duties::{DepartmentId, DutyList, Registration, WorkCalendar};
 use crate::grid::{Grid, crs};
 
@@ -25,6 +25,12 @@ pub struct CaseSettings {
     pub merge_window_ms: i64,
     /// Warn this long (wall-clock) before the escalation time.
     pub warn_before_ms: i64,
+    /// A camera re-check answering a handled case verifies it: passed with no matching object
+    /// left, failed (rework) otherwise.
+    pub verify_by_recheck: bool,
+    /// After a department's feedback on a case a camera raised, ask that camera for a re-check
+    /// (the API does this when the hub serves boxes).
+    pub recheck_on_feedback: bool,
 }
 
 impl Default for CaseSettings {
@@ -33,6 +39,8 @@ impl Default for CaseSettings {
             merge_radius_m: 50.0,
             merge_window_ms: 30 * 60_000,
             warn_before_ms: 60 * 60_000,
+            verify_by_recheck: true,
+            recheck_on_feedback: true,
         }
     }
 }
@@ -92,6 +100,10 @@ pub struct CaseStats {
     pub actions_total: AtomicU64,
     /// Camera re-check answers attached to their cases.
     pub rechecks_total: AtomicU64,
+    /// Handled cases verified (passed or failed) by a camera re-check's answer.
+    pub recheck_verdicts_total: AtomicU64,
+    /// Re-checks asked for after feedback that the box could not answer (offline, no frame).
+    pub recheck_unavailable_total: AtomicU64,
 }
 
 /// A case operation that failed.
@@ -204,34 +216,13 @@ impl CaseService {
                 return Ok((IngestOutcome::Duplicate, None));
             }
             if let Some(id) = recheck_of(event)
-                && let Some(mut case) = tx.case(id)?
+                && let Some(case) = tx.case(id)?
             {
-                case.updated_at = now;
-                tx.update_case(&case)?;
                 tx.link_event(box_id, event.seq, case.id)?;
-                let matching = match event.attributes.get("matching") {
-                    Some(AttrValue::Int(n)) => n.to_string(),
-                    _ => "?".to_owned(),
-                };
-                tx.add_transition(&Transition {
-                    case_id: id,
-                    at: now,
-                    actor: Actor::system(),
-                    action: "recheck_evidence".into(),
-                    from: case.state,
-                    to: case.state,
-                    note: format!(
-                        "camera {} of {box_id} re-checked: {matching} matching object(s)",
-                        event.source.id
-                    ),
-                    evidence: event.evidence.iter().map(|e| e.sha256.to_hex()).collect(),
-                })?;
+                let (case, action) = self.take_recheck(tx, case, box_id, event, now)?;
                 return Ok((
                     IngestOutcome::Attached(id),
-                    Some(CaseChange {
-                        action: "recheck_evidence".into(),
-                        case,
-                    }),
+                    Some(CaseChange { action, case }),
                 ));
             }
             let since = Timestamp::from_unix_millis(
@@ -354,6 +345,64 @@ impl CaseService {
             evidence: vec![],
         };
         self.ingest_with(&box_id, &event, now, description.to_owned())
+    }
+
+    /// Records a camera re-check's answer on its case: the "after" picture and the matching
+    /// count as a `recheck_evidence` transition and, when the case waits for verification after
+    /// the department's feedback, the verification itself — passed when the camera sees no
+    /// matching object any more, failed (back to the department for rework) when it still does.
+    /// An answer without a count, or for a case in another state, only adds the evidence.
+    fn take_recheck(
+        &self,
+        tx: &crate::db::Tx<'_>,
+        mut case: Case,
+        box_id: &BoxId,
+        event: &Event,
+        now: Timestamp,
+    ) -> Result<(Case, String), CaseError> {
+        let matching = match event.attributes.get("matching") {
+            Some(AttrValue::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let seen = matching.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let note = format!(
+            "camera {} of {box_id} re-checked: {seen} matching object(s)",
+            event.source.id
+        );
+        let evidence: Vec<String> = event.evidence.iter().map(|e| e.sha256.to_hex()).collect();
+        case.updated_at = now;
+        tx.add_transition(&Transition {
+            case_id: case.id,
+            at: now,
+            actor: Actor::system(),
+            action: "recheck_evidence".into(),
+            from: case.state,
+            to: case.state,
+            note: note.clone(),
+            evidence: evidence.clone(),
+        })?;
+        let mut action = "recheck_evidence".to_owned();
+        if self.settings.verify_by_recheck
+            && case.state == CaseState::Handled
+            && let Some(n) = matching
+        {
+            let verify = Action::Verify { passed: n == 0 };
+            let (next, t) =
+                workflow::apply(&case, &verify, &Actor::system(), &note, &evidence, now)?;
+            tx.add_transition(&t)?;
+            self.stats
+                .recheck_verdicts_total
+                .fetch_add(1, Ordering::Relaxed);
+            action = verify.name().to_owned();
+            case = next;
+        }
+        tx.update_case(&case)?;
+        Ok((case, action))
+    }
+
+    /// The settings the service runs with.
+    pub fn settings(&self) -> &CaseSettings {
+        &self.settings
     }
 
     /// Applies an action by `actor` to a case.
@@ -536,6 +585,14 @@ impl CaseService {
     /// [`CaseError::Db`].
     pub fn cases(&self) -> Result<Vec<Case>, CaseError> {
         Ok(self.lock().atomically(|tx| tx.cases())?)
+    }
+
+    /// One page of cases in id order and whether more follow (see [`CasePageQuery`]).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn cases_page(&self, query: &CasePageQuery) -> Result<(Vec<Case>, bool), CaseError> {
+        Ok(self.lock().atomically(|tx| tx.cases_page(query))?)
     }
 
     /// Cases per state and open cases past their deadline at `now` (metrics).

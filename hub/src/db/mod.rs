@@ -11,10 +11,11 @@ use std::path::Path;
 use protocol::{BoxId, CategoryCode, Event, Seq, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::cases::{Case, CaseId, Transition};
+use crate::cases::{Case, CaseId, CaseState, Transition};
 
 /// Schema versions, applied in order.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     box_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -39,7 +40,29 @@ CREATE TABLE transitions (
     body TEXT NOT NULL
 );
 CREATE INDEX transitions_case ON transitions (case_id);
-"#];
+"#,
+    r#"
+ALTER TABLE cases ADD COLUMN worker TEXT GENERATED ALWAYS AS (json_extract(body, '$.worker')) VIRTUAL;
+ALTER TABLE cases ADD COLUMN department TEXT GENERATED ALWAYS AS (json_extract(body, '$.department')) VIRTUAL;
+CREATE INDEX cases_worker ON cases (worker, id);
+CREATE INDEX cases_department ON cases (department, id);
+"#,
+];
+
+/// One page of the case list: cases after a cursor, oldest first, narrowed by who asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CasePageQuery {
+    /// Only cases with a larger id (the previous page's last id).
+    pub after: Option<CaseId>,
+    /// At most this many (a page of 0 is empty).
+    pub limit: usize,
+    /// Only these states; all when empty.
+    pub states: Vec<CaseState>,
+    /// Only cases of this grid worker.
+    pub worker: Option<String>,
+    /// Only cases dispatched to this department.
+    pub department: Option<String>,
+}
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +313,41 @@ impl Tx<'_> {
     /// [`DbError`].
     pub fn cases(&self) -> Result<Vec<Case>, DbError> {
         self.bodies("SELECT body FROM cases ORDER BY id", params![])
+    }
+
+    /// One page of cases in id order, and whether more follow it.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn cases_page(&self, q: &CasePageQuery) -> Result<(Vec<Case>, bool), DbError> {
+        let mut sql = String::from("SELECT body FROM cases WHERE id > ?1");
+        let mut args: Vec<rusqlite::types::Value> = vec![q.after.map_or(0, |c| c.0).into()];
+        if let Some(w) = &q.worker {
+            args.push(w.clone().into());
+            sql.push_str(&format!(" AND worker = ?{}", args.len()));
+        }
+        if let Some(d) = &q.department {
+            args.push(d.clone().into());
+            sql.push_str(&format!(" AND department = ?{}", args.len()));
+        }
+        if !q.states.is_empty() {
+            let mut marks = Vec::new();
+            for state in &q.states {
+                args.push(state.as_str().to_owned().into());
+                marks.push(format!("?{}", args.len()));
+            }
+            sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+        }
+        args.push(
+            i64::try_from(q.limit.saturating_add(1))
+                .unwrap_or(i64::MAX)
+                .into(),
+        );
+        sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
+        let mut page: Vec<Case> = self.bodies(&sql, rusqlite::params_from_iter(args))?;
+        let more = page.len() > q.limit;
+        page.truncate(q.limit);
+        Ok((page, more))
     }
 
     /// A case's transitions in order.

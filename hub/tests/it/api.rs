@@ -17,7 +17,7 @@ use protocol::Timestamp;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{FRIDAY_4PM, box_id, event, service, wait_until};
+use crate::helpers::{FRIDAY_4PM, box_id, cell_centre, event, sample_grid, service, wait_until};
 
 struct TestApi {
     base: String,
@@ -108,17 +108,39 @@ impl TestApi {
 
     fn ingest(&self, seq: u64, category: &str) -> i64 {
         // the centre of cell 32050800100101 (worker w-zhang)
+        self.ingest_at(seq, category, (31.281, 120.581), FRIDAY_4PM)
+    }
+
+    fn ingest_at(&self, seq: u64, category: &str, (lat, lon): (f64, f64), at: i64) -> i64 {
         match self
             .svc
             .ingest(
                 &box_id(),
-                &event(seq, category, 31.281, 120.581, FRIDAY_4PM),
-                Timestamp::from_unix_millis(FRIDAY_4PM),
+                &event(seq, category, lat, lon, at),
+                Timestamp::from_unix_millis(at),
             )
             .unwrap()
         {
             IngestOutcome::Created(id) => id.0,
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Follows `next` through every page of `GET /api/v1/cases?{query}`: the ids per page.
+    async fn pages(&self, token: &str, query: &str) -> Vec<Vec<i64>> {
+        let mut pages = Vec::new();
+        let mut after = String::new();
+        loop {
+            let path = format!("/api/v1/cases?{query}{after}");
+            let (status, body) = self.call("GET", &path, Some(token), None).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            let ids = body["cases"].as_array().unwrap().iter();
+            pages.push(ids.map(|c| c["id"].as_i64().unwrap()).collect());
+            match body["next"].as_i64() {
+                Some(next) => after = format!("&after={next}"),
+                None => return pages,
+            }
+            assert!(pages.len() < 100, "paging does not end");
         }
     }
 }
@@ -590,4 +612,72 @@ async fn the_console_gets_its_bootstrap_the_grid_and_only_the_actions_the_role_m
         .call("GET", "/api/v1/fleet", Some("t-dispatch"), None)
         .await;
     assert_eq!((s, fleet), (200, json!({"boxes": []})));
+}
+
+#[tokio::test]
+async fn the_case_list_pages_by_cursor_and_narrows_by_role_and_state() {
+    let api = TestApi::spawn().await;
+    let grid = sample_grid();
+    let wang_cell = grid
+        .cells()
+        .iter()
+        .find(|c| c.worker.as_str() == "w-wang")
+        .unwrap();
+    let (mut zhang, mut wang) = (Vec::new(), Vec::new());
+    for k in 0..5u64 {
+        // 11 minutes apart, beyond the merge window: each event is its own case
+        let at = FRIDAY_4PM + k as i64 * 11 * 60_000;
+        zhang.push(api.ingest_at(2 * k + 1, "0404", (31.281, 120.581), at));
+        wang.push(api.ingest_at(2 * k + 2, "0404", cell_centre(wang_cell), at));
+    }
+    let mut all: Vec<i64> = zhang.iter().chain(&wang).copied().collect();
+    all.sort_unstable();
+
+    let pages = api.pages("t-dispatch", "limit=3").await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+    assert_eq!(pages.concat(), all, "every case once, oldest first");
+
+    // a worker's pages are narrowed in the query, so they are full and hold only theirs
+    let pages = api.pages("t-wang", "limit=2").await;
+    assert_eq!(pages, [&wang[0..2], &wang[2..4], &wang[4..5]]);
+
+    assert_eq!(
+        api.act(zhang[2], "t-dispatch", json!({"action": "register"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        api.pages("t-dispatch", "state=registered").await,
+        [[zhang[2]]]
+    );
+    assert_eq!(
+        api.pages("t-dispatch", "state=reported,%20registered&limit=1000")
+            .await
+            .concat(),
+        all
+    );
+    assert_eq!(
+        api.pages("t-zhang", "state=reported").await.concat(),
+        [zhang[0], zhang[1], zhang[3], zhang[4]]
+    );
+
+    for (query, names) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("state=open", "state"),
+        ("page=2", "page"),
+        ("after=x", "after"),
+    ] {
+        let (status, body) = api
+            .call(
+                "GET",
+                &format!("/api/v1/cases?{query}"),
+                Some("t-admin"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert!(body.to_string().contains(names), "{query}: {body}");
+    }
 }

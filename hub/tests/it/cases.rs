@@ -313,3 +313,113 @@ fn a_camera_recheck_answer_is_attached_to_its_case_not_merged_or_opened() {
         .unwrap();
     assert!(matches!(other, IngestOutcome::Created(_)), "{other:?}");
 }
+
+/// Moves a case along the loop by hand up to `handled` (the department's feedback given).
+fn to_handled(svc: &hub::cases::CaseService, id: hub::cases::CaseId, at: i64) {
+    let admin = Actor {
+        role: Role::Admin,
+        subject: "root".into(),
+    };
+    loop {
+        let (case, _) = svc.case(id).unwrap().unwrap();
+        let action = match case.state {
+            CaseState::Reported => Action::Register,
+            CaseState::Registered => Action::Dispatch { department: None },
+            CaseState::Dispatched => Action::Accept,
+            CaseState::Handling => Action::Feedback,
+            CaseState::Handled => return,
+            other => panic!("{other:?}"),
+        };
+        svc.act(id, &action, &admin, "", &[], ts(at)).unwrap();
+    }
+}
+
+fn recheck_answer(seq: u64, case: hub::cases::CaseId, matching: i64, at: i64) -> protocol::Event {
+    let mut answer = event(seq, "0102", 31.281, 120.581, at);
+    answer.attributes.insert(
+        "recheck_reference".into(),
+        protocol::AttrValue::Text(case.0.to_string()),
+    );
+    answer
+        .attributes
+        .insert("matching".into(), protocol::AttrValue::Int(matching));
+    answer
+}
+
+#[test]
+fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
+    let svc = service();
+    let id = created(
+        svc.ingest(
+            &box_id(),
+            &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
+            ts(FRIDAY_4PM),
+        )
+        .unwrap(),
+    );
+    to_handled(&svc, id, FRIDAY_4PM + 60_000);
+
+    // the camera still sees the problem: verification fails, back to the department
+    let t = FRIDAY_4PM + 120_000;
+    let outcome = svc
+        .ingest(&box_id(), &recheck_answer(2, id, 2, t), ts(t))
+        .unwrap();
+    assert_eq!(outcome, IngestOutcome::Attached(id));
+    let (case, transitions) = svc.case(id).unwrap().unwrap();
+    assert_eq!((case.state, case.reworks), (CaseState::Dispatched, 1));
+    let tail: Vec<(&str, CaseState, CaseState, Role)> = transitions[transitions.len() - 2..]
+        .iter()
+        .map(|t| (t.action.as_str(), t.from, t.to, t.actor.role))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (
+                "recheck_evidence",
+                CaseState::Handled,
+                CaseState::Handled,
+                Role::System
+            ),
+            (
+                "verify_failed",
+                CaseState::Handled,
+                CaseState::Dispatched,
+                Role::System
+            ),
+        ]
+    );
+    assert!(
+        transitions.last().unwrap().note.contains("2 matching"),
+        "{:?}",
+        transitions.last()
+    );
+
+    // an answer while the department works on it again only adds the picture
+    let t = FRIDAY_4PM + 180_000;
+    svc.ingest(&box_id(), &recheck_answer(3, id, 0, t), ts(t))
+        .unwrap();
+    assert_eq!(
+        svc.case(id).unwrap().unwrap().0.state,
+        CaseState::Dispatched
+    );
+
+    // handled again and the camera sees nothing: verified by the system
+    to_handled(&svc, id, FRIDAY_4PM + 240_000);
+    let t = FRIDAY_4PM + 300_000;
+    svc.ingest(&box_id(), &recheck_answer(4, id, 0, t), ts(t))
+        .unwrap();
+    let (case, transitions) = svc.case(id).unwrap().unwrap();
+    assert_eq!((case.state, case.reworks), (CaseState::Verified, 1));
+    let last = transitions.last().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.actor.role),
+        ("verify", Role::System)
+    );
+    assert_eq!(
+        svc.stats()
+            .recheck_verdicts_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert_eq!(svc.cases().unwrap().len(), 1, "no answer opened a case");
+}

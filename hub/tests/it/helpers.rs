@@ -78,6 +78,7 @@ pub(crate) fn service_with(db: Db) -> CaseService {
             merge_radius_m: 50.0,
             merge_window_ms: 10 * 60_000,
             warn_before_ms: 60 * 60_000,
+            ..CaseSettings::default()
         },
         64,
     )

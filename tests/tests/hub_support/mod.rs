@@ -1,0 +1,211 @@
+//! A whole hub for end-to-end tests: the data folder of `hub init` (CA, registry, sample city,
+//! duties, calendar) served by `hub::serve::run` on 127.0.0.1:0 — REST API and QUIC ingest —
+//! with the test's bearer tokens; boxes enrolled into it; and a plain HTTP/1.1 JSON call.
+//!
+//! Used by several test binaries, each of which uses only part of it.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use edge_agent::uplink::IdentityPaths;
+use protocol::{BoxId, Timestamp};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// How long the hub may take to start or stop.
+const T: Duration = Duration::from_secs(15);
+
+/// The departments of the starter duty list.
+const DEPARTMENTS: &str = "\
+[[departments]]\nid = \"traffic-pj\"\nname = \"平江交警中队\"\n\n\
+[[departments]]\nid = \"traffic-gusu\"\nname = \"姑苏交警大队\"\n\n\
+[[departments]]\nid = \"sanitation-pj\"\nname = \"平江街道环卫所\"\n\n\
+[[departments]]\nid = \"sanitation-gusu\"\nname = \"姑苏区环卫处\"\n\n\
+[[departments]]\nid = \"city-management\"\nname = \"城市管理局\"\n\n";
+
+/// A hub serving from a data folder; stopped by [`RunningHub::stop`].
+pub(crate) struct RunningHub {
+    /// The REST API's address.
+    pub(crate) api: SocketAddr,
+    /// The QUIC ingest's address.
+    pub(crate) ingest: SocketAddr,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), hub::serve::ServeError>>,
+}
+
+impl RunningHub {
+    /// `hub init` in `data` (when not done yet), then serves it with `tokens` as
+    /// `(token, role, subject)`; `[cases]` lines are added to the config as they are.
+    pub(crate) async fn start(
+        data: &Path,
+        tokens: &[(&str, &str, &str)],
+        cases: &str,
+    ) -> RunningHub {
+        if !data.join("ca.pem").exists() && !data.join("hub.db").exists() {
+            hub::registry::admin::init(data, "test hub", "127.0.0.1:0".parse().unwrap(), now())
+                .unwrap();
+        }
+        let tokens: String = tokens
+            .iter()
+            .map(|(token, role, subject)| {
+                format!(
+                    "[[tokens]]\nname = \"{token}\"\ntoken_sha256 = \"{}\"\nrole = \"{role}\"\nsubject = \"{subject}\"\n\n",
+                    hub::api::hash_token(token)
+                )
+            })
+            .collect();
+        let p = |name: &str| data.join(name);
+        let text = format!(
+            "api_listen_addr = \"127.0.0.1:0\"\ndatabase_path = {:?}\ngrid_path = {:?}\n\
+             duties_path = {:?}\ncalendar_path = {:?}\n\n\
+             [ingest]\nlisten_addr = \"127.0.0.1:0\"\ndata_dir = {:?}\nrevocation_check_interval_secs = 1\n\n\
+             [cases]\n{cases}\n\n{DEPARTMENTS}{tokens}",
+            p("hub.db"),
+            p("grid.geojson"),
+            p("duties.csv"),
+            p("calendar.toml"),
+            data,
+        );
+        let config = hub::config::HubConfig::from_toml_str(&text).unwrap();
+        let cancel = CancellationToken::new();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |at| {
+            let _ = tx.send(at);
+        }));
+        let at = tokio::time::timeout(T, rx).await.unwrap().unwrap();
+        RunningHub {
+            api: at.api,
+            ingest: at.ingest.unwrap(),
+            cancel,
+            task,
+        }
+    }
+
+    /// Stops the hub and waits for it to finish cleanly.
+    pub(crate) async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(T, self.task)
+            .await
+            .expect("hub stops")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// One API call with a bearer token: the status and the JSON answer (a string when the
+    /// answer is not JSON).
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        http_json(self.api, method, path, Some(token), body).await
+    }
+
+    /// Enrolls box `id` with a one-time token from the registry; its identity files land in
+    /// `tls`.
+    pub(crate) async fn enroll(&self, data: &Path, id: &str, tls: &Path) -> IdentityPaths {
+        let token = hub::registry::admin::box_add(
+            data,
+            &BoxId::parse(id).unwrap(),
+            Some("平江路 1 号杆"),
+            None,
+            3600,
+            now(),
+        )
+        .unwrap();
+        let paths = IdentityPaths {
+            ca_path: tls.join("ca.pem"),
+            cert_path: tls.join("box.pem"),
+            key_path: tls.join("box.key"),
+        };
+        edge_agent::enroll::enroll(
+            &self.ingest.to_string(),
+            "gridsense-hub",
+            token.trim(),
+            &paths,
+        )
+        .await
+        .unwrap();
+        paths
+    }
+}
+
+/// A plain HTTP/1.1 request to `addr` (`Connection: close`): the status and the JSON answer.
+pub(crate) async fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(T)).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(answer.len());
+        let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+        let payload = answer.get(split + 4..).unwrap_or_default();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let payload = if head.contains("transfer-encoding: chunked") {
+            dechunk(payload)
+        } else {
+            payload.to_vec()
+        };
+        let payload = String::from_utf8_lossy(&payload).into_owned();
+        let value =
+            serde_json::from_str(&payload).unwrap_or_else(|_| Value::String(payload.clone()));
+        (status, value)
+    })
+    .await
+    .unwrap()
+}
+
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&s[..eol]);
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        let rest = &s[eol + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// Now, as a protocol timestamp.
+pub(crate) fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    Timestamp::from_unix_millis(ms)
+}
