@@ -68,29 +68,6 @@ impl Shape {
         best
     }
 
-    /// The distance in metres from `p` to the nearest edge when it is at most `limit`, else
-    /// `None`. `kx` is metres per degree of longitude at `p`'s latitude (the caller computes it
-    /// once per point); squared distances are compared, one square root at the end.
-    pub(crate) fn boundary_within_m(&self, p: Position, kx: f64, limit: f64) -> Option<f64> {
-        let ky = METRES_PER_DEGREE;
-        // a bounding box farther than the limit cannot hold a nearer edge
-        let dx = ((self.min[0] - p[0]).max(p[0] - self.max[0]).max(0.0)) * kx;
-        let dy = ((self.min[1] - p[1]).max(p[1] - self.max[1]).max(0.0)) * ky;
-        let limit2 = limit * limit;
-        if dx * dx + dy * dy > limit2 {
-            return None;
-        }
-        let mut best = f64::INFINITY;
-        for ring in self.rings() {
-            for w in ring.windows(2) {
-                let a = [(w[0][0] - p[0]) * kx, (w[0][1] - p[1]) * ky];
-                let b = [(w[1][0] - p[0]) * kx, (w[1][1] - p[1]) * ky];
-                best = best.min(origin_to_segment2(a, b));
-            }
-        }
-        (best <= limit2).then(|| best.sqrt())
-    }
-
     /// Area in square metres (holes subtracted).
     pub fn area_m2(&self) -> f64 {
         let lat0 = (self.min[1] + self.max[1]) / 2.0;

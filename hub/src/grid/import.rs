@@ -531,9 +531,7 @@ fn check_hierarchy(city: Option<&Area>, areas: &[Area], cells: &[Cell]) -> Vec<G
 fn overlaps(grid: &Grid) -> Vec<GridWarning> {
     let mut out = Vec::new();
     for (i, cell) in grid.cells.iter().enumerate() {
-        let envelope = rstar::AABB::from_corners(cell.shape.min, cell.shape.max);
-        for other in grid.tree.locate_in_envelope_intersecting(&envelope) {
-            let j = other.data as usize;
+        for j in grid.index.cells_meeting(cell.shape.min, cell.shape.max) {
             if j <= i {
                 continue;
             }

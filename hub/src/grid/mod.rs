@@ -14,8 +14,6 @@ use std::collections::HashMap;
 use std::fmt;
 
 use protocol::GridCode;
-use rstar::RTree;
-use rstar::primitives::{GeomWithData, Rectangle};
 use serde::{Deserialize, Serialize};
 
 pub mod crs;
@@ -122,7 +120,7 @@ pub struct Grid {
     areas: HashMap<String, Area>,
     cells: Vec<Cell>,
     by_code: HashMap<GridCode, usize>,
-    tree: RTree<GeomWithData<Rectangle<Position>, u32>>,
+    index: index::Index,
     edge_distance_m: f64,
 }
 
@@ -151,13 +149,13 @@ impl Grid {
             .enumerate()
             .map(|(i, c)| (c.code.clone(), i))
             .collect();
-        let tree = index::build(&cells);
+        let index = index::build(&cells);
         Grid {
             city,
             areas: areas.into_iter().map(|a| (a.code.clone(), a)).collect(),
             cells,
             by_code,
-            tree,
+            index,
             edge_distance_m,
         }
     }
