@@ -209,81 +209,131 @@ impl CaseService {
         if !event.location.is_valid() {
             return Err(CaseError::BadLocation);
         }
-        let (lat, lon) = crs::to_wgs84(event.location.lat, event.location.lon, event.location.crs);
         let mut db = self.lock();
-        let (outcome, change) = db.atomically(|tx| -> Result<_, CaseError> {
-            if !tx.insert_event(box_id, event, now)? {
-                return Ok((IngestOutcome::Duplicate, None));
-            }
-            if let Some(id) = recheck_of(event)
-                && let Some(case) = tx.case(id)?
-            {
-                tx.link_event(box_id, event.seq, case.id)?;
-                let (case, action) = self.take_recheck(tx, case, box_id, event, now)?;
-                return Ok((
-                    IngestOutcome::Attached(id),
-                    Some(CaseChange { action, case }),
-                ));
-            }
-            let since = Timestamp::from_unix_millis(
-                event.observed_at.as_unix_millis() - self.settings.merge_window_ms,
-            );
-            let near = tx
-                .open_cases_since(&event.category, since)?
-                .into_iter()
-                .filter(|c| {
-                    (c.last_observed_at.as_unix_millis() - event.observed_at.as_unix_millis()).abs()
-                        <= self.settings.merge_window_ms
-                })
-                .map(|c| (haversine_m(lat, lon, c.lat, c.lon), c))
-                .filter(|(d, _)| *d <= self.settings.merge_radius_m)
-                .min_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((_, mut case)) = near {
-                case.event_count += 1;
-                case.last_observed_at = case.last_observed_at.max(event.observed_at);
-                case.updated_at = now;
-                tx.update_case(&case)?;
-                tx.link_event(box_id, event.seq, case.id)?;
-                return Ok((
-                    IngestOutcome::Merged(case.id),
-                    Some(CaseChange {
-                        action: "merged".into(),
-                        case,
-                    }),
-                ));
-            }
-            let (mut case, auto) = self.new_case(box_id, event, lat, lon, now, description);
-            let id = tx.insert_case(&case)?;
-            case.id = id;
-            tx.link_event(box_id, event.seq, id)?;
-            tx.add_transition(&Transition {
-                case_id: id,
-                at: now,
-                actor: Actor::system(),
-                action: "report".into(),
-                from: CaseState::Reported,
-                to: CaseState::Reported,
-                note: format!("event {} from {}", event.id, box_id),
-                evidence: event.evidence.iter().map(|e| e.sha256.to_hex()).collect(),
-            })?;
-            if auto {
-                for action in [Action::Register, Action::Dispatch { department: None }] {
-                    let (next, t) =
-                        workflow::apply(&case, &action, &Actor::system(), "automatic", &[], now)?;
-                    tx.add_transition(&t)?;
-                    case = next;
-                }
-                tx.update_case(&case)?;
-            }
-            Ok((
-                IngestOutcome::Created(id),
-                Some(CaseChange {
-                    action: "created".into(),
-                    case,
-                }),
-            ))
+        let taken = db.atomically(|tx| self.take_event(tx, box_id, event, now, description))?;
+        drop(db);
+        Ok(self.after_commit(taken))
+    }
+
+    /// Takes events in one transaction — one commit for all, in order — and returns the outcome
+    /// of each. Used by the ingest's hand-off, where a burst of events (a box catching up after
+    /// an outage) would otherwise cost one disk sync each.
+    ///
+    /// # Errors
+    /// Any error of [`CaseService::ingest`]; then nothing was committed, and the caller takes
+    /// the events one at a time to find the one at fault.
+    pub fn ingest_many(
+        &self,
+        events: &[(BoxId, Event)],
+        now: Timestamp,
+    ) -> Result<Vec<IngestOutcome>, CaseError> {
+        if events.iter().any(|(_, e)| !e.location.is_valid()) {
+            return Err(CaseError::BadLocation);
+        }
+        let mut db = self.lock();
+        let taken = db.atomically(|tx| {
+            events
+                .iter()
+                .map(|(box_id, event)| self.take_event(tx, box_id, event, now, String::new()))
+                .collect::<Result<Vec<_>, CaseError>>()
         })?;
         drop(db);
+        Ok(taken.into_iter().map(|t| self.after_commit(t)).collect())
+    }
+
+    /// One event inside a transaction: recorded (or known already), then attached to the case
+    /// it re-checks, merged into an open case nearby, or a new case.
+    fn take_event(
+        &self,
+        tx: &crate::db::Tx<'_>,
+        box_id: &BoxId,
+        event: &Event,
+        now: Timestamp,
+        description: String,
+    ) -> Result<(IngestOutcome, Option<CaseChange>), CaseError> {
+        let (lat, lon) = crs::to_wgs84(event.location.lat, event.location.lon, event.location.crs);
+        if !tx.insert_event(box_id, event, now)? {
+            return Ok((IngestOutcome::Duplicate, None));
+        }
+        if let Some(id) = recheck_of(event)
+            && let Some(case) = tx.case(id)?
+        {
+            tx.link_event(box_id, event.seq, case.id)?;
+            let (case, action) = self.take_recheck(tx, case, box_id, event, now)?;
+            return Ok((
+                IngestOutcome::Attached(id),
+                Some(CaseChange { action, case }),
+            ));
+        }
+        let since = Timestamp::from_unix_millis(
+            event.observed_at.as_unix_millis() - self.settings.merge_window_ms,
+        );
+        // a box around the merge radius (with a margin); haversine decides inside it
+        let r = self.settings.merge_radius_m.max(0.0) * 1.01 + 1.0;
+        let dlat = r / 111_000.0;
+        let dlon = r / (111_000.0 * lat.to_radians().cos().max(0.01));
+        let (lat_span, lon_span) = ((lat - dlat, lat + dlat), (lon - dlon, lon + dlon));
+        let near = tx
+            .open_cases_near(&event.category, since, lat_span, lon_span)?
+            .into_iter()
+            .filter(|c| {
+                (c.last_observed_at.as_unix_millis() - event.observed_at.as_unix_millis()).abs()
+                    <= self.settings.merge_window_ms
+            })
+            .map(|c| (haversine_m(lat, lon, c.lat, c.lon), c))
+            .filter(|(d, _)| *d <= self.settings.merge_radius_m)
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((_, mut case)) = near {
+            case.event_count += 1;
+            case.last_observed_at = case.last_observed_at.max(event.observed_at);
+            case.updated_at = now;
+            tx.update_case(&case)?;
+            tx.link_event(box_id, event.seq, case.id)?;
+            return Ok((
+                IngestOutcome::Merged(case.id),
+                Some(CaseChange {
+                    action: "merged".into(),
+                    case,
+                }),
+            ));
+        }
+        let (mut case, auto) = self.new_case(box_id, event, lat, lon, now, description);
+        let id = tx.insert_case(&case)?;
+        case.id = id;
+        tx.link_event(box_id, event.seq, id)?;
+        tx.add_transition(&Transition {
+            case_id: id,
+            at: now,
+            actor: Actor::system(),
+            action: "report".into(),
+            from: CaseState::Reported,
+            to: CaseState::Reported,
+            note: format!("event {} from {}", event.id, box_id),
+            evidence: event.evidence.iter().map(|e| e.sha256.to_hex()).collect(),
+        })?;
+        if auto {
+            for action in [Action::Register, Action::Dispatch { department: None }] {
+                let (next, t) =
+                    workflow::apply(&case, &action, &Actor::system(), "automatic", &[], now)?;
+                tx.add_transition(&t)?;
+                case = next;
+            }
+            tx.update_case(&case)?;
+        }
+        Ok((
+            IngestOutcome::Created(id),
+            Some(CaseChange {
+                action: "created".into(),
+                case,
+            }),
+        ))
+    }
+
+    /// Counts a committed event and tells listeners about the case it changed.
+    fn after_commit(
+        &self,
+        (outcome, change): (IngestOutcome, Option<CaseChange>),
+    ) -> IngestOutcome {
         self.stats.events_total.fetch_add(1, Ordering::Relaxed);
         match outcome {
             IngestOutcome::Duplicate => self.stats.duplicates_total.fetch_add(1, Ordering::Relaxed),
@@ -298,7 +348,7 @@ impl CaseService {
             // no listener is fine: changes are also in the database
             let _ = self.changes.send(change);
         }
-        Ok(outcome)
+        outcome
     }
 
     /// A citizen report (Open311): becomes an event of the `open311` source, then a case.

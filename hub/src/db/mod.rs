@@ -47,6 +47,12 @@ ALTER TABLE cases ADD COLUMN department TEXT GENERATED ALWAYS AS (json_extract(b
 CREATE INDEX cases_worker ON cases (worker, id);
 CREATE INDEX cases_department ON cases (department, id);
 "#,
+    r#"
+ALTER TABLE cases ADD COLUMN lat REAL;
+ALTER TABLE cases ADD COLUMN lon REAL;
+UPDATE cases SET lat = json_extract(body, '$.lat'), lon = json_extract(body, '$.lon');
+CREATE INDEX cases_near ON cases (category, lat);
+"#,
 ];
 
 /// One page of the case list: cases after a cursor, oldest first, narrowed by who asks.
@@ -182,21 +188,34 @@ impl Tx<'_> {
         Ok(v.map(|s| Seq(s as u64)))
     }
 
-    /// Open cases of a category last observed at or after `since`.
+    /// Open cases of `category` observed at or after `since` whose position lies in the box
+    /// `lat` × `lon` (degrees; the caller measures the exact distance).
     ///
     /// # Errors
     /// [`DbError`].
-    pub fn open_cases_since(
+    pub fn open_cases_near(
         &self,
         category: &CategoryCode,
         since: Timestamp,
+        lat: (f64, f64),
+        lon: (f64, f64),
     ) -> Result<Vec<Case>, DbError> {
         let mut stmt = self.0.prepare_cached(
-            "SELECT body FROM cases WHERE category = ?1 AND state NOT IN ('closed', 'rejected') AND last_observed_at >= ?2",
+            "SELECT body FROM cases WHERE category = ?1 AND lat BETWEEN ?3 AND ?4 \
+             AND lon BETWEEN ?5 AND ?6 AND state NOT IN ('closed', 'rejected') \
+             AND last_observed_at >= ?2",
         )?;
-        let rows = stmt.query_map(params![category.as_str(), since.as_unix_millis()], |r| {
-            r.get::<_, String>(0)
-        })?;
+        let rows = stmt.query_map(
+            params![
+                category.as_str(),
+                since.as_unix_millis(),
+                lat.0,
+                lat.1,
+                lon.0,
+                lon.1
+            ],
+            |r| r.get::<_, String>(0),
+        )?;
         let mut out = Vec::new();
         for body in rows {
             out.push(serde_json::from_str(&body?)?);
@@ -221,12 +240,15 @@ impl Tx<'_> {
     /// [`DbError`].
     pub fn insert_case(&self, case: &Case) -> Result<CaseId, DbError> {
         self.0.execute(
-            "INSERT INTO cases (category, state, last_observed_at, escalate_at, body) VALUES (?1, ?2, ?3, ?4, '{}')",
+            "INSERT INTO cases (category, state, last_observed_at, escalate_at, lat, lon, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}')",
             params![
                 case.category.as_str(),
                 case.state.as_str(),
                 case.last_observed_at.as_unix_millis(),
-                case.escalate_at.map(Timestamp::as_unix_millis)
+                case.escalate_at.map(Timestamp::as_unix_millis),
+                case.lat,
+                case.lon
             ],
         )?;
         let id = CaseId(self.0.last_insert_rowid());

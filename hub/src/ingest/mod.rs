@@ -168,18 +168,63 @@ pub trait EventSink: Send + Sync + 'static {
     /// # Errors
     /// [`HandOffError`] saying whether to retry.
     fn hand_on(&self, box_id: &BoxId, event: &Event, now: Timestamp) -> Result<(), HandOffError>;
+
+    /// Takes several events, in order; the result of each. A sink that can take a batch at
+    /// once (one commit) overrides this; by default they are taken one at a time.
+    fn hand_on_many(
+        &self,
+        events: &[(BoxId, Event)],
+        now: Timestamp,
+    ) -> Vec<Result<(), HandOffError>> {
+        events
+            .iter()
+            .map(|(box_id, event)| self.hand_on(box_id, event, now))
+            .collect()
+    }
+}
+
+fn hand_off_error(e: CaseError) -> HandOffError {
+    match e {
+        CaseError::Db(e) => HandOffError::Retry {
+            reason: crate::telemetry::chain(&e),
+        },
+        e => HandOffError::Refused {
+            reason: crate::telemetry::chain(&e),
+        },
+    }
 }
 
 impl EventSink for CaseService {
     fn hand_on(&self, box_id: &BoxId, event: &Event, now: Timestamp) -> Result<(), HandOffError> {
-        match self.ingest(box_id, event, now) {
-            Ok(_) => Ok(()),
-            Err(CaseError::Db(e)) => Err(HandOffError::Retry {
-                reason: crate::telemetry::chain(&e),
-            }),
-            Err(e) => Err(HandOffError::Refused {
-                reason: crate::telemetry::chain(&e),
-            }),
+        self.ingest(box_id, event, now)
+            .map(|_| ())
+            .map_err(hand_off_error)
+    }
+
+    fn hand_on_many(
+        &self,
+        events: &[(BoxId, Event)],
+        now: Timestamp,
+    ) -> Vec<Result<(), HandOffError>> {
+        match self.ingest_many(events, now) {
+            Ok(outcomes) => outcomes.iter().map(|_| Ok(())).collect(),
+            // storage failed: the whole batch again later
+            Err(CaseError::Db(e)) => {
+                let reason = crate::telemetry::chain(&e);
+                events
+                    .iter()
+                    .map(|_| {
+                        Err(HandOffError::Retry {
+                            reason: reason.clone(),
+                        })
+                    })
+                    .collect()
+            }
+            // one event is at fault: one at a time, so the others still go through
+            Err(_) => events
+                .iter()
+                .map(|(box_id, event)| self.hand_on(box_id, event, now))
+                .collect(),
         }
     }
 }
@@ -515,22 +560,24 @@ async fn hand_off(
 /// One round: returns how many events were marked.
 fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, IngestError> {
     let batch = lock(&shared.log).unhanded(shared.settings.handoff_batch_events)?;
+    let batch: Vec<(BoxId, Event)> = batch.into_iter().map(|u| (u.box_id, u.event)).collect();
     let mut done = Vec::with_capacity(batch.len());
     let now = now();
     let mut retry = None;
-    for u in batch {
-        match sink.hand_on(&u.box_id, &u.event, now) {
+    let results = sink.hand_on_many(&batch, now);
+    for ((box_id, event), result) in batch.into_iter().zip(results) {
+        match result {
             Ok(()) => {
                 shared.stats.handed_on_total.fetch_add(1, Ordering::Relaxed);
-                done.push((u.box_id, u.event.seq, 1));
+                done.push((box_id, event.seq, 1));
             }
             Err(HandOffError::Refused { reason }) => {
                 shared
                     .stats
                     .handoff_refused_total
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(device_id = %u.box_id, seq = %u.event.seq, %reason, "event refused by cases");
-                done.push((u.box_id, u.event.seq, 2));
+                tracing::warn!(device_id = %box_id, seq = %event.seq, %reason, "event refused by cases");
+                done.push((box_id, event.seq, 2));
             }
             Err(HandOffError::Retry { reason }) => {
                 retry = Some(reason);

@@ -423,3 +423,52 @@ fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
     );
     assert_eq!(svc.cases().unwrap().len(), 1, "no answer opened a case");
 }
+
+#[test]
+fn a_batch_is_taken_in_one_commit_with_the_same_outcomes_as_one_at_a_time() {
+    let (lat, lon) = (31.281, 120.581);
+    let batch = vec![
+        (box_id(), event(1, "0102", lat, lon, FRIDAY_4PM)),
+        // 20 m and a minute later: merges into the case the batch just opened
+        (
+            box_id(),
+            event(2, "0102", lat + north_m(20.0), lon, FRIDAY_4PM + 60_000),
+        ),
+        // the same event again: a duplicate
+        (
+            box_id(),
+            event(2, "0102", lat + north_m(20.0), lon, FRIDAY_4PM + 60_000),
+        ),
+        // 2 km away: its own case
+        (
+            box_id(),
+            event(3, "0102", lat + north_m(2000.0), lon, FRIDAY_4PM + 60_000),
+        ),
+    ];
+    let batched = service();
+    let outcomes = batched.ingest_many(&batch, ts(FRIDAY_4PM)).unwrap();
+    let single = service();
+    let one_by_one: Vec<IngestOutcome> = batch
+        .iter()
+        .map(|(b, e)| single.ingest(b, e, ts(FRIDAY_4PM)).unwrap())
+        .collect();
+    assert_eq!(outcomes, one_by_one);
+    assert!(
+        matches!(outcomes[1], IngestOutcome::Merged(id) if IngestOutcome::Created(id) == outcomes[0])
+    );
+    assert_eq!(outcomes[2], IngestOutcome::Duplicate);
+    assert!(matches!(outcomes[3], IngestOutcome::Created(_)));
+    assert_eq!(batched.cases().unwrap(), single.cases().unwrap());
+
+    // an event with an impossible location spoils the batch: nothing of it is committed
+    let mut bad = batch[3].clone();
+    bad.1.seq = protocol::Seq(9);
+    bad.1.location.lat = 95.0;
+    let fresh = service();
+    let refused = fresh.ingest_many(&[batch[0].clone(), bad], ts(FRIDAY_4PM));
+    assert!(
+        matches!(refused, Err(CaseError::BadLocation)),
+        "{refused:?}"
+    );
+    assert!(fresh.cases().unwrap().is_empty());
+}
