@@ -533,7 +533,7 @@ fn build_report(state: &ApiState) -> Result<StatusReport, crate::store::StoreErr
         "revoked" => problems.push(problem("uplink_revoked", "uplink", None)),
         _ => {}
     }
-    let (disk_free, disk_total) = disk(&state.config.store.data_dir);
+    let (disk_free, disk_total) = crate::store::disk_space(&state.config.store.data_dir).unzip();
     let quota = state.config.store.quota_bytes;
     if quota > 0 && stats.usage_bytes as f64 >= NEARLY_FULL * quota as f64 {
         problems.push(problem(
@@ -807,16 +807,6 @@ fn uplink_report(
 }
 
 /// Free and total bytes of the file system holding `dir` (none when it cannot be asked).
-fn disk(dir: &std::path::Path) -> (Option<u64>, Option<u64>) {
-    match rustix::fs::statvfs(dir) {
-        Ok(s) => (
-            Some(s.f_bavail.saturating_mul(s.f_frsize)),
-            Some(s.f_blocks.saturating_mul(s.f_frsize)),
-        ),
-        Err(_) => (None, None),
-    }
-}
-
 fn problem(kind: &str, subject: &str, detail: Option<String>) -> Problem {
     Problem {
         kind: kind.to_owned(),

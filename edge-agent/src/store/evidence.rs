@@ -175,6 +175,15 @@ const STAGING_DIR_NAME: &str = "staging";
 /// Bytes an unprivileged writer may still use on the file system holding `path` (`None` when
 /// `statvfs` fails).
 pub fn disk_free_bytes(path: &Path) -> Option<u64> {
+    disk_space(path).map(|(free, _)| free)
+}
+
+/// Free bytes (for an unprivileged writer) and total bytes of the file system holding `path`
+/// (`None` when `statvfs` fails).
+pub fn disk_space(path: &Path) -> Option<(u64, u64)> {
     let st = rustix::fs::statvfs(path).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
+    Some((
+        st.f_bavail.saturating_mul(st.f_frsize),
+        st.f_blocks.saturating_mul(st.f_frsize),
+    ))
 }

@@ -35,7 +35,7 @@
 //! [`StoreError::Corrupt`] / [`StoreError::Foreign`] and left exactly as found.
 
 mod evidence;
-pub use evidence::disk_free_bytes;
+pub use evidence::{disk_free_bytes, disk_space};
 mod reader;
 mod schema;
 mod writer;
