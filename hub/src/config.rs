@@ -92,6 +92,10 @@ pub struct IngestSection {
     /// Above this many handshakes per second, unvalidated addresses get a Retry. Default 1000.
     #[serde(default = "default_handshake_rate_per_sec")]
     pub handshake_rate_per_sec: u32,
+    /// Connections not yet authenticated (handshaking or enrolling) above which new ones get a
+    /// Retry or are refused; boxes in session are not affected. Default 256.
+    #[serde(default = "default_max_pending_handshakes")]
+    pub max_pending_handshakes: usize,
     /// Events handed on to the cases per round. Default 256.
     #[serde(default = "default_handoff_batch_events")]
     pub handoff_batch_events: usize,
@@ -109,6 +113,7 @@ impl IngestSection {
             idle_timeout_ms: default_idle_timeout_ms(),
             max_frame_bytes: default_max_frame_bytes(),
             handshake_rate_per_sec: default_handshake_rate_per_sec(),
+            max_pending_handshakes: default_max_pending_handshakes(),
             handoff_batch_events: default_handoff_batch_events(),
         }
     }
@@ -134,6 +139,9 @@ fn default_max_frame_bytes() -> u32 {
 }
 fn default_handshake_rate_per_sec() -> u32 {
     1000
+}
+fn default_max_pending_handshakes() -> usize {
+    256
 }
 fn default_handoff_batch_events() -> usize {
     256
@@ -313,6 +321,12 @@ impl HubConfig {
             if ingest.certificate_lifetime_secs < 3600 {
                 problems.push("ingest.certificate_lifetime_secs: at least 3600".into());
             }
+            if ingest.handshake_rate_per_sec == 0 || ingest.max_pending_handshakes == 0 {
+                problems.push(
+                    "ingest.handshake_rate_per_sec / max_pending_handshakes: must be at least 1"
+                        .into(),
+                );
+            }
         }
         if self.cases.merge_radius_m < 0.0 || self.grid.edge_distance_m < 0.0 {
             problems
@@ -357,6 +371,10 @@ mod tests {
         assert_eq!(
             ingest.handshake_rate_per_sec,
             defaults.handshake_rate_per_sec
+        );
+        assert_eq!(
+            ingest.max_pending_handshakes,
+            defaults.max_pending_handshakes
         );
         assert_eq!(ingest.handoff_batch_events, defaults.handoff_batch_events);
     }

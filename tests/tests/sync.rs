@@ -6,10 +6,11 @@
 
 mod sync_support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::fault_proxy::{FaultProxy, Faults};
-use edge_agent::uplink::{UplinkError, UplinkMode};
+use edge_agent::uplink::{IdentityPaths, UplinkError, UplinkMode};
 use protocol::{AttrValue, BoxId, CommandAction, CommandOutcome, EnrollRefusal};
 use sync_support::*;
 
@@ -593,5 +594,387 @@ key_path = "{key}"
         "the re-check event or its evidence did not reach the hub"
     );
     agent.shutdown().await;
+    hub.stop().await;
+}
+
+/// Certificate renewal end to end. A box whose certificate is in its renewal window (both
+/// clocks moved 50 minutes on, certificates last an hour) asks the hub for a new one over its
+/// session, checks and swaps it in on disk, reconnects with it and syncs on: every event arrives
+/// exactly once; its session stays up past the old certificate's expiry, so it really is on the
+/// new one. The old certificate keeps working until it expires, as the design has it
+/// (short-lived certificates, no revocation list): then a session on it is closed, and a new one
+/// is refused, by a full handshake and by resuming its TLS session alike, while the renewed one
+/// is still accepted. After revocation both are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_renews_its_certificate_in_session_and_syncs_on_with_it_exactly_once() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const N: u64 = 3000;
+    const M: u64 = 500;
+    let clock = TestClock::default();
+    let hub = TestHub::start_with(&clock, |s| {
+        s.certificate_lifetime = Duration::from_secs(3600);
+    })
+    .await;
+    let edge = TestEdge::enroll(&hub, "box-n", &hub.addr().to_string()).await;
+    let id = edge.config.identity();
+    let kept = tempfile::tempdir().unwrap();
+    let old = identity(kept.path());
+    for (from, to) in [
+        (&id.ca_path, &old.ca_path),
+        (&id.cert_path, &old.cert_path),
+        (&id.key_path, &old.key_path),
+    ] {
+        std::fs::copy(from, to).unwrap();
+    }
+    let box_id = BoxId::parse("box-n").unwrap();
+    let registry_expiry = |dir: &std::path::Path| {
+        hub::registry::Registry::open_in(dir)
+            .unwrap()
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|b| b.id.as_str() == "box-n")
+            .and_then(|b| b.cert_not_after)
+            .unwrap()
+    };
+    let old_expiry = registry_expiry(hub.dir());
+
+    // Fifty minutes on: past two thirds of the hour, the box is due to renew.
+    clock.set_ahead(Duration::from_secs(50 * 60));
+    let uplink = edge.start_uplink_at(&clock);
+    edge.produce(N, 8).await.unwrap();
+    let handle = hub.clone_handle();
+    let synced = wait_until(Duration::from_secs(60), || {
+        let store = edge.store.clone();
+        async move { store.stats().unwrap().acked_seq == N }
+    })
+    .await;
+    assert!(
+        synced,
+        "{:?} {:?}",
+        edge.store.stats(),
+        uplink.status.borrow()
+    );
+    assert_eq!(handle.stats().renewals_total.load(Relaxed), 1);
+    assert_ne!(
+        std::fs::read(&id.cert_path).unwrap(),
+        std::fs::read(&old.cert_path).unwrap(),
+        "the box holds a new certificate"
+    );
+    assert_ne!(
+        std::fs::read(&id.key_path).unwrap(),
+        std::fs::read(&old.key_path).unwrap(),
+        "with a new key made on the box"
+    );
+    let new_expiry = registry_expiry(hub.dir());
+    assert!(new_expiry > old_expiry, "the hub recorded the renewal");
+    let leftovers: Vec<_> = std::fs::read_dir(id.cert_path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".new") || n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "the swap finished: {leftovers:?}");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&id.key_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the new key is private");
+    }
+    assert!(
+        uplink.status.borrow().sessions_total >= 2,
+        "the box reconnected with the new certificate"
+    );
+    // Its session is on the new certificate: past the old one's expiry, the hub (which checks
+    // the session's certificate at every message) keeps it, and more events go through.
+    clock.set_ahead(Duration::from_secs(65 * 60));
+    edge.produce(M, 2).await.unwrap();
+    let synced = wait_until(Duration::from_secs(30), || {
+        let store = edge.store.clone();
+        async move { store.stats().unwrap().acked_seq == N + M }
+    })
+    .await;
+    assert!(
+        synced,
+        "{:?} {:?}",
+        edge.store.stats(),
+        uplink.status.borrow()
+    );
+    assert_eq!(
+        handle.stats().expired_total.load(Relaxed),
+        0,
+        "no session of the box was on the old certificate"
+    );
+    uplink.stop().await;
+
+    // The old certificate still opens a session until it expires ...
+    clock.set_ahead(Duration::from_secs(50 * 60));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    // Kept: it holds the TLS session ticket of the session below.
+    let old_config = session_client_config(&old);
+    let live_old = hello_session(&endpoint, old_config.clone(), hub.addr())
+        .await
+        .expect("the old certificate is valid until it expires");
+    // ... then the hub closes that session (within its check interval) and refuses new ones.
+    clock.set_ahead(Duration::from_secs(65 * 60));
+    let reason = tokio::time::timeout(Duration::from_secs(20), live_old.conn.closed())
+        .await
+        .expect("the session on the expired certificate is closed");
+    assert!(
+        matches!(
+            &reason,
+            quinn::ConnectionError::ApplicationClosed(c)
+                if c.error_code == hub::ingest::close_code::CERT_EXPIRED.into()
+        ),
+        "{reason:?}"
+    );
+    assert!(handle.stats().expired_total.load(Relaxed) >= 1);
+    let failed_before = handle.stats().handshakes_failed_total.load(Relaxed);
+    let refused = hello_session(&endpoint, session_client_config(&old), hub.addr()).await;
+    assert!(refused.is_err(), "an expired certificate is refused");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let h = hub.clone_handle();
+            async move { h.stats().handshakes_failed_total.load(Relaxed) > failed_before }
+        })
+        .await,
+        "the hub counted the refused handshake"
+    );
+    // Resuming the old certificate's TLS session skips the certificate checks of a handshake;
+    // the hub still finds the certificate expired and closes.
+    let expired_before = handle.stats().expired_total.load(Relaxed);
+    let resumed = hello_session(&endpoint, old_config.clone(), hub.addr()).await;
+    assert!(
+        resumed.is_err(),
+        "a resumed session on an expired certificate is refused"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let h = hub.clone_handle();
+            async move { h.stats().expired_total.load(Relaxed) > expired_before }
+        })
+        .await,
+        "the refusal came from the session's own expiry check"
+    );
+
+    // The renewed certificate is still good: a restarted uplink syncs on with it.
+    let uplink = edge.start_uplink_at(&clock);
+    edge.produce(M, 2).await.unwrap();
+    let synced = wait_until(Duration::from_secs(30), || {
+        let store = edge.store.clone();
+        async move { store.stats().unwrap().acked_seq == N + 2 * M }
+    })
+    .await;
+    assert!(
+        synced,
+        "{:?} {:?}",
+        edge.store.stats(),
+        uplink.status.borrow()
+    );
+    let id_ = box_id.clone();
+    let events = handle.with_log(move |l| l.events_of(&id_)).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+        (1..=N + 2 * M).collect::<Vec<_>>(),
+        "exactly once, in order, across the certificate swap"
+    );
+    let on_box = edge
+        .store
+        .events_from(protocol::Seq(1), (N + 2 * M) as usize)
+        .unwrap();
+    assert_eq!(
+        on_box.iter().map(|e| e.id).collect::<Vec<_>>(),
+        events.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        handle.stats().renewals_total.load(Relaxed),
+        1,
+        "one renewal, not one per session"
+    );
+
+    // Revoked: the live session ends and the renewed certificate is refused as well.
+    hub::registry::admin::box_revoke(hub.dir(), &box_id, clock.now()).unwrap();
+    let mut status = uplink.status.clone();
+    assert!(
+        wait_for_mode(&mut status, UplinkMode::Revoked, Duration::from_secs(30)).await,
+        "{:?}",
+        uplink.status.borrow()
+    );
+    let refused_before = handle.stats().refused_total.load(Relaxed);
+    assert!(
+        hello_session(&endpoint, session_client_config(&id), hub.addr())
+            .await
+            .is_err()
+    );
+    assert!(handle.stats().refused_total.load(Relaxed) > refused_before);
+    uplink.stop().await;
+    endpoint.close(0u32.into(), b"");
+    hub.stop().await;
+}
+
+/// Address validation under a handshake flood. While an enrolled box syncs, flood tasks open
+/// connection after connection: half present a certificate of another hub's CA, half none and
+/// ask to enroll with a token the hub never issued. Above the handshake rate the hub answers
+/// unvalidated addresses with a QUIC Retry; the foreign certificates fail their handshake and
+/// the enrollments are refused, each counted; the box's events all arrive exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_is_retried_and_refused_while_an_enrolled_box_syncs_exactly_once() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    const N: u64 = 4000;
+    const FLOODERS: usize = 16;
+    let hub = TestHub::start_with(&TestClock::default(), |s| {
+        s.handshake_rate_per_sec = 20;
+        s.max_pending_handshakes = 8;
+    })
+    .await;
+    let foreign = TestHub::start().await;
+    let mut edge = TestEdge::enroll(&hub, "box-f", &hub.addr().to_string()).await;
+    // The test machine is shared: a starved keep-alive must not be what ends the session.
+    edge.config.idle_timeout_ms = 10_000;
+    edge.config.keep_alive_interval_ms = 500;
+    let mut uplink = edge.start_uplink();
+    assert!(
+        wait_for_mode(
+            &mut uplink.status,
+            UplinkMode::Connected,
+            Duration::from_secs(20)
+        )
+        .await,
+        "{:?}",
+        uplink.status.borrow()
+    );
+    let ours = edge.config.identity();
+    // A box of another hub: its certificate is from a CA this hub does not trust.
+    let other_tls = tempfile::tempdir().unwrap();
+    let other = enroll_into(&foreign, "box-f", other_tls.path()).await;
+    let forged = IdentityPaths {
+        ca_path: ours.ca_path.clone(),
+        cert_path: other.cert_path.clone(),
+        key_path: other.key_path.clone(),
+    };
+    let enroll_request = protocol::Codec::default()
+        .encode_to_vec(&protocol::Message::EnrollRequest(protocol::EnrollRequest {
+            token: "0123456789abcdef0123456789abcdef".into(),
+            csr_pem: "not a csr".into(),
+            agent_version: "flood".into(),
+        }))
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for i in 0..FLOODERS {
+        let (stop, attempts, addr) = (stop.clone(), attempts.clone(), hub.addr());
+        let config = if i % 2 == 0 {
+            session_client_config(&forged)
+        } else {
+            anonymous_client_config(&ours.ca_path)
+        };
+        let request = enroll_request.clone();
+        flood.push(tokio::spawn(async move {
+            let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            while !stop.load(Relaxed) {
+                attempts.fetch_add(1, Relaxed);
+                if i % 2 == 0 {
+                    if let Ok(session) = hello_session(&endpoint, config.clone(), addr).await {
+                        session.conn.close(0u32.into(), b"");
+                        panic!("a foreign certificate was let in");
+                    }
+                } else {
+                    let attempt = async {
+                        let conn = endpoint
+                            .connect_with(config.clone(), addr, "gridsense-hub")
+                            .ok()?
+                            .await
+                            .ok()?;
+                        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+                        send.write_all(&request).await.ok()?;
+                        let _ = send.finish();
+                        let _ = recv.read_to_end(1 << 16).await;
+                        conn.close(0u32.into(), b"");
+                        Some(())
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(5), attempt).await;
+                }
+            }
+            endpoint.close(0u32.into(), b"");
+        }));
+    }
+
+    // Events are produced and synced through the flood.
+    let handle = hub.clone_handle();
+    let events_before = handle.stats().events_total.load(Relaxed);
+    let producer = edge.produce(N, 4);
+    let moved = |h: &hub::ingest::IngestHandle| {
+        let s = h.stats();
+        (
+            s.retries_total.load(Relaxed),
+            s.handshakes_failed_total.load(Relaxed),
+            s.enrollments_refused_total.load(Relaxed),
+            s.events_total.load(Relaxed) - events_before,
+        )
+    };
+    // The flood lasts until each counter moved, many attempts were made and the box got events
+    // through meanwhile (or a deadline, after which the asserts below say what did not happen).
+    wait_until(Duration::from_secs(90), || {
+        let (h, attempts) = (hub.clone_handle(), attempts.clone());
+        async move {
+            let (retries, failed, refused, events) = moved(&h);
+            retries > 0
+                && failed > 0
+                && refused > 0
+                && events >= N / 4
+                && attempts.load(Relaxed) >= 200
+        }
+    })
+    .await;
+    let during = moved(&handle);
+    stop.store(true, Relaxed);
+    eprintln!(
+        "flood: {} attempts; (retries, failed handshakes, refused enrollments, events) {during:?}; refused at the pending limit {}",
+        attempts.load(Relaxed),
+        handle.stats().handshakes_refused_total.load(Relaxed)
+    );
+    for f in flood {
+        f.await.unwrap();
+    }
+    producer.await.unwrap();
+    let (retries, failed, refused, events) = during;
+    assert!(retries > 0, "no Retry under the flood: {during:?}");
+    assert!(failed > 0, "foreign certificates not counted: {during:?}");
+    assert!(refused > 0, "bogus enrollments not counted: {during:?}");
+    assert!(
+        events >= N / 4,
+        "the box was starved during the flood: {during:?}"
+    );
+    assert!(attempts.load(Relaxed) >= 200, "{attempts:?}");
+
+    let synced = wait_until(Duration::from_secs(60), || {
+        let store = edge.store.clone();
+        async move { store.stats().unwrap().acked_seq == N }
+    })
+    .await;
+    assert!(
+        synced,
+        "{:?} {:?}",
+        edge.store.stats(),
+        uplink.status.borrow()
+    );
+    let id = BoxId::parse("box-f").unwrap();
+    let events = handle.with_log(move |l| l.events_of(&id)).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+        (1..=N).collect::<Vec<_>>(),
+        "exactly once, in order, through the flood"
+    );
+    assert_eq!(
+        handle.stats().enrollments_total.load(Relaxed),
+        1,
+        "only the real box ever enrolled"
+    );
+    uplink.stop().await;
+    foreign.stop().await;
     hub.stop().await;
 }

@@ -13,12 +13,27 @@ use super::{StoreError, StoreStats, sqlite_error};
 /// A read-only connection to the store (one per reading task; not shared between threads).
 pub struct StoreReader {
     conn: Connection,
+    /// The row counts of the previous [`StoreReader::stats`], so the next one counts only the
+    /// rows that changed instead of walking a table of a million events each time.
+    counted: Option<Counted>,
+}
+
+/// Row counts as of some positions and deletion counters (see [`StoreReader::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    last_seq: u64,
+    acked_seq: u64,
+    /// Deletions of any kind, ever: when it moves, the counts are taken afresh.
+    deletions: u64,
+    events: u64,
+    unsynced_events: u64,
 }
 
 impl StoreReader {
     pub(super) fn open_at(path: &Path, busy_timeout: Duration) -> Result<StoreReader, StoreError> {
         Ok(StoreReader {
             conn: schema::open_reader(path, busy_timeout)?,
+            counted: None,
         })
     }
 
@@ -79,17 +94,58 @@ impl StoreReader {
                 }
             }
         }
+        let count = |sql: &str, from: u64, to: u64| -> Result<u64, StoreError> {
+            tx.query_row(sql, [seq_i64(from), seq_i64(to)], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as u64)
+                .map_err(|e| sqlite_error("count rows", e))
+        };
+        // Rows are appended above `last_seq` and deleted only by eviction (any row) and
+        // retention (synced rows); both move a deletion counter. Without a deletion, the counts
+        // of the previous call move by the rows between the old and new positions.
+        let deletions =
+            stats.lost_events_total + stats.evicted_events_total + stats.expired_events_total;
+        let between = "SELECT count(*) FROM events WHERE seq > ?1 AND seq <= ?2";
+        let counted = match self.counted {
+            Some(c)
+                if c.deletions == deletions
+                    && c.last_seq <= stats.last_seq
+                    && c.acked_seq <= stats.acked_seq =>
+            {
+                let added = count(between, c.last_seq, stats.last_seq)?;
+                let acked = count(between, c.acked_seq, stats.acked_seq)?;
+                Counted {
+                    events: c.events + added,
+                    unsynced_events: (c.unsynced_events + added).saturating_sub(acked),
+                    ..c
+                }
+            }
+            _ => Counted {
+                // A bare count(*) reads the smallest index, cheaper than the table's rows.
+                events: tx
+                    .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+                    .map(|n| n.max(0) as u64)
+                    .map_err(|e| sqlite_error("count rows", e))?,
+                unsynced_events: count(between, stats.acked_seq, u64::MAX)?,
+                last_seq: 0,
+                acked_seq: 0,
+                deletions: 0,
+            },
+        };
+        let counted = Counted {
+            last_seq: stats.last_seq,
+            acked_seq: stats.acked_seq,
+            deletions,
+            ..counted
+        };
+        stats.events = counted.events;
+        stats.unsynced_events = counted.unsynced_events;
         let count = |sql: &str| -> Result<u64, StoreError> {
             tx.query_row(sql, [], |r| r.get::<_, i64>(0))
                 .map(|n| n.max(0) as u64)
                 .map_err(|e| sqlite_error("count rows", e))
         };
-        stats.events = count("SELECT count(*) FROM events")?;
-        stats.unsynced_events = count(
-            "SELECT count(*) FROM events
-             WHERE seq > (SELECT value FROM meta WHERE key = 'acked_seq')",
-        )?;
         stats.evidence_files = count("SELECT count(*) FROM evidence WHERE present = 1")?;
+        self.counted = Some(counted);
         Ok(stats)
     }
 
@@ -152,5 +208,9 @@ fn limit_param(limit: usize) -> i64 {
 }
 
 fn seq_param(seq: Seq) -> i64 {
-    i64::try_from(seq.0).unwrap_or(i64::MAX)
+    seq_i64(seq.0)
+}
+
+fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }

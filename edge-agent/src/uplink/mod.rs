@@ -142,6 +142,9 @@ pub enum UplinkError {
     /// The hub did not answer in time.
     #[error("the hub did not answer within {0:?}")]
     Timeout(Duration),
+    /// A renewed certificate from the hub failed a check; the working one is kept.
+    #[error("the renewed certificate is unusable: {0}")]
+    BadRenewal(String),
 }
 
 /// Settings derived from the config.
@@ -168,6 +171,9 @@ pub(crate) struct Settings {
 /// Reports the state of the box's cameras and sensors for the health messages.
 pub type ComponentsFn = Arc<dyn Fn() -> Vec<protocol::ComponentHealth> + Send + Sync>;
 
+/// A wall clock (tests move it to bring a certificate into its renewal window).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
 /// The uplink stage.
 pub struct Uplink {
     settings: Settings,
@@ -176,6 +182,13 @@ pub struct Uplink {
     commands_tx: Option<mpsc::Sender<CommandRequest>>,
     components: Option<ComponentsFn>,
     started: std::time::Instant,
+    /// The wall clock renewal decisions read.
+    clock: Clock,
+    /// When this process last installed a renewed certificate (monotonic), so the next renewal
+    /// is timed by elapsed time, not by a box clock that may be far off the hub's.
+    last_renewal: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The session TLS config, kept across sessions for resumption.
+    session_configs: tls::SessionConfigCache,
 }
 
 impl Uplink {
@@ -199,7 +212,18 @@ impl Uplink {
             commands_tx: None,
             components: None,
             started: std::time::Instant::now(),
+            clock: Arc::new(now),
+            last_renewal: std::sync::Mutex::new(None),
+            session_configs: tls::SessionConfigCache::default(),
         }
+    }
+
+    /// Reads the wall clock from `clock` for renewal decisions (default: the system clock). The
+    /// TLS handshake still checks the hub's certificate against the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Uplink {
+        self.clock = clock;
+        self
     }
 
     /// Sends known commands (recheck) to `commands_tx`; without it they are answered as failed
@@ -246,6 +270,12 @@ impl Uplink {
             let outcome = session::run(&self, &endpoint, &cancel).await;
             match outcome {
                 Ok(session::End::Shutdown) => break,
+                Ok(session::End::Renewed) => {
+                    // Straight back with the new certificate; nothing went wrong.
+                    backoff.reset();
+                    last_logged = None;
+                    continue;
+                }
                 Ok(session::End::Revoked) => {
                     self.set_mode(UplinkMode::Revoked, Some("revoked by the hub".into()));
                     if last_logged.as_deref() != Some("revoked") {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use protocol::{
     Bye, ByeReason, Codec, CommandAction, CommandOutcome, CommandResult, EnrollRequest,
-    EnrollResponse, Event, EventBatch, EvidenceAck, EvidenceChunk, Health, Hello,
-    MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION, Seq,
+    EnrollResponse, EventBatch, EvidenceAck, EvidenceChunk, Health, Hello, MIN_PROTOCOL_VERSION,
+    Message, PROTOCOL_VERSION, Seq, Timestamp,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,13 +21,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the status (backlog, oldest event) is refreshed from the store.
 const STATUS_REFRESH: Duration = Duration::from_secs(1);
-/// How often renewal is considered.
+/// How often renewal is considered (and once as each session opens).
 const RENEW_CHECK: Duration = Duration::from_secs(60);
+/// After a renewal, how long the session may take to see its batches in flight acknowledged
+/// before it closes to reconnect with the new certificate.
+const RENEWAL_DRAIN: Duration = Duration::from_secs(5);
 
 /// Why a session ended.
 pub(super) enum End {
     /// Cancelled: said `Bye` and closed.
     Shutdown,
+    /// A renewed certificate was installed: closed to reconnect with it at once.
+    Renewed,
     /// The hub said this box is revoked.
     Revoked,
     /// The link or the hub went away; `progressed` when something was acknowledged first.
@@ -40,7 +45,7 @@ pub(super) async fn run(
     cancel: &CancellationToken,
 ) -> Result<End, UplinkError> {
     let s = &up.settings;
-    let (config, _) = tls::session_config(&s.identity, up.transport())?;
+    let config = up.session_configs.config(&s.identity, up.transport())?;
     let addr = resolve(&s.hub_addr).await?;
     let connecting = endpoint.connect_with(config, addr, &s.server_name)?;
     let conn = tokio::select! {
@@ -53,6 +58,7 @@ pub(super) async fn run(
     let result = session(up, &conn, cancel).await;
     let (code, reason): (u32, &[u8]) = match &result {
         Ok(End::Shutdown) => (0, b"agent stopping"),
+        Ok(End::Renewed) => (0, b"reconnecting with a renewed certificate"),
         _ => (1, b"session ended"),
     };
     conn.close(code.into(), reason);
@@ -84,11 +90,15 @@ async fn session(
             }
         }
     }));
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(64);
     let writer = tokio::spawn(async move {
         let mut send = send;
-        while let Some(msg) = out_rx.recv().await {
-            if let Err(e) = write_frame(&mut send, &codec, &msg).await {
+        while let Some(out) = out_rx.recv().await {
+            let written = match out {
+                Outgoing::Message(msg) => write_frame(&mut send, &codec, &msg).await,
+                Outgoing::Frame(bytes) => send.write_all(&bytes).await.map_err(Into::into),
+            };
+            if let Err(e) = written {
                 tracing::debug!(error = %super::chain(&e), "control stream write failed");
                 return;
             }
@@ -159,6 +169,11 @@ async fn session(
         evidence_rx,
     )));
 
+    // Acks are committed to the store by a task of their own, so that the next batches go out
+    // while the box's fsync runs; acks that arrive meanwhile are folded into one commit.
+    let (ack_tx, ack_rx) = tokio::sync::watch::channel(acked);
+    let acker = tokio::spawn(commit_acks(up.store.clone(), ack_rx));
+
     let mut poll = tokio::time::interval(s.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut health = tokio::time::interval(s.health_interval);
@@ -167,22 +182,38 @@ async fn session(
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now() - STATUS_REFRESH;
     let mut pending_key: Option<String> = None;
+    // Set once a renewed certificate is installed: no new batches, and the session closes when
+    // those in flight are acknowledged (or at this deadline) to reconnect with the new one.
+    let mut swap_by: Option<tokio::time::Instant> = None;
     let (results_tx, mut results_rx) = mpsc::channel::<CommandResult>(16);
 
     let end = loop {
+        if let Some(t) = swap_by
+            && (in_flight.is_empty() || tokio::time::Instant::now() >= t)
+        {
+            let _ = out_tx.try_send(Outgoing::Message(Message::Bye(Bye {
+                reason: ByeReason::Shutdown,
+                message: Some("reconnecting with a renewed certificate".into()),
+            })));
+            break End::Renewed;
+        }
         // Fill the window with pending events, in sequence order.
-        while in_flight.len() < s.max_batches_in_flight && !exhausted {
+        while in_flight.len() < s.max_batches_in_flight && !exhausted && swap_by.is_none() {
             let store = up.store.clone();
             let (max_events, max_bytes) = (s.batch_max_events, s.batch_max_bytes);
-            let events =
-                blocking(move || read_batch(&store, Seq(next), max_events, max_bytes)).await??;
-            let Some(last) = events.last().map(|e| e.seq.0) else {
+            let batch =
+                blocking(move || read_batch(&store, &codec, Seq(next), max_events, max_bytes))
+                    .await??;
+            let Some((last, frame)) = batch else {
                 exhausted = true;
                 break;
             };
             next = last + 1;
             in_flight.push_back(last);
-            send_or_lost(&out_tx, Message::EventBatch(EventBatch { events })).await?;
+            out_tx
+                .send(Outgoing::Frame(frame))
+                .await
+                .map_err(|_| UplinkError::Session("control stream closed".into()))?;
         }
         if last_status.elapsed() >= STATUS_REFRESH {
             last_status = Instant::now();
@@ -190,7 +221,7 @@ async fn session(
         }
         tokio::select! {
             _ = cancel.cancelled() => {
-                let _ = out_tx.try_send(Message::Bye(Bye { reason: ByeReason::Shutdown, message: None }));
+                let _ = out_tx.try_send(Outgoing::Message(Message::Bye(Bye { reason: ByeReason::Shutdown, message: None })));
                 break End::Shutdown;
             }
             m = in_rx.recv() => match m {
@@ -200,10 +231,9 @@ async fn session(
                     Message::Ack(ack) => {
                         let up_to = ack.up_to.0.min(next.saturating_sub(1));
                         if up_to > acked {
-                            let store = up.store.clone();
-                            blocking(move || store.ack(Seq(up_to))).await??;
                             acked = up_to;
                             progressed = true;
+                            let _ = ack_tx.send(acked);
                         }
                         while in_flight.front().is_some_and(|&l| l <= acked) {
                             in_flight.pop_front();
@@ -221,7 +251,10 @@ async fn session(
                         }
                     }
                     Message::EnrollResponse(response) => {
-                        install_renewal(up, pending_key.take(), response).await;
+                        if install_renewal(up, &welcome.box_id, pending_key.take(), response).await {
+                            *lock(&up.last_renewal) = Some(Instant::now());
+                            swap_by = Some(tokio::time::Instant::now() + RENEWAL_DRAIN);
+                        }
                     }
                     Message::Bye(bye) => break bye_end(&bye, progressed),
                     Message::Unknown => tracing::debug!(stage = "uplink", "skipped a message of an unknown type"),
@@ -236,8 +269,9 @@ async fn session(
                 let report = health_report(up).await;
                 send_or_lost(&out_tx, Message::Health(report)).await?;
             }
+            () = sleep_until_some(swap_by) => {}
             _ = renew.tick() => {
-                if pending_key.is_none() && renewal_due(up) {
+                if pending_key.is_none() && swap_by.is_none() && renewal_due(up) {
                     let (key, csr_pem) = tls::new_key_and_csr()?;
                     pending_key = Some(key);
                     tracing::info!(stage = "uplink", "renewing the box certificate");
@@ -254,6 +288,10 @@ async fn session(
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     drop(reader);
+    // The last ack is committed before the session counts as over (what the hub holds is
+    // synced); a failure here only means those events are offered again next session.
+    drop(ack_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
     up.status_tx.send_modify(|st| {
         st.mode = UplinkMode::Offline;
         st.rtt = None;
@@ -282,32 +320,60 @@ fn close_reason(conn: &quinn::Connection, fallback: &str) -> String {
         .map_or_else(|| fallback.to_owned(), |r| r.to_string())
 }
 
-async fn send_or_lost(out_tx: &mpsc::Sender<Message>, msg: Message) -> Result<(), UplinkError> {
+/// What the writer task puts on the control stream.
+enum Outgoing {
+    /// A message to encode.
+    Message(Message),
+    /// A frame encoded already (event batches, encoded off the executor where they are read).
+    Frame(Vec<u8>),
+}
+
+async fn send_or_lost(out_tx: &mpsc::Sender<Outgoing>, msg: Message) -> Result<(), UplinkError> {
     out_tx
-        .send(msg)
+        .send(Outgoing::Message(msg))
         .await
         .map_err(|_| UplinkError::Session("control stream closed".into()))
 }
 
-/// Events from `from` on, at most `max_events` and about `max_bytes` encoded (at least one).
+/// The `EventBatch` frame of the events from `from` on: at most `max_events`, and at most
+/// `max_bytes` encoded unless one event alone is larger. Returns the last sequence number in
+/// it with the frame, or `None` when nothing is pending. Each batch is encoded once here; only
+/// a batch over the byte limit is cut and encoded again.
 fn read_batch(
     store: &Store,
+    codec: &Codec,
     from: Seq,
     max_events: usize,
     max_bytes: usize,
-) -> Result<Vec<Event>, crate::store::StoreError> {
-    let mut events = store.events_from(from, max_events)?;
-    let mut bytes = 0;
-    let mut keep = events.len();
-    for (i, e) in events.iter().enumerate() {
-        bytes += rmp_serde::to_vec_named(e).map_or(0, |v| v.len());
-        if bytes > max_bytes && i > 0 {
-            keep = i;
-            break;
+) -> Result<Option<(u64, Vec<u8>)>, UplinkError> {
+    let events = store.events_from(from, max_events)?;
+    let mut batch = Message::EventBatch(EventBatch { events });
+    loop {
+        let Message::EventBatch(EventBatch { events }) = &batch else {
+            return Ok(None);
+        };
+        let Some(last) = events.last().map(|e| e.seq.0) else {
+            return Ok(None);
+        };
+        let n = events.len();
+        match codec.encode_to_vec(&batch) {
+            Ok(frame) if frame.len() <= max_bytes + protocol::FRAME_HEADER_BYTES || n == 1 => {
+                return Ok(Some((last, frame)));
+            }
+            Err(e) if n == 1 => {
+                return Err(UplinkError::Session(format!(
+                    "event {last} does not encode: {}",
+                    super::chain(&e)
+                )));
+            }
+            // Too large (or over the frame limit): halve it, keeping sequence order.
+            _ => {
+                if let Message::EventBatch(b) = &mut batch {
+                    b.events.truncate(n.div_ceil(2));
+                }
+            }
         }
     }
-    events.truncate(keep);
-    Ok(events)
 }
 
 async fn refresh_status(up: &Uplink, rtt: Duration, idle: bool) {
@@ -351,16 +417,70 @@ async fn health_report(up: &Uplink) -> Health {
     }
 }
 
-fn renewal_due(up: &Uplink) -> bool {
-    let Some((from, to)) = tls::validity(&up.settings.identity.cert_path) else {
-        return false;
-    };
-    let span = to.millis_since(from) as f64;
-    let due = from.as_unix_millis() + (span * up.settings.renew_at_fraction) as i64;
-    now().as_unix_millis() >= due
+/// Commits the latest acknowledged position to the store until the session drops its sender
+/// (then commits whatever it had not yet). A failed commit is logged and retried with the next
+/// ack: until then the events stay unsynced and are offered again, which the hub ignores.
+async fn commit_acks(store: Store, mut acks: tokio::sync::watch::Receiver<u64>) {
+    let mut failing = false;
+    while acks.changed().await.is_ok() {
+        let up_to = *acks.borrow_and_update();
+        let s = store.clone();
+        match blocking(move || s.ack(Seq(up_to))).await {
+            Ok(Ok(())) => failing = false,
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(stage = "uplink", error = %super::chain(&e), "failed to record the hub's acknowledgement");
+            }
+            _ => {}
+        }
+    }
 }
 
-async fn install_renewal(up: &Uplink, key: Option<String>, response: EnrollResponse) {
+/// Completes at `at`, never without one (a `select!` arm that is off until set).
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn renewal_due(up: &Uplink) -> bool {
+    let Some(validity) = tls::validity(&up.settings.identity.cert_path) else {
+        return false;
+    };
+    let since_last = lock(&up.last_renewal).map(|t| t.elapsed());
+    renewal_due_at(
+        validity,
+        (up.clock)(),
+        up.settings.renew_at_fraction,
+        since_last,
+    )
+}
+
+/// Whether the certificate valid over `validity` should be renewed at `now`: once `fraction`
+/// of its validity has passed by the box clock. After a renewal in this process
+/// (`since_last`), by the time elapsed since then instead: a box clock far ahead of the hub's
+/// would otherwise find each new certificate due at once and renew in a loop.
+fn renewal_due_at(
+    (from, to): (Timestamp, Timestamp),
+    now: Timestamp,
+    fraction: f64,
+    since_last: Option<Duration>,
+) -> bool {
+    let span_ms = to.millis_since(from).max(0) as f64;
+    match since_last {
+        Some(elapsed) => elapsed.as_secs_f64() * 1000.0 >= span_ms * fraction,
+        None => now.as_unix_millis() >= from.as_unix_millis() + (span_ms * fraction) as i64,
+    }
+}
+
+/// Installs a renewed certificate after checking it; true when it is in place.
+async fn install_renewal(
+    up: &Uplink,
+    box_id: &protocol::BoxId,
+    key: Option<String>,
+    response: EnrollResponse,
+) -> bool {
     match (key, response) {
         (
             Some(key),
@@ -372,23 +492,41 @@ async fn install_renewal(up: &Uplink, key: Option<String>, response: EnrollRespo
             },
         ) => {
             let paths = up.settings.identity.clone();
-            match blocking(move || tls::install_identity(&paths, &ca_pem, &certificate_pem, &key))
-                .await
-            {
+            let id = box_id.clone();
+            let installed = blocking(move || {
+                tls::check_renewed(&paths, &id, &certificate_pem, &key, &ca_pem)?;
+                tls::install_identity(&paths, &ca_pem, &certificate_pem, &key)
+            })
+            .await;
+            match installed {
                 Ok(Ok(())) => {
-                    tracing::info!(stage = "uplink", %not_after, "certificate renewed; used from the next session");
+                    tracing::info!(stage = "uplink", %not_after, "certificate renewed; reconnecting with it");
+                    true
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(stage = "uplink", error = %super::chain(&e), "failed to install the renewed certificate");
+                    tracing::warn!(stage = "uplink", error = %super::chain(&e), "renewed certificate not installed; keeping the current one");
+                    false
                 }
-                Err(e) => tracing::warn!(stage = "uplink", error = %e, "renewal task failed"),
+                Err(e) => {
+                    tracing::warn!(stage = "uplink", error = %e, "renewal task failed");
+                    false
+                }
             }
         }
         (_, EnrollResponse::Refused { reason, message }) => {
             tracing::warn!(stage = "uplink", ?reason, %message, "certificate renewal refused");
+            false
         }
-        (None, _) => tracing::debug!(stage = "uplink", "unexpected enrollment response"),
+        (None, _) => {
+            tracing::debug!(stage = "uplink", "unexpected enrollment response");
+            false
+        }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded value is a plain timestamp: a panic elsewhere cannot leave it half-written.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Answers one command: recheck goes to the camera side, anything unknown is unsupported.
@@ -497,5 +635,41 @@ struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_unix_millis(secs * 1000)
+    }
+
+    #[test]
+    fn renewal_is_due_once_the_share_of_the_validity_has_passed_by_the_box_clock() {
+        let validity = (t(1000), t(2000));
+        assert!(!renewal_due_at(validity, t(1659), 0.66, None));
+        assert!(renewal_due_at(validity, t(1660), 0.66, None));
+        assert!(renewal_due_at(validity, t(5000), 0.66, None));
+    }
+
+    #[test]
+    fn after_a_renewal_the_next_is_timed_by_elapsed_time_whatever_the_box_clock_says() {
+        // A box clock far ahead: the new certificate looks due at once by the wall clock.
+        let validity = (t(1000), t(2000));
+        let ahead = t(1_000_000);
+        assert!(!renewal_due_at(
+            validity,
+            ahead,
+            0.66,
+            Some(Duration::from_secs(1))
+        ));
+        assert!(renewal_due_at(
+            validity,
+            ahead,
+            0.66,
+            Some(Duration::from_secs(660))
+        ));
     }
 }

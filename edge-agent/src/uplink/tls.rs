@@ -1,16 +1,18 @@
 //! The box's TLS identity and client configurations, on ring only (no process-wide provider).
 //!
 //! - Mutual TLS for sessions: the hub's CA from `ca.pem` as the only root, the box certificate
-//!   and key as the client identity, TLS 1.3, ALPN [`protocol::ALPN`], no early data.
+//!   and key as the client identity, TLS 1.3, ALPN [`protocol::ALPN`], no early data. The config
+//!   is kept while the identity files stay the same ([`SessionConfigCache`]), so a reconnect
+//!   resumes the TLS session; a renewed certificate starts afresh.
 //! - Enrollment: no client certificate; the hub's chain must contain a CA certificate whose
 //!   SHA-256 is the fingerprint the token carries, and the server certificate must verify
 //!   against that CA.
 //! - Identity files are replaced crash-safely on renewal (see [`install_identity`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use protocol::Timestamp;
+use protocol::{BoxId, Timestamp};
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
@@ -71,6 +73,51 @@ pub(crate) fn session_config(
     Ok((quic_client(tls, transport)?, not_after))
 }
 
+/// The session client config, kept while the identity files stay the same: the rustls session
+/// store inside it lets the next session resume (a cheaper handshake on the box and the hub).
+/// Resumption weakens nothing: the resumed session carries the certificate of the first, fully
+/// verified handshake, and the hub checks its expiry and the box's registration at every
+/// session. A renewal changes the files, which drops the config with its resumption state, so
+/// the next session makes a full handshake with the new certificate.
+#[derive(Default)]
+pub(crate) struct SessionConfigCache(Mutex<Option<([u8; 32], quinn::ClientConfig)>>);
+
+impl SessionConfigCache {
+    /// The config for the identity at `paths` (finishing an interrupted renewal first).
+    ///
+    /// # Errors
+    /// As [`session_config`].
+    pub(crate) fn config(
+        &self,
+        paths: &IdentityPaths,
+        transport: Arc<quinn::TransportConfig>,
+    ) -> Result<quinn::ClientConfig, UplinkError> {
+        repair_identity(paths)?;
+        let mut stamp = Sha256::new();
+        for p in [&paths.ca_path, &paths.cert_path, &paths.key_path] {
+            let bytes = std::fs::read(p).map_err(|e| UplinkError::Identity {
+                path: p.clone(),
+                detail: e.to_string(),
+            })?;
+            stamp.update((bytes.len() as u64).to_be_bytes());
+            stamp.update(&bytes);
+        }
+        let stamp: [u8; 32] = stamp.finalize().into();
+        let mut cached = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((held, config)) = cached.as_ref()
+            && *held == stamp
+        {
+            return Ok(config.clone());
+        }
+        let (config, _) = session_config(paths, transport)?;
+        *cached = Some((stamp, config.clone()));
+        Ok(config)
+    }
+}
+
 /// A client config for enrollment: no client certificate, the hub CA pinned by fingerprint.
 pub(crate) fn enrollment_config(
     ca_fingerprint: [u8; 32],
@@ -113,6 +160,52 @@ pub(crate) fn new_key_and_csr() -> Result<(String, String), UplinkError> {
         .push(rcgen::DnType::CommonName, "gridsense box");
     let csr = params.serialize_request(&key)?.pem()?;
     Ok((key.serialize_pem(), csr))
+}
+
+/// Checks a certificate the hub sent on renewal before it replaces the working one: it must
+/// parse, certify the public key of `key_pem` (the key made for this renewal), name `box_id`,
+/// outlive the current certificate, and come with the CA the box already trusts (the CA does
+/// not change on renewal). Returns its expiry. A box that installed anything else could lock
+/// itself out.
+///
+/// # Errors
+/// [`UplinkError::BadRenewal`] saying which check failed.
+pub(crate) fn check_renewed(
+    paths: &IdentityPaths,
+    box_id: &BoxId,
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<Timestamp, UplinkError> {
+    let bad = |why: &str| UplinkError::BadRenewal(why.to_owned());
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|_| bad("the certificate is not PEM"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|_| bad("the certificate does not parse"))?;
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|_| bad("the new key does not parse"))?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(bad("the certificate is not for the key this box made"));
+    }
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok());
+    if cn != Some(box_id.as_str()) {
+        return Err(bad("the certificate names another box"));
+    }
+    let not_after =
+        Timestamp::from_unix_millis(cert.validity().not_after.timestamp().saturating_mul(1000));
+    if validity(&paths.cert_path).is_some_and(|(_, current)| not_after <= current) {
+        return Err(bad("the certificate does not outlive the current one"));
+    }
+    let trusted = read_certs(&paths.ca_path)?;
+    let offered =
+        CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| bad("the CA is not PEM"))?;
+    if !trusted.iter().any(|c| c.as_ref() == offered.as_ref()) {
+        return Err(bad("the hub sent another CA than the one this box trusts"));
+    }
+    Ok(not_after)
 }
 
 /// Installs a new identity crash-safely: `cert.new` and `key.new` are written durably, then
@@ -335,5 +428,80 @@ mod tests {
         repair_identity(&paths).unwrap();
         assert_eq!(std::fs::read_to_string(&paths.key_path).unwrap(), "new key");
         assert!(!with_suffix(&paths.key_path, ".new").exists());
+    }
+
+    fn ca() -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        (params.self_signed(&key).unwrap(), key)
+    }
+
+    fn issue(
+        issuer: &(rcgen::Certificate, rcgen::KeyPair),
+        subject: &rcgen::KeyPair,
+        cn: &str,
+        until_year: i32,
+    ) -> String {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
+        params
+            .signed_by(subject, &issuer.0, &issuer.1)
+            .unwrap()
+            .pem()
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_taken_only_for_the_new_key_this_box_and_its_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = IdentityPaths {
+            ca_path: dir.path().join("ca.pem"),
+            cert_path: dir.path().join("box.pem"),
+            key_path: dir.path().join("box.key"),
+        };
+        let hub = ca();
+        let old_key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&paths.ca_path, hub.0.pem()).unwrap();
+        std::fs::write(&paths.cert_path, issue(&hub, &old_key, "box-1", 2030)).unwrap();
+        let new_key = rcgen::KeyPair::generate().unwrap();
+        let key_pem = new_key.serialize_pem();
+        let id = BoxId::parse("box-1").unwrap();
+        let check = |cert: &str, ca: &str| check_renewed(&paths, &id, cert, &key_pem, ca);
+
+        let good = check(&issue(&hub, &new_key, "box-1", 2031), &hub.0.pem());
+        assert!(good.is_ok(), "{good:?}");
+        for (why, cert, ca_pem) in [
+            (
+                "the old key",
+                issue(&hub, &old_key, "box-1", 2031),
+                hub.0.pem(),
+            ),
+            (
+                "another box",
+                issue(&hub, &new_key, "box-2", 2031),
+                hub.0.pem(),
+            ),
+            (
+                "expires first",
+                issue(&hub, &new_key, "box-1", 2029),
+                hub.0.pem(),
+            ),
+            (
+                "another CA",
+                issue(&ca(), &new_key, "box-1", 2031),
+                ca().0.pem(),
+            ),
+            ("not a certificate", "junk".to_owned(), hub.0.pem()),
+        ] {
+            assert!(
+                matches!(check(&cert, &ca_pem), Err(UplinkError::BadRenewal(_))),
+                "{why}"
+            );
+        }
     }
 }

@@ -399,3 +399,44 @@ fn closing_the_last_handle_commits_everything_queued() {
     Arc::try_unwrap(store).unwrap().close();
     assert_eq!(helpers::open(dir.path()).stats().unwrap().last_seq, 100);
 }
+
+/// `stats` keeps its row counts from one call to the next and counts only what changed; it must
+/// agree with a reader counting afresh after new events, acks, retention and eviction.
+#[test]
+fn stats_counts_stay_exact_as_events_arrive_are_acked_expire_and_are_evicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = helpers::options(dir.path());
+    options.retention = std::time::Duration::from_secs(3600);
+    options.quota_bytes = 450_000;
+    let store = Store::open(options).unwrap();
+    let agree = |step: &str| {
+        let kept = store.stats().unwrap();
+        let fresh = store.reader().unwrap().stats().unwrap();
+        assert_eq!(kept, fresh, "after {step}");
+        (kept.events, kept.unsynced_events)
+    };
+    assert_eq!(agree("opening"), (0, 0));
+    for n in 1..=5 {
+        store.submit(event(n, 0), Vec::new()).unwrap();
+    }
+    assert_eq!(agree("new events"), (5, 5));
+    store.ack(Seq(3)).unwrap();
+    assert_eq!(agree("an ack"), (5, 2));
+    for n in [6, 7200] {
+        store.submit(event(n, 0), Vec::new()).unwrap();
+    }
+    store.ack(Seq(6)).unwrap();
+    assert_eq!(agree("events and an ack past them"), (7, 1));
+    let now = Timestamp::from_unix_millis(T0_MS + 7200 * 1000);
+    assert_eq!(store.sweep_retention(now).unwrap(), 6);
+    assert_eq!(agree("retention"), (1, 1));
+    // Big events: the quota evicts the synced one and then unsynced ones (each loss reported by
+    // a data-loss event).
+    for n in 1..=6 {
+        let (e, files) = event_with_evidence(100 + n, 0, 100_000);
+        store.submit(e, files).unwrap();
+    }
+    let (events, unsynced) = agree("eviction");
+    assert!(store.stats().unwrap().lost_events_total > 0);
+    assert_eq!(events, unsynced, "nothing acked is left");
+}

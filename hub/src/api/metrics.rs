@@ -301,6 +301,21 @@ impl Collector for HubCollector {
                     &s.refused_total,
                 ),
                 (
+                    "hub_ingest_handshakes_failed",
+                    "Handshakes that did not complete (certificate of another CA or expired, peer gone)",
+                    &s.handshakes_failed_total,
+                ),
+                (
+                    "hub_ingest_handshakes_refused",
+                    "Incoming connections refused while too many handshakes were pending",
+                    &s.handshakes_refused_total,
+                ),
+                (
+                    "hub_ingest_certificates_expired",
+                    "Sessions refused or ended because the box certificate had expired",
+                    &s.expired_total,
+                ),
+                (
                     "hub_ingest_protocol_errors",
                     "Connections closed for a protocol error",
                     &s.protocol_errors_total,
@@ -314,6 +329,11 @@ impl Collector for HubCollector {
                     "hub_ingest_enrollments",
                     "Box enrollments accepted",
                     &s.enrollments_total,
+                ),
+                (
+                    "hub_ingest_enrollments_refused",
+                    "Enrollments and renewals refused",
+                    &s.enrollments_refused_total,
                 ),
                 (
                     "hub_ingest_renewals",

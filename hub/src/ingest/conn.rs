@@ -2,12 +2,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use protocol::{
     Ack, BoxId, Bye, ByeReason, CommandResult, EnrollRefusal, EnrollRequest, EnrollResponse, Event,
-    EvidenceAck, EvidenceChunk, Message, VersionRange, Welcome,
+    EvidenceAck, EvidenceChunk, Message, Timestamp, VersionRange, Welcome,
 };
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use super::evidence::ChunkOutcome;
 use super::frame::{read_frame, write_frame};
-use super::{LiveConn, Shared, close_code, lock, now};
+use super::{LiveConn, Shared, close_code, lock};
 use crate::registry::{BoxStatus, RegistryError};
 
 /// Most events committed in one transaction when batches queue up.
@@ -26,15 +26,64 @@ const INBOX_CAPACITY: usize = 32;
 /// Messages queued for the writer task.
 const OUTBOX_CAPACITY: usize = 256;
 
+/// What the accept loop does with an incoming connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Handshake.
+    Accept,
+    /// Answer with a QUIC Retry: the client must prove its address before the hub keeps any
+    /// state for it (a real client comes back validated at once).
+    Retry,
+    /// Refuse (CONNECTION_REFUSED): too many connections are pending.
+    Refuse,
+}
+
+/// The admission decision: a token bucket over handshakes and a cap on connections that are
+/// not authenticated yet. Pure: the caller gives the time and the counts.
+pub(super) struct HandshakeGate {
+    bucket: HandshakeBucket,
+    max_pending: usize,
+}
+
+impl HandshakeGate {
+    pub(super) fn new(rate_per_sec: u32, max_pending: usize) -> HandshakeGate {
+        HandshakeGate {
+            bucket: HandshakeBucket::new(rate_per_sec),
+            max_pending: max_pending.max(1),
+        }
+    }
+
+    /// Every incoming takes a token. Without one, or with `pending` at the cap, an address QUIC
+    /// has not validated gets a Retry (when it may: a client that already answered one cannot
+    /// get another); at the cap, anything else is refused.
+    pub(super) fn decide(
+        &mut self,
+        now: Instant,
+        validated: bool,
+        may_retry: bool,
+        pending: usize,
+    ) -> Admission {
+        let within_rate = self.bucket.admit(now);
+        let full = pending >= self.max_pending;
+        if (!within_rate || full) && !validated && may_retry {
+            Admission::Retry
+        } else if full {
+            Admission::Refuse
+        } else {
+            Admission::Accept
+        }
+    }
+}
+
 /// A token bucket over handshakes.
-pub(super) struct HandshakeBucket {
+struct HandshakeBucket {
     rate: f64,
     tokens: f64,
     last: Option<Instant>,
 }
 
 impl HandshakeBucket {
-    pub(super) fn new(rate_per_sec: u32) -> HandshakeBucket {
+    fn new(rate_per_sec: u32) -> HandshakeBucket {
         let rate = f64::from(rate_per_sec.max(1));
         HandshakeBucket {
             rate,
@@ -44,7 +93,7 @@ impl HandshakeBucket {
     }
 
     /// True when a handshake at `now` is within the rate (and takes a token).
-    pub(super) fn admit(&mut self, now: Instant) -> bool {
+    fn admit(&mut self, now: Instant) -> bool {
         if let Some(last) = self.last {
             let dt = now.saturating_duration_since(last).as_secs_f64();
             self.tokens = (self.tokens + dt * self.rate).min(self.rate);
@@ -59,9 +108,33 @@ impl HandshakeBucket {
     }
 }
 
+/// One connection counted as pending (accepted, not yet authenticated as a box session) until
+/// it is released or dropped.
+pub(super) struct Pending(Option<Arc<AtomicUsize>>);
+
+impl Pending {
+    pub(super) fn new(count: &Arc<AtomicUsize>) -> Pending {
+        count.fetch_add(1, Ordering::Relaxed);
+        Pending(Some(count.clone()))
+    }
+
+    fn release(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Serves one incoming connection to its end.
 pub(super) async fn serve(
     incoming: quinn::Incoming,
+    mut pending: Pending,
     shared: Arc<Shared>,
     revoked: watch::Receiver<Arc<HashSet<BoxId>>>,
     cancel: CancellationToken,
@@ -73,6 +146,10 @@ pub(super) async fn serve(
             Ok(connecting) => match connecting.await {
                 Ok(c) => c,
                 Err(e) => {
+                    shared
+                        .stats
+                        .handshakes_failed_total
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(error = %e, "handshake failed");
                     return;
                 }
@@ -87,9 +164,9 @@ pub(super) async fn serve(
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         match box_identity(&conn) {
-            Some(Ok(id)) => {
+            Some(Ok((id, not_after))) => {
                 tracing::Span::current().record("device_id", tracing::field::display(&id));
-                session(conn, id, shared, revoked, cancel).await;
+                session(conn, id, not_after, &mut pending, shared, revoked, cancel).await;
             }
             Some(Err(())) => {
                 shared.stats.refused_total.fetch_add(1, Ordering::Relaxed);
@@ -103,8 +180,9 @@ pub(super) async fn serve(
     .await;
 }
 
-/// The box id in the verified client certificate: its CN. `None` when there is no certificate.
-fn box_identity(conn: &quinn::Connection) -> Option<Result<BoxId, ()>> {
+/// The box id in the verified client certificate (its CN) and the certificate's expiry. `None`
+/// when there is no certificate.
+fn box_identity(conn: &quinn::Connection) -> Option<Result<(BoxId, Timestamp), ()>> {
     let certs = conn
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
@@ -113,12 +191,16 @@ fn box_identity(conn: &quinn::Connection) -> Option<Result<BoxId, ()>> {
     let parsed = x509_parser::parse_x509_certificate(leaf.as_ref())
         .ok()
         .and_then(|(_, cert)| {
+            let not_after = Timestamp::from_unix_millis(
+                cert.validity().not_after.timestamp().saturating_mul(1000),
+            );
             cert.subject()
                 .iter_common_name()
                 .next()
                 .and_then(|cn| cn.as_str().ok().map(str::to_owned))
-        })
-        .and_then(|cn| BoxId::parse(cn).ok());
+                .and_then(|cn| BoxId::parse(cn).ok())
+                .map(|id| (id, not_after))
+        });
     Some(parsed.ok_or(()))
 }
 
@@ -173,12 +255,21 @@ async fn enrollment(conn: quinn::Connection, shared: Arc<Shared>) {
     let response = tokio::task::spawn_blocking(move || enroll(&s, &request))
         .await
         .unwrap_or_else(|_| refused(EnrollRefusal::Unknown, "internal error"));
-    if let EnrollResponse::Accepted { box_id, .. } = &response {
-        shared
-            .stats
-            .enrollments_total
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(device_id = %box_id, "box enrolled");
+    match &response {
+        EnrollResponse::Accepted { box_id, .. } => {
+            shared
+                .stats
+                .enrollments_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(device_id = %box_id, "box enrolled");
+        }
+        EnrollResponse::Refused { reason, .. } => {
+            shared
+                .stats
+                .enrollments_refused_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(?reason, "enrollment refused");
+        }
     }
     if write_frame(&mut send, &shared.codec, &Message::EnrollResponse(response))
         .await
@@ -192,7 +283,7 @@ async fn enrollment(conn: quinn::Connection, shared: Arc<Shared>) {
 }
 
 fn enroll(shared: &Shared, request: &EnrollRequest) -> EnrollResponse {
-    let at = now();
+    let at = shared.now();
     let lifetime = shared.settings.certificate_lifetime.as_secs();
     let result = lock(&shared.registry).enroll(&request.token, at, |id| {
         shared.ca.sign_box(&request.csr_pem, id, at, lifetime)
@@ -239,29 +330,30 @@ enum End {
     Replaced,
     Shutdown,
     Internal,
+    /// The certificate the session was opened with has expired.
+    Expired,
+    /// The certificate is good but the registry says the box is revoked or unknown.
+    NotEnrolled,
 }
 
 /// A box session: Hello/Welcome, then batches, health, evidence, commands.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     conn: quinn::Connection,
     box_id: BoxId,
+    not_after: Timestamp,
+    pending: &mut Pending,
     shared: Arc<Shared>,
     mut revoked: watch::Receiver<Arc<HashSet<BoxId>>>,
     cancel: CancellationToken,
 ) {
-    let s = shared.clone();
-    let id = box_id.clone();
-    let status = tokio::task::spawn_blocking(move || {
-        let reg = lock(&s.registry);
-        let status = reg.status(&id);
-        let _ = reg.seen(&id, now());
-        status
-    })
-    .await;
-    if !matches!(status, Ok(Ok(Some(BoxStatus::Enrolled)))) {
+    // The TLS verifier checked validity at a full handshake; a resumed TLS session carries the
+    // certificate of its first handshake, so expiry is checked here as well.
+    if shared.now() >= not_after {
+        shared.stats.expired_total.fetch_add(1, Ordering::Relaxed);
         shared.stats.refused_total.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("refused a box that is revoked or not enrolled");
-        refuse_revoked(&conn, &shared).await;
+        tracing::warn!(%not_after, "refused a box whose certificate has expired");
+        conn.close(close_code::CERT_EXPIRED.into(), b"certificate expired");
         return;
     }
     let Ok(Ok((send, mut recv))) =
@@ -311,6 +403,8 @@ async fn session(
     let end = run_session(
         &conn,
         &box_id,
+        not_after,
+        pending,
         &shared,
         &mut in_rx,
         &out_tx,
@@ -344,6 +438,18 @@ async fn session(
                 b"protocol error",
             )
         }
+        End::NotEnrolled => {
+            shared.stats.refused_total.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("refused a box that is revoked or not enrolled");
+            (
+                Some(Bye {
+                    reason: ByeReason::Revoked,
+                    message: Some("this box is revoked or not enrolled".into()),
+                }),
+                close_code::REVOKED,
+                b"revoked",
+            )
+        }
         End::Revoked => {
             tracing::info!("closing connection: box revoked");
             (
@@ -369,6 +475,21 @@ async fn session(
             b"hub shutting down",
         ),
         End::Internal => (None, close_code::INTERNAL, b"hub storage failed"),
+        End::Expired => {
+            shared.stats.expired_total.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%not_after, "closing connection: box certificate expired");
+            (
+                Some(Bye {
+                    reason: ByeReason::Shutdown,
+                    message: Some(
+                        "the certificate of this session expired; reconnect with the renewed one"
+                            .into(),
+                    ),
+                }),
+                close_code::CERT_EXPIRED,
+                b"certificate expired",
+            )
+        }
     };
     if let Some(bye) = bye {
         let _ = out_tx.try_send(Message::Bye(bye));
@@ -379,29 +500,13 @@ async fn session(
     reader.abort();
 }
 
-async fn refuse_revoked(conn: &quinn::Connection, shared: &Shared) {
-    if let Ok(Ok((mut send, _recv))) =
-        tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await
-    {
-        let _ = write_frame(
-            &mut send,
-            &shared.codec,
-            &Message::Bye(Bye {
-                reason: ByeReason::Revoked,
-                message: Some("this box is revoked or not enrolled".into()),
-            }),
-        )
-        .await;
-        let _ = send.finish();
-        let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
-    }
-    conn.close(close_code::REVOKED.into(), b"revoked");
-}
-
 #[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_arguments)]
 async fn run_session(
     conn: &quinn::Connection,
     box_id: &BoxId,
+    not_after: Timestamp,
+    pending: &mut Pending,
     shared: &Arc<Shared>,
     in_rx: &mut mpsc::Receiver<Result<Message, String>>,
     out_tx: &mpsc::Sender<Message>,
@@ -434,17 +539,26 @@ async fn run_session(
             return End::PeerClosed;
         }
     };
+    // One trip to the blocking pool per session open: is the box still enrolled (a revocation
+    // may not have reached the revocation poll yet), and what does the log hold of it.
     let (s, id) = (shared.clone(), box_id.clone());
-    let last = match tokio::task::spawn_blocking(move || {
+    let opened = tokio::task::spawn_blocking(move || {
+        let status = lock(&s.registry).status(&id)?;
+        if status != Some(BoxStatus::Enrolled) {
+            return Ok(None);
+        }
         let log = lock(&s.log);
-        Ok::<_, super::IngestError>((log.last_seq(&id)?, log.wanted_evidence(&id)?))
+        Ok::<_, super::IngestError>(Some((log.last_seq(&id)?, log.wanted_evidence(&id)?)))
     })
-    .await
-    {
-        Ok(Ok(v)) => v,
+    .await;
+    shared.mark_seen(box_id);
+    let (last_committed, wanted) = match opened {
+        Ok(Ok(Some(v))) => v,
+        Ok(Ok(None)) => return End::NotEnrolled,
         _ => return End::Internal,
     };
-    let (last_committed, wanted) = last;
+    // Authenticated: no longer counts against the handshake admission limit.
+    pending.release();
     let welcome = Message::Welcome(Welcome {
         protocol_version: version,
         hub_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -486,10 +600,16 @@ async fn run_session(
     );
     let _guard = AbortOnDrop(evidence_task);
 
+    // Expiry is looked at as often as revocations.
+    let mut expiry = tokio::time::interval(shared.settings.revocation_check_interval);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deferred: Option<Message> = None;
     loop {
         if revoked.borrow_and_update().contains(box_id) {
             return End::Revoked;
+        }
+        if shared.now() >= not_after {
+            return End::Expired;
         }
         let msg = if let Some(m) = deferred.take() {
             m
@@ -500,6 +620,7 @@ async fn run_session(
                     if changed.is_err() { return End::Shutdown; }
                     continue;
                 }
+                _ = expiry.tick() => continue,
                 reason = conn.closed() => {
                     if matches!(reason, quinn::ConnectionError::LocallyClosed) {
                         return End::Replaced;
@@ -552,11 +673,11 @@ async fn run_session(
             Message::Health(health) => {
                 let (s, id) = (shared.clone(), box_id.clone());
                 let _ = tokio::task::spawn_blocking(move || {
-                    let at = now();
+                    let at = s.now();
                     if let Err(e) = lock(&s.log).record_health(&id, &health, at) {
                         tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record health");
                     }
-                    let _ = lock(&s.registry).seen(&id, at);
+                    s.mark_seen(&id);
                 })
                 .await;
             }
@@ -618,7 +739,8 @@ async fn commit(
     }
     let (s, id) = (shared.clone(), box_id.clone());
     let n = events.len();
-    let done = tokio::task::spawn_blocking(move || lock(&s.log).commit(&id, &events, now())).await;
+    let done =
+        tokio::task::spawn_blocking(move || lock(&s.log).commit(&id, &events, s.now())).await;
     match done {
         Ok(Ok((committed, wanted))) => {
             shared
@@ -661,16 +783,30 @@ async fn request_evidence(
     }
 }
 
+/// Signs a renewed certificate for the box of this session, if it is still enrolled.
 async fn renew(shared: &Arc<Shared>, box_id: &BoxId, request: EnrollRequest) -> EnrollResponse {
     let (s, id) = (shared.clone(), box_id.clone());
-    tokio::task::spawn_blocking(move || {
-        let at = now();
+    let response = tokio::task::spawn_blocking(move || {
+        let at = s.now();
         let lifetime = s.settings.certificate_lifetime.as_secs();
+        // A box revoked since its session opened is not given a new certificate, even before
+        // the revocation reaches this connection.
+        match lock(&s.registry).status(&id) {
+            Ok(Some(BoxStatus::Enrolled)) => {}
+            Ok(_) => return refused(EnrollRefusal::Revoked, "this box is revoked"),
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "renewal failed");
+                return refused(EnrollRefusal::Unknown, "internal error");
+            }
+        }
         match s.ca.sign_box(&request.csr_pem, &id, at, lifetime) {
             Ok((certificate_pem, not_after)) => {
-                let _ = lock(&s.registry).renewed(&id, not_after);
+                if let Err(e) = lock(&s.registry).renewed(&id, not_after) {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record a renewal");
+                    return refused(EnrollRefusal::Unknown, "internal error");
+                }
                 s.stats.renewals_total.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(device_id = %id, "certificate renewed");
+                tracing::info!(device_id = %id, %not_after, "certificate renewed");
                 EnrollResponse::Accepted {
                     box_id: id,
                     certificate_pem,
@@ -682,7 +818,15 @@ async fn renew(shared: &Arc<Shared>, box_id: &BoxId, request: EnrollRequest) -> 
         }
     })
     .await
-    .unwrap_or_else(|_| refused(EnrollRefusal::Unknown, "internal error"))
+    .unwrap_or_else(|_| refused(EnrollRefusal::Unknown, "internal error"));
+    if let EnrollResponse::Refused { reason, .. } = &response {
+        shared
+            .stats
+            .enrollments_refused_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(?reason, "certificate renewal refused");
+    }
+    response
 }
 
 /// Accepts evidence streams (one file per stream, chunks in order) until the connection ends.
@@ -788,5 +932,47 @@ mod tests {
         assert!(b.admit(t0));
         assert!(!b.admit(t0));
         assert!(b.admit(t0 + Duration::from_millis(600)));
+    }
+
+    #[test]
+    fn above_the_rate_unvalidated_addresses_get_a_retry_and_validated_ones_are_let_in() {
+        let mut g = HandshakeGate::new(1, 100);
+        let t0 = Instant::now();
+        assert_eq!(g.decide(t0, false, true, 0), Admission::Accept);
+        assert_eq!(g.decide(t0, false, true, 0), Admission::Retry);
+        // Back with the Retry token: its address is proven, it may handshake.
+        assert_eq!(g.decide(t0, true, false, 0), Admission::Accept);
+        // A client that cannot be sent another Retry is not turned away for the rate alone.
+        assert_eq!(g.decide(t0, false, false, 0), Admission::Accept);
+        // The bucket refills.
+        assert_eq!(
+            g.decide(t0 + Duration::from_secs(2), false, true, 0),
+            Admission::Accept
+        );
+    }
+
+    #[test]
+    fn with_too_many_pending_handshakes_new_ones_are_retried_or_refused() {
+        let mut g = HandshakeGate::new(1000, 4);
+        let t0 = Instant::now();
+        assert_eq!(g.decide(t0, false, true, 3), Admission::Accept);
+        assert_eq!(g.decide(t0, false, true, 4), Admission::Retry);
+        assert_eq!(g.decide(t0, true, false, 4), Admission::Refuse);
+        assert_eq!(g.decide(t0, false, false, 9), Admission::Refuse);
+        assert_eq!(g.decide(t0, true, false, 3), Admission::Accept);
+    }
+
+    #[test]
+    fn a_pending_connection_is_counted_until_released_once() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut a = Pending::new(&count);
+        let b = Pending::new(&count);
+        assert_eq!(count.load(Ordering::Relaxed), 2);
+        a.release();
+        a.release();
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        drop(a);
+        drop(b);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
     }
 }

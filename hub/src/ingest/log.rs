@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS evidence (
     total_bytes INTEGER NOT NULL,
     complete INTEGER NOT NULL DEFAULT 0
 );
+-- What each session opens with: the evidence still wanted from that box.
+CREATE INDEX IF NOT EXISTS evidence_wanted ON evidence (box_id) WHERE complete = 0;
 CREATE TABLE IF NOT EXISTS health (
     box_id TEXT PRIMARY KEY,
     at INTEGER NOT NULL,
@@ -86,11 +88,10 @@ impl IngestLog {
     /// # Errors
     /// [`IngestError::Sqlite`].
     pub fn last_seq(&self, box_id: &BoxId) -> Result<Option<Seq>, IngestError> {
-        let v: Option<i64> = self.conn.query_row(
-            "SELECT MAX(seq) FROM events WHERE box_id = ?1",
-            params![box_id.as_str()],
-            |r| r.get(0),
-        )?;
+        let v: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MAX(seq) FROM events WHERE box_id = ?1")?
+            .query_row(params![box_id.as_str()], |r| r.get(0))?;
         Ok(v.map(|s| Seq(s as u64)))
     }
 

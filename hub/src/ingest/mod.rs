@@ -2,10 +2,19 @@
 //! sends them commands.
 //!
 //! - [`IngestServer`]: one quinn endpoint with mutual TLS (ALPN [`protocol::ALPN`], TLS 1.3,
-//!   0-RTT off, ring only). A connection with a certificate of the hub's CA is a box session:
-//!   the box id comes from the certificate's CN, never from a payload. A connection without a
-//!   certificate may only enroll (one `EnrollRequest` with a one-time token). Handshakes above
-//!   the configured rate from unvalidated addresses get a Retry.
+//!   0-RTT off, resumption by stateless tickets, ring only). A connection with a certificate of
+//!   the hub's CA is a box session: the box id comes from the certificate's CN, never from a
+//!   payload. A connection without a certificate may only enroll (one `EnrollRequest` with a
+//!   one-time token).
+//! - Admission (`conn::HandshakeGate`): above `handshake_rate_per_sec`, or with
+//!   `max_pending_handshakes` connections not yet authenticated, an address QUIC has not
+//!   validated gets a Retry (stateless, so spoofed floods cost the hub nothing); a validated one
+//!   is refused while the pending limit holds. Failed handshakes (a certificate of another CA,
+//!   an expired one) are counted. Enrolled boxes with a live session are not affected.
+//! - Expiry: a box certificate is checked against the hub clock at the handshake, again when a
+//!   session opens (a resumed TLS session carries the certificate of its first handshake), and
+//!   during the session: an expired one ends the session, and the box reconnects with its
+//!   renewed certificate.
 //! - Delivery: each `EventBatch` (queued batches are coalesced) is committed to the
 //!   [`IngestLog`] in one transaction and only then acknowledged; the log is idempotent on
 //!   `(box, seq)`. A hand-off task gives each committed event once to the [`EventSink`] (the
@@ -35,6 +44,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::Clock;
 use crate::cases::{CaseError, CaseService};
 use crate::config::IngestSection;
 use crate::registry::{HubCa, Registry, RegistryError};
@@ -55,6 +65,8 @@ pub mod close_code {
     pub const INTERNAL: u32 = 4;
     /// Enrollment finished.
     pub const DONE: u32 = 5;
+    /// The certificate the session was opened with has expired; reconnect with the renewed one.
+    pub const CERT_EXPIRED: u32 = 6;
 }
 
 /// What the ingest needs, from `[ingest]` of the hub config.
@@ -76,6 +88,9 @@ pub struct IngestSettings {
     pub max_frame_bytes: u32,
     /// Handshakes per second above which unvalidated addresses are sent a Retry.
     pub handshake_rate_per_sec: u32,
+    /// Connections not yet authenticated (handshaking, enrolling) above which new ones are
+    /// sent a Retry (unvalidated address) or refused (validated).
+    pub max_pending_handshakes: usize,
     /// Events handed on to the sink per round.
     pub handoff_batch_events: usize,
 }
@@ -94,6 +109,7 @@ impl IngestSettings {
             idle_timeout: Duration::from_millis(section.idle_timeout_ms.max(100)),
             max_frame_bytes: section.max_frame_bytes,
             handshake_rate_per_sec: section.handshake_rate_per_sec,
+            max_pending_handshakes: section.max_pending_handshakes.max(1),
             handoff_batch_events: section.handoff_batch_events.max(1),
         }
     }
@@ -248,6 +264,13 @@ pub struct IngestStats {
     pub connections_total: AtomicU64,
     /// Connections refused (revoked, unknown, no certificate for a session).
     pub refused_total: AtomicU64,
+    /// Handshakes that did not complete (a certificate not from this CA or expired, a peer
+    /// that went away).
+    pub handshakes_failed_total: AtomicU64,
+    /// Incoming connections refused because `max_pending_handshakes` were pending.
+    pub handshakes_refused_total: AtomicU64,
+    /// Sessions refused or ended because the box certificate had expired.
+    pub expired_total: AtomicU64,
     /// Connections closed for a protocol error (malformed, oversized, out of order).
     pub protocol_errors_total: AtomicU64,
     /// Handshakes answered with a Retry.
@@ -262,6 +285,8 @@ pub struct IngestStats {
     pub handoff_refused_total: AtomicU64,
     /// Enrollments accepted.
     pub enrollments_total: AtomicU64,
+    /// Enrollments and renewals refused (unknown, used or expired token, revoked box, bad CSR).
+    pub enrollments_refused_total: AtomicU64,
     /// Certificates renewed.
     pub renewals_total: AtomicU64,
     /// Evidence files completed.
@@ -288,6 +313,38 @@ struct Shared {
     /// Woken after each commit so the hand-off runs promptly.
     handoff: Notify,
     stats: IngestStats,
+    /// When each box was last seen (session opened, health), written to the registry in one
+    /// transaction at each revocation poll rather than one flush per connection.
+    seen: Mutex<HashMap<BoxId, Timestamp>>,
+    /// Connections accepted but not yet authenticated as a box session (see
+    /// `conn::Pending`); the admission gate reads it.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// The wall clock: certificate signing, expiry checks (the TLS verifier's too), timestamps.
+    clock: Clock,
+}
+
+impl Shared {
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    fn mark_seen(&self, id: &BoxId) {
+        lock(&self.seen).insert(id.clone(), self.now());
+    }
+
+    /// Writes the boxes seen since the last call to the registry (blocking). On failure they
+    /// are kept for the next call.
+    fn flush_seen(&self) -> Result<(), RegistryError> {
+        let seen: Vec<(BoxId, Timestamp)> = lock(&self.seen).drain().collect();
+        let result = lock(&self.registry).seen_all(&seen);
+        if result.is_err() {
+            let mut held = lock(&self.seen);
+            for (id, at) in seen {
+                held.entry(id).or_insert(at);
+            }
+        }
+        result
+    }
 }
 
 /// The ingest endpoint, bound and ready to run.
@@ -315,11 +372,24 @@ impl IngestServer {
         settings: IngestSettings,
         sink: Option<Arc<dyn EventSink>>,
     ) -> Result<IngestServer, IngestError> {
+        IngestServer::bind_with_clock(settings, sink, crate::api::system_clock())
+    }
+
+    /// As [`IngestServer::bind`], reading the time from `clock` (tests move it to expire
+    /// certificates without waiting). The TLS verifier checks certificate validity by it too.
+    ///
+    /// # Errors
+    /// As [`IngestServer::bind`].
+    pub fn bind_with_clock(
+        settings: IngestSettings,
+        sink: Option<Arc<dyn EventSink>>,
+        clock: Clock,
+    ) -> Result<IngestServer, IngestError> {
         let ca = HubCa::load(&settings.data_dir)?;
         let registry = Registry::open_in(&settings.data_dir)?;
         let log = IngestLog::open(&settings.data_dir.join(INGEST_FILE))?;
         let evidence = evidence::EvidenceStore::open(&settings.data_dir.join("evidence"))?;
-        let server_config = tls::server_config(&ca, &settings, now())?;
+        let server_config = tls::server_config(&ca, &settings, clock.clone())?;
         let endpoint =
             quinn::Endpoint::server(server_config, settings.listen_addr).map_err(|source| {
                 IngestError::Io {
@@ -337,8 +407,11 @@ impl IngestServer {
                 log: Mutex::new(log),
                 evidence,
                 live: Mutex::new(HashMap::new()),
+                seen: Mutex::new(HashMap::new()),
                 handoff: Notify::new(),
                 stats: IngestStats::default(),
+                pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                clock,
             }),
             sink,
         })
@@ -386,33 +459,54 @@ impl IngestServer {
             self.sink.clone(),
             cancel.clone(),
         ));
-        let mut bucket = conn::HandshakeBucket::new(self.shared.settings.handshake_rate_per_sec);
+        let mut gate = conn::HandshakeGate::new(
+            self.shared.settings.handshake_rate_per_sec,
+            self.shared.settings.max_pending_handshakes,
+        );
         loop {
             let incoming = tokio::select! {
                 _ = cancel.cancelled() => break,
                 incoming = self.endpoint.accept() => incoming,
             };
             let Some(incoming) = incoming else { break };
-            if !bucket.admit(tokio::time::Instant::now().into_std())
-                && !incoming.remote_address_validated()
-                && incoming.may_retry()
-            {
-                self.shared
-                    .stats
-                    .retries_total
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = incoming.retry() {
-                    tracing::debug!(error = %e, "retry failed");
+            let admission = gate.decide(
+                tokio::time::Instant::now().into_std(),
+                incoming.remote_address_validated(),
+                incoming.may_retry(),
+                self.shared.pending.load(Ordering::Relaxed),
+            );
+            match admission {
+                conn::Admission::Accept => {
+                    let pending = conn::Pending::new(&self.shared.pending);
+                    let (shared, revoked, cancel) =
+                        (self.shared.clone(), revoked_rx.clone(), cancel.clone());
+                    tracker.spawn(conn::serve(incoming, pending, shared, revoked, cancel));
                 }
-                continue;
+                conn::Admission::Retry => {
+                    self.shared
+                        .stats
+                        .retries_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = incoming.retry() {
+                        tracing::debug!(error = %e, "retry failed");
+                    }
+                }
+                conn::Admission::Refuse => {
+                    self.shared
+                        .stats
+                        .handshakes_refused_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    incoming.refuse();
+                }
             }
-            let (shared, revoked, cancel) =
-                (self.shared.clone(), revoked_rx.clone(), cancel.clone());
-            tracker.spawn(conn::serve(incoming, shared, revoked, cancel));
         }
         cancel.cancel();
         tracker.close();
         tracker.wait().await;
+        let shared = self.shared.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || shared.flush_seen()).await {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record when boxes were last seen");
+        }
         self.endpoint.close(
             quinn::VarInt::from_u32(close_code::SHUTDOWN),
             b"hub shutting down",
@@ -503,7 +597,13 @@ async fn poll_revocations(
             _ = tick.tick() => {}
         }
         let s = shared.clone();
-        let found = tokio::task::spawn_blocking(move || lock(&s.registry).revoked()).await;
+        let found = tokio::task::spawn_blocking(move || {
+            if let Err(e) = s.flush_seen() {
+                tracing::debug!(error = %crate::telemetry::chain(&e), "failed to record when boxes were last seen");
+            }
+            lock(&s.registry).revoked()
+        })
+        .await;
         match found {
             Ok(Ok(set)) => {
                 failing = false;
@@ -562,7 +662,7 @@ fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, Ingest
     let batch = lock(&shared.log).unhanded(shared.settings.handoff_batch_events)?;
     let batch: Vec<(BoxId, Event)> = batch.into_iter().map(|u| (u.box_id, u.event)).collect();
     let mut done = Vec::with_capacity(batch.len());
-    let now = now();
+    let now = shared.now();
     let mut retry = None;
     let results = sink.hand_on_many(&batch, now);
     for ((box_id, event), result) in batch.into_iter().zip(results) {
@@ -599,12 +699,4 @@ fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, Ingest
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves SQLite consistent (its transaction rolled back).
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// The wall clock as a protocol timestamp.
-pub(crate) fn now() -> Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Timestamp::from_unix_millis(millis)
 }

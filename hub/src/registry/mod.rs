@@ -303,13 +303,11 @@ impl Registry {
     /// # Errors
     /// [`RegistryError::Sqlite`].
     pub fn status(&self, id: &BoxId) -> Result<Option<BoxStatus>, RegistryError> {
+        // Read at every session open: the statement is kept prepared.
         Ok(self
             .conn
-            .query_row(
-                "SELECT status FROM boxes WHERE box_id = ?1",
-                params![id.as_str()],
-                |r| r.get::<_, String>(0),
-            )
+            .prepare_cached("SELECT status FROM boxes WHERE box_id = ?1")?
+            .query_row(params![id.as_str()], |r| r.get::<_, String>(0))
             .optional()?
             .map(|s| BoxStatus::parse(&s)))
     }
@@ -407,6 +405,28 @@ impl Registry {
             "UPDATE boxes SET last_seen_at = ?2 WHERE box_id = ?1",
             params![id.as_str(), now.as_unix_millis()],
         )?;
+        Ok(())
+    }
+
+    /// Records when each of several boxes was last seen, in one transaction (one disk flush
+    /// however many boxes connected since the last call).
+    ///
+    /// # Errors
+    /// [`RegistryError::Sqlite`]; nothing is recorded then.
+    pub fn seen_all(&mut self, seen: &[(BoxId, Timestamp)]) -> Result<(), RegistryError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE boxes SET last_seen_at = max(coalesce(last_seen_at, 0), ?2) WHERE box_id = ?1",
+            )?;
+            for (id, at) in seen {
+                stmt.execute(params![id.as_str(), at.as_unix_millis()])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use edge_agent::store::{Store, StoreOptions};
@@ -24,6 +25,30 @@ pub(crate) fn now() -> Timestamp {
         .unwrap()
         .as_millis() as i64;
     Timestamp::from_unix_millis(ms)
+}
+
+/// A wall clock that tests move forward: the system time plus an offset.
+#[derive(Clone, Default)]
+pub(crate) struct TestClock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl TestClock {
+    /// Sets how far ahead of the system time the clock reads.
+    pub(crate) fn set_ahead(&self, by: Duration) {
+        self.offset_ms
+            .store(by.as_millis() as i64, Ordering::SeqCst);
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp::from_unix_millis(now().as_unix_millis() + self.offset_ms.load(Ordering::SeqCst))
+    }
+
+    /// The clock as the hub and the uplink take it.
+    pub(crate) fn clock(&self) -> Arc<dyn Fn() -> Timestamp + Send + Sync> {
+        let c = self.clone();
+        Arc::new(move || c.now())
+    }
 }
 
 pub(crate) fn identity(dir: &Path) -> IdentityPaths {
@@ -71,6 +96,14 @@ pub(crate) struct TestHub {
 
 impl TestHub {
     pub(crate) async fn start() -> TestHub {
+        TestHub::start_with(&TestClock::default(), |_| {}).await
+    }
+
+    /// A hub reading `clock`, its settings adjusted by `tweak`.
+    pub(crate) async fn start_with(
+        clock: &TestClock,
+        tweak: impl FnOnce(&mut IngestSettings),
+    ) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
         hub::registry::admin::init(
             dir.path(),
@@ -82,7 +115,8 @@ impl TestHub {
         let mut settings = IngestSettings::for_tests(dir.path());
         settings.revocation_check_interval = Duration::from_secs(1);
         settings.idle_timeout = Duration::from_millis(1500);
-        let server = IngestServer::bind(settings, None).unwrap();
+        tweak(&mut settings);
+        let server = IngestServer::bind_with_clock(settings, None, clock.clock()).unwrap();
         let handle = server.handle().unwrap();
         let cancel = CancellationToken::new();
         let c = cancel.clone();
@@ -186,7 +220,17 @@ impl TestEdge {
     }
 
     pub(crate) fn start_uplink(&self) -> RunningUplink {
-        let uplink = Uplink::from_config(&self.config, self.store.clone());
+        self.start_uplink_with(Uplink::from_config(&self.config, self.store.clone()))
+    }
+
+    /// Runs the uplink of this box reading `clock`.
+    pub(crate) fn start_uplink_at(&self, clock: &TestClock) -> RunningUplink {
+        self.start_uplink_with(
+            Uplink::from_config(&self.config, self.store.clone()).with_clock(clock.clock()),
+        )
+    }
+
+    fn start_uplink_with(&self, uplink: Uplink) -> RunningUplink {
         let status = uplink.status();
         let cancel = CancellationToken::new();
         let c = cancel.clone();
@@ -264,29 +308,104 @@ pub(crate) fn event(i: u64) -> Event {
     }
 }
 
-/// A client config presenting a box identity (mutual TLS), as the uplink builds it.
+/// A client config presenting a box identity (mutual TLS), as the uplink builds it (a fresh
+/// config per session: no TLS resumption across them).
 pub(crate) fn session_client_config(id: &IdentityPaths) -> quinn::ClientConfig {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&id.ca_path).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
     let chain: Vec<_> = CertificateDer::pem_file_iter(&id.cert_path)
         .unwrap()
         .map(Result::unwrap)
         .collect();
     let key = PrivateKeyDer::from_pem_file(&id.key_path).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = client_tls(&id.ca_path)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    quic_client(tls)
+}
+
+/// A client config with no certificate (only enrollment is open to it), trusting the CA at
+/// `ca_path`.
+pub(crate) fn anonymous_client_config(ca_path: &Path) -> quinn::ClientConfig {
+    quic_client(client_tls(ca_path).with_no_client_auth())
+}
+
+fn client_tls(
+    ca_path: &Path,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca_path).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
+}
+
+fn quic_client(mut tls: rustls::ClientConfig) -> quinn::ClientConfig {
     tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+/// A session opened by [`hello_session`]; the control stream stays open while it is held.
+pub(crate) struct OpenSession {
+    pub(crate) conn: quinn::Connection,
+    _control: (quinn::SendStream, quinn::RecvStream),
+}
+
+/// Opens a box session the way the uplink does (handshake, `Hello`, `Welcome`) on `endpoint`.
+/// Returns the session once welcomed, or why not: the handshake or the first stream
+/// operation failed (a refused certificate shows there), or the hub answered other than with
+/// `Welcome`.
+pub(crate) async fn hello_session(
+    endpoint: &quinn::Endpoint,
+    config: quinn::ClientConfig,
+    addr: SocketAddr,
+) -> Result<OpenSession, String> {
+    let codec = protocol::Codec::default();
+    let hello = codec
+        .encode_to_vec(&protocol::Message::Hello(protocol::Hello {
+            protocol_version: protocol::PROTOCOL_VERSION,
+            min_protocol_version: protocol::MIN_PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            last_acked_seq: None,
+            last_committed_seq: None,
+        }))
+        .map_err(|e| e.to_string())?;
+    let conn = endpoint
+        .connect_with(config, addr, "gridsense-hub")
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let mut header = [0u8; 4];
+        recv.read_exact(&mut header)
+            .await
+            .map_err(|e| e.to_string())?;
+        let len = codec.frame_len(header).map_err(|e| e.to_string())?;
+        let mut payload = vec![0u8; len];
+        recv.read_exact(&mut payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        let msg = codec.decode_payload(&payload).map_err(|e| e.to_string())?;
+        Ok::<_, String>((msg, send, recv))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), answer).await {
+        Ok(Ok((protocol::Message::Welcome(_), send, recv))) => Ok(OpenSession {
+            conn,
+            _control: (send, recv),
+        }),
+        Ok(Ok((other, _, _))) => Err(format!("answered {}", other.kind())),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("no answer".into()),
+    }
 }
 
 /// Opens a session with a box identity and writes `bytes` raw on the control stream; true when
