@@ -2,9 +2,10 @@
 //! pipeline, pulls RGB frames from its appsink, watches its bus, and rebuilds it after an
 //! error, an end of stream or a stall, with exponential backoff and jitter.
 //!
-//! The appsink keeps only the newest frame (`max-buffers=1 drop=true`), so a slow consumer
-//! never makes the pipeline queue. Each frame goes through the motion gate and then into the
-//! shared [`DetectorQueue`] (drop-oldest per camera, counted). Health changes past the debounce
+//! For a live source the appsink keeps only the newest frame (`max-buffers=1 drop=true`), so a
+//! slow consumer never makes the pipeline queue; a file waits for this thread instead (no frame
+//! of a file is dropped before the detector queue). Each frame goes through the motion gate and
+//! then into the shared [`DetectorQueue`] (drop-oldest per camera, counted). Health changes past the debounce
 //! become device-fault / recovery observations, sent with backpressure (`blocking_send`: this
 //! is a plain thread, never an executor thread).
 //!
