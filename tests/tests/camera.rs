@@ -15,6 +15,9 @@ use hardware::sim::rtsp::{TestCamera, TestMedia};
 use protocol::{AttrValue, Catalog, Event, Seq, SourceKind};
 use tokio_util::sync::CancellationToken;
 
+#[path = "../../edge-agent/tests/it/pixels.rs"]
+mod pixels;
+
 fn site(data_dir: &std::path::Path) -> String {
     format!(
         r#"
@@ -157,6 +160,12 @@ async fn a_parked_motorcycle_in_a_no_parking_zone_raises_exactly_one_event_after
     Ok(())
 }
 
+/// Persons in the street clip raise intrusion events whose evidence has them blurred, and the
+/// blur is checked in the stored pixels: a second rule on the same zone raises a category the
+/// config keeps unblurred (`unblurred_categories`), so each person raises both events from the
+/// same frame. The two stored JPEGs must differ inside the person boxes (drawn in the
+/// private-mark colour, which stands out on a black-and-white film) and be identical away
+/// from them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persons_in_the_street_clip_over_rtsp_become_events_with_evidence() -> anyhow::Result<()> {
     let server = TestCamera::start(TestMedia::Clip {
@@ -165,6 +174,8 @@ async fn persons_in_the_street_clip_over_rtsp_become_events_with_evidence() -> a
     let dir = tempfile::tempdir()?;
     let config = format!(
         r#"{}
+        [events.evidence]
+        unblurred_categories = ["street_order.hawker"]
         [[cameras]]
         id = "street-cam"
         detect_fps = 3
@@ -178,49 +189,93 @@ async fn persons_in_the_street_clip_over_rtsp_become_events_with_evidence() -> a
         kind = "intrusion"
         zone = "street"
         category = "street_order.intrusion"
+        [[cameras.rules]]
+        id = "vendors-in-street"
+        kind = "intrusion"
+        zone = "street"
+        category = "street_order.hawker"
         "#,
         site(dir.path()),
         server.url()
     );
     let agent = start(&config).await?;
-    let found = wait_until(Duration::from_secs(30), "three person events", || {
-        let all = events(&agent);
-        let persons: Vec<Event> = of_category(&all, "street_order.intrusion")
-            .into_iter()
-            .cloned()
-            .collect();
-        (persons.len() >= 3).then_some(persons)
-    })
-    .await?;
-    let renderer_blurs = {
-        let config = Config::from_toml_str(&config, "t")?;
-        let builder = edge_agent::events::EventBuilder::from_config(&config);
-        let code = &Catalog::embedded()
-            .resolve("street_order.intrusion")
-            .unwrap()
-            .code;
-        builder.renderer().blurs(code)
+    let track_of = |event: &Event| match event.attributes.get("track") {
+        Some(AttrValue::Int(track)) => *track,
+        _ => panic!("no track: {event:?}"),
     };
-    assert!(renderer_blurs, "persons are blurred in intrusion evidence");
+    // Pairs of (blurred, visible) events of the same person.
+    let pairs = wait_until(
+        Duration::from_secs(30),
+        "three persons' event pairs",
+        || {
+            let all = events(&agent);
+            let visible = of_category(&all, "street_order.hawker");
+            let pairs: Vec<(Event, Event)> = of_category(&all, "street_order.intrusion")
+                .into_iter()
+                .filter_map(|blurred| {
+                    visible
+                        .iter()
+                        .find(|v| track_of(v) == track_of(blurred))
+                        .map(|v| (blurred.clone(), (*v).clone()))
+                })
+                .collect();
+            (pairs.len() >= 3).then_some(pairs)
+        },
+    )
+    .await?;
+    let renderer = {
+        let config = Config::from_toml_str(&config, "t")?;
+        edge_agent::events::EventBuilder::from_config(&config)
+            .renderer()
+            .clone()
+    };
+    let code = |key: &str| Catalog::embedded().resolve(key).unwrap().code.clone();
+    assert!(
+        renderer.blurs(&code("street_order.intrusion")),
+        "persons are blurred in intrusion evidence"
+    );
+    assert!(!renderer.blurs(&code("street_order.hawker")));
     let mut tracks = std::collections::BTreeSet::new();
-    for event in &found {
-        assert_eq!(
-            event.attributes.get("label"),
-            Some(&AttrValue::Text("person".into()))
-        );
-        assert_eq!(
-            event.attributes.get("zone"),
-            Some(&AttrValue::Text("street".into()))
-        );
-        let Some(AttrValue::Int(track)) = event.attributes.get("track") else {
-            panic!("no track: {event:?}");
+    for (blurred, visible) in &pairs {
+        for event in [blurred, visible] {
+            assert_eq!(
+                event.attributes.get("label"),
+                Some(&AttrValue::Text("person".into()))
+            );
+            assert_eq!(
+                event.attributes.get("zone"),
+                Some(&AttrValue::Text("street".into()))
+            );
+            assert_eq!(event.evidence.len(), 1);
+        }
+        assert!(tracks.insert(track_of(blurred)), "one event per track");
+        let load = |event: &Event| -> anyhow::Result<image::RgbImage> {
+            let path = agent.store().evidence_path(&event.evidence[0].sha256);
+            Ok(image::load_from_memory(&std::fs::read(&path)?)?.to_rgb8())
         };
-        assert!(tracks.insert(*track), "one event per track");
-        assert_eq!(event.evidence.len(), 1);
-        let path = agent.store().evidence_path(&event.evidence[0].sha256);
+        let (blurred_img, visible_img) = (load(blurred)?, load(visible)?);
+        let marks = private_marks(&visible_img);
+        assert!(!marks.is_empty(), "no person box drawn on {visible:?}");
+        let area: u64 = marks.iter().map(|m| u64::from(m.width * m.height)).sum();
+        let inside: f64 = marks
+            .iter()
+            .map(|m| {
+                pixels::mean_abs_diff(&blurred_img, &visible_img, pixels::inner(*m, 3))
+                    * f64::from(m.width * m.height)
+            })
+            .sum::<f64>()
+            / area as f64;
+        // Same frame, same drawing: without the blur the two JPEGs would be identical (0 here).
+        // Boxes of neighbours merge into one group, so the mean includes the gaps between them.
         assert!(
-            std::fs::metadata(&path)?.len() > 1000,
-            "evidence at {path:?}"
+            inside > 3.0,
+            "the person boxes of the intrusion evidence are not blurred (mean difference {inside:.2} to the visible evidence of the same frame)"
+        );
+        let compared =
+            pixels::assert_equal_away_from(&blurred_img, &visible_img, &marks, "away from persons");
+        assert!(
+            compared > u64::from(blurred_img.width() * blurred_img.height()) / 10,
+            "compared only {compared} pixels"
         );
     }
     let status = camera(&agent.camera_stats().unwrap(), "street-cam");
@@ -467,4 +522,64 @@ async fn a_sensor_event_carries_a_confirming_snapshot_from_its_camera() -> anyho
     assert!(!cellar.attributes.contains_key("confirming_camera"));
     agent.shutdown().await;
     Ok(())
+}
+
+/// The boxes drawn in the private-mark colour (yellow: a person's outline with its label tab)
+/// on evidence of a black-and-white film: the bounding boxes of the 8-connected groups of
+/// clearly yellow pixels (small specks of JPEG colour noise left out).
+fn private_marks(img: &image::RgbImage) -> Vec<edge_agent::events::PixelRect> {
+    let (w, h) = img.dimensions();
+    let yellow = |x: u32, y: u32| {
+        let [r, g, b] = img.get_pixel(x, y).0;
+        r >= 170
+            && g >= 130
+            && i32::from(r) - i32::from(b) >= 80
+            && i32::from(g) - i32::from(b) >= 60
+    };
+    let mut seen = vec![false; (w * h) as usize];
+    let mut marks = Vec::new();
+    for y0 in 0..h {
+        for x0 in 0..w {
+            if seen[(y0 * w + x0) as usize] || !yellow(x0, y0) {
+                continue;
+            }
+            let (mut x1, mut y1, mut x2, mut y2, mut n) = (x0, y0, x0, y0, 0u32);
+            let mut stack = vec![(x0, y0)];
+            seen[(y0 * w + x0) as usize] = true;
+            while let Some((x, y)) = stack.pop() {
+                n += 1;
+                (x1, y1, x2, y2) = (x1.min(x), y1.min(y), x2.max(x), y2.max(y));
+                for (dx, dy) in [
+                    (-1, -1),
+                    (0, -1),
+                    (1, -1),
+                    (-1, 0),
+                    (1, 0),
+                    (-1, 1),
+                    (0, 1),
+                    (1, 1),
+                ] {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if nx < 0 || ny < 0 || nx >= i64::from(w) || ny >= i64::from(h) {
+                        continue;
+                    }
+                    let (nx, ny) = (nx as u32, ny as u32);
+                    let i = (ny * w + nx) as usize;
+                    if !seen[i] && yellow(nx, ny) {
+                        seen[i] = true;
+                        stack.push((nx, ny));
+                    }
+                }
+            }
+            if n >= 40 {
+                marks.push(edge_agent::events::PixelRect {
+                    x: x1,
+                    y: y1,
+                    width: x2 - x1 + 1,
+                    height: y2 - y1 + 1,
+                });
+            }
+        }
+    }
+    marks
 }
