@@ -28,7 +28,8 @@ pub struct DetectorConfig {
     #[serde(default = "default_threads")]
     pub intra_threads: NonZeroU32,
     /// Frames per camera that may wait for the detector; when a camera's queue is full its
-    /// oldest frame is dropped and counted (`superseded`). Default 1 (always the newest frame).
+    /// oldest frame is dropped and counted (`superseded`), except that a file source waits for
+    /// room. Default 1 (always the newest frame).
     #[serde(default = "default_queue_frames")]
     pub queue_frames: NonZeroU32,
 }

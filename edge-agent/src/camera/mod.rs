@@ -507,6 +507,7 @@ impl CameraStage {
                     health: plan.config.health.clone(),
                     gate: MotionGate::new(plan.config.motion.clone()),
                     queue: Arc::clone(&stats.queue),
+                    wait_for_detector: !plan.config.source.is_live(),
                     counters: Arc::clone(&stats.counters[index]),
                     observations: observations.clone(),
                     cancel: stop.clone(),
