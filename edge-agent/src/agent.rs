@@ -69,7 +69,16 @@ pub struct EventsStats {
     pub store_errors: AtomicU64,
     /// Events committed, by category code (bounded by the catalog).
     pub committed_by_category: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Observation-to-commit latencies of the latest committed events, newest last, at most
+    /// [`COMMIT_LATENCY_SAMPLES`]: from the observation's time (a camera event's frame capture,
+    /// a sensor event's reading) to the store's durable commit, on the box clock in whole
+    /// milliseconds (a clock step distorts the samples around it).
+    #[serde(skip)]
+    pub commit_latencies: Mutex<std::collections::VecDeque<Duration>>,
 }
+
+/// Commit latency samples kept in [`EventsStats::commit_latencies`].
+pub const COMMIT_LATENCY_SAMPLES: usize = 4096;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -379,11 +388,27 @@ async fn events_stage(
 fn process(builder: &mut EventBuilder, store: &Store, obs: Observation, stats: &EventsStats) {
     let source = obs.source.id.clone();
     let rule = obs.rule.clone();
+    let observed_at = obs.observed_at;
     match builder.build(obs) {
         Ok(Built::Event { event, evidence }) => {
             let category = event.category.to_string();
             match store.submit(*event, evidence) {
                 Ok(committed) => {
+                    let latency_ms = now()
+                        .as_unix_millis()
+                        .saturating_sub(observed_at.as_unix_millis());
+                    {
+                        let mut latencies = stats
+                            .commit_latencies
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        if latencies.len() >= COMMIT_LATENCY_SAMPLES {
+                            latencies.pop_front();
+                        }
+                        latencies.push_back(Duration::from_millis(
+                            u64::try_from(latency_ms).unwrap_or(0),
+                        ));
+                    }
                     stats.committed.fetch_add(1, Ordering::Relaxed);
                     *stats
                         .committed_by_category

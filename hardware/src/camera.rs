@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! source ! depay/parse ! decoder ! videorate (drop only, max detect fps) ! videoscale ! caps(size)
-//!        ! videoconvert ! caps(RGB) ! appsink (newest frame only, no clock sync for live sources)
+//!        ! videoconvert ! caps(RGB) ! appsink (live: newest frame only, no clock sync;
+//!                                              file: played at its rate, waits for its reader)
 //! ```
 //!
 //! Scaling runs before the colour conversion (about 1.7x less CPU than the reverse) and the rate
@@ -260,10 +261,13 @@ pub fn render(
         }
     }
     // A live source must not be throttled to the pipeline clock: a late frame is still the
-    // newest one. A file is played at its own rate, so it syncs.
-    let sync = !source.is_live();
+    // newest one, and the older one is dropped. A file is played at its own rate, so it syncs,
+    // and nothing is gained by dropping its frames: a slow reader makes it wait instead, so
+    // every frame the rate limit keeps reaches the agent.
+    let live = source.is_live();
+    let (sync, drop) = (!live, live);
     let description = format!(
-        "{head} ! videorate drop-only=true max-rate={fps} ! videoscale ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 ! videoconvert ! video/x-raw,format=RGB ! appsink name={sink} max-buffers=1 drop=true sync={sync} emit-signals=false",
+        "{head} ! videorate drop-only=true max-rate={fps} ! videoscale ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 ! videoconvert ! video/x-raw,format=RGB ! appsink name={sink} max-buffers=1 drop={drop} sync={sync} emit-signals=false",
         fps = frames.max_fps,
         w = frames.width,
         h = frames.height,
@@ -495,7 +499,11 @@ mod tests {
         assert!(r.description.starts_with(
             "filesrc location=\"/media/clip \\\"a\\\".mp4\" ! qtdemux ! h264parse ! avdec_h264 ! videorate"
         ));
-        assert!(r.description.ends_with("sync=true emit-signals=false"));
+        assert!(
+            r.description
+                .ends_with("max-buffers=1 drop=false sync=true emit-signals=false"),
+            "a file waits for its reader instead of dropping frames"
+        );
         let v4l2 = CameraSource::V4l2 {
             device: "/dev/video0".into(),
         };

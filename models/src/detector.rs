@@ -8,6 +8,7 @@
 //! decode image files, read cameras or log per frame above `trace`.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use ort::session::builder::SessionBuilder;
 use ort::session::{Session, SessionOutputs};
@@ -28,6 +29,21 @@ pub struct Detector {
     /// Indexed by the decoder's class index; `None` = no label or not allowed.
     classes: Vec<Option<ClassRule>>,
     execution_provider: ExecutionProviderKind,
+    times: DetectTimes,
+}
+
+/// Time spent in each step of [`Detector::detect`] since the detector was built (wall time on
+/// the calling thread), for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectTimes {
+    /// Frames that went through all three steps.
+    pub frames: u64,
+    /// Pre-processing: resize, layout and normalisation into the input tensor.
+    pub prepare: Duration,
+    /// ONNX Runtime's inference.
+    pub infer: Duration,
+    /// Output decoding and NMS.
+    pub decode: Duration,
 }
 
 /// Why a model could not be loaded.
@@ -222,6 +238,7 @@ impl Detector {
             session,
             classes,
             execution_provider,
+            times: DetectTimes::default(),
         })
     }
 
@@ -231,7 +248,9 @@ impl Detector {
     /// # Errors
     /// [`DetectError::Preprocess`], [`DetectError::Run`] or [`DetectError::Output`].
     pub fn detect(&mut self, frame: RgbView<'_>) -> Result<Vec<Detection>, DetectError> {
+        let started = Instant::now();
         let prepared = self.pre.prepare(frame)?;
+        let prepared_at = Instant::now();
         let transform = prepared.transform;
         let input = self.manifest.input.name.as_str();
         let run_err = |source| DetectError::Run {
@@ -252,6 +271,7 @@ impl Detector {
             model: self.manifest.id(),
             source,
         })?;
+        let inferred_at = Instant::now();
         let model_id = self.manifest.id();
         let out_err = |source| DetectError::Output {
             model: model_id.clone(),
@@ -289,6 +309,11 @@ impl Detector {
         let t = &self.manifest.thresholds;
         let kept = decode::nms(candidates, t.iou, t.max_detections);
         tracing::trace!(model = %model_id, count = kept.len(), "frame detected");
+        let done = Instant::now();
+        self.times.frames += 1;
+        self.times.prepare += prepared_at - started;
+        self.times.infer += inferred_at - prepared_at;
+        self.times.decode += done - inferred_at;
         Ok(kept
             .into_iter()
             .map(|c| Detection {
@@ -301,6 +326,11 @@ impl Detector {
                 bbox: c.bbox,
             })
             .collect())
+    }
+
+    /// Time spent per step of [`Detector::detect`] so far.
+    pub fn times(&self) -> DetectTimes {
+        self.times
     }
 
     /// The manifest the detector was built from.

@@ -40,7 +40,7 @@ pub mod runtime;
 pub mod zoo;
 
 pub use decode::{BBox, Detection};
-pub use detector::{DetectError, Detector, LoadError, Mismatch};
+pub use detector::{DetectError, DetectTimes, Detector, LoadError, Mismatch};
 pub use manifest::{ManifestError, ModelManifest};
 pub use preprocess::{Preprocessor, RgbView};
 pub use runtime::{ExecutionProviderKind, Runtime, RuntimeError, SessionConfig};

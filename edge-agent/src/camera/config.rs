@@ -28,7 +28,8 @@ pub struct DetectorConfig {
     #[serde(default = "default_threads")]
     pub intra_threads: NonZeroU32,
     /// Frames per camera that may wait for the detector; when a camera's queue is full its
-    /// oldest frame is dropped and counted (`superseded`). Default 1 (always the newest frame).
+    /// oldest frame is dropped and counted (`superseded`), except that a file source waits for
+    /// room. Default 1 (always the newest frame).
     #[serde(default = "default_queue_frames")]
     pub queue_frames: NonZeroU32,
 }
@@ -212,6 +213,11 @@ pub struct TrackerConfig {
     /// Default 0.15.
     #[serde(default = "default_stationary_tolerance")]
     pub stationary_tolerance_ratio: f32,
+    /// A detection that matches no track by IoU continues an unmatched track of its label when
+    /// its bottom-centre lies within this share of the box height of where the track's
+    /// bottom-centre is predicted, and its size is alike (0 turns this off). Default 0.5.
+    #[serde(default = "default_reacquire_distance")]
+    pub reacquire_distance_ratio: f32,
 }
 
 impl Default for TrackerConfig {
@@ -222,6 +228,7 @@ impl Default for TrackerConfig {
             max_missed: default_max_missed(),
             stationary_after: default_stationary_after(),
             stationary_tolerance_ratio: default_stationary_tolerance(),
+            reacquire_distance_ratio: default_reacquire_distance(),
         }
     }
 }
@@ -379,6 +386,11 @@ pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
         if !(0.0..=1.0).contains(&cam.tracker.iou_min) {
             problems.push(format!("{at}.tracker.iou_min: must be between 0 and 1"));
         }
+        if !(0.0..=2.0).contains(&cam.tracker.reacquire_distance_ratio) {
+            problems.push(format!(
+                "{at}.tracker.reacquire_distance_ratio: must be between 0 and 2"
+            ));
+        }
         let mut zones = BTreeSet::new();
         for (z, zone) in cam.zones.iter().enumerate() {
             let at = format!("{at}.zones[{z}]");
@@ -529,6 +541,10 @@ fn default_stationary_after() -> Duration {
 
 fn default_stationary_tolerance() -> f32 {
     0.15
+}
+
+fn default_reacquire_distance() -> f32 {
+    0.5
 }
 
 fn default_dwell() -> Duration {

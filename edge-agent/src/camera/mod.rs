@@ -149,6 +149,10 @@ pub struct Timing {
     pub frames: u64,
     /// Total time in `Detector::detect` (pre-processing, inference, decoding).
     pub detect: Duration,
+    /// Of `detect`: pre-processing (resize and layout into the input tensor).
+    pub prepare: Duration,
+    /// Of `detect`: ONNX Runtime's inference.
+    pub infer: Duration,
     /// Total time in the tracker and rules.
     pub rules: Duration,
     /// Frame-to-observation latencies of the latest frames that raised observations (capture
@@ -507,6 +511,7 @@ impl CameraStage {
                     health: plan.config.health.clone(),
                     gate: MotionGate::new(plan.config.motion.clone()),
                     queue: Arc::clone(&stats.queue),
+                    wait_for_detector: !plan.config.source.is_live(),
                     counters: Arc::clone(&stats.counters[index]),
                     observations: observations.clone(),
                     cancel: stop.clone(),
@@ -615,6 +620,14 @@ impl CameraAnalysis {
         self.counters
             .active_tracks
             .store(!tracks.is_empty(), Ordering::Relaxed);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let feet: Vec<(u64, &str, u32, (f32, f32))> = tracks
+                .iter()
+                .filter(|t| t.seen_now)
+                .map(|t| (t.id, t.label.as_str(), t.hits, t.foot()))
+                .collect();
+            tracing::trace!(camera = %self.source.id, wall = %frame.wall, tracks = ?feet, "frame tracked");
+        }
         let firings = self.engine.evaluate(&tracks, frame.captured, frame.wall);
         self.publish_scene(frame, norm, &tracks);
         if firings.is_empty() {
@@ -689,6 +702,7 @@ fn detect_loop(
             continue;
         };
         let started = Instant::now();
+        let times_before = detector.times();
         let detections = match run_detector(detector, &frame) {
             Ok(d) => d,
             Err(e) => {
@@ -703,6 +717,7 @@ fn detect_loop(
             }
         };
         let detected = Instant::now();
+        let times = detector.times();
         analysis.counters.detected.fetch_add(1, Ordering::Relaxed);
         let out = analysis.process(&frame, &detections);
         let done = Instant::now();
@@ -710,6 +725,8 @@ fn detect_loop(
             let mut t = timing.lock().unwrap_or_else(|p| p.into_inner());
             t.frames += 1;
             t.detect += detected - started;
+            t.prepare += times.prepare.saturating_sub(times_before.prepare);
+            t.infer += times.infer.saturating_sub(times_before.infer);
             let secs = (detected - started).as_secs_f64();
             let bucket = DETECT_BUCKETS_SECS
                 .iter()

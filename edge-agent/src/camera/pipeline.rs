@@ -2,9 +2,12 @@
 //! pipeline, pulls RGB frames from its appsink, watches its bus, and rebuilds it after an
 //! error, an end of stream or a stall, with exponential backoff and jitter.
 //!
-//! The appsink keeps only the newest frame (`max-buffers=1 drop=true`), so a slow consumer
-//! never makes the pipeline queue. Each frame goes through the motion gate and then into the
-//! shared [`DetectorQueue`] (drop-oldest per camera, counted). Health changes past the debounce
+//! For a live source the appsink keeps only the newest frame (`max-buffers=1 drop=true`), so a
+//! slow consumer never makes the pipeline queue, and each frame goes through the motion gate
+//! into the shared [`DetectorQueue`] (drop-oldest per camera, counted). A file is not live:
+//! nothing is gained by dropping its frames, so its appsink waits for this thread and this
+//! thread waits for room in the detector queue; a file plays at its own rate or slower, and
+//! every frame the rate limit keeps is detected. Health changes past the debounce
 //! become device-fault / recovery observations, sent with backpressure (`blocking_send`: this
 //! is a plain thread, never an executor thread).
 //!
@@ -43,6 +46,9 @@ pub(crate) struct CameraWorker {
     pub(crate) health: HealthConfig,
     pub(crate) gate: MotionGate,
     pub(crate) queue: Arc<DetectorQueue<Frame>>,
+    /// The source can wait (a file): hold it back while the detector queue is full instead of
+    /// superseding frames.
+    pub(crate) wait_for_detector: bool,
     pub(crate) counters: Arc<CameraCounters>,
     pub(crate) observations: mpsc::Sender<Observation>,
     pub(crate) cancel: CancellationToken,
@@ -149,7 +155,6 @@ impl CameraWorker {
             }
             if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
                 let now = Instant::now();
-                last_frame = now;
                 *backoff = self.health.reconnect_min;
                 let event = health.on_frame(now);
                 self.publish(health);
@@ -160,6 +165,8 @@ impl CameraWorker {
                         self.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                // A file held back by the detector is not stalled: count from the hand-over.
+                last_frame = Instant::now();
             }
             if self.counters.reconnect.swap(false, Ordering::Relaxed) {
                 return SessionEnd::Failed("reconnect requested on the box page".to_owned());
@@ -207,7 +214,13 @@ impl CameraWorker {
             c.gated.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.queue.push(self.index, frame).is_some() {
+        if self.wait_for_detector {
+            // Handed back only when the camera stops.
+            let cancel = &self.cancel;
+            let _ = self
+                .queue
+                .push_wait(self.index, frame, TICK, || cancel.is_cancelled());
+        } else if self.queue.push(self.index, frame).is_some() {
             c.superseded.fetch_add(1, Ordering::Relaxed);
         }
     }

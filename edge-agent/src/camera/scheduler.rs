@@ -7,7 +7,9 @@
 //! cameras × `per_camera` frames.
 //!
 //! [`DetectorQueue`] wraps it for the camera threads (producers) and the detector thread (the
-//! consumer): a mutex held only for a push or pop, and a condition variable. It must not run
+//! consumer): a mutex held only for a push or pop, and two condition variables (a frame is
+//! ready; a camera's queue has room). A camera whose source can wait (a file) uses
+//! [`DetectorQueue::push_wait`] and is held back instead of superseding frames. It must not run
 //! inference or hold its lock while anything blocks.
 
 use std::collections::VecDeque;
@@ -64,6 +66,13 @@ impl<T> FairQueue<T> {
         self.queues.iter().map(VecDeque::len).sum()
     }
 
+    /// Whether `camera`'s queue is full (an unknown camera's never is).
+    pub fn is_full(&self, camera: usize) -> bool {
+        self.queues
+            .get(camera)
+            .is_some_and(|q| q.len() >= self.per_camera)
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -75,6 +84,7 @@ impl<T> FairQueue<T> {
 pub struct DetectorQueue<T> {
     queue: Mutex<FairQueue<T>>,
     ready: Condvar,
+    room: Condvar,
     closed: AtomicBool,
 }
 
@@ -84,6 +94,7 @@ impl<T> DetectorQueue<T> {
         DetectorQueue {
             queue: Mutex::new(FairQueue::new(cameras, per_camera)),
             ready: Condvar::new(),
+            room: Condvar::new(),
             closed: AtomicBool::new(false),
         }
     }
@@ -99,10 +110,43 @@ impl<T> DetectorQueue<T> {
         dropped
     }
 
+    /// Queues a frame, waiting while the camera's queue is full, so nothing is superseded.
+    /// Checks `give_up` every `tick` while it waits; returns the item when it gives up or the
+    /// queue is closed.
+    pub fn push_wait(
+        &self,
+        camera: usize,
+        item: T,
+        tick: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> Result<(), T> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while queue.is_full(camera) {
+            if give_up() || self.closed.load(Ordering::Acquire) {
+                return Err(item);
+            }
+            queue = self
+                .room
+                .wait_timeout(queue, tick)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        // invariant: not full, so nothing is dropped.
+        let dropped = queue.push(camera, item);
+        drop(queue);
+        self.ready.notify_one();
+        match dropped {
+            Some(item) => Err(item),
+            None => Ok(()),
+        }
+    }
+
     /// Waits up to `timeout` for a frame. `None` on timeout or once closed and empty.
     pub fn pop_timeout(&self, timeout: Duration) -> Option<(usize, T)> {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(item) = queue.pop() {
+            drop(queue);
+            self.room.notify_all();
             return Some(item);
         }
         if self.closed.load(Ordering::Acquire) {
@@ -112,7 +156,12 @@ impl<T> DetectorQueue<T> {
             .ready
             .wait_timeout(queue, timeout)
             .unwrap_or_else(|p| p.into_inner());
-        queue.pop()
+        let item = queue.pop();
+        drop(queue);
+        if item.is_some() {
+            self.room.notify_all();
+        }
+        item
     }
 
     /// Frames waiting.
@@ -129,6 +178,7 @@ impl<T> DetectorQueue<T> {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.ready.notify_all();
+        self.room.notify_all();
     }
 }
 
@@ -157,6 +207,33 @@ mod tests {
         assert_eq!(q.push(1, 10), None);
         assert_eq!(q.len(), 3);
         assert_eq!(q.push(7, 99), Some(99), "unknown camera");
+    }
+
+    #[test]
+    fn a_waiting_push_is_held_until_the_detector_takes_a_frame_and_gives_up_on_close() {
+        let q = std::sync::Arc::new(DetectorQueue::new(1, 1));
+        q.push(0, 1);
+        let pusher = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || q.push_wait(0, 2, Duration::from_millis(10), || false))
+        };
+        // The pusher waits for room; taking frame 1 lets frame 2 in, nothing superseded.
+        assert_eq!(q.pop_timeout(Duration::from_secs(10)), Some((0, 1)));
+        assert_eq!(pusher.join().unwrap(), Ok(()));
+        assert_eq!(q.pop_timeout(Duration::from_secs(10)), Some((0, 2)));
+        q.push(0, 3);
+        let give_up = std::sync::atomic::AtomicBool::new(false);
+        let held = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                q.push_wait(0, 4, Duration::from_millis(10), || {
+                    give_up.load(Ordering::Relaxed)
+                })
+            });
+            give_up.store(true, Ordering::Relaxed);
+            h.join().unwrap()
+        });
+        assert_eq!(held, Err(4), "a cancelled wait hands the frame back");
+        assert_eq!(q.len(), 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use protocol::{
 };
 
 use crate::helpers::{self, T0_MS};
+use crate::pixels::{assert_equal_away_from, inner, mean_abs_diff};
 
 const CONFIG: &str = r#"
 [site]
@@ -75,30 +76,6 @@ fn person_snapshot(frame: RgbImage) -> Snapshot {
             private: true,
         }],
         zone: Vec::new(),
-    }
-}
-
-fn mean_abs_diff(a: &RgbImage, b: &RgbImage, rect: PixelRect) -> f64 {
-    let mut sum = 0u64;
-    let mut n = 0u64;
-    for y in rect.y..rect.y + rect.height {
-        for x in rect.x..rect.x + rect.width {
-            for c in 0..3 {
-                sum += u64::from(a.get_pixel(x, y)[c].abs_diff(b.get_pixel(x, y)[c]));
-                n += 1;
-            }
-        }
-    }
-    sum as f64 / n as f64
-}
-
-/// Smaller rect inside `r` (away from the drawn outline).
-fn inner(r: PixelRect, by: u32) -> PixelRect {
-    PixelRect {
-        x: r.x + by,
-        y: r.y + by,
-        width: r.width - 2 * by,
-        height: r.height - 2 * by,
     }
 }
 
@@ -179,23 +156,7 @@ fn stored_evidence_has_the_person_blurred_and_the_rest_as_captured() {
             .unwrap();
         image::load_from_memory(&jpeg).unwrap().to_rgb8()
     };
-    let near_person = PixelRect {
-        x: 0,
-        y: 0,
-        width: (PERSON.x + PERSON.width).div_ceil(16) * 16 + 16,
-        height: 512,
-    };
-    let mut compared = 0;
-    for (x, y, p) in stored.enumerate_pixels() {
-        if !near_person.contains(x, y) {
-            assert_eq!(
-                p,
-                reference.get_pixel(x, y),
-                "({x}, {y}) outside the person changed"
-            );
-            compared += 1;
-        }
-    }
+    let compared = assert_equal_away_from(&stored, &reference, &[PERSON], "outside the person");
     assert!(compared > 100 * 512, "compared only {compared} pixels");
     let blurred = mean_abs_diff(&stored, &reference, inner(PERSON, 8));
     assert!(blurred > 3.0, "person region not blurred ({blurred:.2})");

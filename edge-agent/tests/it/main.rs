@@ -6,4 +6,5 @@ mod detect;
 mod disk_full;
 mod events;
 mod helpers;
+mod pixels;
 mod store;

@@ -1,11 +1,13 @@
 //! Simulators for demos and tests: virtual zigbee2mqtt and Tasmota devices that produce the
 //! messages real ones publish, scripted scenarios of them, and (with the `sim` feature) an MQTT
 //! publisher that plays a scenario against a real broker, and (with the `rtsp-sim` feature) a test
-//! RTSP camera (`rtsp`).
+//! RTSP camera (`rtsp`) and excerpts of test clips (`clip`).
 //!
 //! The message builders are pure; only `publisher` does I/O. Production code of the agent must
 //! not use this module.
 
+#[cfg(feature = "rtsp-sim")]
+pub mod clip;
 #[cfg(feature = "sim")]
 pub mod publisher;
 #[cfg(feature = "rtsp-sim")]
