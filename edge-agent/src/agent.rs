@@ -167,16 +167,13 @@ impl Agent {
                 .instrument(info_span!("cameras")),
             );
         }
+        let mut fusion_stats = None;
         if let (Some(rx), Some(looker)) = (fusion_rx, looker.clone()) {
+            let stats = Arc::new(crate::fusion::FusionStats::default());
+            fusion_stats = Some(Arc::clone(&stats));
             tracker.spawn(
-                crate::fusion::run(
-                    rx,
-                    observations_tx.clone(),
-                    fused,
-                    looker,
-                    Arc::new(crate::fusion::FusionStats::default()),
-                )
-                .instrument(info_span!("fusion")),
+                crate::fusion::run(rx, observations_tx.clone(), fused, looker, stats)
+                    .instrument(info_span!("fusion")),
             );
         }
         // Only the sources hold senders now: the events stage ends when they all have stopped.
@@ -253,6 +250,7 @@ impl Agent {
                 events: Arc::clone(&events),
                 sensors: sensor_stats.clone(),
                 cameras: camera_stats.clone(),
+                fusion: fusion_stats,
                 uplink: uplink_status,
             });
             metrics_addr = listener.local_addr().ok();

@@ -6,10 +6,10 @@
 //! CONVENTIONS §6): per-camera and per-sensor detail is on the box page and in `doctor`.
 //!
 //! Nothing is counted here. The stages already count what they do ([`CameraStats`],
-//! [`SensorStats`], [`EventsStats`], the store's [`StoreStats`](crate::store::StoreStats), the
-//! uplink's [`UplinkStatus`]); a collector reads them at scrape time. The store read is a SQLite
-//! query, so a scrape renders on the blocking pool. This listener is separate from the box's
-//! local API so either can be turned off alone.
+//! [`SensorStats`], [`FusionStats`], [`EventsStats`], the store's
+//! [`StoreStats`](crate::store::StoreStats), the uplink's [`UplinkStatus`]); a collector reads
+//! them at scrape time. The store read is a SQLite query, so a scrape renders on the blocking
+//! pool. This listener is separate from the box's local API so either can be turned off alone.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::EventsStats;
 use crate::camera::{CameraState, CameraStats, DETECT_BUCKETS_SECS};
+use crate::fusion::FusionStats;
 use crate::sensors::SensorStats;
 use crate::store::Store;
 use crate::uplink::{UplinkMode, UplinkStatus};
@@ -71,6 +72,8 @@ pub struct MetricsSources {
     pub sensors: Option<Arc<Mutex<SensorStats>>>,
     /// The cameras' counters and the detector's timings.
     pub cameras: Option<CameraStats>,
+    /// Sensor–camera fusion's counters, when a sensor names a confirming camera.
+    pub fusion: Option<Arc<FusionStats>>,
     /// The uplink's state.
     pub uplink: Option<watch::Receiver<UplinkStatus>>,
 }
@@ -216,6 +219,20 @@ impl Collector for AgentCollector {
         if let Some(sensors) = &s.sensors {
             let stats = sensors.lock().unwrap_or_else(|p| p.into_inner()).clone();
             encode_sensors(&mut enc, &stats)?;
+        }
+        if let Some(fusion) = &s.fusion {
+            labeled(
+                &mut enc,
+                "edge_agent_fusion_observations",
+                "Sensor observations of sensors with a confirming camera, by outcome: confirmed \
+                 (the camera's snapshot attached) or unavailable (sent on without one)",
+                MetricType::Counter,
+                "kind",
+                &[
+                    ("confirmed".into(), load(&fusion.confirmed)),
+                    ("unavailable".into(), load(&fusion.unavailable)),
+                ],
+            )?;
         }
         if let Some(uplink) = &s.uplink {
             let status = uplink.borrow().clone();

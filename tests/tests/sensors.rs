@@ -327,3 +327,102 @@ async fn malformed_payloads_are_counted_and_do_not_disturb_other_sensors() {
     );
     h.stop().await;
 }
+
+/// A backlog of QoS 1 messages that the broker queued for the agent's persistent session while
+/// the agent was down, far more than the agent reads within one keep-alive interval: once the
+/// agent is back, every message is consumed exactly once, on one connection. (The broker writes
+/// its answer to the agent's keep-alive ping behind whatever it has in flight to the agent; a
+/// ping that times out behind the backlog drops the connection, and the broker then sends the
+/// whole backlog again — the stall seen in the QoS 1 benchmark.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_queued_while_the_agent_was_down_is_consumed_once_on_one_connection() {
+    const BACKLOG: usize = 120_000;
+    let broker = Mosquitto::start().expect("mosquitto starts");
+    let text = sensors_toml(broker.port()).replace(
+        "reconnect_min_ms = 50",
+        "reconnect_min_ms = 50\n        keep_alive_secs = 1",
+    );
+    let cfg: SensorsConfig = toml::from_str(&text).unwrap();
+    let site = Location {
+        lat: 39.9,
+        lon: 116.4,
+        crs: Crs::Wgs84,
+    };
+    let run = |cfg: &SensorsConfig| {
+        let stage = SensorStage::from_config(cfg, site, None).unwrap();
+        let stats = stage.stats();
+        let (tx, rx) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(stage.run(tx, cancel.clone()));
+        (stats, rx, cancel, task)
+    };
+
+    // First run: the broker learns the agent's persistent session and its subscriptions.
+    let (stats, _rx, cancel, task) = run(&cfg);
+    let deadline = Instant::now() + WAIT;
+    while stats.lock().unwrap().link.subscribed == 0 {
+        assert!(Instant::now() < deadline, "sensor stage did not subscribe");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cancel.cancel();
+    task.await.unwrap();
+
+    // While the agent is down: the backlog (in files of 40,000 lines: mosquitto_pub's line mode
+    // loses messages beyond 65,535 outstanding ids), then the marker.
+    let dir = tempfile::tempdir().unwrap();
+    for part in 0..BACKLOG / 40_000 {
+        let path = dir.path().join(format!("backlog-{part}.txt"));
+        let lines: String = (0..40_000)
+            .map(|i| {
+                format!(
+                    "{{\"water_leak\":false,\"battery\":97,\"linkquality\":{}}}\n",
+                    i % 255
+                )
+            })
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        let status = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &broker.port().to_string()])
+            .args(["-q", "1", "-t", "zigbee2mqtt/kitchen_leak_301", "-l"])
+            .stdin(std::fs::File::open(&path).unwrap())
+            .status()
+            .expect("mosquitto_pub runs (mosquitto-clients, see scripts/setup)");
+        assert!(status.success(), "mosquitto_pub: {status}");
+    }
+    let publisher = Publisher::connect("simulated-devices", "127.0.0.1", broker.port());
+    publisher
+        .publish(
+            &Zigbee2MqttDevice::new("smoke_stairwell_2").smoke(true),
+            WAIT,
+        )
+        .expect("broker acknowledges");
+
+    // Second run: the backlog drains, then the marker arrives.
+    let (stats, mut rx, cancel, task) = run(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let obs = tokio::time::timeout(left, rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the marker did not arrive; stats: {:?}",
+                    stats.lock().unwrap().clone()
+                )
+            })
+            .expect("stage running");
+        if obs.rule == "fire" {
+            break;
+        }
+    }
+    cancel.cancel();
+    task.await.unwrap();
+    let stats = stats.lock().unwrap().clone();
+    let leak = &stats.sensors[&"leak-301".parse().unwrap()];
+    assert_eq!(leak.messages, BACKLOG as u64, "{stats:?}");
+    assert_eq!(
+        (stats.link.connections, stats.link.failures),
+        (1, 0),
+        "the backlog must not cost the connection: {stats:?}"
+    );
+}

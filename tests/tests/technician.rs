@@ -77,6 +77,7 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
         id = "leak-301"
         device = "kitchen_leak_301"
         profile = {{ kind = "zigbee2mqtt" }}
+        camera = "kerb-cam"
         [[sensors.rules]]
         name = "leak"
         kind = "state"
@@ -99,8 +100,12 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
         .unwrap();
     let addr = agent.metrics_addr().expect("[metrics] is configured");
     let sensors = agent.sensor_stats().unwrap();
-    wait_until("the MQTT subscription", || {
+    let cameras = agent.camera_stats().unwrap();
+    // The leak sensor names the camera: its event waits for the camera's look, which needs a
+    // frame.
+    wait_until("the MQTT subscription and a camera frame", || {
         sensors.lock().unwrap().link.subscribed > 0
+            && cameras.camera("kerb-cam").is_some_and(|c| c.frames > 0)
     })
     .await;
     let publisher = Publisher::connect("devices", "127.0.0.1", broker.port());
@@ -116,7 +121,6 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
             WAIT,
         )
         .unwrap();
-    let cameras = agent.camera_stats().unwrap();
     wait_until("an event, a bad payload and two detected frames", || {
         let s = sensors.lock().unwrap();
         let bad = s
@@ -148,6 +152,8 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
         "edge_agent_mqtt_bad_payloads_total{reason=\"not_json\"} 1",
         "edge_agent_mqtt_connected 1",
         "edge_agent_sensor_readings_total ",
+        "edge_agent_fusion_observations_total{kind=\"confirmed\"} 1",
+        "edge_agent_fusion_observations_total{kind=\"unavailable\"} 0",
     ] {
         assert!(body.contains(expected), "missing `{expected}` in:\n{body}");
     }

@@ -3,6 +3,17 @@
 //! last will `offline`), publishes due polls, ticks the rules' timers once a second and sends
 //! observations downstream.
 //!
+//! Liveness: rumqttc pings every keep-alive interval whatever the traffic, and on its own drops a
+//! connection whose previous ping is still unanswered. A broker answers a ping behind everything
+//! it already has in flight to us, and mosquitto may have a whole backlog in flight (messages
+//! queued for the persistent session while the agent was away: 2.0.11 sends all of them at
+//! once on resume, whatever its `max_inflight_messages`; or a burst faster than the agent reads,
+//! when that limit is off). Draining such a backlog took longer than one interval, the
+//! connection was dropped, and the broker sent the unacknowledged part again — duplicates, and a
+//! benchmark that never settled. So any packet from the broker counts as its answer, as in the
+//! broker's own client library: the connection is given up only when nothing at all arrived for
+//! a whole interval after a ping.
+//!
 //! Backpressure: when the observation channel is full, the stage waits, and so stops reading from
 //! the broker; mosquitto queues for the persistent session meanwhile (raise its
 //! `max_queued_messages`, see PITFALLS). Nothing is dropped here.
@@ -128,65 +139,72 @@ impl SensorStage {
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-                event = eventloop.poll() => match event {
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                        backoff = self.mqtt.reconnect_min;
-                        if !connected {
-                            info!(host = %self.mqtt.host, port = self.mqtt.port, session_present = ack.session_present, "connected to mqtt broker");
-                        }
-                        connected = true;
-                        link.connected = true;
-                        link.connections += 1;
-                        pending_subacks = 0;
-                        // Subscribing again is cheap and covers a broker that lost our session.
-                        // The client queues these requests; the event loop sends them.
-                        for topic in self.core.subscriptions() {
-                            match client.try_subscribe(topic, qos) {
-                                Ok(()) => pending_subacks += 1,
-                                Err(e) => warn!(topic, error = %e, "mqtt subscribe request not queued"),
-                            }
-                        }
-                        if let Err(e) = client.try_publish(&availability, QoS::AtLeastOnce, true, "online") {
-                            warn!(error = %e, "mqtt availability publish not queued");
-                        }
-                        self.publish_stats(&link);
+                event = eventloop.poll() => {
+                    if let Ok(Event::Incoming(_)) = &event {
+                        // The broker is alive: it sent something since our last ping (see the
+                        // module doc; rumqttc clears this flag only on the ping's own answer).
+                        eventloop.state.await_pingresp = false;
                     }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        pending_subacks = pending_subacks.saturating_sub(1);
-                        if pending_subacks == 0 {
-                            link.subscribed += 1;
-                            debug!("mqtt subscriptions acknowledged");
+                    match event {
+                        Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                            backoff = self.mqtt.reconnect_min;
+                            if !connected {
+                                info!(host = %self.mqtt.host, port = self.mqtt.port, session_present = ack.session_present, "connected to mqtt broker");
+                            }
+                            connected = true;
+                            link.connected = true;
+                            link.connections += 1;
+                            pending_subacks = 0;
+                            // Subscribing again is cheap and covers a broker that lost our session.
+                            // The client queues these requests; the event loop sends them.
+                            for topic in self.core.subscriptions() {
+                                match client.try_subscribe(topic, qos) {
+                                    Ok(()) => pending_subacks += 1,
+                                    Err(e) => warn!(topic, error = %e, "mqtt subscribe request not queued"),
+                                }
+                            }
+                            if let Err(e) = client.try_publish(&availability, QoS::AtLeastOnce, true, "online") {
+                                warn!(error = %e, "mqtt availability publish not queued");
+                            }
                             self.publish_stats(&link);
                         }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let obs = self.core.on_message(&p.topic, &p.payload, now());
-                        if !send_all(&observations, obs, &cancel).await {
-                            break;
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            pending_subacks = pending_subacks.saturating_sub(1);
+                            if pending_subacks == 0 {
+                                link.subscribed += 1;
+                                debug!("mqtt subscriptions acknowledged");
+                                self.publish_stats(&link);
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let obs = self.core.on_message(&p.topic, &p.payload, now());
+                            if !send_all(&observations, obs, &cancel).await {
+                                break;
+                            }
+                        }
+                        Ok(other) => debug!(event = ?other, "mqtt event"),
+                        Err(e) => {
+                            link.failures += 1;
+                            link.connected = false;
+                            self.publish_stats(&link);
+                            if connected {
+                                warn!(error = %chain(&e), "mqtt connection lost; reconnecting");
+                                connected = false;
+                            } else {
+                                debug!(error = %chain(&e), "mqtt connection attempt failed");
+                            }
+                            if let ConnectionError::ConnectionRefused(code) = e {
+                                warn!(code = ?code, "mqtt broker refused the connection");
+                            }
+                            let delay = jitter(backoff);
+                            backoff = (backoff * 2).min(self.mqtt.reconnect_max);
+                            tokio::select! {
+                                () = cancel.cancelled() => break,
+                                () = tokio::time::sleep(delay) => {}
+                            }
                         }
                     }
-                    Ok(other) => debug!(event = ?other, "mqtt event"),
-                    Err(e) => {
-                        link.failures += 1;
-                        link.connected = false;
-                        self.publish_stats(&link);
-                        if connected {
-                            warn!(error = %chain(&e), "mqtt connection lost; reconnecting");
-                            connected = false;
-                        } else {
-                            debug!(error = %chain(&e), "mqtt connection attempt failed");
-                        }
-                        if let ConnectionError::ConnectionRefused(code) = e {
-                            warn!(code = ?code, "mqtt broker refused the connection");
-                        }
-                        let delay = jitter(backoff);
-                        backoff = (backoff * 2).min(self.mqtt.reconnect_max);
-                        tokio::select! {
-                            () = cancel.cancelled() => break,
-                            () = tokio::time::sleep(delay) => {}
-                        }
-                    }
-                },
+                }
                 _ = ticker.tick() => {
                     let (obs, polls) = self.core.on_tick(now());
                     for poll in polls {
