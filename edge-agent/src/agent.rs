@@ -173,8 +173,14 @@ impl Agent {
         let events = Arc::new(EventsStats::default());
         let builder = EventBuilder::from_config(&config);
         tracker.spawn(
-            events_stage(builder, store.clone(), observations_rx, Arc::clone(&events))
-                .instrument(info_span!("events")),
+            events_stage(
+                builder,
+                store.clone(),
+                observations_rx,
+                Arc::clone(&events),
+                config.store.max_batch.get() as usize,
+            )
+            .instrument(info_span!("events")),
         );
         let mut uplink_status = None;
         if let Some(uplink) = &config.uplink {
@@ -337,6 +343,7 @@ async fn events_stage(
     store: Store,
     mut rx: mpsc::Receiver<Observation>,
     stats: Arc<EventsStats>,
+    max_batch: usize,
 ) {
     let mut sweep = tokio::time::interval(RETENTION_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -344,11 +351,20 @@ async fn events_stage(
         tokio::select! {
             obs = rx.recv() => {
                 let Some(obs) = obs else { break };
-                stats.observations.fetch_add(1, Ordering::Relaxed);
+                // Whatever else is already queued (a burst) is built and committed with it, in
+                // one transaction: one sync for the burst instead of one per event.
+                let mut batch = vec![obs];
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                stats.observations.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let st = store.clone();
                 let s = Arc::clone(&stats);
                 match tokio::task::spawn_blocking(move || {
-                    process(&mut builder, &st, obs, &s);
+                    process(&mut builder, &st, batch, &s);
                     builder
                 })
                 .await
@@ -374,36 +390,53 @@ async fn events_stage(
     debug!("events stage drained");
 }
 
-fn process(builder: &mut EventBuilder, store: &Store, obs: Observation, stats: &EventsStats) {
-    let source = obs.source.id.clone();
-    let rule = obs.rule.clone();
-    match builder.build(obs) {
-        Ok(Built::Event { event, evidence }) => {
-            let category = event.category.to_string();
-            match store.submit(*event, evidence) {
-                Ok(committed) => {
-                    stats.committed.fetch_add(1, Ordering::Relaxed);
-                    *stats
-                        .committed_by_category
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(category)
-                        .or_default() += 1;
-                    debug!(seq = %committed.seq, source = %source, rule, "event committed");
-                }
-                Err(e) => {
-                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(source = %source, rule, error = %chain(&e), "event not stored");
-                }
+/// Builds events from `batch` in order (cooldowns see them in arrival order) and commits the
+/// new ones together.
+fn process(
+    builder: &mut EventBuilder,
+    store: &Store,
+    batch: Vec<Observation>,
+    stats: &EventsStats,
+) {
+    let mut built = Vec::with_capacity(batch.len());
+    let mut origins = Vec::with_capacity(batch.len());
+    for obs in batch {
+        let source = obs.source.id.clone();
+        let rule = obs.rule.clone();
+        match builder.build(obs) {
+            Ok(Built::Event { event, evidence }) => {
+                origins.push((source, rule, event.category.to_string()));
+                built.push((*event, evidence));
+            }
+            Ok(Built::Suppressed { repeats }) => {
+                stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                debug!(source = %source, rule, count = repeats, "repeat inside cooldown");
+            }
+            Err(e) => {
+                stats.build_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(source = %source, rule, error = %chain(&e), "observation not turned into an event");
             }
         }
-        Ok(Built::Suppressed { repeats }) => {
-            stats.suppressed.fetch_add(1, Ordering::Relaxed);
-            debug!(source = %source, rule, count = repeats, "repeat inside cooldown");
-        }
-        Err(e) => {
-            stats.build_errors.fetch_add(1, Ordering::Relaxed);
-            warn!(source = %source, rule, error = %chain(&e), "observation not turned into an event");
+    }
+    if built.is_empty() {
+        return;
+    }
+    for (result, (source, rule, category)) in store.submit_many(built).into_iter().zip(origins) {
+        match result {
+            Ok(committed) => {
+                stats.committed.fetch_add(1, Ordering::Relaxed);
+                *stats
+                    .committed_by_category
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(category)
+                    .or_default() += 1;
+                debug!(seq = %committed.seq, source = %source, rule, "event committed");
+            }
+            Err(e) => {
+                stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(source = %source, rule, error = %chain(&e), "event not stored");
+            }
         }
     }
 }
