@@ -19,13 +19,14 @@
 //!   checkpoint size it is overwritten in place (it is truncated only beyond
 //!   `journal_size_limit`). So a single-event commit costs what the anchor costs, one small
 //!   write and one fsync, plus two thread hand-offs (submitter → writer → submitter): side by
-//!   side, ratio 0.97–1.14 at load 4–5.
+//!   side, ratio 0.91–1.51 in six runs at load 4–8.
 //! - N submitters of one event each put at most N events in a commit (each waits for its own
 //!   commit before it submits again), and after each commit the writer wakes all N. With 64 on
-//!   2 cores that is CPU-bound at ~32,000 events/s whatever the disk does (1,600–2,900 raw
-//!   syncs/s in those runs; perf: the writer spends more time waking submitters than in
+//!   2 shared cores that is CPU-bound: 21,000–34,000 events/s whatever the disk did (520–2,900
+//!   raw syncs/s in those runs; perf: the writer spends more time waking submitters than in
 //!   SQLite). The agent has no such 64 submitters: its events stage commits whatever is queued
-//!   in one [`Store::submit_many`], the burst measure (66,000–116,000 events/s in bursts of 256).
+//!   in one [`Store::submit_many`], the burst measure (48,000–116,000 events/s in bursts of 256
+//!   in the same runs).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
