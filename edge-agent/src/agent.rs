@@ -182,8 +182,14 @@ impl Agent {
         let events = Arc::new(EventsStats::default());
         let builder = EventBuilder::from_config(&config);
         tracker.spawn(
-            events_stage(builder, store.clone(), observations_rx, Arc::clone(&events))
-                .instrument(info_span!("events")),
+            events_stage(
+                builder,
+                store.clone(),
+                observations_rx,
+                Arc::clone(&events),
+                config.store.max_batch.get() as usize,
+            )
+            .instrument(info_span!("events")),
         );
         let mut uplink_status = None;
         if let Some(uplink) = &config.uplink {
@@ -346,6 +352,7 @@ async fn events_stage(
     store: Store,
     mut rx: mpsc::Receiver<Observation>,
     stats: Arc<EventsStats>,
+    max_batch: usize,
 ) {
     let mut sweep = tokio::time::interval(RETENTION_SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -353,11 +360,20 @@ async fn events_stage(
         tokio::select! {
             obs = rx.recv() => {
                 let Some(obs) = obs else { break };
-                stats.observations.fetch_add(1, Ordering::Relaxed);
+                // Whatever else is already queued (a burst) is built and committed with it, in
+                // one transaction: one sync for the burst instead of one per event.
+                let mut batch = vec![obs];
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
+                    }
+                }
+                stats.observations.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let st = store.clone();
                 let s = Arc::clone(&stats);
                 match tokio::task::spawn_blocking(move || {
-                    process(&mut builder, &st, obs, &s);
+                    process(&mut builder, &st, batch, &s);
                     builder
                 })
                 .await
@@ -383,52 +399,71 @@ async fn events_stage(
     debug!("events stage drained");
 }
 
-fn process(builder: &mut EventBuilder, store: &Store, obs: Observation, stats: &EventsStats) {
-    let source = obs.source.id.clone();
-    let rule = obs.rule.clone();
-    let observed_at = obs.observed_at;
-    match builder.build(obs) {
-        Ok(Built::Event { event, evidence }) => {
-            let category = event.category.to_string();
-            match store.submit(*event, evidence) {
-                Ok(committed) => {
-                    let latency_ms = now()
-                        .as_unix_millis()
-                        .saturating_sub(observed_at.as_unix_millis());
-                    {
-                        let mut latencies = stats
-                            .commit_latencies
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        if latencies.len() >= COMMIT_LATENCY_SAMPLES {
-                            latencies.pop_front();
-                        }
-                        latencies.push_back(Duration::from_millis(
-                            u64::try_from(latency_ms).unwrap_or(0),
-                        ));
-                    }
-                    stats.committed.fetch_add(1, Ordering::Relaxed);
-                    *stats
-                        .committed_by_category
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(category)
-                        .or_default() += 1;
-                    debug!(seq = %committed.seq, source = %source, rule, "event committed");
-                }
-                Err(e) => {
-                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(source = %source, rule, error = %chain(&e), "event not stored");
-                }
+/// Builds events from `batch` in order (cooldowns see them in arrival order) and commits the
+/// new ones together.
+fn process(
+    builder: &mut EventBuilder,
+    store: &Store,
+    batch: Vec<Observation>,
+    stats: &EventsStats,
+) {
+    let mut built = Vec::with_capacity(batch.len());
+    let mut origins = Vec::with_capacity(batch.len());
+    for obs in batch {
+        let source = obs.source.id.clone();
+        let rule = obs.rule.clone();
+        let observed_at = obs.observed_at;
+        match builder.build(obs) {
+            Ok(Built::Event { event, evidence }) => {
+                origins.push((source, rule, event.category.to_string(), observed_at));
+                built.push((*event, evidence));
+            }
+            Ok(Built::Suppressed { repeats }) => {
+                stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                debug!(source = %source, rule, count = repeats, "repeat inside cooldown");
+            }
+            Err(e) => {
+                stats.build_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(source = %source, rule, error = %chain(&e), "observation not turned into an event");
             }
         }
-        Ok(Built::Suppressed { repeats }) => {
-            stats.suppressed.fetch_add(1, Ordering::Relaxed);
-            debug!(source = %source, rule, count = repeats, "repeat inside cooldown");
-        }
-        Err(e) => {
-            stats.build_errors.fetch_add(1, Ordering::Relaxed);
-            warn!(source = %source, rule, error = %chain(&e), "observation not turned into an event");
+    }
+    if built.is_empty() {
+        return;
+    }
+    let results = store.submit_many(built);
+    let committed_at = now().as_unix_millis();
+    for (result, (source, rule, category, observed_at)) in results.into_iter().zip(origins) {
+        match result {
+            Ok(committed) => {
+                // observation (a camera frame's capture) to durable commit, recorded before
+                // the committed counter moves
+                let latency_ms = committed_at.saturating_sub(observed_at.as_unix_millis());
+                {
+                    let mut latencies = stats
+                        .commit_latencies
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if latencies.len() >= COMMIT_LATENCY_SAMPLES {
+                        latencies.pop_front();
+                    }
+                    latencies.push_back(Duration::from_millis(
+                        u64::try_from(latency_ms).unwrap_or(0),
+                    ));
+                }
+                stats.committed.fetch_add(1, Ordering::Relaxed);
+                *stats
+                    .committed_by_category
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(category)
+                    .or_default() += 1;
+                debug!(seq = %committed.seq, source = %source, rule, "event committed");
+            }
+            Err(e) => {
+                stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(source = %source, rule, error = %chain(&e), "event not stored");
+            }
         }
     }
 }

@@ -5,14 +5,14 @@
 //!
 //! Liveness: rumqttc pings every keep-alive interval whatever the traffic, and on its own drops a
 //! connection whose previous ping is still unanswered. A broker answers a ping behind everything
-//! it already has in flight to us, and mosquitto may have a whole backlog in flight (messages
-//! queued for the persistent session while the agent was away: 2.0.11 sends all of them at
-//! once on resume, whatever its `max_inflight_messages`; or a burst faster than the agent reads,
-//! when that limit is off). Draining such a backlog took longer than one interval, the
-//! connection was dropped, and the broker sent the unacknowledged part again — duplicates, and a
-//! benchmark that never settled. So any packet from the broker counts as its answer, as in the
-//! broker's own client library: the connection is given up only when nothing at all arrived for
-//! a whole interval after a ping.
+//! it already has in flight to us, and mosquitto can have a whole backlog in flight: the
+//! messages it queued for the persistent session while the agent was away (2.0.11 wrote all of
+//! them at once on resume in our tests, even to an MQTT 5 client asking for at most 1,000), or
+//! a burst faster than the agent reads when its `max_inflight_messages` is 0. Draining such a
+//! backlog took longer than one interval, the connection was dropped, and the broker sent the
+//! unacknowledged part again: duplicates, and a benchmark that never settled. So any packet
+//! from the broker counts as its answer, as in the broker's own client library: the connection
+//! is given up only when nothing at all arrived for a whole interval after a ping.
 //!
 //! Backpressure: when the observation channel is full, the stage waits, and so stops reading from
 //! the broker; mosquitto queues for the persistent session meanwhile (raise its

@@ -8,8 +8,9 @@
 //! - [`Store`]: a cloneable handle. Writes go through one named writer thread (`store-writer`)
 //!   over a bounded channel; the writer groups whatever is queued into one transaction (group
 //!   commit) and assigns the per-box sequence number ([`Seq`]) in commit order, gap-free. Callers
-//!   get their result only after the commit. Reads use separate read-only connections, which WAL
-//!   never blocks behind the writer.
+//!   get their result only after the commit. [`Store::submit_many`] hands over a caller's burst
+//!   as one request, so that it commits in one transaction (one sync) whoever else submits.
+//!   Reads use separate read-only connections, which WAL never blocks behind the writer.
 //! - [`StoreReader`]: a read-only connection for the uplink and the status page.
 //! - [`EvidenceFile`]: a snapshot's bytes with their [`EvidenceRef`].
 //!
@@ -384,39 +385,57 @@ impl Store {
         event: Event,
         evidence: Vec<EvidenceFile>,
     ) -> Result<Committed, StoreError> {
-        if event.evidence.len() != evidence.len()
-            || event
-                .evidence
-                .iter()
-                .zip(&evidence)
-                .any(|(named, file)| *named != file.reference)
-        {
-            return Err(StoreError::EvidenceMismatch { id: event.id });
-        }
-        let encoded = Encoded::new(&event)?;
-        let mut staged = Vec::with_capacity(evidence.len());
-        for file in evidence {
-            match self.shared.evidence.stage(&file) {
-                Ok(s) => staged.push(s),
-                Err(e) => {
-                    for s in staged {
-                        self.shared.evidence.discard(s);
-                    }
-                    if matches!(e, StoreError::DiskFull) {
-                        // Let the writer free room; a full queue already has it busy.
-                        let _ = self.sender()?.try_send(Request::DiskPressure);
-                    }
-                    return Err(e);
+        self.submit_many(vec![(event, evidence)])
+            .pop()
+            .unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Commits several events, each with its evidence files, in one transaction (one sync for
+    /// all of them: what a caller holding a burst of events should use rather than one
+    /// [`Store::submit`] each). They get consecutive sequence numbers in the given order. Each
+    /// event is accepted or refused on its own, as by [`Store::submit`]; a failed commit fails
+    /// all of them. Returns one result per event, in order.
+    ///
+    /// Blocks until the commit (or while the writer's queue is full).
+    pub fn submit_many(
+        &self,
+        events: Vec<(Event, Vec<EvidenceFile>)>,
+    ) -> Vec<Result<Committed, StoreError>> {
+        let n = events.len();
+        // Submissions refused before reaching the writer keep their place in the answer.
+        let mut results: Vec<Option<Result<Committed, StoreError>>> = Vec::with_capacity(n);
+        let mut items = Vec::with_capacity(n);
+        for (event, evidence) in events {
+            match self.prepare(&event, evidence) {
+                Ok(item) => {
+                    items.push(item);
+                    results.push(None);
                 }
+                Err(e) => results.push(Some(Err(e))),
             }
         }
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        self.send(Request::Submit {
-            event: encoded,
-            staged,
-            reply: reply_tx,
-        })?;
-        reply_rx.recv().map_err(|_| StoreError::Closed)?
+        let mut committed = if items.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+            let sent = self.send(Request::Submit {
+                items,
+                reply: reply_tx,
+            });
+            // A writer that is gone took the request with it (its staged files are removed at
+            // the next start-up); every submission that reached it reads `Closed` below.
+            match sent.and_then(|()| reply_rx.recv().map_err(|_| StoreError::Closed)) {
+                Ok(r) => r.into_iter(),
+                Err(_) => Vec::new().into_iter(),
+            }
+        };
+        results
+            .into_iter()
+            .map(|r| match r {
+                Some(refused) => refused,
+                None => committed.next().unwrap_or(Err(StoreError::Closed)),
+            })
+            .collect()
     }
 
     /// Records that the hub committed every event up to and including `up_to`. Acks never move
@@ -519,6 +538,42 @@ impl Store {
             Err(TrySendError::Full(request)) => tx.send(request).map_err(|_| StoreError::Closed),
             Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
         }
+    }
+
+    /// Checks, encodes and stages one submission (in the caller's thread, so that several
+    /// submitters encode and write evidence in parallel).
+    fn prepare(
+        &self,
+        event: &Event,
+        evidence: Vec<EvidenceFile>,
+    ) -> Result<(Encoded, Vec<evidence::Staged>), StoreError> {
+        if event.evidence.len() != evidence.len()
+            || event
+                .evidence
+                .iter()
+                .zip(&evidence)
+                .any(|(named, file)| *named != file.reference)
+        {
+            return Err(StoreError::EvidenceMismatch { id: event.id });
+        }
+        let encoded = Encoded::new(event)?;
+        let mut staged = Vec::with_capacity(evidence.len());
+        for file in evidence {
+            match self.shared.evidence.stage(&file) {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    for s in staged {
+                        self.shared.evidence.discard(s);
+                    }
+                    if matches!(e, StoreError::DiskFull) {
+                        // Let the writer free room; a full queue already has it busy.
+                        let _ = self.sender()?.try_send(Request::DiskPressure);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok((encoded, staged))
     }
 
     fn with_reader<T>(

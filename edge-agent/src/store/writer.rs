@@ -25,11 +25,10 @@ use super::{
 
 /// A request to the writer.
 pub(super) enum Request {
-    /// Commit an event.
+    /// Commit events, all in the same transaction, in order; one result per event.
     Submit {
-        event: Encoded,
-        staged: Vec<Staged>,
-        reply: SyncSender<Result<Committed, StoreError>>,
+        items: Vec<(Encoded, Vec<Staged>)>,
+        reply: SyncSender<Vec<Result<Committed, StoreError>>>,
     },
     /// Move the sync cursor.
     Ack {
@@ -145,8 +144,8 @@ impl From<rusqlite::Error> for Failure {
 
 enum Reply {
     Submit(
-        SyncSender<Result<Committed, StoreError>>,
-        Result<Committed, StoreError>,
+        SyncSender<Vec<Result<Committed, StoreError>>>,
+        Vec<Result<Committed, StoreError>>,
     ),
     Ack(SyncSender<Result<(), StoreError>>, Result<(), StoreError>),
     Sweep(SyncSender<Result<u64, StoreError>>, Result<u64, StoreError>),
@@ -310,22 +309,38 @@ impl Writer {
             let mut tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for request in batch {
+            let mut requests = batch.into_iter();
+            while let Some(request) = requests.next() {
                 match request {
-                    Request::Submit {
-                        event,
-                        staged,
-                        reply,
-                    } => {
-                        let result = self.policy.submit(&mut tx, &mut work, event, staged);
-                        match result {
-                            Ok(c) => replies.push(Reply::Submit(reply, Ok(c))),
-                            Err(Failure::Item(e)) => replies.push(Reply::Submit(reply, Err(e))),
-                            Err(Failure::Batch(e)) => {
-                                replies.push(Reply::Submit(reply, Err(StoreError::Closed)));
-                                return Err(e);
+                    Request::Submit { items, reply } => {
+                        let mut results = Vec::with_capacity(items.len());
+                        let mut items = items.into_iter();
+                        let mut failed = None;
+                        for (event, staged) in items.by_ref() {
+                            match self.policy.submit(&mut tx, &mut work, event, staged) {
+                                Ok(c) => results.push(Ok(c)),
+                                Err(Failure::Item(e)) => results.push(Err(e)),
+                                Err(Failure::Batch(e)) => {
+                                    failed = Some(e);
+                                    break;
+                                }
                             }
                         }
+                        if let Some(e) = failed {
+                            // This item and the rest get the transaction's error (`Closed`
+                            // stands for "no error of its own" until the replies are sent).
+                            results.push(Err(StoreError::Closed));
+                            for (_, staged) in items {
+                                self.policy.discard_all(staged);
+                                results.push(Err(StoreError::Closed));
+                            }
+                            replies.push(Reply::Submit(reply, results));
+                            for rest in requests {
+                                replies.extend(self.policy.unanswered(rest));
+                            }
+                            return Err(e);
+                        }
+                        replies.push(Reply::Submit(reply, results));
                     }
                     Request::Ack { up_to, reply } => {
                         let result = if up_to.0 > work.meta.last_seq {
@@ -341,8 +356,16 @@ impl Writer {
                     }
                     Request::Sweep { now, reply } => {
                         self.policy.reconsider_disk_quota(work.meta.usage_bytes);
-                        let n = self.policy.sweep(&tx, &mut work, now)?;
-                        replies.push(Reply::Sweep(reply, Ok(n)));
+                        match self.policy.sweep(&tx, &mut work, now) {
+                            Ok(n) => replies.push(Reply::Sweep(reply, Ok(n))),
+                            Err(e) => {
+                                replies.push(Reply::Sweep(reply, Err(StoreError::Closed)));
+                                for rest in requests {
+                                    replies.extend(self.policy.unanswered(rest));
+                                }
+                                return Err(e);
+                            }
+                        }
                     }
                     Request::DiskPressure => pressure = true,
                 }
@@ -413,8 +436,9 @@ impl Writer {
                 };
                 for reply in replies {
                     match reply {
-                        Reply::Submit(tx, r) => {
-                            let _ = tx.send(Err(fail(r.err())));
+                        Reply::Submit(tx, results) => {
+                            let _ =
+                                tx.send(results.into_iter().map(|r| Err(fail(r.err()))).collect());
                         }
                         Reply::Ack(tx, r) => {
                             let _ = tx.send(Err(fail(r.err())));
@@ -442,6 +466,33 @@ impl Reply {
 }
 
 impl Policy {
+    /// Removes the staged files of a submission that will not be applied.
+    fn discard_all(&self, staged: Vec<Staged>) {
+        for s in staged {
+            self.evidence.discard(s);
+        }
+    }
+
+    /// The reply for a request left unapplied by a failed transaction (its error is filled in
+    /// from the transaction's), after discarding what it staged.
+    fn unanswered(&self, request: Request) -> Option<Reply> {
+        match request {
+            Request::Submit { items, reply } => {
+                let results = items
+                    .into_iter()
+                    .map(|(_, staged)| {
+                        self.discard_all(staged);
+                        Err(StoreError::Closed)
+                    })
+                    .collect();
+                Some(Reply::Submit(reply, results))
+            }
+            Request::Ack { reply, .. } => Some(Reply::Ack(reply, Err(StoreError::Closed))),
+            Request::Sweep { reply, .. } => Some(Reply::Sweep(reply, Err(StoreError::Closed))),
+            Request::DiskPressure => None,
+        }
+    }
+
     fn effective_quota(&self) -> u64 {
         match self.disk_quota_bytes {
             Some(d) => d.min(self.quota_bytes),

@@ -1,6 +1,7 @@
-//! Crash safety: a child process submits events as fast as it can and is killed with SIGKILL
-//! at a random moment, cycle after cycle. After each restart every event whose submit returned
-//! must be there, sequence numbers must have no gaps, and every evidence file must hash right.
+//! Crash safety: a child process submits events as fast as it can (one at a time from three
+//! threads, in bursts of up to eight from a fourth) and is killed with SIGKILL at a random
+//! moment, cycle after cycle. After each restart every event whose submit returned must be
+//! there, sequence numbers must have no gaps, and every evidence file must hash right.
 //!
 //! The child is this test binary itself, re-run with `GRIDSENSE_CRASH_CHILD_DIR` set so that
 //! only `crash_child_entry` does anything. It prints `ok <seq> <id>` after each returned submit
@@ -172,13 +173,27 @@ fn run_child(dir: &Path, seed: u64, base: u64) -> ! {
             std::thread::spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(seed ^ w);
                 while started.elapsed() < CHILD_DEADLINE {
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let salt = rng.u64(..);
-                    let (event, files) = if rng.u8(..4) == 0 {
-                        helpers::event_with_evidence(n, salt, rng.usize(1000..16_000))
-                    } else {
-                        (helpers::event(n, salt), Vec::new())
+                    let make = |rng: &mut fastrand::Rng| {
+                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                        let salt = rng.u64(..);
+                        let made = if rng.u8(..4) == 0 {
+                            helpers::event_with_evidence(n, salt, rng.usize(1000..16_000))
+                        } else {
+                            (helpers::event(n, salt), Vec::new())
+                        };
+                        (n, made)
                     };
+                    // The last worker submits bursts of events together.
+                    if w == 3 {
+                        let burst: Vec<_> =
+                            (0..rng.usize(1..=8)).map(|_| make(&mut rng).1).collect();
+                        for result in store.submit_many(burst) {
+                            let committed = result.unwrap();
+                            print(&out, format!("ok {} {}\n", committed.seq, committed.id));
+                        }
+                        continue;
+                    }
+                    let (n, (event, files)) = make(&mut rng);
                     let committed = store.submit(event, files).unwrap();
                     print(&out, format!("ok {} {}\n", committed.seq, committed.id));
                     if w == 0 && n.is_multiple_of(16) && committed.seq.0 > 8 {

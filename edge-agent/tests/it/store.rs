@@ -58,6 +58,41 @@ fn concurrent_submitters_get_gap_free_sequence_numbers_in_commit_order() {
 }
 
 #[test]
+fn a_burst_submitted_together_gets_consecutive_seqs_and_each_event_its_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = helpers::open(dir.path());
+    store.submit(event(1, 0), Vec::new()).unwrap();
+    let (with_files, files) = event_with_evidence(2, 0, 500);
+    let (mut mismatched, stray) = event_with_evidence(3, 0, 100);
+    mismatched.evidence.clear();
+    let results = store.submit_many(vec![
+        (event(10, 0), Vec::new()),
+        (event(1, 0), Vec::new()), // already stored
+        (mismatched, stray),       // refused before it reaches the writer
+        (with_files.clone(), files),
+        (event(11, 0), Vec::new()),
+    ]);
+    let seqs: Vec<Option<u64>> = results
+        .iter()
+        .map(|r| r.as_ref().ok().map(|c| c.seq.0))
+        .collect();
+    assert_eq!(seqs, [Some(2), None, None, Some(3), Some(4)]);
+    assert!(matches!(results[1], Err(StoreError::DuplicateId { .. })));
+    assert!(matches!(
+        results[2],
+        Err(StoreError::EvidenceMismatch { .. })
+    ));
+    assert_eq!(results[3].as_ref().unwrap().id, with_files.id);
+    assert!(store.submit_many(Vec::new()).is_empty());
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.last_seq, stats.events, stats.evidence_files),
+        (4, 4, 1)
+    );
+    helpers::assert_evidence_intact(&store);
+}
+
+#[test]
 fn pending_returns_unsynced_events_in_order_and_ack_moves_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let store = helpers::open(dir.path());
