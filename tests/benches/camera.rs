@@ -1,18 +1,36 @@
 //! Camera scaling: N concurrent 720p30 H.264 RTSP streams from the test camera, detection at
-//! 5 fps with COCO-SSD, with and without motion gating. For each N it prints frames out of the
-//! pipelines, frames superseded in the detector queue (dropped: the detector was busy), the
-//! queue at the end, the detector/rules time per frame, the process CPU split (decode and
-//! pre-processing are the rest of the process CPU beyond inference and rules), and the
-//! capture-to-observation-ready latency p50/p99 of detected frames.
+//! 5 fps with COCO-SSD, with and without motion gating, and an intrusion rule on persons over
+//! the whole picture so that frames raise stored events. For each N it prints:
+//!
+//! - frames out of the pipelines, frames superseded in the detector queue (dropped: the
+//!   detector was busy), the queue at the end, and detected frames per second against the
+//!   N × 5 wanted (the ratio);
+//! - the detector's time per frame, split into pre-processing and inference;
+//! - the CPU split in % of one core, from the per-thread CPU times of the process
+//!   (`/proc/self/task`): **GStreamer** (the agent's pipelines: receiving, depayloading,
+//!   decoding, rate limit, scaling and colour conversion, all on each camera's streaming
+//!   thread), beside its anchor **decode** (a `gst-launch-1.0` process receiving and decoding
+//!   N streams of the same test camera and nothing else, measured in the same run) and their
+//!   ratio (what the agent's pipelines add to decoding); **hand-off + resize** (appsink pulls,
+//!   frame copies and the motion gate on the camera threads, and the detector's resize into
+//!   the input tensor); **inference** (ONNX Runtime); **test camera** (the RTSP server in this
+//!   process); **rest** (tracker and rules, evidence rendering, the store, the runtime);
+//! - latency p50/p99 from a frame's capture (the appsink hand-over) to the store's durable
+//!   commit of the event it raised, and capture to detected for every detected frame;
+//! - the machine's load average (others may be using the cores: compare ratios within a run).
 //!
 //! The clip is `sample.mp4` scaled to 1280x720 and re-encoded once (x264, scenecut off,
 //! key-int 30) into the cache; the RTSP factory is shared so the server does not re-encode.
 //!
 //! `GRIDSENSE_BENCH_SECS` (default 60) sets the measuring time per run; `GRIDSENSE_BENCH_N`
-//! (default "1,2,4,8") the stream counts.
+//! (default "1,2,4,8") the stream counts; `GRIDSENSE_BENCH_GATING` (default "off,on") the
+//! gating modes; `GRIDSENSE_BENCH_THREADS` (default "1") the detector's intra-op threads;
+//! `GRIDSENSE_BENCH_THREAD_NAMES=1` prints the CPU of every thread name (to check the split).
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -24,78 +42,167 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
     let secs: u64 = env_or("GRIDSENSE_BENCH_SECS", 60);
-    let counts: Vec<usize> = std::env::var("GRIDSENSE_BENCH_N")
-        .unwrap_or_else(|_| "1,2,4,8".into())
-        .split(',')
-        .filter_map(|n| n.trim().parse().ok())
+    let list = |name: &str, default: &str| -> Vec<String> {
+        std::env::var(name)
+            .unwrap_or_else(|_| default.into())
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let counts: Vec<usize> = list("GRIDSENSE_BENCH_N", "1,2,4,8")
+        .iter()
+        .filter_map(|n| n.parse().ok())
         .collect();
+    let gatings: Vec<bool> = list("GRIDSENSE_BENCH_GATING", "off,on")
+        .iter()
+        .map(|g| g == "on")
+        .collect();
+    let threads: Vec<u32> = list("GRIDSENSE_BENCH_THREADS", "1")
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let show_threads = std::env::var_os("GRIDSENSE_BENCH_THREAD_NAMES").is_some();
     let clip = clip_720p()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    println!("\nCamera scaling: 720p30 H.264 over RTSP, COCO-SSD at 5 fps, {secs} s per run\n");
     println!(
-        "| N | gating | frames | superseded | drop % | queue end | detect ms/frame | rules ms/frame | CPU % (all) | CPU % detect | latency p50 ms | p99 ms |"
+        "\nCamera scaling: 720p30 H.264 over RTSP, COCO-SSD at 5 fps, {secs} s per run, {} cores\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| N | gating | ort threads | frames | superseded | drop % | queue end | detected/s ÷ wanted | pre ms/frame | infer ms/frame | CPU % all | GStreamer % | decode % (anchor) | GStreamer ÷ anchor | hand-off + resize % | inference % | test camera % | rest % | events | event p50 ms | event p99 ms | detect p50 ms | detect p99 ms | load avg |"
+    );
+    println!(
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
     for &n in &counts {
-        for gating in [false, true] {
-            let r = runtime.block_on(run_once(&clip, n, gating, Duration::from_secs(secs)))?;
-            println!(
-                "| {n} | {} | {} | {} | {:.2} | {} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} |",
-                if gating { "on" } else { "off" },
-                r.frames,
-                r.superseded,
-                100.0 * r.superseded as f64 / r.frames.max(1) as f64,
-                r.queue_end,
-                r.detect_ms,
-                r.rules_ms,
-                r.cpu_percent,
-                r.detect_cpu_percent,
-                r.p50_ms,
-                r.p99_ms,
-            );
+        // Each measurement gets its own test camera, so each sees the clip from its start.
+        let anchor = {
+            let server = TestCamera::start(TestMedia::Clip { path: clip.clone() })?;
+            decode_anchor(&server.url(), n, Duration::from_secs(secs.min(20)))?
+        };
+        for &gating in &gatings {
+            for &t in &threads {
+                let server = TestCamera::start(TestMedia::Clip { path: clip.clone() })?;
+                let r = runtime.block_on(run_once(
+                    &server.url(),
+                    n,
+                    gating,
+                    t,
+                    Duration::from_secs(secs),
+                ))?;
+                drop(server);
+                if show_threads {
+                    eprintln!("agent N={n} gating={gating}: {:?}", r.cpu.by_name);
+                }
+                let core = |d: Duration| 100.0 * d.as_secs_f64() / r.wall.as_secs_f64();
+                let anchor_core = |d: Duration| 100.0 * d.as_secs_f64() / anchor.wall.as_secs_f64();
+                let decode = anchor_core(anchor.cpu);
+                let detector_cpu = core(r.cpu.detector);
+                let share = |part: Duration| {
+                    if r.detect.is_zero() {
+                        0.0
+                    } else {
+                        detector_cpu * part.as_secs_f64() / r.detect.as_secs_f64()
+                    }
+                };
+                let gst = core(r.cpu.gstreamer);
+                let handoff = core(r.cpu.camera) + share(r.prepare);
+                let inference = share(r.infer);
+                let test_camera = core(r.cpu.server);
+                let all = core(r.cpu.process);
+                let rest = (all - gst - handoff - inference - test_camera).max(0.0);
+                let wanted = n as f64 * 5.0;
+                println!(
+                    "| {n} | {} | {t} | {} | {} | {:.2} | {} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+                    if gating { "on" } else { "off" },
+                    r.frames,
+                    r.superseded,
+                    100.0 * r.superseded as f64 / r.frames.max(1) as f64,
+                    r.queue_end,
+                    r.detected as f64 / r.wall.as_secs_f64() / wanted,
+                    ms_per(r.prepare, r.detected),
+                    ms_per(r.infer, r.detected),
+                    all,
+                    gst,
+                    decode,
+                    gst / decode.max(f64::MIN_POSITIVE),
+                    handoff,
+                    inference,
+                    test_camera,
+                    rest,
+                    r.events,
+                    percentile(&r.event_latencies, 0.5),
+                    percentile(&r.event_latencies, 0.99),
+                    percentile(&r.frame_latencies, 0.5),
+                    percentile(&r.frame_latencies, 0.99),
+                    r.load,
+                );
+            }
         }
     }
+    println!(
+        "\nGoal (issue 5): N >= 8 with < 1 % dropped and no queue growth without gating on 2 cores; event latency p50 <= 300 ms, p99 <= 1 s."
+    );
     Ok(())
 }
 
 struct RunResult {
+    wall: Duration,
     frames: u64,
     superseded: u64,
+    detected: u64,
     queue_end: usize,
-    detect_ms: f64,
-    rules_ms: f64,
-    cpu_percent: f64,
-    detect_cpu_percent: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+    detect: Duration,
+    prepare: Duration,
+    infer: Duration,
+    cpu: CpuSplit,
+    events: u64,
+    event_latencies: Vec<Duration>,
+    frame_latencies: Vec<Duration>,
+    load: String,
 }
 
 async fn run_once(
-    clip: &Path,
+    url: &str,
     n: usize,
     gating: bool,
+    threads: u32,
     measure: Duration,
 ) -> anyhow::Result<RunResult> {
-    let server = TestCamera::start(TestMedia::Clip {
-        path: clip.to_owned(),
-    })?;
     let dir = tempfile::tempdir()?;
     let mut config = format!(
-        "[site]\nlat = 31.3\nlon = 120.6\n[store]\ndata_dir = \"{}\"\n",
+        "[site]\nlat = 31.3\nlon = 120.6\n[store]\ndata_dir = \"{}\"\n[detector]\nintra_threads = {threads}\n",
         dir.path().display()
     );
     for i in 0..n {
         config.push_str(&format!(
-            "[[cameras]]\nid = \"cam-{i}\"\ndetect_fps = 5\nsource = {{ kind = \"rtsp\", url = \"{}\" }}\n[cameras.motion]\nenabled = {gating}\n",
-            server.url()
+            r#"
+[[cameras]]
+id = "cam-{i}"
+detect_fps = 5
+source = {{ kind = "rtsp", url = "{url}" }}
+[cameras.motion]
+enabled = {gating}
+[[cameras.zones]]
+id = "street"
+polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+classes = ["person"]
+[[cameras.rules]]
+id = "people"
+kind = "intrusion"
+zone = "street"
+category = "street_order.intrusion"
+"#
         ));
     }
     let config = Config::from_toml_str(&config, "bench")?;
     let agent = Agent::start(config, CancellationToken::new()).await?;
     let stats = agent.camera_stats().context("cameras configured")?;
+    let events = agent.events_stats();
     // Warm-up: every stream delivering.
     let deadline = Instant::now() + Duration::from_secs(30);
     while stats.snapshot().iter().any(|s| s.frames == 0) {
@@ -104,61 +211,247 @@ async fn run_once(
     }
     let before = stats.snapshot();
     let timing_before = stats.timing();
-    let cpu_before = process_cpu()?;
+    let committed_before = events.committed.load(Ordering::Relaxed);
+    let cpu_before = ThreadCpu::read()?;
     let started = Instant::now();
     tokio::time::sleep(measure).await;
     let wall = started.elapsed();
-    let cpu = process_cpu()? - cpu_before;
+    let cpu = ThreadCpu::read()?.since(&cpu_before);
     let after = stats.snapshot();
     let timing = stats.timing();
     let queue_end = stats.queue_len();
+    let committed = events.committed.load(Ordering::Relaxed) - committed_before;
+    let event_latencies: Vec<Duration> = {
+        let all = events
+            .commit_latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let take = usize::try_from(committed)
+            .unwrap_or(usize::MAX)
+            .min(all.len());
+        all.iter().skip(all.len() - take).copied().collect()
+    };
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     agent.shutdown().await;
-    drop(server);
 
     let sum = |f: fn(&edge_agent::camera::CameraStatus) -> u64| -> u64 {
         after.iter().map(f).sum::<u64>() - before.iter().map(f).sum::<u64>()
     };
-    let frames = sum(|s| s.frames);
-    let superseded = sum(|s| s.dropped_superseded);
-    let detected = (timing.frames - timing_before.frames).max(1);
-    let detect = timing.detect - timing_before.detect;
-    let rules = timing.rules - timing_before.rules;
-    let mut lat: Vec<Duration> = timing.frame_latencies.iter().copied().collect();
-    lat.sort();
-    let pct = |p: f64| -> f64 {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let detected = timing.frames - timing_before.frames;
+    let new_latencies = usize::try_from(detected)
+        .unwrap_or(usize::MAX)
+        .min(timing.frame_latencies.len());
     Ok(RunResult {
-        frames,
-        superseded,
+        wall,
+        frames: sum(|s| s.frames),
+        superseded: sum(|s| s.dropped_superseded),
+        detected,
         queue_end,
-        detect_ms: detect.as_secs_f64() * 1000.0 / detected as f64,
-        rules_ms: rules.as_secs_f64() * 1000.0 / detected as f64,
-        cpu_percent: 100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
-        detect_cpu_percent: 100.0 * detect.as_secs_f64() / wall.as_secs_f64(),
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
+        detect: timing.detect - timing_before.detect,
+        prepare: timing.prepare - timing_before.prepare,
+        infer: timing.infer - timing_before.infer,
+        cpu: CpuSplit::of(&cpu),
+        events: committed,
+        event_latencies,
+        frame_latencies: timing
+            .frame_latencies
+            .iter()
+            .skip(timing.frame_latencies.len() - new_latencies)
+            .copied()
+            .collect(),
+        load,
     })
 }
 
-/// User + system CPU time of this process (includes the test camera's encoder-free serving).
-fn process_cpu() -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
+struct AnchorResult {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// The decode anchor: one `gst-launch-1.0` process with `n` branches that receive and decode
+/// the test camera's stream like the agent's pipelines, without rate limit, scaling, conversion
+/// or detection. Its CPU is what receiving and decoding N streams costs on this machine now.
+fn decode_anchor(url: &str, n: usize, measure: Duration) -> anyhow::Result<AnchorResult> {
+    let mut cmd = Command::new("gst-launch-1.0");
+    cmd.arg("-q");
+    for _ in 0..n {
+        cmd.args([
+            "rtspsrc",
+            &format!("location={url}"),
+            "protocols=tcp",
+            "latency=200",
+            "!",
+            "rtph264depay",
+            "!",
+            "h264parse",
+            "!",
+            "avdec_h264",
+            "!",
+            "fakesink",
+            "sync=false",
+        ]);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("failed to run gst-launch-1.0")?;
+    let stat = format!("/proc/{}/stat", child.id());
+    let cpu = || -> anyhow::Result<Duration> {
+        parse_stat(&std::fs::read_to_string(&stat)?)
+            .map(|(_, t)| t)
+            .context("unreadable anchor stat")
+    };
+    let result = (|| {
+        // Let every stream start before measuring.
+        std::thread::sleep(Duration::from_secs(3));
+        let before = cpu()?;
+        let started = Instant::now();
+        std::thread::sleep(measure);
+        let wall = started.elapsed();
+        let spent = cpu()?.saturating_sub(before);
+        ensure!(
+            child.try_wait()?.is_none(),
+            "the decode anchor stopped early"
+        );
+        Ok(AnchorResult { wall, cpu: spent })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// CPU time per thread of this process, and of the process as a whole (threads that ended
+/// included).
+#[derive(Debug, Clone, Default)]
+struct ThreadCpu {
+    threads: HashMap<u32, (String, Duration)>,
+    process: Duration,
+}
+
+impl ThreadCpu {
+    fn read() -> anyhow::Result<ThreadCpu> {
+        let mut threads = HashMap::new();
+        for entry in std::fs::read_dir("/proc/self/task")? {
+            let entry = entry?;
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            // A thread may end between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some(parsed) = parse_stat(&stat) {
+                threads.insert(tid, parsed);
+            }
+        }
+        let process = parse_stat(&std::fs::read_to_string("/proc/self/stat")?)
+            .map(|(_, t)| t)
+            .context("unreadable /proc/self/stat")?;
+        Ok(ThreadCpu { threads, process })
+    }
+
+    fn since(&self, before: &ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            threads: self
+                .threads
+                .iter()
+                .map(|(tid, (name, t))| {
+                    let was = before.threads.get(tid).map_or(Duration::ZERO, |(_, b)| *b);
+                    (*tid, (name.clone(), t.saturating_sub(was)))
+                })
+                .collect(),
+            process: self.process.saturating_sub(before.process),
+        }
+    }
+}
+
+/// The process's CPU by role, from thread names.
+#[derive(Debug, Default)]
+struct CpuSplit {
+    process: Duration,
+    /// The shared detector thread: pre-processing, inference, tracker and rules.
+    detector: Duration,
+    /// `camera-<id>` threads (ids `cam-<n>`): appsink pulls, frame copies, the motion gate.
+    camera: Duration,
+    /// The test camera: its main loop (`rtsp-sim`) and its media pipeline's threads.
+    server: Duration,
+    /// The agent's GStreamer threads: receiving, depayloading, decoding (the decoder's own
+    /// threads inherit their creator's name), rate limit, scale and conversion.
+    gstreamer: Duration,
+    by_name: Vec<(String, f64)>,
+}
+
+impl CpuSplit {
+    fn of(cpu: &ThreadCpu) -> CpuSplit {
+        let mut split = CpuSplit {
+            process: cpu.process,
+            ..CpuSplit::default()
+        };
+        let mut by_name: HashMap<String, Duration> = HashMap::new();
+        for (name, t) in cpu.threads.values() {
+            *by_name.entry(name.clone()).or_default() += *t;
+            if name == "detector" {
+                split.detector += *t;
+            } else if name.starts_with("camera-cam-") {
+                split.camera += *t;
+            } else if is_server_thread(name) {
+                split.server += *t;
+            } else if is_agent_gstreamer_thread(name) {
+                split.gstreamer += *t;
+            }
+        }
+        let mut by_name: Vec<(String, f64)> = by_name
+            .into_iter()
+            .map(|(n, t)| (n, t.as_secs_f64()))
+            .filter(|(_, t)| *t > 0.0)
+            .collect();
+        by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+        split.by_name = by_name;
+        split
+    }
+}
+
+/// Threads of the in-process test camera: its main loop and the streaming threads of its media
+/// pipeline (`filesrc ! qtdemux ! h264parse ! rtph264pay`, driven by qtdemux's task).
+fn is_server_thread(name: &str) -> bool {
+    name == "rtsp-sim" || name.starts_with("qtdemux") || name.starts_with("rtsp-server")
+}
+
+/// Threads of the agent's pipelines: rtspsrc's connection tasks (`task<n>`), the jitter
+/// buffers' streaming threads (which depayload, decode, scale and convert; the decoder's own
+/// threads inherit the name), RTCP, and any pad task (`element:pad`).
+fn is_agent_gstreamer_thread(name: &str) -> bool {
+    name.starts_with("rtpjitterbuffer")
+        || name.starts_with("rtpsession")
+        || name
+            .strip_prefix("task")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+        || name.contains(':')
+}
+
+/// `(comm, utime + stime)` of a `/proc/.../stat` line.
+fn parse_stat(stat: &str) -> Option<(String, Duration)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
     // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 after the command name.
-    let ticks: u64 = fields
-        .get(11)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    Ok(Duration::from_secs_f64(ticks as f64 / 100.0))
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((name, Duration::from_secs_f64(ticks as f64 / 100.0)))
+}
+
+fn percentile(samples: &[Duration], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+}
+
+fn ms_per(total: Duration, frames: u64) -> f64 {
+    total.as_secs_f64() * 1000.0 / frames.max(1) as f64
 }
 
 /// sample.mp4 scaled to 720p and re-encoded once; cached beside the media.

@@ -3,8 +3,13 @@
 //! and can be stopped and restarted on the same port by a test.
 //!
 //! Main type: [`TestCamera`]. Its GLib main loop runs on one named thread (`rtsp-sim`); the
-//! media pipelines run on GStreamer's own threads. The factory is shared, so any number of
-//! clients cost one media pipeline (what a benchmark of many streams wants from its source).
+//! media pipelines run on GStreamer's own threads. For encoded media (a still, the pattern) the
+//! factory is shared, so any number of clients cost one encoder (what a benchmark of many
+//! streams wants from its source). A clip is only repacketised, which costs next to nothing,
+//! and a file is seekable: shared, each client's PLAY (rtspsrc asks for `Range: npt=0-`) would
+//! seek every other client's stream, and concurrent PLAYs deadlocked gst-rtsp-server 1.22 (a
+//! seek waiting for its streams to block while the main loop waited for the media's lock). So
+//! each client of a clip gets its own media, from the clip's start.
 //!
 //! This is a simulator for tests, benchmarks and demos: production code must not use it.
 
@@ -19,7 +24,8 @@ use rtsp::glib;
 /// What the test camera serves.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TestMedia {
-    /// An H.264 MP4 file, repacketised without re-encoding, played once at its own rate.
+    /// An H.264 MP4 file, repacketised without re-encoding, played once at its own rate (from
+    /// its start for each client).
     Clip {
         /// The file.
         path: PathBuf,
@@ -83,6 +89,8 @@ pub enum RtspSimError {
 #[derive(Debug)]
 pub struct TestCamera {
     launch: String,
+    /// One media for all clients (encoded media), or one per client (a clip).
+    shared: bool,
     port: u16,
     context: glib::MainContext,
     main_loop: glib::MainLoop,
@@ -115,6 +123,7 @@ impl TestCamera {
         };
         let mut camera = TestCamera {
             launch,
+            shared: !matches!(media, TestMedia::Clip { .. }),
             port: 0,
             context,
             main_loop,
@@ -173,7 +182,7 @@ impl TestCamera {
         let mounts = server.mount_points().ok_or(RtspSimError::NoMountPoints)?;
         let factory = rtsp::RTSPMediaFactory::new();
         factory.set_launch(&self.launch);
-        factory.set_shared(true);
+        factory.set_shared(self.shared);
         mounts.add_factory("/cam", factory);
         let source = server
             .attach(Some(&self.context))
