@@ -183,7 +183,7 @@ fn origin_to_segment(a: Position, b: Position) -> f64 {
 }
 
 /// The squared distance from the origin to the segment a–b.
-fn origin_to_segment2(a: Position, b: Position) -> f64 {
+pub(super) fn origin_to_segment2(a: Position, b: Position) -> f64 {
     let d = [b[0] - a[0], b[1] - a[1]];
     let len2 = d[0] * d[0] + d[1] * d[1];
     let t = if len2 == 0.0 {

@@ -22,7 +22,7 @@
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{AABB, RTree};
 
-use super::geometry::{METRES_PER_DEGREE, Position};
+use super::geometry::{METRES_PER_DEGREE, Position, origin_to_segment2};
 use super::{Cell, Grid, Located};
 
 /// A cell spanning more buckets than this is found through the R-tree of big cells.
@@ -266,15 +266,8 @@ fn edge_within_m(edges: &[Edge], p: Position, kx: f64, limit: f64) -> Option<f64
     let mut best = f64::INFINITY;
     for &[ax, ay, bx, by] in edges {
         let a = [(ax - p[0]) * kx, (ay - p[1]) * ky];
-        let d = [(bx - ax) * kx, (by - ay) * ky];
-        let len2 = d[0] * d[0] + d[1] * d[1];
-        let t = if len2 == 0.0 {
-            0.0
-        } else {
-            (-(a[0] * d[0] + a[1] * d[1]) / len2).clamp(0.0, 1.0)
-        };
-        let q = [a[0] + t * d[0], a[1] + t * d[1]];
-        best = best.min(q[0] * q[0] + q[1] * q[1]);
+        let b = [(bx - p[0]) * kx, (by - p[1]) * ky];
+        best = best.min(origin_to_segment2(a, b));
     }
     (best <= limit * limit).then(|| best.sqrt())
 }
