@@ -21,12 +21,18 @@
 //!   write and one fsync, plus two thread hand-offs (submitter → writer → submitter): side by
 //!   side, ratio 0.91–1.51 in six runs at load 4–8.
 //! - N submitters of one event each put at most N events in a commit (each waits for its own
-//!   commit before it submits again), and after each commit the writer wakes all N. With 64 on
-//!   2 shared cores that is CPU-bound: 21,000–34,000 events/s whatever the disk did (520–2,900
-//!   raw syncs/s in those runs; perf: the writer spends more time waking submitters than in
-//!   SQLite). The agent has no such 64 submitters: its events stage commits whatever is queued
-//!   in one [`Store::submit_many`], the burst measure (48,000–116,000 events/s in bursts of 256
-//!   in the same runs).
+//!   commit before it submits again), and after each commit all N are woken. On this VM a
+//!   wake costs 10–20 µs of the waker's CPU (most of it in `try_to_wake_up`, waking the other
+//!   vCPU): when the writer woke 64 callers itself it spent more time waking than in SQLite
+//!   and got 21,000–36,000 events/s whatever the disk did (the last, 36,338/s, on an idle
+//!   machine). The writer now hands larger groups of answers to a second thread and goes on
+//!   with the next commit, and requests that arrive while a batch is applied join it: 46,600–
+//!   51,900 events/s in four runs at load 3–4 (raw 2,300–3,000 syncs/s), about 31 events per
+//!   commit. What bounds it now is the round trip: a caller answered during a commit waits
+//!   for the next one, so with 64 callers a commit carries about half of them; the writer is
+//!   never idle and the sync is 70 % of its time. The agent has no such 64 submitters: its
+//!   events stage commits whatever is queued in one [`Store::submit_many`], the burst measure
+//!   (100,000–118,000 events/s in bursts of 256 in the same runs).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;

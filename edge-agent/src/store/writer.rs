@@ -1,15 +1,16 @@
 //! The writer thread: the only code that writes to the database.
 //!
-//! It takes whatever requests are queued (up to `max_batch`), applies them in one `BEGIN
-//! IMMEDIATE` transaction in arrival order, commits once (one fsync for the group), and only
-//! then answers each caller. Sequence numbers are assigned here, so they follow commit order and
-//! have no gaps. Eviction (see the module doc of `store`) runs inside the same transaction as the
+//! It takes whatever requests are queued (up to `max_batch`, including those that arrive while
+//! the batch is applied), applies them in one `BEGIN IMMEDIATE` transaction in arrival order,
+//! commits once (one fsync for the group), and only then answers each caller (a larger group
+//! through a second thread, `store-answers`, so that waking callers overlaps the next commit).
+//! Sequence numbers are assigned here, so they follow commit order and have no gaps. Eviction (see the module doc of `store`) runs inside the same transaction as the
 //! commit that needs the room, so an eviction and the data-loss event that reports it are
 //! durable together or not at all; evicted evidence files are unlinked only after that commit.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::{
@@ -71,6 +72,10 @@ impl Encoded {
     }
 }
 
+/// Up to this many callers of a commit are answered by the writer itself: handing them to the
+/// answering thread would cost a wake of its own (the single-caller path stays one hand-off).
+const ANSWER_INLINE_MAX: usize = 2;
+
 /// Free space kept on the data disk when a quota lowered by a full disk is raised again (or a
 /// twentieth of what the store could use, when that is more).
 const DISK_RESERVE_MIN_BYTES: u64 = 1 << 20;
@@ -80,6 +85,8 @@ pub(super) struct Writer {
     policy: Policy,
     /// The committed state; `Work` copies it for a transaction and it is replaced on commit.
     meta: Meta,
+    /// The answering thread's queue (see [`Writer::run`]); `None` answers on this thread.
+    answers: Option<mpsc::Sender<Vec<Reply>>>,
 }
 
 /// Everything but the connection, so it can be borrowed while a transaction borrows `conn`.
@@ -186,6 +193,7 @@ impl Writer {
                 rng: fastrand::Rng::new(),
             },
             meta,
+            answers: None,
         };
         let report = writer.repair_evidence()?;
         Ok((writer, report))
@@ -194,6 +202,27 @@ impl Writer {
     /// Serves requests until every sender is gone.
     pub(super) fn run(mut self, requests_rx: Receiver<Request>) {
         let _span = tracing::info_span!("store_writer", stage = "store").entered();
+        // Waking callers costs more than committing their events when there are many of them
+        // (a futex wake each, most of it spent waking another CPU): a second thread answers
+        // large groups while the writer goes on with the next commit.
+        let (answers_tx, answers_rx) = mpsc::channel::<Vec<Reply>>();
+        let answerer = std::thread::Builder::new()
+            .name("store-answers".to_owned())
+            .spawn(move || {
+                for replies in answers_rx {
+                    replies.into_iter().for_each(Reply::send);
+                }
+            });
+        let answerer = match answerer {
+            Ok(handle) => {
+                self.answers = Some(answers_tx);
+                Some(handle)
+            }
+            Err(e) => {
+                tracing::warn!(stage = "store", error = %e, "no answering thread; the writer answers callers itself");
+                None
+            }
+        };
         while let Ok(first) = requests_rx.recv() {
             let mut batch = Vec::with_capacity(self.policy.max_batch.min(64));
             batch.push(first);
@@ -203,9 +232,32 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.commit_batch(batch) {
+            if self.commit_batch(batch, Some(&requests_rx)) {
                 self.relieve_full_disk();
             }
+        }
+        // Every answer is out before the writer is done (dropping the store joins the writer).
+        self.answers = None;
+        if let Some(handle) = answerer
+            && handle.join().is_err()
+        {
+            tracing::error!(stage = "store", "the answering thread panicked");
+        }
+    }
+
+    /// Answers the callers of a committed batch: a few at once, a larger group through the
+    /// answering thread (in commit order either way for each caller: a caller has one request
+    /// in flight).
+    fn answer(&self, replies: Vec<Reply>) {
+        if replies.len() > ANSWER_INLINE_MAX
+            && let Some(answers) = &self.answers
+        {
+            // A send fails only when the answering thread is gone; then answer here.
+            if let Err(mpsc::SendError(replies)) = answers.send(replies) {
+                replies.into_iter().for_each(Reply::send);
+            }
+        } else {
+            replies.into_iter().for_each(Reply::send);
         }
     }
 
@@ -219,7 +271,7 @@ impl Writer {
         {
             tracing::warn!(stage = "store", error = %e, "WAL checkpoint on a full disk failed");
         }
-        if self.policy.must_evict && self.commit_batch(Vec::new()) {
+        if self.policy.must_evict && self.commit_batch(Vec::new(), None) {
             tracing::warn!(
                 stage = "store",
                 "eviction on a full disk failed; retrying with the next commit"
@@ -296,7 +348,11 @@ impl Writer {
 
     /// Applies and commits a batch, answers every request, and returns true when the commit
     /// failed because the disk is full.
-    fn commit_batch(&mut self, batch: Vec<Request>) -> bool {
+    ///
+    /// Requests that arrive while the batch is applied join it (up to `max_batch`): callers
+    /// answered by the previous commit come back during this one, and those that make it
+    /// before the sync share it instead of waiting a whole commit for the next.
+    fn commit_batch(&mut self, batch: Vec<Request>, late: Option<&Receiver<Request>>) -> bool {
         let mut work = Work {
             meta: self.meta,
             placed: Vec::new(),
@@ -309,7 +365,18 @@ impl Writer {
             let mut tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut requests = batch.into_iter();
+            let mut room = self.policy.max_batch.saturating_sub(batch.len());
+            // Cleared once the transaction has failed: later arrivals wait for the next one.
+            let joining = std::cell::Cell::new(true);
+            let late_joiners = std::iter::from_fn(|| {
+                let request = late
+                    .filter(|_| room > 0 && joining.get())?
+                    .try_recv()
+                    .ok()?;
+                room -= 1;
+                Some(request)
+            });
+            let mut requests = batch.into_iter().chain(late_joiners);
             while let Some(request) = requests.next() {
                 match request {
                     Request::Submit { items, reply } => {
@@ -335,6 +402,7 @@ impl Writer {
                                 results.push(Err(StoreError::Closed));
                             }
                             replies.push(Reply::Submit(reply, results));
+                            joining.set(false);
                             for rest in requests {
                                 replies.extend(self.policy.unanswered(rest));
                             }
@@ -360,6 +428,7 @@ impl Writer {
                             Ok(n) => replies.push(Reply::Sweep(reply, Ok(n))),
                             Err(e) => {
                                 replies.push(Reply::Sweep(reply, Err(StoreError::Closed)));
+                                joining.set(false);
                                 for rest in requests {
                                     replies.extend(self.policy.unanswered(rest));
                                 }
@@ -408,9 +477,7 @@ impl Writer {
                     // Give freed pages back to the file system; failure only delays that.
                     let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
                 }
-                for reply in replies {
-                    reply.send();
-                }
+                self.answer(replies);
                 false
             }
             Err(e) => {
