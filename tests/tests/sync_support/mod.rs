@@ -244,14 +244,24 @@ impl TestEdge {
 
     /// Submits `n` events from `threads` threads (so commits group) on blocking threads.
     pub(crate) fn produce(&self, n: u64, threads: u64) -> tokio::task::JoinHandle<()> {
+        self.produce_range(0..n, threads)
+    }
+
+    /// Events `range` (their index goes into the event id), committed by `threads` submitters.
+    pub(crate) fn produce_range(
+        &self,
+        range: std::ops::Range<u64>,
+        threads: u64,
+    ) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             std::thread::scope(|scope| {
                 for t in 0..threads {
                     let store = store.clone();
+                    let range = range.clone();
                     scope.spawn(move || {
-                        let mut i = t;
-                        while i < n {
+                        let mut i = range.start + t;
+                        while i < range.end {
                             store.submit(event(i), vec![]).unwrap();
                             i += threads;
                         }
