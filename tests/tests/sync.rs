@@ -87,8 +87,10 @@ async fn ten_thousand_events_produced_during_repeated_outages_arrive_exactly_onc
 
     // Outages while events are produced and synced: black holes long enough to kill the
     // session (idle timeout 1.5 s), and lossy, reordering, duplicating stretches. A share of
-    // the events is committed at the start of every stretch, so each kind of fault meets
-    // events in flight however fast the store commits them.
+    // the events is committed at the start of every stretch, and a lossy stretch lasts at least
+    // until the proxy has done each of its faults to some datagram (a box still backing off
+    // after an outage sends nothing for a while), so each kind of fault meets events in flight
+    // however fast the store commits them and however slow the machine is.
     let pattern = [
         (Faults::default(), 400),
         (
@@ -133,7 +135,20 @@ async fn ten_thousand_events_produced_during_repeated_outages_arrive_exactly_onc
         let until = N * (stretch + 1) / stretches;
         edge.produce_range(produced..until, 16).await.unwrap();
         produced = until;
+        let before = proxy.stats();
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        if !faults.blackhole {
+            wait_until(Duration::from_secs(60), || {
+                let now = proxy.stats();
+                let moved = |on: u8, a: u64, b: u64| on == 0 || a > b;
+                std::future::ready(
+                    moved(faults.drop_percent, now.dropped, before.dropped)
+                        && moved(faults.reorder_percent, now.reordered, before.reordered)
+                        && moved(faults.duplicate_percent, now.duplicated, before.duplicated),
+                )
+            })
+            .await;
+        }
     }
     proxy.set(Faults::default());
 
