@@ -11,3 +11,16 @@ pub mod mosquitto;
 pub mod workspace;
 
 pub use binaries::binary;
+
+/// The wall clock now, as a protocol timestamp (what the hub and the agent stamp events with).
+///
+/// # Panics
+/// When the system clock is before 1970.
+#[must_use]
+pub fn now() -> protocol::Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the system clock is after 1970")
+        .as_millis();
+    protocol::Timestamp::from_unix_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+}

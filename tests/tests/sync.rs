@@ -186,12 +186,8 @@ async fn ten_thousand_events_produced_during_repeated_outages_arrive_exactly_onc
         events.iter().map(|e| e.id).collect::<Vec<_>>(),
         "the hub holds exactly the box's events"
     );
-    let synced = wait_until(Duration::from_secs(10), || {
-        let store = edge.store.clone();
-        async move { store.stats().unwrap().acked_seq == N }
-    })
-    .await;
-    assert!(synced, "the box saw every ack: {:?}", edge.store.stats());
+    // The box saw every ack.
+    edge.assert_acked(N, Duration::from_secs(10), &uplink).await;
     assert!(
         uplink.status.borrow().sessions_total >= 2,
         "the outages forced reconnects"
@@ -662,17 +658,7 @@ async fn a_box_renews_its_certificate_in_session_and_syncs_on_with_it_exactly_on
     let uplink = edge.start_uplink_at(&clock);
     edge.produce(N, 8).await.unwrap();
     let handle = hub.clone_handle();
-    let synced = wait_until(Duration::from_secs(60), || {
-        let store = edge.store.clone();
-        async move { store.stats().unwrap().acked_seq == N }
-    })
-    .await;
-    assert!(
-        synced,
-        "{:?} {:?}",
-        edge.store.stats(),
-        uplink.status.borrow()
-    );
+    edge.assert_acked(N, Duration::from_secs(60), &uplink).await;
     assert_eq!(handle.stats().renewals_total.load(Relaxed), 1);
     assert_ne!(
         std::fs::read(&id.cert_path).unwrap(),
@@ -708,17 +694,8 @@ async fn a_box_renews_its_certificate_in_session_and_syncs_on_with_it_exactly_on
     // the session's certificate at every message) keeps it, and more events go through.
     clock.set_ahead(Duration::from_secs(65 * 60));
     edge.produce(M, 2).await.unwrap();
-    let synced = wait_until(Duration::from_secs(30), || {
-        let store = edge.store.clone();
-        async move { store.stats().unwrap().acked_seq == N + M }
-    })
-    .await;
-    assert!(
-        synced,
-        "{:?} {:?}",
-        edge.store.stats(),
-        uplink.status.borrow()
-    );
+    edge.assert_acked(N + M, Duration::from_secs(30), &uplink)
+        .await;
     assert_eq!(
         handle.stats().expired_total.load(Relaxed),
         0,
@@ -779,17 +756,8 @@ async fn a_box_renews_its_certificate_in_session_and_syncs_on_with_it_exactly_on
     // The renewed certificate is still good: a restarted uplink syncs on with it.
     let uplink = edge.start_uplink_at(&clock);
     edge.produce(M, 2).await.unwrap();
-    let synced = wait_until(Duration::from_secs(30), || {
-        let store = edge.store.clone();
-        async move { store.stats().unwrap().acked_seq == N + 2 * M }
-    })
-    .await;
-    assert!(
-        synced,
-        "{:?} {:?}",
-        edge.store.stats(),
-        uplink.status.borrow()
-    );
+    edge.assert_acked(N + 2 * M, Duration::from_secs(30), &uplink)
+        .await;
     let id_ = box_id.clone();
     let events = handle.with_log(move |l| l.events_of(&id_)).await.unwrap();
     assert_eq!(
@@ -969,17 +937,7 @@ async fn a_handshake_flood_is_retried_and_refused_while_an_enrolled_box_syncs_ex
     );
     assert!(attempts.load(Relaxed) >= 200, "{attempts:?}");
 
-    let synced = wait_until(Duration::from_secs(60), || {
-        let store = edge.store.clone();
-        async move { store.stats().unwrap().acked_seq == N }
-    })
-    .await;
-    assert!(
-        synced,
-        "{:?} {:?}",
-        edge.store.stats(),
-        uplink.status.borrow()
-    );
+    edge.assert_acked(N, Duration::from_secs(60), &uplink).await;
     let id = BoxId::parse("box-f").unwrap();
     let events = handle.with_log(move |l| l.events_of(&id)).await.unwrap();
     assert_eq!(

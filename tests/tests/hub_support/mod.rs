@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use edge_agent::uplink::IdentityPaths;
-use protocol::{BoxId, Timestamp};
+use protocol::BoxId;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -201,11 +201,4 @@ fn dechunk(mut s: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Now, as a protocol timestamp.
-pub(crate) fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    Timestamp::from_unix_millis(ms)
-}
+pub(crate) use e2e::now;

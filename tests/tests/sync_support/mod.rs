@@ -19,13 +19,7 @@ use protocol::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    Timestamp::from_unix_millis(ms)
-}
+pub(crate) use e2e::now;
 
 /// A wall clock that tests move forward: the system time plus an offset.
 #[derive(Clone, Default)]
@@ -197,6 +191,22 @@ impl RunningUplink {
 }
 
 impl TestEdge {
+    /// Waits (at most `within`) until the hub has acknowledged every event up to `up_to`, and
+    /// fails the test with the store's counters and the uplink's status otherwise.
+    pub(crate) async fn assert_acked(&self, up_to: u64, within: Duration, uplink: &RunningUplink) {
+        let synced = wait_until(within, || {
+            let store = self.store.clone();
+            async move { store.stats().unwrap().acked_seq == up_to }
+        })
+        .await;
+        assert!(
+            synced,
+            "events up to {up_to} not acked: {:?} {:?}",
+            self.store.stats(),
+            uplink.status.borrow()
+        );
+    }
+
     /// Enrolls `id` directly with the hub, then points the uplink at `hub_addr` (the hub or a
     /// proxy in front of it), with timers short enough for tests.
     pub(crate) async fn enroll(hub: &TestHub, id: &str, hub_addr: &str) -> TestEdge {
