@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use protocol::{BoxId, Timestamp};
 use quinn::crypto::rustls::QuicClientConfig;
@@ -194,8 +195,7 @@ pub(crate) fn check_renewed(
     if cn != Some(box_id.as_str()) {
         return Err(bad("the certificate names another box"));
     }
-    let not_after =
-        Timestamp::from_unix_millis(cert.validity().not_after.timestamp().saturating_mul(1000));
+    let not_after = not_after(&der).ok_or_else(|| bad("the certificate does not parse"))?;
     if validity(&paths.cert_path).is_some_and(|(_, current)| not_after <= current) {
         return Err(bad("the certificate does not outlive the current one"));
     }
@@ -205,6 +205,24 @@ pub(crate) fn check_renewed(
     if !trusted.iter().any(|c| c.as_ref() == offered.as_ref()) {
         return Err(bad("the hub sent another CA than the one this box trusts"));
     }
+    // Signed by that CA, as the hub will verify it (at the certificate's own start: this box's
+    // clock need not agree with the hub's that stamped it).
+    let mut roots = RootCertStore::empty();
+    for c in trusted {
+        roots
+            .add(c)
+            .map_err(|_| bad("the trusted CA does not parse"))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider(),
+    )
+    .build()
+    .map_err(|_| bad("the trusted CA cannot verify certificates"))?;
+    let from = cert.validity().not_before.timestamp().max(0).cast_unsigned();
+    verifier
+        .verify_client_cert(&der, &[], UnixTime::since_unix_epoch(Duration::from_secs(from)))
+        .map_err(|_| bad("the certificate is not signed by the CA this box trusts"))?;
     Ok(not_after)
 }
 
@@ -495,6 +513,11 @@ mod tests {
                 "another CA",
                 issue(&ca(), &new_key, "box-1", 2031),
                 ca().0.pem(),
+            ),
+            (
+                "another issuer, sent with the trusted CA",
+                issue(&ca(), &new_key, "box-1", 2031),
+                hub.0.pem(),
             ),
             ("not a certificate", "junk".to_owned(), hub.0.pem()),
         ] {
