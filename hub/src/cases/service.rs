@@ -14,6 +14,7 @@ use super::workflow::{self, Action, WorkflowError};
 use super::{Actor, Case, CaseId, CaseState, Transition};
 use crate::db::{CasePageQuery, Db, DbError};
 use crate::duties::{DepartmentId, DutyList, Registration, WorkCalendar};
+use crate::grid::geometry::METRES_PER_DEGREE;
 use crate::grid::{Grid, crs};
 
 /// Merging and warning parameters.
@@ -270,8 +271,8 @@ impl CaseService {
         );
         // a box around the merge radius (with a margin); haversine decides inside it
         let r = self.settings.merge_radius_m.max(0.0) * 1.01 + 1.0;
-        let dlat = r / 111_000.0;
-        let dlon = r / (111_000.0 * lat.to_radians().cos().max(0.01));
+        let dlat = r / METRES_PER_DEGREE;
+        let dlon = r / (METRES_PER_DEGREE * lat.to_radians().cos().max(0.01));
         let (lat_span, lon_span) = ((lat - dlat, lat + dlat), (lon - dlon, lon + dlon));
         let near = tx
             .open_cases_near(&event.category, since, lat_span, lon_span)?
@@ -345,6 +346,14 @@ impl CaseService {
             IngestOutcome::Attached(_) => self.stats.rechecks_total.fetch_add(1, Ordering::Relaxed),
         };
         if let Some(change) = change {
+            if matches!(outcome, IngestOutcome::Attached(_)) && change.action != "recheck_evidence"
+            {
+                // a re-check's answer that verified the case or failed it (counted here, once
+                // committed: a batch rolled back and taken again one by one counts it once)
+                self.stats
+                    .recheck_verdicts_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             // no listener is fine: changes are also in the database
             let _ = self.changes.send(change);
         }
@@ -440,9 +449,6 @@ impl CaseService {
             let (next, t) =
                 workflow::apply(&case, &verify, &Actor::system(), &note, &evidence, now)?;
             tx.add_transition(&t)?;
-            self.stats
-                .recheck_verdicts_total
-                .fetch_add(1, Ordering::Relaxed);
             action = verify.name().to_owned();
             case = next;
         }

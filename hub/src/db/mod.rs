@@ -244,15 +244,13 @@ impl Tx<'_> {
     /// [`DbError`].
     pub fn insert_case(&self, case: &Case) -> Result<CaseId, DbError> {
         self.0.execute(
-            "INSERT INTO cases (category, state, last_observed_at, escalate_at, lat, lon, body) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{}')",
+            "INSERT INTO cases (category, state, last_observed_at, escalate_at, body) \
+             VALUES (?1, ?2, ?3, ?4, '{}')",
             params![
                 case.category.as_str(),
                 case.state.as_str(),
                 case.last_observed_at.as_unix_millis(),
                 case.escalate_at.map(Timestamp::as_unix_millis),
-                case.lat,
-                case.lon
             ],
         )?;
         let id = CaseId(self.0.last_insert_rowid());
@@ -262,18 +260,21 @@ impl Tx<'_> {
         Ok(id)
     }
 
-    /// Overwrites a case.
+    /// Overwrites a case, with the columns its indexes read (so they always match the body).
     ///
     /// # Errors
     /// [`DbError`].
     pub fn update_case(&self, case: &Case) -> Result<(), DbError> {
         self.0.execute(
-            "UPDATE cases SET state = ?2, last_observed_at = ?3, escalate_at = ?4, body = ?5 WHERE id = ?1",
+            "UPDATE cases SET state = ?2, last_observed_at = ?3, escalate_at = ?4, lat = ?5, \
+             lon = ?6, body = ?7 WHERE id = ?1",
             params![
                 case.id.0,
                 case.state.as_str(),
                 case.last_observed_at.as_unix_millis(),
                 case.escalate_at.map(Timestamp::as_unix_millis),
+                case.lat,
+                case.lon,
                 serde_json::to_string(case)?
             ],
         )?;

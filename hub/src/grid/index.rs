@@ -11,7 +11,7 @@
 //!   would span more than [`BIG_CELL_BUCKETS`] buckets (a park, a lake) are kept out of the
 //!   directory and found through a small R-tree instead, so odd sizes cost neither memory nor
 //!   speed.
-//! - An R-tree over all cells' bounding boxes answers area queries (import's overlap check).
+//! - Area queries (import's overlap check) go through the same directory and R-tree.
 //!
 //! Measured in `cargo bench -p hub --bench grid` against a scan. One envelope query per lookup:
 //! the envelope is the point grown by the edge distance, so the entries it yields are exactly
@@ -154,25 +154,20 @@ impl Directory {
     }
 }
 
-/// The prepared outlines, the bucket directory, and the R-trees.
+/// The prepared outlines, the bucket directory, and the R-tree of the big cells.
 #[derive(Debug, Clone)]
 pub(super) struct Index {
     edges: Vec<Edge>,
     directory: Directory,
     big: RTree<GeomWithData<Rectangle<Position>, Entry>>,
-    all: RTree<GeomWithData<Rectangle<Position>, u32>>,
 }
 
 impl Index {
-    /// The indices of the cells whose bounding boxes meet the box `min`–`max`.
-    pub(super) fn cells_meeting(
-        &self,
-        min: Position,
-        max: Position,
-    ) -> impl Iterator<Item = usize> + '_ {
-        self.all
-            .locate_in_envelope_intersecting(&AABB::from_corners(min, max))
-            .map(|g| g.data as usize)
+    /// The indices of the cells whose bounding boxes meet the box `min`–`max`, each once.
+    pub(super) fn cells_meeting(&self, min: Position, max: Position) -> Vec<usize> {
+        let mut cells = Vec::new();
+        self.each_meeting(min, max, |e, _| cells.push(e.cell as usize));
+        cells
     }
 
     /// Calls `f` once for each cell whose bounding box meets the box `min`–`max`, with its edges.
@@ -238,12 +233,6 @@ pub(super) fn build(cells: &[Cell]) -> Index {
     let rect = |e: &Entry| Rectangle::from_corners(e.min, e.max);
     Index {
         big: RTree::bulk_load(big.iter().map(|e| GeomWithData::new(rect(e), *e)).collect()),
-        all: RTree::bulk_load(
-            entries
-                .iter()
-                .map(|e| GeomWithData::new(rect(e), e.cell))
-                .collect(),
-        ),
         directory,
         edges,
     }

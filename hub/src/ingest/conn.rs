@@ -551,12 +551,12 @@ async fn run_session(
         Ok::<_, super::IngestError>(Some((log.last_seq(&id)?, log.wanted_evidence(&id)?)))
     })
     .await;
-    shared.mark_seen(box_id);
     let (last_committed, wanted) = match opened {
         Ok(Ok(Some(v))) => v,
         Ok(Ok(None)) => return End::NotEnrolled,
         _ => return End::Internal,
     };
+    shared.mark_seen(box_id);
     // Authenticated: no longer counts against the handshake admission limit.
     pending.release();
     let welcome = Message::Welcome(Welcome {

@@ -396,18 +396,6 @@ impl Registry {
         Ok(())
     }
 
-    /// Records that a box was seen (connected, or reported health).
-    ///
-    /// # Errors
-    /// [`RegistryError::Sqlite`].
-    pub fn seen(&self, id: &BoxId, now: Timestamp) -> Result<(), RegistryError> {
-        self.conn.execute(
-            "UPDATE boxes SET last_seen_at = ?2 WHERE box_id = ?1",
-            params![id.as_str(), now.as_unix_millis()],
-        )?;
-        Ok(())
-    }
-
     /// Records when each of several boxes was last seen, in one transaction (one disk flush
     /// however many boxes connected since the last call).
     ///

@@ -460,7 +460,8 @@ fn a_batch_is_taken_in_one_commit_with_the_same_outcomes_as_one_at_a_time() {
     assert!(matches!(outcomes[3], IngestOutcome::Created(_)));
     assert_eq!(batched.cases().unwrap(), single.cases().unwrap());
 
-    // an event with an impossible location spoils the batch: nothing of it is committed
+    // an event with an impossible location spoils the batch: it is refused whole (checked
+    // before the transaction opens), so nothing of it is committed
     let mut bad = batch[3].clone();
     bad.1.seq = protocol::Seq(9);
     bad.1.location.lat = 95.0;
