@@ -78,7 +78,7 @@ pub struct EventsStats {
 }
 
 /// Commit latency samples kept in [`EventsStats::commit_latencies`].
-pub const COMMIT_LATENCY_SAMPLES: usize = 4096;
+pub const COMMIT_LATENCY_SAMPLES: usize = crate::camera::LATENCY_SAMPLES;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -433,24 +433,24 @@ fn process(
     }
     let results = store.submit_many(built);
     let committed_at = now().as_unix_millis();
-    for (result, (source, rule, category, observed_at)) in results.into_iter().zip(origins) {
+    {
+        // observation (a camera frame's capture) to durable commit, recorded before the
+        // committed counter moves (one lock for the batch)
+        let mut latencies = stats
+            .commit_latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (_, (_, _, _, observed_at)) in results.iter().zip(&origins).filter(|(r, _)| r.is_ok()) {
+            let ms = committed_at.saturating_sub(observed_at.as_unix_millis());
+            crate::camera::push_bounded(
+                &mut latencies,
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+            );
+        }
+    }
+    for (result, (source, rule, category, _)) in results.into_iter().zip(origins) {
         match result {
             Ok(committed) => {
-                // observation (a camera frame's capture) to durable commit, recorded before
-                // the committed counter moves
-                let latency_ms = committed_at.saturating_sub(observed_at.as_unix_millis());
-                {
-                    let mut latencies = stats
-                        .commit_latencies
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    if latencies.len() >= COMMIT_LATENCY_SAMPLES {
-                        latencies.pop_front();
-                    }
-                    latencies.push_back(Duration::from_millis(
-                        u64::try_from(latency_ms).unwrap_or(0),
-                    ));
-                }
                 stats.committed.fetch_add(1, Ordering::Relaxed);
                 *stats
                     .committed_by_category

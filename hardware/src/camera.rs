@@ -288,7 +288,7 @@ fn elements_of(chain: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Double-quotes a property value for a launch description.
-fn quote(value: &str, what: &'static str) -> Result<String, RenderError> {
+pub(crate) fn quote(value: &str, what: &'static str) -> Result<String, RenderError> {
     if value.chars().any(char::is_control) {
         return Err(RenderError::Unquotable { what });
     }

@@ -787,7 +787,8 @@ fn run_detector(detector: &mut Detector, frame: &Frame) -> Result<Vec<Detection>
     detector.detect(view)
 }
 
-fn push_bounded(v: &mut VecDeque<Duration>, d: Duration) {
+/// Appends a latency sample, dropping the oldest beyond [`LATENCY_SAMPLES`].
+pub(crate) fn push_bounded(v: &mut VecDeque<Duration>, d: Duration) {
     if v.len() >= LATENCY_SAMPLES {
         v.pop_front();
     }

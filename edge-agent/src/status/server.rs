@@ -806,7 +806,6 @@ fn uplink_report(
     }
 }
 
-/// Free and total bytes of the file system holding `dir` (none when it cannot be asked).
 fn problem(kind: &str, subject: &str, detail: Option<String>) -> Problem {
     Problem {
         kind: kind.to_owned(),

@@ -377,7 +377,9 @@ impl Writer {
                 Some(request)
             });
             let mut requests = batch.into_iter().chain(late_joiners);
-            while let Some(request) = requests.next() {
+            // A statement failed: the transaction is lost for every request in it.
+            let mut lost = None;
+            for request in requests.by_ref() {
                 match request {
                     Request::Submit { items, reply } => {
                         let mut results = Vec::with_capacity(items.len());
@@ -402,11 +404,8 @@ impl Writer {
                                 results.push(Err(StoreError::Closed));
                             }
                             replies.push(Reply::Submit(reply, results));
-                            joining.set(false);
-                            for rest in requests {
-                                replies.extend(self.policy.unanswered(rest));
-                            }
-                            return Err(e);
+                            lost = Some(e);
+                            break;
                         }
                         replies.push(Reply::Submit(reply, results));
                     }
@@ -428,16 +427,21 @@ impl Writer {
                             Ok(n) => replies.push(Reply::Sweep(reply, Ok(n))),
                             Err(e) => {
                                 replies.push(Reply::Sweep(reply, Err(StoreError::Closed)));
-                                joining.set(false);
-                                for rest in requests {
-                                    replies.extend(self.policy.unanswered(rest));
-                                }
-                                return Err(e);
+                                lost = Some(e);
+                                break;
                             }
                         }
                     }
                     Request::DiskPressure => pressure = true,
                 }
+            }
+            if let Some(e) = lost {
+                // The rest of the batch gets the transaction's error; later arrivals wait.
+                joining.set(false);
+                for rest in requests {
+                    replies.extend(self.policy.unanswered(rest));
+                }
+                return Err(e);
             }
             if pressure {
                 self.policy.lower_quota(work.meta.usage_bytes);

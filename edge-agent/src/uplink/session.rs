@@ -418,23 +418,43 @@ async fn health_report(up: &Uplink) -> Health {
 }
 
 /// Commits the latest acknowledged position to the store until the session drops its sender
-/// (then commits whatever it had not yet). A failed commit is logged and retried with the next
-/// ack: until then the events stay unsynced and are offered again, which the hub ignores.
+/// (then commits whatever it had not yet). A failed commit is logged once and retried with the
+/// next ack or after [`ACK_RETRY`], whichever comes first: until then the events stay unsynced
+/// and are offered again, which the hub ignores.
 async fn commit_acks(store: Store, mut acks: tokio::sync::watch::Receiver<u64>) {
     let mut failing = false;
-    while acks.changed().await.is_ok() {
+    loop {
+        let open = if failing {
+            tokio::select! {
+                changed = acks.changed() => changed.is_ok(),
+                () = tokio::time::sleep(ACK_RETRY) => true,
+            }
+        } else {
+            acks.changed().await.is_ok()
+        };
         let up_to = *acks.borrow_and_update();
         let s = store.clone();
         match blocking(move || s.ack(Seq(up_to))).await {
             Ok(Ok(())) => failing = false,
-            Ok(Err(e)) if !failing => {
+            Ok(Err(e)) => {
+                if !failing {
+                    tracing::warn!(stage = "uplink", error = %super::chain(&e), "failed to record the hub's acknowledgement");
+                }
                 failing = true;
-                tracing::warn!(stage = "uplink", error = %super::chain(&e), "failed to record the hub's acknowledgement");
             }
-            _ => {}
+            Err(e) => {
+                tracing::error!(stage = "uplink", error = %e, "recording the hub's acknowledgement panicked");
+                failing = true;
+            }
+        }
+        if !open {
+            break;
         }
     }
 }
+
+/// How soon a failed commit of an acknowledged position is tried again without a new ack.
+const ACK_RETRY: Duration = Duration::from_secs(1);
 
 /// Completes at `at`, never without one (a `select!` arm that is off until set).
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {

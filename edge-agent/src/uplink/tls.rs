@@ -213,15 +213,22 @@ pub(crate) fn check_renewed(
             .add(c)
             .map_err(|_| bad("the trusted CA does not parse"))?;
     }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider(),
-    )
-    .build()
-    .map_err(|_| bad("the trusted CA cannot verify certificates"))?;
-    let from = cert.validity().not_before.timestamp().max(0).cast_unsigned();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|_| bad("the trusted CA cannot verify certificates"))?;
+    let from = cert
+        .validity()
+        .not_before
+        .timestamp()
+        .max(0)
+        .cast_unsigned();
     verifier
-        .verify_client_cert(&der, &[], UnixTime::since_unix_epoch(Duration::from_secs(from)))
+        .verify_client_cert(
+            &der,
+            &[],
+            UnixTime::since_unix_epoch(Duration::from_secs(from)),
+        )
         .map_err(|_| bad("the certificate is not signed by the CA this box trusts"))?;
     Ok(not_after)
 }

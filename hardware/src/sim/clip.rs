@@ -35,7 +35,7 @@ pub enum ClipError {
     #[error("failed to initialise GStreamer")]
     Init(#[source] gst::glib::Error),
     /// A path cannot be put in a launch description.
-    #[error("path `{}` contains a quote or control character", path.display())]
+    #[error("path `{}` contains a control character", path.display())]
     BadPath {
         /// The path.
         path: PathBuf,
@@ -204,16 +204,16 @@ fn bus_error(bus: &gst::Bus) -> Option<String> {
     }
 }
 
+/// `d` as a clock time; a longer span than a clock time holds is the longest one (`u64::MAX`
+/// nanoseconds means "none" to GStreamer, and `from_nseconds` refuses it).
 fn clock_time(d: Duration) -> gst::ClockTime {
-    gst::ClockTime::from_nseconds(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    gst::ClockTime::from_nseconds(ns.min(gst::ClockTime::MAX.nseconds()))
 }
 
+/// `path` quoted for a launch description (see [`crate::camera::quote`]).
 fn quoted(path: &Path) -> Result<String, ClipError> {
-    let text = path.to_string_lossy();
-    if text.chars().any(|c| c == '"' || c.is_control()) {
-        return Err(ClipError::BadPath {
-            path: path.to_owned(),
-        });
-    }
-    Ok(format!("\"{text}\""))
+    crate::camera::quote(&path.to_string_lossy(), "path").map_err(|_| ClipError::BadPath {
+        path: path.to_owned(),
+    })
 }

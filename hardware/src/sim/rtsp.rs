@@ -78,7 +78,7 @@ pub enum RtspSimError {
     #[error("the RTSP server thread failed")]
     Thread,
     /// A path cannot be put in a launch description.
-    #[error("path `{}` contains a quote or control character", path.display())]
+    #[error("path `{}` contains a control character", path.display())]
     BadPath {
         /// The path.
         path: PathBuf,
@@ -236,12 +236,9 @@ fn launch_of(media: &TestMedia) -> Result<String, RtspSimError> {
     })
 }
 
+/// `path` quoted for a launch description (see [`crate::camera::quote`]).
 fn quoted(path: &Path) -> Result<String, RtspSimError> {
-    let text = path.to_string_lossy();
-    if text.chars().any(|c| c == '"' || c.is_control()) {
-        return Err(RtspSimError::BadPath {
-            path: path.to_owned(),
-        });
-    }
-    Ok(format!("\"{text}\""))
+    crate::camera::quote(&path.to_string_lossy(), "path").map_err(|_| RtspSimError::BadPath {
+        path: path.to_owned(),
+    })
 }
