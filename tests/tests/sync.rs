@@ -138,7 +138,7 @@ async fn ten_thousand_events_produced_during_repeated_outages_arrive_exactly_onc
         let before = proxy.stats();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         if !faults.blackhole {
-            wait_until(Duration::from_secs(60), || {
+            let applied = wait_until(Duration::from_secs(60), || {
                 let now = proxy.stats();
                 let moved = |on: u8, a: u64, b: u64| on == 0 || a > b;
                 std::future::ready(
@@ -148,6 +148,11 @@ async fn ten_thousand_events_produced_during_repeated_outages_arrive_exactly_onc
                 )
             })
             .await;
+            assert!(
+                applied,
+                "stretch {stretch}: {faults:?} met no traffic; proxy {:?}",
+                proxy.stats()
+            );
         }
     }
     proxy.set(Faults::default());

@@ -155,7 +155,13 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
         "edge_agent_fusion_observations_total{kind=\"confirmed\"} 1",
         "edge_agent_fusion_observations_total{kind=\"unavailable\"} 0",
     ] {
-        assert!(body.contains(expected), "missing `{expected}` in:\n{body}");
+        // "name value" must be a whole line (`} 1` is not `} 10`); the others start one
+        let found = if expected.ends_with(|c: char| c.is_ascii_digit()) {
+            body.lines().any(|l| l == expected)
+        } else {
+            body.lines().any(|l| l.starts_with(expected))
+        };
+        assert!(found, "missing `{expected}` in:\n{body}");
     }
     let (code, _) = tokio::task::spawn_blocking(move || http_get(addr, "/nope"))
         .await
