@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, may_see};
 use super::{ApiError, AppState, blocking};
-use crate::cases::{Actor, CaseId, Role};
+use crate::cases::{Actor, CaseId, RecheckReference, Role};
 use crate::registry::Registry;
 
 /// How long a box may take to answer a re-check.
@@ -284,7 +284,11 @@ async fn recheck_target(
         box_id,
         action: CommandAction::Recheck {
             camera,
-            reference: id.to_string(),
+            reference: RecheckReference {
+                case: CaseId(id),
+                asked_at: Some((state.clock)()),
+            }
+            .to_string(),
             categories: vec![category],
         },
     }))

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::workflow::{self, Action, WorkflowError};
-use super::{Actor, Case, CaseId, CaseState, Transition};
+use super::{Actor, Case, CaseId, CaseState, RecheckReference, Transition};
 use crate::db::{CasePageQuery, Db, DbError};
 use crate::duties::{DepartmentId, DutyList, Registration, WorkCalendar};
 use crate::grid::geometry::METRES_PER_DEGREE;
@@ -46,16 +46,13 @@ impl Default for CaseSettings {
     }
 }
 
-/// The case a box's re-check event answers: its `recheck_reference` attribute names the case
-/// (`"7"`, `"case 7"` or `"case:7"`).
-fn recheck_of(event: &Event) -> Option<CaseId> {
+/// The re-check a box's event answers: its `recheck_reference` attribute (see
+/// [`RecheckReference`]).
+fn recheck_of(event: &Event) -> Option<RecheckReference> {
     let Some(AttrValue::Text(reference)) = event.attributes.get("recheck_reference") else {
         return None;
     };
-    let digits = reference
-        .trim()
-        .trim_start_matches(|c: char| !c.is_ascii_digit());
-    digits.parse().ok().map(CaseId)
+    RecheckReference::parse(reference)
 }
 
 /// What became of an ingested event.
@@ -256,13 +253,14 @@ impl CaseService {
         if !tx.insert_event(box_id, event, now)? {
             return Ok((IngestOutcome::Duplicate, None));
         }
-        if let Some(id) = recheck_of(event)
-            && let Some(case) = tx.case(id)?
+        if let Some(reference) = recheck_of(event)
+            && let Some(case) = tx.case(reference.case)?
         {
             tx.link_event(box_id, event.seq, case.id)?;
-            let (case, action) = self.take_recheck(tx, case, box_id, event, now)?;
+            let (case, action) =
+                self.take_recheck(tx, case, box_id, event, reference.asked_at, now)?;
             return Ok((
-                IngestOutcome::Attached(id),
+                IngestOutcome::Attached(reference.case),
                 Some(CaseChange { action, case }),
             ));
         }
@@ -408,15 +406,18 @@ impl CaseService {
 
     /// Records a camera re-check's answer on its case: the "after" picture and the matching
     /// count as a `recheck_evidence` transition and, when the case waits for verification after
-    /// the department's feedback, the verification itself — passed when the camera sees no
-    /// matching object any more, failed (back to the department for rework) when it still does.
-    /// An answer without a count, or for a case in another state, only adds the evidence.
+    /// the department's feedback and the re-check was asked since that feedback, the
+    /// verification itself — passed when the camera sees no matching object any more, failed
+    /// (back to the department for rework) when it still does. An answer without a count, to a
+    /// re-check asked before the feedback (its picture may show the place before the work) or
+    /// not saying when it was asked, or for a case in another state, only adds the evidence.
     fn take_recheck(
         &self,
         tx: &crate::db::Tx<'_>,
         mut case: Case,
         box_id: &BoxId,
         event: &Event,
+        asked_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<(Case, String), CaseError> {
         let matching = match event.attributes.get("matching") {
@@ -424,10 +425,26 @@ impl CaseService {
             _ => None,
         };
         let seen = matching.map_or_else(|| "?".to_owned(), |n| n.to_string());
-        let note = format!(
+        let mut note = format!(
             "camera {} of {box_id} re-checked: {seen} matching object(s)",
             event.source.id
         );
+        let mut verdict = self.settings.verify_by_recheck && case.state == CaseState::Handled;
+        if verdict {
+            // since the latest feedback: the latest move into `handled` from another state
+            let handled_since = tx
+                .transitions(case.id)?
+                .iter()
+                .rev()
+                .find(|t| t.to == CaseState::Handled && t.from != CaseState::Handled)
+                .map(|t| t.at);
+            if asked_at.is_none() || asked_at < handled_since {
+                verdict = false;
+                note.push_str(
+                    " (asked before the department's feedback or not said when: not a verification)",
+                );
+            }
+        }
         let evidence: Vec<String> = event.evidence.iter().map(|e| e.sha256.to_hex()).collect();
         case.updated_at = now;
         tx.add_transition(&Transition {
@@ -441,10 +458,7 @@ impl CaseService {
             evidence: evidence.clone(),
         })?;
         let mut action = "recheck_evidence".to_owned();
-        if self.settings.verify_by_recheck
-            && case.state == CaseState::Handled
-            && let Some(n) = matching
-        {
+        if verdict && let Some(n) = matching {
             let verify = Action::Verify { passed: n == 0 };
             let (next, t) =
                 workflow::apply(&case, &verify, &Actor::system(), &note, &evidence, now)?;

@@ -334,11 +334,23 @@ fn to_handled(svc: &hub::cases::CaseService, id: hub::cases::CaseId, at: i64) {
     }
 }
 
-fn recheck_answer(seq: u64, case: hub::cases::CaseId, matching: i64, at: i64) -> protocol::Event {
+/// The box's answer to a re-check of `case` the hub asked at `asked` (hub clock), observed at
+/// `at` (box clock).
+fn recheck_answer(
+    seq: u64,
+    case: hub::cases::CaseId,
+    matching: i64,
+    asked: i64,
+    at: i64,
+) -> protocol::Event {
     let mut answer = event(seq, "0102", 31.281, 120.581, at);
+    let reference = hub::cases::RecheckReference {
+        case,
+        asked_at: Some(ts(asked)),
+    };
     answer.attributes.insert(
         "recheck_reference".into(),
-        protocol::AttrValue::Text(case.0.to_string()),
+        protocol::AttrValue::Text(reference.to_string()),
     );
     answer
         .attributes
@@ -362,7 +374,7 @@ fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
     // the camera still sees the problem: verification fails, back to the department
     let t = FRIDAY_4PM + 120_000;
     let outcome = svc
-        .ingest(&box_id(), &recheck_answer(2, id, 2, t), ts(t))
+        .ingest(&box_id(), &recheck_answer(2, id, 2, t, t), ts(t))
         .unwrap();
     assert_eq!(outcome, IngestOutcome::Attached(id));
     let (case, transitions) = svc.case(id).unwrap().unwrap();
@@ -396,18 +408,47 @@ fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
 
     // an answer while the department works on it again only adds the picture
     let t = FRIDAY_4PM + 180_000;
-    svc.ingest(&box_id(), &recheck_answer(3, id, 0, t), ts(t))
+    svc.ingest(&box_id(), &recheck_answer(3, id, 0, t, t), ts(t))
         .unwrap();
     assert_eq!(
         svc.case(id).unwrap().unwrap().0.state,
         CaseState::Dispatched
     );
 
-    // handled again and the camera sees nothing: verified by the system
+    // handled again; an answer to a re-check asked before this feedback (the look may show the
+    // place before the work, its event arriving late) only adds its picture, whatever the box's
+    // clock says of it
     to_handled(&svc, id, FRIDAY_4PM + 240_000);
+    let t = FRIDAY_4PM + 270_000;
+    svc.ingest(
+        &box_id(),
+        &recheck_answer(4, id, 0, FRIDAY_4PM + 239_000, t + 600_000),
+        ts(t),
+    )
+    .unwrap();
+    let (case, transitions) = svc.case(id).unwrap().unwrap();
+    assert_eq!(case.state, CaseState::Handled);
+    let last = transitions.last().unwrap();
+    assert_eq!(last.action, "recheck_evidence");
+    assert!(last.note.contains("not a verification"), "{}", last.note);
+    // so does one that does not say when it was asked
+    let mut unsaid = recheck_answer(5, id, 0, t, t);
+    unsaid.attributes.insert(
+        "recheck_reference".into(),
+        protocol::AttrValue::Text(format!("case {}", id.0)),
+    );
+    svc.ingest(&box_id(), &unsaid, ts(t)).unwrap();
+    assert_eq!(svc.case(id).unwrap().unwrap().0.state, CaseState::Handled);
+
+    // asked at the feedback's own instant (the hub asks as it records the feedback) and the
+    // camera sees nothing: verified by the system
     let t = FRIDAY_4PM + 300_000;
-    svc.ingest(&box_id(), &recheck_answer(4, id, 0, t), ts(t))
-        .unwrap();
+    svc.ingest(
+        &box_id(),
+        &recheck_answer(6, id, 0, FRIDAY_4PM + 240_000, t),
+        ts(t),
+    )
+    .unwrap();
     let (case, transitions) = svc.case(id).unwrap().unwrap();
     assert_eq!((case.state, case.reworks), (CaseState::Verified, 1));
     let last = transitions.last().unwrap();
