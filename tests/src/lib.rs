@@ -24,3 +24,45 @@ pub fn now() -> protocol::Timestamp {
         .as_millis();
     protocol::Timestamp::from_unix_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
+
+/// How often [`wait_for`] and [`wait_until`] look again.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs `check` until it returns `Some` (looking again every 50 ms), and returns that; fails
+/// with an error naming `what` once `timeout` has passed without it.
+///
+/// # Errors
+/// When `timeout` passes first.
+pub async fn wait_for<T, F, Fut>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not seen within {timeout:?}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// [`wait_for`] with a check that does not wait itself.
+///
+/// # Errors
+/// When `timeout` passes first.
+pub async fn wait_until<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    wait_for(timeout, what, || std::future::ready(check())).await
+}

@@ -56,28 +56,21 @@ fn config_text(port: u16, data_dir: &std::path::Path) -> String {
 }
 
 async fn wait_for_events(agent: &Agent, n: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = agent.store().stats().unwrap();
-        if stats.last_seq >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} events stored",
-            stats.last_seq
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let store = agent.store();
+    e2e::wait_until(WAIT, &format!("{n} events stored"), || {
+        (store.stats().unwrap().last_seq >= n).then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 async fn wait_subscribed(agent: &Agent) {
     let stats = agent.sensor_stats().expect("sensors configured");
-    let deadline = Instant::now() + WAIT;
-    while stats.lock().unwrap().link.subscribed == 0 {
-        assert!(Instant::now() < deadline, "agent did not subscribe");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    e2e::wait_until(WAIT, "the agent's subscription", || {
+        (stats.lock().unwrap().link.subscribed > 0).then_some(())
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

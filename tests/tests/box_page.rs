@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use e2e::browser::Browser;
@@ -113,7 +113,7 @@ impl BoxUnderTest {
     /// Polls the status until the camera streams (with a thumbnail) and the sensor's reading is
     /// in, publishing the reading again each round (the agent may not have subscribed yet).
     async fn until_live(&self) -> anyhow::Result<StatusReport> {
-        wait_for(
+        e2e::wait_for(
             WAIT,
             "a streaming camera and the sensor's reading",
             || async move {
@@ -137,7 +137,7 @@ impl BoxUnderTest {
     async fn stop_camera(&mut self) -> anyhow::Result<StatusReport> {
         self.camera.stop();
         let base = &self.base;
-        wait_for(WAIT, "the stopped camera reported offline", || async move {
+        e2e::wait_for(WAIT, "the stopped camera reported offline", || async move {
             let (report, _) = fetch(base).await.ok()?;
             (report.cameras.first()?.state == "offline").then_some(report)
         })
@@ -245,7 +245,7 @@ async fn the_local_api_reports_cameras_sensors_and_a_stopped_camera_and_guards_i
     let accepted = get(bx.addr, "POST", reconnect, Some(&cookie), None).await?;
     assert_eq!(accepted.status, 202);
     let base = &bx.base;
-    wait_for(WAIT, "the requested reconnect", || async move {
+    e2e::wait_for(WAIT, "the requested reconnect", || async move {
         let (r, _) = fetch(base).await.ok()?;
         (r.cameras[0].reconnects > reconnects_before).then_some(())
     })
@@ -372,22 +372,6 @@ async fn chromium_shows_the_thumbnail_and_the_sensor_value_and_flags_a_stopped_c
     browser.quit().await;
     bx.agent.shutdown().await;
     Ok(())
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout`.
-async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct Answer {

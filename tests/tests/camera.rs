@@ -55,22 +55,6 @@ fn of_category<'a>(events: &'a [Event], key: &str) -> Vec<&'a Event> {
         .collect()
 }
 
-/// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout`.
-async fn wait_until<T>(
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn camera(stats: &CameraStats, id: &str) -> edge_agent::camera::CameraStatus {
     let Some(status) = stats.camera(id) else {
         panic!("no camera {id}");
@@ -113,14 +97,14 @@ async fn a_parked_motorcycle_in_a_no_parking_zone_raises_exactly_one_event_after
     );
     let agent = start(&config).await?;
     let stats = agent.camera_stats().unwrap();
-    wait_until(Duration::from_secs(20), "the first frame", || {
+    e2e::wait_until(Duration::from_secs(20), "the first frame", || {
         (camera(&stats, "kerb-cam").frames > 0).then_some(())
     })
     .await?;
     let first_frame = Instant::now();
     let parking =
         |agent: &Agent| of_category(&events(agent), "street_order.illegal_nonmotor_parking").len();
-    wait_until(Duration::from_secs(20), "the parking event", || {
+    e2e::wait_until(Duration::from_secs(20), "the parking event", || {
         (parking(&agent) > 0).then_some(())
     })
     .await?;
@@ -204,7 +188,7 @@ async fn persons_in_the_street_clip_over_rtsp_become_events_with_evidence() -> a
         _ => panic!("no track: {event:?}"),
     };
     // Pairs of (blurred, visible) events of the same person.
-    let pairs = wait_until(
+    let pairs = e2e::wait_until(
         Duration::from_secs(30),
         "three persons' event pairs",
         || {
@@ -367,7 +351,7 @@ async fn crossings_of_a_line_across_the_street_clip_are_counted_per_direction() 
     let stats = agent.camera_stats().unwrap();
     // The file ends (end of stream, counted as a reconnect; the next play is 2 minutes away),
     // then the detector finishes the queued frames.
-    let status = wait_until(
+    let status = e2e::wait_until(
         Duration::from_secs(120),
         "the excerpt played and detected",
         || {
@@ -389,7 +373,7 @@ async fn crossings_of_a_line_across_the_street_clip_are_counted_per_direction() 
         (0, 0, 0),
         "every frame must be detected for the counts to be reproducible: {status:?}"
     );
-    let crossings = wait_until(Duration::from_secs(10), "the crossing events", || {
+    let crossings = e2e::wait_until(Duration::from_secs(10), "the crossing events", || {
         let all = events(&agent);
         let crossings: Vec<Event> = all
             .iter()
@@ -463,13 +447,13 @@ async fn a_stopped_rtsp_server_raises_camera_offline_and_its_restart_a_recovery(
     );
     let agent = start(&config).await?;
     let stats = agent.camera_stats().unwrap();
-    wait_until(Duration::from_secs(20), "streaming", || {
+    e2e::wait_until(Duration::from_secs(20), "streaming", || {
         (camera(&stats, "gate").state == CameraState::Streaming).then_some(())
     })
     .await?;
     server.stop();
     let stopped = Instant::now();
-    let offline = wait_until(Duration::from_secs(20), "camera offline event", || {
+    let offline = e2e::wait_until(Duration::from_secs(20), "camera offline event", || {
         of_category(&events(&agent), "device.camera_offline")
             .first()
             .map(|e| (*e).clone())
@@ -484,7 +468,7 @@ async fn a_stopped_rtsp_server_raises_camera_offline_and_its_restart_a_recovery(
     assert_ne!(camera(&stats, "gate").state, CameraState::Streaming);
 
     server.restart()?;
-    let recovered = wait_until(Duration::from_secs(20), "recovery event", || {
+    let recovered = e2e::wait_until(Duration::from_secs(20), "recovery event", || {
         of_category(&events(&agent), "device.recovered")
             .first()
             .map(|e| (*e).clone())
@@ -538,15 +522,16 @@ async fn a_bad_url_and_an_unsupported_stream_fail_only_their_own_cameras() -> an
     );
     let agent = start(&config).await?;
     let stats = agent.camera_stats().unwrap();
-    let (bad, unsupported) = wait_until(Duration::from_secs(20), "both failures reported", || {
-        let bad = camera(&stats, "nobody-home");
-        let unsupported = camera(&stats, "mjpeg");
-        (bad.last_error.is_some()
-            && unsupported.last_error.is_some()
-            && unsupported.reconnects >= 2)
-            .then_some((bad, unsupported))
-    })
-    .await?;
+    let (bad, unsupported) =
+        e2e::wait_until(Duration::from_secs(20), "both failures reported", || {
+            let bad = camera(&stats, "nobody-home");
+            let unsupported = camera(&stats, "mjpeg");
+            (bad.last_error.is_some()
+                && unsupported.last_error.is_some()
+                && unsupported.reconnects >= 2)
+                .then_some((bad, unsupported))
+        })
+        .await?;
     assert_eq!(bad.state, CameraState::Offline);
     assert_eq!(bad.frames, 0);
     assert_eq!(unsupported.frames, 0);
@@ -556,7 +541,7 @@ async fn a_bad_url_and_an_unsupported_stream_fail_only_their_own_cameras() -> an
     assert!(!unsupported_error.is_empty());
     // The good camera streams on regardless.
     let before = camera(&stats, "good").frames;
-    wait_until(Duration::from_secs(10), "more good frames", || {
+    e2e::wait_until(Duration::from_secs(10), "more good frames", || {
         (camera(&stats, "good").frames >= before + 4).then_some(())
     })
     .await?;
@@ -621,7 +606,7 @@ async fn a_sensor_event_carries_a_confirming_snapshot_from_its_camera() -> anyho
     let agent = start(&config).await?;
     let stats = agent.camera_stats().unwrap();
     let sensors = agent.sensor_stats().unwrap();
-    wait_until(
+    e2e::wait_until(
         Duration::from_secs(20),
         "a frame and the subscription",
         || {
@@ -638,7 +623,7 @@ async fn a_sensor_event_carries_a_confirming_snapshot_from_its_camera() -> anyho
             Duration::from_secs(10),
         )?;
     }
-    let leaks = wait_until(Duration::from_secs(20), "two leak events", || {
+    let leaks = e2e::wait_until(Duration::from_secs(20), "two leak events", || {
         let all = events(&agent);
         let leaks: Vec<Event> = of_category(&all, "other.water_leak")
             .into_iter()

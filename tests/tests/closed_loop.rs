@@ -96,7 +96,7 @@ key_path = "{key}"
 
     // The camera's event becomes a case waiting for review.
     let h = &hub;
-    let case_id = poll(
+    let case_id = e2e::wait_for(
         Duration::from_secs(60),
         "the camera's case",
         || async move {
@@ -105,7 +105,8 @@ key_path = "{key}"
             body["cases"].as_array().unwrap().first()?["id"].as_i64()
         },
     )
-    .await;
+    .await
+    .unwrap();
     let case_path = format!("/api/v1/cases/{case_id}");
     let path = case_path.as_str();
     let act = |token: &'static str, action: Value| async move {
@@ -137,7 +138,7 @@ key_path = "{key}"
     );
 
     // Nobody verifies: the hub asks the camera, which still sees the motorcycle.
-    let shown = poll(
+    let shown = e2e::wait_for(
         Duration::from_secs(60),
         "the re-check's verdict",
         || async move {
@@ -146,7 +147,8 @@ key_path = "{key}"
             (body["case"]["state"] == "dispatched").then_some(body)
         },
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(shown["case"]["reworks"], 1, "{shown}");
     let transitions = shown["transitions"].as_array().unwrap();
     let after_feedback: Vec<&Value> = transitions
@@ -173,7 +175,7 @@ key_path = "{key}"
     // the "after" picture reaches the hub by the box's durable path
     let evidence = format!("{path}/evidence/{picture}");
     let evidence = evidence.as_str();
-    poll(
+    e2e::wait_for(
         Duration::from_secs(30),
         "the after picture",
         || async move {
@@ -181,28 +183,10 @@ key_path = "{key}"
             (status == 200).then_some(())
         },
     )
-    .await;
+    .await
+    .unwrap();
 
     agent.shutdown().await;
     hub.stop().await;
     drop(camera);
-}
-
-/// Polls `check` every 200 ms until it gives a value; fails naming `what` after `timeout`.
-async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not seen within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -130,14 +130,13 @@ impl Harness {
 
     /// Waits until the stage's `n`th connection has all its subscriptions acknowledged.
     async fn wait_subscribed(&self, n: u64) {
-        let deadline = Instant::now() + WAIT;
-        while self.stats.lock().unwrap().link.subscribed < n {
-            assert!(
-                Instant::now() < deadline,
-                "sensor stage did not subscribe (connection {n})"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        e2e::wait_until(
+            WAIT,
+            &format!("the stage's subscription (connection {n})"),
+            || (self.stats.lock().unwrap().link.subscribed >= n).then_some(()),
+        )
+        .await
+        .unwrap();
     }
 
     fn publish(&self, msg: SimMessage) {
