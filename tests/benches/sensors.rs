@@ -32,6 +32,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "zigbee2mqtt/bench_sensor";
+/// The warm-up messages' own sensor topic: both consumers subscribe to it too, so a warm-up
+/// message that arrives after the measure has begun is not counted as measured.
+const WARMUP_TOPIC: &str = "zigbee2mqtt/bench_warmup";
 
 /// Lines per `mosquitto_pub -l` process: well under its 65,535 outstanding message ids.
 const CHUNK: usize = 50_000;
@@ -156,6 +159,8 @@ fn write_messages(dir: &Path, n: usize) -> std::io::Result<Vec<PathBuf>> {
 #[derive(Default)]
 struct Progress {
     received: AtomicU64,
+    /// Warm-up messages (counted apart by mosquitto_sub's reader).
+    warmups: AtomicU64,
     /// Milliseconds after the start of publishing, plus one (0: not yet).
     ended_ms: AtomicU64,
 }
@@ -210,6 +215,10 @@ impl Agent {
             kind = "state"
             quantity = "smoke"
             category = "emergency.fire"
+            [[sensors]]
+            id = "warmup"
+            device = "bench_warmup"
+            profile = {{ kind = "zigbee2mqtt" }}
             "#
         ))?;
         let stage = SensorStage::from_config(
@@ -241,12 +250,14 @@ impl Agent {
         })
     }
 
-    /// Messages received so far (the counters are refreshed once a second).
+    /// Measured messages received so far (the counters are refreshed once a second).
     fn received(&self) -> u64 {
-        self.stats
-            .lock()
-            .map(|s| s.sensors.values().map(|c| c.messages).sum::<u64>())
-            .unwrap_or(0)
+        messages(&self.stats, "bench")
+    }
+
+    /// Warm-up messages received so far (refreshed once a second too).
+    fn warmups(&self) -> u64 {
+        messages(&self.stats, "warmup")
     }
 
     fn link(&self) -> edge_agent::sensors::LinkStats {
@@ -264,8 +275,23 @@ impl Agent {
     }
 }
 
-/// The anchor: mosquitto_sub printing every message to a pipe read by a thread, which counts
-/// them and times the end marker from the moment set in `start`.
+/// Messages the stage has counted for sensor `id`.
+fn messages(stats: &std::sync::Mutex<SensorStats>, id: &str) -> u64 {
+    stats
+        .lock()
+        .map(|s| {
+            s.sensors
+                .iter()
+                .filter(|(sensor, _)| sensor.as_str() == id)
+                .map(|(_, c)| c.messages)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The anchor: mosquitto_sub printing every message (with its topic) to a pipe read by a
+/// thread, which counts them, warm-ups apart, and times the end marker from the moment set in
+/// `start`.
 struct Sub {
     child: std::process::Child,
     progress: Arc<Progress>,
@@ -277,7 +303,15 @@ impl Sub {
     fn spawn(port: u16, qos: u8, session: Option<&str>) -> anyhow::Result<Sub> {
         let mut cmd = Command::new("mosquitto_sub");
         cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-q", &qos.to_string(), "-t", TOPIC]);
+            .args([
+                "-q",
+                &qos.to_string(),
+                "-t",
+                TOPIC,
+                "-t",
+                WARMUP_TOPIC,
+                "-v",
+            ]);
         if let Some(id) = session {
             cmd.args(["-c", "-i", id]);
         }
@@ -291,8 +325,13 @@ impl Sub {
         {
             let (progress, start) = (Arc::clone(&progress), Arc::clone(&start));
             std::thread::spawn(move || {
+                let measured = format!("{TOPIC} ");
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
+                    if !line.starts_with(&measured) {
+                        progress.warmups.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
                     progress.received.fetch_add(1, Ordering::SeqCst);
                     if line.contains("smoke")
                         && let Some(start) = start.get()
@@ -313,17 +352,21 @@ impl Sub {
         self.progress.received.load(Ordering::SeqCst)
     }
 
+    fn warmups(&self) -> u64 {
+        self.progress.warmups.load(Ordering::SeqCst)
+    }
+
     fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// Publishes `message` once at QoS 1 and waits for the broker's acknowledgement.
-fn publish_one(port: u16, message: &str) -> anyhow::Result<()> {
+/// Publishes `message` once to `topic` at QoS 1 and waits for the broker's acknowledgement.
+fn publish_one(port: u16, topic: &str, message: &str) -> anyhow::Result<()> {
     let status = Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-q", "1", "-t", TOPIC, "-m", message])
+        .args(["-q", "1", "-t", topic, "-m", message])
         .status()?;
     anyhow::ensure!(status.success(), "mosquitto_pub failed: {status}");
     Ok(())
@@ -425,17 +468,12 @@ async fn run_once(broker: &Mosquitto, chunks: &[PathBuf], qos: u8) -> anyhow::Re
             Instant::now() < deadline,
             "{label}: warm-up messages did not reach both consumers within {STALL:?}"
         );
-        publish_one(port, r#"{"linkquality":1}"#)?;
+        publish_one(port, WARMUP_TOPIC, r#"{"linkquality":1}"#)?;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if sub.received() > 0 && agent.received() > 0 {
+        if sub.warmups() > 0 && agent.warmups() > 0 {
             break;
         }
     }
-    // The agent's counters are refreshed once a second: wait for the warm-up to settle.
-    let sub_warmups = sub.received();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let agent_warmups = agent.received();
-    let sub_warmups = sub_warmups.max(sub.received());
 
     let start = Instant::now();
     let _ = sub.start.set(start);
@@ -454,18 +492,12 @@ async fn run_once(broker: &Mosquitto, chunks: &[PathBuf], qos: u8) -> anyhow::Re
         chunks.len(),
     )
     .await;
-    let sub_messages = sub.received().saturating_sub(sub_warmups);
+    let sub_messages = sub.received();
     let sub_secs = sub.progress.ended();
     sub.stop();
     let stats = agent.stop().await?;
     let agent_progress = outcome?;
-    Ok(Run::new(
-        &stats,
-        agent_warmups,
-        &agent_progress,
-        sub_messages,
-        sub_secs,
-    ))
+    Ok(Run::new(&stats, &agent_progress, sub_messages, sub_secs))
 }
 
 /// QoS 1, the case that used to stall: both consumers' persistent sessions are away while the
@@ -477,12 +509,12 @@ async fn run_backlog(broker: &Mosquitto, chunks: &[PathBuf]) -> anyhow::Result<R
     // Register both sessions, then take both consumers away.
     let sub = Sub::spawn(port, 1, Some("bench-sub-backlog"))?;
     let deadline = Instant::now() + STALL;
-    while sub.received() == 0 {
+    while sub.warmups() == 0 {
         anyhow::ensure!(
             Instant::now() < deadline,
             "{label}: mosquitto_sub did not subscribe within {STALL:?}"
         );
-        publish_one(port, r#"{"linkquality":1}"#)?;
+        publish_one(port, WARMUP_TOPIC, r#"{"linkquality":1}"#)?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sub.stop();
@@ -492,7 +524,11 @@ async fn run_backlog(broker: &Mosquitto, chunks: &[PathBuf]) -> anyhow::Result<R
         .await?;
     let published = AtomicU64::new(0);
     publish_chunks(port, 1, chunks.to_vec(), Arc::new(AtomicU64::new(0)))?;
-    publish_one(port, r#"{"smoke":true,"battery":97,"linkquality":120}"#)?;
+    publish_one(
+        port,
+        TOPIC,
+        r#"{"smoke":true,"battery":97,"linkquality":120}"#,
+    )?;
 
     let start = Instant::now();
     let sub = Sub::spawn(port, 1, Some("bench-sub-backlog"))?;
@@ -505,28 +541,19 @@ async fn run_backlog(broker: &Mosquitto, chunks: &[PathBuf]) -> anyhow::Result<R
     sub.stop();
     let stats = agent.stop().await?;
     let agent_progress = outcome?;
-    Ok(Run::new(&stats, 0, &agent_progress, sub_messages, sub_secs))
+    Ok(Run::new(&stats, &agent_progress, sub_messages, sub_secs))
 }
 
 impl Run {
     fn new(
         stats: &std::sync::Mutex<SensorStats>,
-        agent_warmups: u64,
         agent: &Progress,
         sub_messages: u64,
         sub_secs: Option<f64>,
     ) -> Run {
-        let (agent_total, agent_connections) = stats
-            .lock()
-            .map(|s| {
-                (
-                    s.sensors.values().map(|c| c.messages).sum::<u64>(),
-                    s.link.connections,
-                )
-            })
-            .unwrap_or((0, 0));
+        let agent_connections = stats.lock().map(|s| s.link.connections).unwrap_or(0);
         Run {
-            agent_messages: agent_total.saturating_sub(agent_warmups),
+            agent_messages: messages(stats, "bench"),
             agent_secs: agent.ended().unwrap_or(f64::NAN),
             agent_connections,
             sub_messages,
