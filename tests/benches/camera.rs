@@ -309,8 +309,10 @@ struct AnchorResult {
 /// or detection. Its CPU is what receiving and decoding N streams costs on this machine now.
 fn decode_anchor(url: &str, n: usize, measure: Duration) -> anyhow::Result<AnchorResult> {
     let mut cmd = Command::new("gst-launch-1.0");
-    cmd.arg("-q");
-    for _ in 0..n {
+    // `-v` prints, among property changes, each sink pad's caps once its decoder has a first
+    // frame for it: the signal that a branch is streaming (nothing per frame).
+    cmd.arg("-v");
+    for i in 0..n {
         cmd.args([
             "rtspsrc",
             &format!("location={url}"),
@@ -324,13 +326,31 @@ fn decode_anchor(url: &str, n: usize, measure: Duration) -> anyhow::Result<Ancho
             "avdec_h264",
             "!",
             "fakesink",
+            &format!("name=s{i}"),
             "sync=false",
         ]);
     }
     let mut child = cmd
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .context("failed to run gst-launch-1.0")?;
+    let (first_frames, streaming) = std::sync::mpsc::channel::<String>();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // `/GstPipeline:pipeline0/GstFakeSink:s3.GstPad:sink: caps = video/x-raw, ...`
+                if let Some((_, rest)) = line.split_once("GstFakeSink:")
+                    && let Some((sink, caps)) = rest.split_once(".GstPad:sink: caps = ")
+                    && caps.starts_with("video/x-raw")
+                    && first_frames.send(sink.to_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
     let stat = format!("/proc/{}/stat", child.id());
     let cpu = || -> anyhow::Result<Duration> {
         parse_stat(&std::fs::read_to_string(&stat)?)
@@ -338,8 +358,21 @@ fn decode_anchor(url: &str, n: usize, measure: Duration) -> anyhow::Result<Ancho
             .context("unreadable anchor stat")
     };
     let result = (|| {
-        // Let every stream start before measuring.
-        std::thread::sleep(Duration::from_secs(3));
+        // Every branch decoding before measuring.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut started = std::collections::HashSet::new();
+        while started.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match streaming.recv_timeout(left) {
+                Ok(sink) => {
+                    started.insert(sink);
+                }
+                Err(_) => anyhow::bail!(
+                    "the decode anchor: {} of {n} streams decoding after 30 s",
+                    started.len()
+                ),
+            }
+        }
         let before = cpu()?;
         let started = Instant::now();
         std::thread::sleep(measure);
