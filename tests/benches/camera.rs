@@ -5,7 +5,10 @@
 //! - frames out of the pipelines, frames superseded in the detector queue (dropped: the
 //!   detector was busy), the queue at the end, and detected frames per second against the
 //!   N × 5 wanted (the ratio);
-//! - the detector's time per frame, split into pre-processing and inference;
+//! - the detector's time per frame, split into pre-processing and inference, beside its anchor
+//!   **bare ORT** (`session.run` of the same model with the same threads on a prepared tensor,
+//!   in this process before any stream runs: the median of 30) and their ratio (what decoding
+//!   beside it and the agent's own path add; 1.13 at N = 2 here);
 //! - the CPU split in % of one core, from the per-thread CPU times of the process
 //!   (`/proc/self/task`): **GStreamer** (the agent's pipelines: receiving, depayloading,
 //!   decoding, rate limit, scaling and colour conversion, all on each camera's streaming
@@ -86,11 +89,16 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "| N | gating | ort threads | frames | superseded | drop % | queue end | detected/s ÷ wanted | pre ms/frame | infer ms/frame | CPU % all | GStreamer % | decode % (anchor) | GStreamer ÷ anchor | hand-off + resize % | inference % | test camera % | rest % | events | event p50 ms | event p99 ms | detect p50 ms | detect p99 ms | load avg |"
+        "| N | gating | ort threads | frames | superseded | drop % | queue end | detected/s ÷ wanted | pre ms/frame | infer ms/frame | bare ORT ms (anchor) | infer ÷ bare | CPU % all | GStreamer % | decode % (anchor) | GStreamer ÷ anchor | hand-off + resize % | inference % | test camera % | rest % | events | event p50 ms | event p99 ms | detect p50 ms | detect p99 ms | load avg |"
     );
     println!(
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
+    // The inference anchor per thread count, measured before any stream runs.
+    let bare: HashMap<u32, f64> = threads
+        .iter()
+        .map(|&t| Ok((t, inference_anchor(t as usize)?)))
+        .collect::<anyhow::Result<_>>()?;
     // (gating, N) of the runs that met the drop and queue conditions.
     let mut largest: Vec<(bool, usize)> = Vec::new();
     for &n in &counts {
@@ -137,7 +145,7 @@ fn main() -> anyhow::Result<()> {
                     largest.push((gating, n));
                 }
                 println!(
-                    "| {n} | {} | {t} | {} | {} | {:.2} | {} | {:.2} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+                    "| {n} | {} | {t} | {} | {} | {:.2} | {} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
                     if gating { "on" } else { "off" },
                     r.frames,
                     r.superseded,
@@ -146,6 +154,8 @@ fn main() -> anyhow::Result<()> {
                     r.detected as f64 / r.wall.as_secs_f64() / wanted,
                     ms_per(r.prepare, r.detected),
                     ms_per(r.infer, r.detected),
+                    bare[&t],
+                    ms_per(r.infer, r.detected) / bare[&t],
                     all,
                     gst,
                     decode,
@@ -297,6 +307,57 @@ category = "street_order.intrusion"
             .collect(),
         load,
     })
+}
+
+/// Runs of the inference anchor (after three warm-ups).
+const BARE_RUNS: usize = 30;
+
+/// The inference anchor: bare `session.run` of the same model (COCO-SSD) with `threads`
+/// intra-op threads (spinning off, as the agent's detector) on a prepared tensor of a test
+/// photo, in this process with no stream running; the median of [`BARE_RUNS`] runs in ms. What
+/// the agent's "infer ms/frame" adds to it is contention with decoding (and its own overhead).
+fn inference_anchor(threads: usize) -> anyhow::Result<f64> {
+    use models::preprocess::TensorData;
+    use ort::value::TensorRef;
+    let runtime = models::Runtime::load(&models::Runtime::locate(None)?)?;
+    let manifest = models::zoo::resolve("coco-ssd")?;
+    let photo = image::open(media("motorcycle_left.png")?)?.to_rgb8();
+    let mut pre = models::Preprocessor::new(&manifest.input);
+    let prepared = pre.prepare(models::RgbView::new(
+        photo.width(),
+        photo.height(),
+        photo.as_raw(),
+    )?)?;
+    let shape = prepared.shape;
+    // (a builder's error holds the builder, which anyhow cannot carry: keep its message)
+    let text = |e: ort::Error<ort::session::builder::SessionBuilder>| anyhow::anyhow!("{e}");
+    let mut session = ort::session::Session::builder(runtime.environment())?
+        .with_intra_threads(threads)
+        .map_err(text)?
+        .with_intra_op_spinning(false)
+        .map_err(text)?
+        .with_inter_op_spinning(false)
+        .map_err(text)?
+        .commit_from_file(manifest.model_path())?;
+    let input = manifest.input.name.as_str();
+    let mut times = Vec::with_capacity(BARE_RUNS);
+    for i in 0..BARE_RUNS + 3 {
+        let started = Instant::now();
+        let outputs = match &prepared.data {
+            TensorData::U8(d) => {
+                session.run(ort::inputs![input => TensorRef::from_array_view((shape, &d[..]))?])
+            }
+            TensorData::F32(d) => {
+                session.run(ort::inputs![input => TensorRef::from_array_view((shape, &d[..]))?])
+            }
+        }?;
+        drop(outputs);
+        if i >= 3 {
+            times.push(started.elapsed());
+        }
+    }
+    times.sort();
+    Ok(times[times.len() / 2].as_secs_f64() * 1000.0)
 }
 
 struct AnchorResult {
