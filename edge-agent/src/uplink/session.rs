@@ -337,8 +337,9 @@ async fn send_or_lost(out_tx: &mpsc::Sender<Outgoing>, msg: Message) -> Result<(
 
 /// The `EventBatch` frame of the events from `from` on: at most `max_events`, and at most
 /// `max_bytes` encoded unless one event alone is larger. Returns the last sequence number in
-/// it with the frame, or `None` when nothing is pending. Each batch is encoded once here; only
-/// a batch over the byte limit is cut and encoded again.
+/// it with the frame, or `None` when nothing is pending. Each batch is encoded once here; a
+/// batch over the byte limit is cut to the share of it that fits and encoded again (usually
+/// once more).
 fn read_batch(
     store: &Store,
     codec: &Codec,
@@ -366,10 +367,24 @@ fn read_batch(
                     super::chain(&e)
                 )));
             }
-            // Too large (or over the frame limit): halve it, keeping sequence order.
-            _ => {
+            // Too large: cut it to the share of events that fits (by the encoded size, with a
+            // margin, at least one fewer), keeping sequence order; halved when the encoder
+            // gave no size.
+            result => {
+                let size = match &result {
+                    Ok(frame) => Some(frame.len() - protocol::FRAME_HEADER_BYTES),
+                    Err(protocol::EncodeError::FrameTooLarge { len, .. }) => Some(*len),
+                    Err(_) => None,
+                };
+                let keep = match size {
+                    Some(size) => {
+                        let fits = (n as f64 * 0.95 * max_bytes as f64 / size as f64) as usize;
+                        fits.clamp(1, n - 1)
+                    }
+                    None => n.div_ceil(2),
+                };
                 if let Message::EventBatch(b) = &mut batch {
-                    b.events.truncate(n.div_ceil(2));
+                    b.events.truncate(keep);
                 }
             }
         }
@@ -661,6 +676,78 @@ impl<T> Drop for AbortOnDrop<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(n: u64, text_bytes: usize) -> protocol::Event {
+        use protocol::{AttrValue, CategoryCode, Crs, EventId, Location, Severity, Source};
+        protocol::Event {
+            id: EventId::v7(1_767_225_600_000 + n, [n as u8; 10]),
+            seq: Seq(0),
+            source: Source {
+                kind: protocol::SourceKind::Camera,
+                id: protocol::SourceId::parse("cam-1").unwrap(),
+            },
+            category: CategoryCode::parse("0404").unwrap(),
+            severity: Severity::Medium,
+            observed_at: Timestamp::from_unix_millis(1_767_225_600_000 + n as i64),
+            location: Location {
+                lat: 31.3,
+                lon: 120.6,
+                crs: Crs::Wgs84,
+            },
+            grid: None,
+            attributes: [("note".to_owned(), AttrValue::Text("x".repeat(text_bytes)))].into(),
+            evidence: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_batch_over_the_byte_limit_is_cut_to_what_fits_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::store::StoreOptions::new(
+            dir.path(),
+            protocol::Location {
+                lat: 31.3,
+                lon: 120.6,
+                crs: protocol::Crs::Wgs84,
+            },
+        ))
+        .unwrap();
+        for n in 0..300 {
+            store.submit(event(n, 1000), Vec::new()).unwrap();
+        }
+        let codec = Codec::default();
+        let max_bytes = 64 * 1024;
+        let (last, frame) = read_batch(&store, &codec, Seq(11), 256, max_bytes)
+            .unwrap()
+            .unwrap();
+        let body = frame.len() - protocol::FRAME_HEADER_BYTES;
+        assert!(body <= max_bytes, "{body} bytes");
+        // cut to what fits, not halved until it does (256 events of ~1.1 KB: halving gives 32)
+        assert!(
+            body >= max_bytes * 85 / 100,
+            "only {body} of {max_bytes} bytes used"
+        );
+        let Ok(Some((Message::EventBatch(EventBatch { events }), _))) = codec.decode(&frame) else {
+            panic!("not an event batch");
+        };
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq.0).collect();
+        assert_eq!(seqs, (11..11 + events.len() as u64).collect::<Vec<_>>());
+        assert_eq!(last, 10 + events.len() as u64);
+
+        // one event over the limit alone goes alone
+        store.submit(event(300, 100_000), Vec::new()).unwrap();
+        let (last, frame) = read_batch(&store, &codec, Seq(301), 256, max_bytes)
+            .unwrap()
+            .unwrap();
+        assert_eq!(last, 301);
+        assert!(frame.len() > max_bytes);
+        // nothing pending past the end
+        assert!(
+            read_batch(&store, &codec, Seq(302), 256, max_bytes)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_unix_millis(secs * 1000)
