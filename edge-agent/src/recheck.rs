@@ -153,10 +153,9 @@ async fn recheck(
     };
     let refs = event.evidence.clone();
     let event_id = event.id;
-    let st = store.clone();
-    let committed = tokio::task::spawn_blocking(move || st.submit(*event, evidence))
+    let committed = store
+        .submit_async(*event, evidence)
         .await
-        .map_err(|e| Answer::Failed(e.to_string()))?
         .map_err(|e| Answer::Failed(format!("could not store the look: {e}")))?;
     attributes.insert("event_id".to_owned(), AttrValue::Text(event_id.to_string()));
     attributes.insert(

@@ -55,7 +55,7 @@ use crate::config::Config;
 pub use reader::StoreReader;
 
 use evidence::EvidenceDir;
-use writer::{Encoded, Request, Writer};
+use writer::{Encoded, Request, SubmitReply, Writer};
 
 /// Bytes charged to the quota for each event row on top of its encoded body (the row's columns
 /// and index entries).
@@ -420,7 +420,7 @@ impl Store {
             let (reply_tx, reply_rx) = mpsc::sync_channel(1);
             let sent = self.send(Request::Submit {
                 items,
-                reply: reply_tx,
+                reply: SubmitReply::Blocking(reply_tx),
             });
             // A writer that is gone took the request with it (its staged files are removed at
             // the next start-up); every submission that reached it reads `Closed` below.
@@ -436,6 +436,49 @@ impl Store {
                 None => committed.next().unwrap_or(Err(StoreError::Closed)),
             })
             .collect()
+    }
+
+    /// [`Store::submit`] for a task: waits for the commit without holding a thread.
+    ///
+    /// Encoding runs on the calling task; writing and syncing evidence files, and waiting for
+    /// room in a full writer queue, run on the blocking pool.
+    ///
+    /// # Errors
+    /// As [`Store::submit`].
+    pub async fn submit_async(
+        &self,
+        event: Event,
+        evidence: Vec<EvidenceFile>,
+    ) -> Result<Committed, StoreError> {
+        let item = if evidence.is_empty() {
+            self.prepare(&event, evidence)?
+        } else {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.prepare(&event, evidence))
+                .await
+                .map_err(|_| StoreError::Closed)??
+        };
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let request = Request::Submit {
+            items: vec![item],
+            reply: SubmitReply::Async(reply_tx),
+        };
+        // A request that never reaches the writer leaves its staged files to the next start-up.
+        match self.sender()?.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(request)) => {
+                let store = self.clone();
+                tokio::task::spawn_blocking(move || store.send(request))
+                    .await
+                    .map_err(|_| StoreError::Closed)??;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+        }
+        reply_rx
+            .await
+            .ok()
+            .and_then(|mut results| results.pop())
+            .unwrap_or(Err(StoreError::Closed))
     }
 
     /// Records that the hub committed every event up to and including `up_to`. Acks never move

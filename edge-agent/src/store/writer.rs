@@ -29,7 +29,7 @@ pub(super) enum Request {
     /// Commit events, all in the same transaction, in order; one result per event.
     Submit {
         items: Vec<(Encoded, Vec<Staged>)>,
-        reply: SyncSender<Vec<Result<Committed, StoreError>>>,
+        reply: SubmitReply,
     },
     /// Move the sync cursor.
     Ack {
@@ -43,6 +43,22 @@ pub(super) enum Request {
     },
     /// A submitter found the disk full while staging evidence: lower the quota and evict.
     DiskPressure,
+}
+
+/// Where the results of a submission go: a blocked caller's channel or an awaiting task's.
+pub(super) enum SubmitReply {
+    Blocking(SyncSender<Vec<Result<Committed, StoreError>>>),
+    Async(tokio::sync::oneshot::Sender<Vec<Result<Committed, StoreError>>>),
+}
+
+impl SubmitReply {
+    /// Hands over the results; a caller that went away no longer needs them (the commit stands).
+    fn send(self, results: Vec<Result<Committed, StoreError>>) {
+        match self {
+            SubmitReply::Blocking(tx) => drop(tx.send(results)),
+            SubmitReply::Async(tx) => drop(tx.send(results)),
+        }
+    }
 }
 
 /// An event encoded by its submitter (so that encoding runs in parallel, off the writer).
@@ -150,10 +166,7 @@ impl From<rusqlite::Error> for Failure {
 }
 
 enum Reply {
-    Submit(
-        SyncSender<Vec<Result<Committed, StoreError>>>,
-        Vec<Result<Committed, StoreError>>,
-    ),
+    Submit(SubmitReply, Vec<Result<Committed, StoreError>>),
     Ack(SyncSender<Result<(), StoreError>>, Result<(), StoreError>),
     Sweep(SyncSender<Result<u64, StoreError>>, Result<u64, StoreError>),
 }
@@ -508,8 +521,7 @@ impl Writer {
                 for reply in replies {
                     match reply {
                         Reply::Submit(tx, results) => {
-                            let _ =
-                                tx.send(results.into_iter().map(|r| Err(fail(r.err()))).collect());
+                            tx.send(results.into_iter().map(|r| Err(fail(r.err()))).collect());
                         }
                         Reply::Ack(tx, r) => {
                             let _ = tx.send(Err(fail(r.err())));
@@ -529,7 +541,7 @@ impl Reply {
     fn send(self) {
         // A caller that went away no longer needs its answer; the commit stands.
         match self {
-            Reply::Submit(tx, r) => drop(tx.send(r)),
+            Reply::Submit(tx, r) => tx.send(r),
             Reply::Ack(tx, r) => drop(tx.send(r)),
             Reply::Sweep(tx, r) => drop(tx.send(r)),
         }

@@ -58,6 +58,80 @@ fn concurrent_submitters_get_gap_free_sequence_numbers_in_commit_order() {
 }
 
 #[test]
+fn tasks_awaiting_their_commits_share_them_with_blocked_threads_and_get_gap_free_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = helpers::open(dir.path());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..32u64)
+        .map(|t| {
+            let store = store.clone();
+            runtime.spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..25u64 {
+                    seqs.push(
+                        store
+                            .submit_async(event(i, t), Vec::new())
+                            .await
+                            .unwrap()
+                            .seq
+                            .0,
+                    );
+                }
+                seqs
+            })
+        })
+        .collect();
+    let threads: Vec<_> = (32..36u64)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..25u64)
+                    .map(|i| store.submit(event(i, t), Vec::new()).unwrap().seq.0)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for seqs in tasks
+        .into_iter()
+        .map(|t| runtime.block_on(t).unwrap())
+        .chain(threads.into_iter().map(|t| t.join().unwrap()))
+    {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one submitter's seqs go up"
+        );
+        all.extend(seqs);
+    }
+    assert_eq!(all, (1..=900).collect::<BTreeSet<u64>>());
+
+    // evidence is written (on the blocking pool) before its event commits; refusals and a
+    // closed store answer as `submit` does
+    let (with_files, files) = event_with_evidence(1000, 0, 700);
+    let committed = runtime
+        .block_on(store.submit_async(with_files.clone(), files))
+        .unwrap();
+    assert_eq!((committed.seq, committed.id), (Seq(901), with_files.id));
+    helpers::assert_evidence_intact(&store);
+    let again = runtime.block_on(store.submit_async(event(0, 0), Vec::new()));
+    assert!(
+        matches!(again, Err(StoreError::DuplicateId { .. })),
+        "{again:?}"
+    );
+    let (mut mismatched, stray) = event_with_evidence(1001, 0, 100);
+    mismatched.evidence.clear();
+    let refused = runtime.block_on(store.submit_async(mismatched, stray));
+    assert!(
+        matches!(refused, Err(StoreError::EvidenceMismatch { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.stats().unwrap().last_seq, 901);
+}
+
+#[test]
 fn a_burst_submitted_together_gets_consecutive_seqs_and_each_event_its_own_answer() {
     let dir = tempfile::tempdir().unwrap();
     let store = helpers::open(dir.path());
