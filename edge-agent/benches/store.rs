@@ -1,47 +1,47 @@
 //! Store throughput against the raw speed of the data folder's disk, measured in the same run.
 //!
-//! Prints one table: 4 KiB `write + fsync` per second on the folder's disk, durable single-event
-//! commits per second (one submitter), events per second with group commit (16, 64 and 256
-//! submitters of one event each: [`SUBMITTERS`]), events per second when one caller commits bursts ([`Store::submit_many`],
-//! what the events stage does with whatever is queued), and the ratio single/raw (goal ≥ 0.8)
-//! and grouped events/s (goal ≥ 50 000). The data folder is `GRIDSENSE_BENCH_DIR` if set, else
-//! a temporary folder under cargo's target directory.
+//! Prints one table: 4 KiB `write + fsync` per second on the folder's disk (the anchor),
+//! durable single-event commits per second (one submitter), events per second with group
+//! commit — 16, 64 and 256 submitters of one event each, as blocked threads ([`Store::submit`])
+//! and as tasks on a two-thread tokio runtime like the agent's ([`Store::submit_async`]) — and
+//! events per second when one caller commits bursts ([`Store::submit_many`], what the events
+//! stage does with whatever is queued); then the ratio single/raw (goal ≥ 0.8). Goal for the
+//! grouped rows: ≥ 50 000 events/s. The data folder is `GRIDSENSE_BENCH_DIR` if set, else a
+//! temporary folder under cargo's target directory; `GRIDSENSE_BENCH_SUBMITTERS` overrides the
+//! submitter counts (comma separated).
 //!
-//! The raw and single-event measures alternate in short slices ([`SLICE`], [`ROUNDS`] of each),
-//! so that both see the same disk: on this shared machine the disk's sync rate swings by 5x
-//! from one second to the next (raw 1,365/s, then 117/s, in consecutive 1.5 s phases), and
-//! measured one after the other the ratio ranged from 0.36 to 2.19 between runs.
+//! The disk's sync rate on this shared VM swings by 2–5x between runs and even between
+//! consecutive seconds (raw 1,365/s, then 117/s, in two 1.5 s phases once), so the anchor runs
+//! beside every measure: the raw and single-event measures alternate in short slices
+//! ([`SLICE`], [`ROUNDS`] of each), and every other row is framed by a raw slice before and after
+//! it, whose rate is printed beside it ("raw syncs/s beside").
 //!
-//! What bounds each measure (strace and perf of this bench; ext4 on a virtio disk, 2 shared
-//! cores):
-//! - A commit costs exactly one `fsync`, of the WAL: 1,352 WAL fsyncs for about 1,330 commits,
-//!   and 14 fsyncs of the database file, by the checkpoints. Once the WAL has reached its
-//!   checkpoint size it is overwritten in place (it is truncated only beyond
-//!   `journal_size_limit`). So a single-event commit costs what the anchor costs, one small
-//!   write and one fsync, plus two thread hand-offs (submitter → writer → submitter): side by
-//!   side, ratio 0.91–1.51 in six runs at load 4–8.
-//! - N submitters of one event each put at most N events in a commit (each waits for its own
-//!   commit before it submits again), and after each commit all N are woken. On this VM a
-//!   wake costs 10–20 µs of the waker's CPU (most of it in `try_to_wake_up`, waking the other
-//!   vCPU): when the writer woke 64 callers itself it spent more time waking than in SQLite
-//!   and got 21,000–36,000 events/s whatever the disk did (the last, 36,338/s, on an idle
-//!   machine). The writer now hands larger groups of answers to a second thread and goes on
-//!   with the next commit, and requests that arrive while a batch is applied join it: 46,600–
-//!   51,900 events/s in four runs at load 3–4 (raw 2,300–3,000 syncs/s), about 31 events per
-//!   commit. What bounds it now is the round trip: a caller answered during a commit waits
-//!   for the next one, so with 64 callers a commit carries about half of them; the writer is
-//!   never idle and the sync is 70 % of its time. The agent has no such 64 submitters: its
-//!   events stage commits whatever is queued in one [`Store::submit_many`], the burst measure
-//!   (100,000–118,000 events/s in bursts of 256 in the same runs). Over 22 runs of this code
-//!   in one idle hour the grouped figure ranged 32,600–58,400 (median about 49,000), moving
-//!   with the disk's sync latency, which doubles and halves from run to run here; on a Xeon
-//!   server with an NVMe disk pinned to 2 cores: raw 9,283 syncs/s, single 10,044/s (1.08),
-//!   grouped 78,427/s, bursts 158,580/s. Tried without a gain here: waiting up to 300 µs for
-//!   the last commit's callers before the next one, two answering threads, a raised priority
-//!   for the writer, and SQLite built with `fdatasync` instead of `fsync`. More submitters
-//!   help less than the bound suggests, since each one is a wake per commit: three runs with
-//!   raw 1,529–2,390 syncs/s gave 13,800–18,600 (16 submitters), 21,200–47,400 (64) and
-//!   41,100–55,800 (256).
+//! What bounds each measure (strace and perf of this bench; ext4 on a virtio disk, 2 vCPUs):
+//! - A commit costs exactly one `fsync`, of the WAL (1,352 WAL fsyncs for about 1,330 commits,
+//!   and 14 of the database file, by checkpoints; once the WAL has reached its checkpoint size
+//!   it is overwritten in place). So a single-event commit costs what the anchor costs plus two
+//!   thread hand-offs: ratio 1.05–1.34 in the runs of this code.
+//! - N submitters of one event each put at most N events in a commit, since each waits for its
+//!   own commit before it submits again; a caller answered while the next commit is being
+//!   applied joins it, one answered during its sync waits for the one after. So a submitter's
+//!   round trip is one to two commit cycles (sync ≈ 70 % of a cycle), and the grouped rate is
+//!   about N / round trip: with 64 submitters, 29,000–56,000 events/s at 1,400–3,400 raw syncs/s,
+//!   following the disk. With 256 the commits carry more and the disk matters less; what then
+//!   bounds blocked threads is waking them — a futex wake costs the waker 10–20 µs on this VM
+//!   (`try_to_wake_up`, waking the other vCPU), which is why the writer hands groups of more
+//!   than two answers to a second thread (`store-answers`) and goes on with the next commit.
+//!   A task is woken by a queue push on the runtime instead. Seven runs of this code, idle:
+//!   256 threads 49,100–55,200/s, **256 tasks 82,200–105,200/s**, 64 threads 29,300–54,100,
+//!   64 tasks 38,500–78,100; bursts 92,000–120,700/s.
+//! - With the disk taken out (a diagnostic build with `synchronous=OFF`) 64 threads reached
+//!   60,000–87,000/s: the rest of the round trip is the VM's wake and scheduling latency.
+//! - On a Xeon server with an NVMe disk, pinned to 2 cores (before the tasks rows existed): raw
+//!   9,283 syncs/s, single 10,044/s (1.08), 64 threads 78,427/s, bursts 158,580/s.
+//! - Tried without a gain here: waiting up to 300 µs for the last commit's callers before the
+//!   next commit, two answering threads, a wake tree, a raised priority for the writer, SQLite
+//!   built with `fdatasync`, a larger WAL before checkpoints (`wal_autocheckpoint` 20,000: an
+//!   appended WAL costs more to sync than one overwritten in place), and committing without the
+//!   sync while a second thread synced the WAL before answering (more, smaller commits: slower).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -83,27 +83,95 @@ fn main() -> anyhow::Result<()> {
         .filter_map(|n| n.trim().parse().ok())
         .filter(|&n| n > 0)
         .collect();
-    let mut grouped = Vec::new();
+    // Each phase between two raw slices: the disk's sync rate beside it is their mean.
+    let mut raw_file = RawFile::open(&dir.path().join("raw-beside.bin"))?;
+    let mut rows = Vec::new();
     for &n in &counts {
-        grouped.push((n, submit_rate(&dir.path().join(format!("grouped-{n}")), n)?));
+        let path = dir.path().join(format!("threads-{n}"));
+        rows.push((
+            format!("grouped events ({n} threads)"),
+            raw_file.beside(|| submit_rate(&path, n))?,
+            true,
+        ));
     }
-    let bursts = burst_rate(&dir.path().join("bursts"))?;
+    for &n in &counts {
+        let path = dir.path().join(format!("tasks-{n}"));
+        rows.push((
+            format!("grouped events ({n} tasks)"),
+            raw_file.beside(|| submit_rate_tasks(&path, n))?,
+            true,
+        ));
+    }
+    let path = dir.path().join("bursts");
+    rows.push((
+        format!("events in bursts of {BURST} (1 thread)"),
+        raw_file.beside(|| burst_rate(&path))?,
+        false,
+    ));
 
     println!("store benchmark (data folder {})", base.display());
-    println!("| measure                                   |        per s | goal        |");
-    println!("|-------------------------------------------|-------------:|-------------|");
-    println!("| raw 4 KiB write + fsync                   | {raw:>12.0} |             |");
-    println!("| durable single-event commits (1 submitter)| {single:>12.0} |             |");
-    for (n, rate) in grouped {
-        let label = format!("grouped events ({n} submitters)");
-        println!("| {label:<42}| {rate:>12.0} | >= 50000    |");
-    }
-    println!("| events in bursts of {BURST} (1 submitter)      | {bursts:>12.0} |             |");
     println!(
-        "| ratio single / raw                        | {:>12.2} | >= 0.80     |",
+        "| measure                                    |     per s | raw syncs/s beside | goal       |"
+    );
+    println!(
+        "|--------------------------------------------|----------:|-------------------:|------------|"
+    );
+    println!(
+        "| raw 4 KiB write + fsync                    | {raw:>9.0} |                    |            |"
+    );
+    println!(
+        "| durable single-event commits (1 thread)    | {single:>9.0} | {raw:>18.0} |            |"
+    );
+    for (label, (rate, beside), goal) in rows {
+        let goal = if goal { ">= 50000" } else { "" };
+        println!("| {label:<43}| {rate:>9.0} | {beside:>18.0} | {goal:<10} |");
+    }
+    println!(
+        "| ratio single / raw                         | {:>9.2} |                    | >= 0.80    |",
         single / raw
     );
     Ok(())
+}
+
+/// The raw anchor measured beside a phase: [`SLICE`] of 4 KiB appends with fsync before and
+/// after it.
+struct RawFile {
+    file: std::fs::File,
+    block: Vec<u8>,
+}
+
+impl RawFile {
+    fn open(path: &Path) -> anyhow::Result<RawFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(RawFile {
+            file,
+            block: vec![0xa5u8; 4096],
+        })
+    }
+
+    /// Syncs per second over one slice.
+    fn slice(&mut self) -> anyhow::Result<(u64, Duration)> {
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < SLICE {
+            self.file.write_all(&self.block)?;
+            self.file.sync_all()?;
+            n += 1;
+        }
+        Ok((n, start.elapsed()))
+    }
+
+    /// Runs `phase` between two slices; returns its result and the raw rate of the slices.
+    fn beside(
+        &mut self,
+        phase: impl FnOnce() -> anyhow::Result<f64>,
+    ) -> anyhow::Result<(f64, f64)> {
+        let before = self.slice()?;
+        let rate = phase()?;
+        let after = self.slice()?;
+        let raw = (before.0 + after.0) as f64 / (before.1 + after.1).as_secs_f64();
+        Ok((rate, raw))
+    }
 }
 
 /// Raw 4 KiB appends with fsync and single-event commits, alternating slice by slice; returns
@@ -173,6 +241,46 @@ fn submit_rate(dir: &Path, submitters: u64) -> anyhow::Result<f64> {
     for t in threads {
         t.join()
             .map_err(|_| anyhow::anyhow!("submitter panicked"))??;
+    }
+    Ok(events as f64 / elapsed)
+}
+
+/// Events per second committed by `submitters` tasks on a two-thread runtime (as the agent's),
+/// each awaiting its commit ([`Store::submit_async`]).
+fn submit_rate_tasks(dir: &Path, submitters: u64) -> anyhow::Result<f64> {
+    let store = Store::open(StoreOptions::new(dir, location()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..submitters)
+        .map(|t| {
+            let store = store.clone();
+            let stop = Arc::clone(&stop);
+            let done = Arc::clone(&done);
+            runtime.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    store.submit_async(event(t, n)?, Vec::new()).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    n += 1;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let begin = done.load(Ordering::Relaxed);
+    while start.elapsed() < PHASE {
+        std::thread::park_timeout(PHASE - start.elapsed().min(PHASE));
+    }
+    let events = done.load(Ordering::Relaxed) - begin;
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        runtime.block_on(t)??;
     }
     Ok(events as f64 / elapsed)
 }
