@@ -26,10 +26,11 @@
 //!   applied joins it, one answered during its sync waits for the one after. So a submitter's
 //!   round trip is one to two commit cycles (sync ≈ 70 % of a cycle), and the grouped rate is
 //!   about N / round trip: with 64 submitters, 29,000–56,000 events/s at 1,400–3,400 raw
-//!   syncs/s, following the disk. With 256 the commits carry more and the disk matters less; what then
-//!   bounds blocked threads is waking them — a futex wake costs the waker 10–20 µs on this VM
-//!   (`try_to_wake_up`, waking the other vCPU), which is why the writer hands groups of more
-//!   than two answers to a second thread (`store-answers`) and goes on with the next commit.
+//!   syncs/s, following the disk. With 256 the commits carry more and the disk matters less;
+//!   what then bounds blocked threads is waking them — a futex wake costs the waker 10–20 µs on
+//!   this VM (`try_to_wake_up`, waking the other vCPU), which is why the writer hands groups of
+//!   more than two answers to a second thread (`store-answers`) and goes on with the next
+//!   commit.
 //!   A task is woken by a queue push on the runtime instead. Seven runs of this code, idle:
 //!   256 threads 49,100–55,200/s, **256 tasks 82,200–105,200/s**, 64 threads 29,300–54,100,
 //!   64 tasks 38,500–78,100; bursts 92,000–120,700/s.

@@ -428,8 +428,12 @@ fn decode_anchor(url: &str, n: usize, measure: Duration) -> anyhow::Result<Ancho
                 Ok(sink) => {
                     started.insert(sink);
                 }
-                Err(_) => anyhow::bail!(
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => anyhow::bail!(
                     "the decode anchor: {} of {n} streams decoding after 30 s",
+                    started.len()
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!(
+                    "the decode anchor exited with {} of {n} streams decoding",
                     started.len()
                 ),
             }

@@ -35,6 +35,8 @@ const TOPIC: &str = "zigbee2mqtt/bench_sensor";
 /// The warm-up messages' own sensor topic: both consumers subscribe to it too, so a warm-up
 /// message that arrives after the measure has begun is not counted as measured.
 const WARMUP_TOPIC: &str = "zigbee2mqtt/bench_warmup";
+/// The warm-up message: mosquitto_sub prints payloads only, and no measured message is this.
+const WARMUP_MESSAGE: &str = r#"{"linkquality":1,"warmup":true}"#;
 
 /// Lines per `mosquitto_pub -l` process: well under its 65,535 outstanding message ids.
 const CHUNK: usize = 50_000;
@@ -289,9 +291,8 @@ fn messages(stats: &std::sync::Mutex<SensorStats>, id: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The anchor: mosquitto_sub printing every message (with its topic) to a pipe read by a
-/// thread, which counts them, warm-ups apart, and times the end marker from the moment set in
-/// `start`.
+/// The anchor: mosquitto_sub printing every message to a pipe read by a thread, which counts
+/// them, warm-ups apart, and times the end marker from the moment set in `start`.
 struct Sub {
     child: std::process::Child,
     progress: Arc<Progress>,
@@ -303,15 +304,7 @@ impl Sub {
     fn spawn(port: u16, qos: u8, session: Option<&str>) -> anyhow::Result<Sub> {
         let mut cmd = Command::new("mosquitto_sub");
         cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args([
-                "-q",
-                &qos.to_string(),
-                "-t",
-                TOPIC,
-                "-t",
-                WARMUP_TOPIC,
-                "-v",
-            ]);
+            .args(["-q", &qos.to_string(), "-t", TOPIC, "-t", WARMUP_TOPIC]);
         if let Some(id) = session {
             cmd.args(["-c", "-i", id]);
         }
@@ -325,10 +318,9 @@ impl Sub {
         {
             let (progress, start) = (Arc::clone(&progress), Arc::clone(&start));
             std::thread::spawn(move || {
-                let measured = format!("{TOPIC} ");
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    if !line.starts_with(&measured) {
+                    if line == WARMUP_MESSAGE {
                         progress.warmups.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
@@ -468,7 +460,7 @@ async fn run_once(broker: &Mosquitto, chunks: &[PathBuf], qos: u8) -> anyhow::Re
             Instant::now() < deadline,
             "{label}: warm-up messages did not reach both consumers within {STALL:?}"
         );
-        publish_one(port, WARMUP_TOPIC, r#"{"linkquality":1}"#)?;
+        publish_one(port, WARMUP_TOPIC, WARMUP_MESSAGE)?;
         tokio::time::sleep(Duration::from_millis(100)).await;
         if sub.warmups() > 0 && agent.warmups() > 0 {
             break;
@@ -514,7 +506,7 @@ async fn run_backlog(broker: &Mosquitto, chunks: &[PathBuf]) -> anyhow::Result<R
             Instant::now() < deadline,
             "{label}: mosquitto_sub did not subscribe within {STALL:?}"
         );
-        publish_one(port, WARMUP_TOPIC, r#"{"linkquality":1}"#)?;
+        publish_one(port, WARMUP_TOPIC, WARMUP_MESSAGE)?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sub.stop();

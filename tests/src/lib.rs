@@ -29,7 +29,8 @@ pub fn now() -> protocol::Timestamp {
 const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Runs `check` until it returns `Some` (looking again every 50 ms), and returns that; fails
-/// with an error naming `what` once `timeout` has passed without it.
+/// with an error naming `what` once `timeout` has passed without it (a check still running
+/// then is abandoned).
 ///
 /// # Errors
 /// When `timeout` passes first.
@@ -44,7 +45,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(v) = check().await {
+        if let Ok(Some(v)) = tokio::time::timeout_at(deadline, check()).await {
             return Ok(v);
         }
         anyhow::ensure!(

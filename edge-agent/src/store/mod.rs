@@ -441,7 +441,8 @@ impl Store {
     /// [`Store::submit`] for a task: waits for the commit without holding a thread.
     ///
     /// Encoding runs on the calling task; writing and syncing evidence files, and waiting for
-    /// room in a full writer queue, run on the blocking pool.
+    /// room in a full writer queue, run on the blocking pool. Dropping the future does not
+    /// withdraw a submission that has started: it is committed, unanswered.
     ///
     /// # Errors
     /// As [`Store::submit`].
@@ -450,29 +451,34 @@ impl Store {
         event: Event,
         evidence: Vec<EvidenceFile>,
     ) -> Result<Committed, StoreError> {
-        let item = if evidence.is_empty() {
-            self.prepare(&event, evidence)?
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+        let reply = SubmitReply::Async(reply_tx);
+        // A blocking closure runs to its end even when this future is dropped, so staged files
+        // always reach the writer with their request.
+        if evidence.is_empty() {
+            let item = self.prepare(&event, evidence)?;
+            let request = Request::Submit {
+                items: vec![item],
+                reply,
+            };
+            match self.sender()?.try_send(request) {
+                Ok(()) => {}
+                Err(TrySendError::Full(request)) => {
+                    let store = self.clone();
+                    on_blocking_pool(move || store.send(request)).await?;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            }
         } else {
             let store = self.clone();
-            tokio::task::spawn_blocking(move || store.prepare(&event, evidence))
-                .await
-                .map_err(|_| StoreError::Closed)??
-        };
-        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
-        let request = Request::Submit {
-            items: vec![item],
-            reply: SubmitReply::Async(reply_tx),
-        };
-        // A request that never reaches the writer leaves its staged files to the next start-up.
-        match self.sender()?.try_send(request) {
-            Ok(()) => {}
-            Err(TrySendError::Full(request)) => {
-                let store = self.clone();
-                tokio::task::spawn_blocking(move || store.send(request))
-                    .await
-                    .map_err(|_| StoreError::Closed)??;
-            }
-            Err(TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            on_blocking_pool(move || {
+                let item = store.prepare(&event, evidence)?;
+                store.send(Request::Submit {
+                    items: vec![item],
+                    reply,
+                })
+            })
+            .await?;
         }
         reply_rx
             .await
@@ -631,6 +637,15 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut reader)
     }
+}
+
+/// Runs `work` on tokio's blocking pool (a panic in it reads as [`StoreError::Closed`]).
+async fn on_blocking_pool(
+    work: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
+) -> Result<(), StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| StoreError::Closed)?
 }
 
 impl std::fmt::Debug for Store {

@@ -712,9 +712,8 @@ mod tests {
             },
         ))
         .unwrap();
-        for n in 0..300 {
-            store.submit(event(n, 1000), Vec::new()).unwrap();
-        }
+        let events = (0..300).map(|n| (event(n, 1000), Vec::new())).collect();
+        assert!(store.submit_many(events).iter().all(Result::is_ok));
         let codec = Codec::default();
         let max_bytes = 64 * 1024;
         let (last, frame) = read_batch(&store, &codec, Seq(11), 256, max_bytes)

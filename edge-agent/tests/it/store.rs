@@ -108,8 +108,8 @@ fn tasks_awaiting_their_commits_share_them_with_blocked_threads_and_get_gap_free
     }
     assert_eq!(all, (1..=900).collect::<BTreeSet<u64>>());
 
-    // evidence is written (on the blocking pool) before its event commits; refusals and a
-    // closed store answer as `submit` does
+    // evidence is written (on the blocking pool) before its event commits; refusals answer as
+    // `submit` does
     let (with_files, files) = event_with_evidence(1000, 0, 700);
     let committed = runtime
         .block_on(store.submit_async(with_files.clone(), files))
@@ -129,6 +129,27 @@ fn tasks_awaiting_their_commits_share_them_with_blocked_threads_and_get_gap_free
         "{refused:?}"
     );
     assert_eq!(store.stats().unwrap().last_seq, 901);
+
+    // a writer queue of one: most tasks find it full and wait for room on the blocking pool
+    let small = tempfile::tempdir().unwrap();
+    let mut options = helpers::options(small.path());
+    options.queue_capacity = 1;
+    let store = Store::open(options).unwrap();
+    let tasks: Vec<_> = (0..16u64)
+        .map(|t| {
+            let store = store.clone();
+            runtime.spawn(async move {
+                for i in 0..10u64 {
+                    store.submit_async(event(i, t), Vec::new()).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        runtime.block_on(t).unwrap();
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.last_seq, stats.events), (160, 160));
 }
 
 #[test]

@@ -52,10 +52,11 @@ pub struct RecheckReference {
 }
 
 impl RecheckReference {
-    /// Reads a reference as the box echoed it; `None` when it names no case.
+    /// Reads a reference as the box echoed it; `None` when it names no case. A time of asking
+    /// that does not read as one counts as not said (the answer still belongs to its case).
     pub fn parse(text: &str) -> Option<RecheckReference> {
-        let (case, asked) = match text.split_once(" asked ") {
-            Some((case, asked)) => (case, Some(asked.trim().parse::<i64>().ok()?)),
+        let (case, asked) = match text.split_once("asked") {
+            Some((case, asked)) => (case, asked.trim().parse::<i64>().ok()),
             None => (text, None),
         };
         let digits = case
@@ -268,13 +269,17 @@ mod tests {
                 "{old}"
             );
         }
-        for bad in [
-            "",
-            "case",
-            "case 42 asked",
-            "case 42 asked soon",
-            "case x asked 1",
-        ] {
+        for unsaid in ["case 42 asked", "case 42 asked soon", "42 asked -"] {
+            assert_eq!(
+                RecheckReference::parse(unsaid),
+                Some(RecheckReference {
+                    case: CaseId(42),
+                    asked_at: None
+                }),
+                "{unsaid}"
+            );
+        }
+        for bad in ["", "case", "case x asked 1", "asked 1767225600123"] {
             assert_eq!(RecheckReference::parse(bad), None, "{bad}");
         }
     }

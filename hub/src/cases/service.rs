@@ -438,7 +438,11 @@ impl CaseService {
                 .rev()
                 .find(|t| t.to == CaseState::Handled && t.from != CaseState::Handled)
                 .map(|t| t.at);
-            if asked_at.is_none() || asked_at < handled_since {
+            // (The time is the hub's own, echoed by an enrolled box, which could as well
+            // misreport its count: a box is trusted with its answers either way.)
+            let asked_since_feedback =
+                matches!((asked_at, handled_since), (Some(a), Some(h)) if a >= h);
+            if !asked_since_feedback {
                 verdict = false;
                 note.push_str(
                     " (asked before the department's feedback or not said when: not a verification)",
