@@ -231,19 +231,13 @@ fn submit_rate(dir: &Path, submitters: u64) -> anyhow::Result<f64> {
             })
         })
         .collect();
-    let start = Instant::now();
-    let begin = done.load(Ordering::Relaxed);
-    while start.elapsed() < PHASE {
-        std::thread::park_timeout(PHASE - start.elapsed().min(PHASE));
-    }
-    let events = done.load(Ordering::Relaxed) - begin;
-    let elapsed = start.elapsed().as_secs_f64();
+    let rate = per_second_over_phase(&done);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join()
             .map_err(|_| anyhow::anyhow!("submitter panicked"))??;
     }
-    Ok(events as f64 / elapsed)
+    Ok(rate)
 }
 
 /// Events per second committed by `submitters` tasks on a two-thread runtime (as the agent's),
@@ -272,18 +266,22 @@ fn submit_rate_tasks(dir: &Path, submitters: u64) -> anyhow::Result<f64> {
             })
         })
         .collect();
+    let rate = per_second_over_phase(&done);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        runtime.block_on(t)??;
+    }
+    Ok(rate)
+}
+
+/// What `done` gains per second over one [`PHASE`] from now.
+fn per_second_over_phase(done: &AtomicU64) -> f64 {
     let start = Instant::now();
     let begin = done.load(Ordering::Relaxed);
     while start.elapsed() < PHASE {
         std::thread::park_timeout(PHASE - start.elapsed().min(PHASE));
     }
-    let events = done.load(Ordering::Relaxed) - begin;
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        runtime.block_on(t)??;
-    }
-    Ok(events as f64 / elapsed)
+    (done.load(Ordering::Relaxed) - begin) as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Events per second committed by one caller in bursts of [`BURST`].
