@@ -20,7 +20,7 @@
 //! - A commit costs exactly one `fsync`, of the WAL (1,352 WAL fsyncs for about 1,330 commits,
 //!   and 14 of the database file, by checkpoints; once the WAL has reached its checkpoint size
 //!   it is overwritten in place). So a single-event commit costs what the anchor costs plus two
-//!   thread hand-offs: ratio 1.05–1.34 in the runs of this code.
+//!   thread hand-offs: ratio 1.00–1.34 in the runs of this code.
 //! - N submitters of one event each put at most N events in a commit, since each waits for its
 //!   own commit before it submits again; a caller answered while the next commit is being
 //!   applied joins it, one answered during its sync waits for the one after. So a submitter's
@@ -31,9 +31,10 @@
 //!   this VM (`try_to_wake_up`, waking the other vCPU), which is why the writer hands groups of
 //!   more than two answers to a second thread (`store-answers`) and goes on with the next
 //!   commit.
-//!   A task is woken by a queue push on the runtime instead. Seven runs of this code, idle:
-//!   256 threads 49,100–55,200/s, **256 tasks 82,200–105,200/s**, 64 threads 29,300–54,100,
-//!   64 tasks 38,500–78,100; bursts 92,000–120,700/s.
+//!   A task is woken by a queue push on the runtime instead. Eleven runs of this code, idle:
+//!   **256 tasks 65,600–116,900 events/s** (the lowest with 1,387 raw syncs/s beside it),
+//!   256 threads 48,700–62,900, 64 tasks 33,700–78,100 (eight runs), 64 threads 29,300–54,100
+//!   (eight runs); bursts 92,000–143,000/s.
 //! - With the disk taken out (a diagnostic build with `synchronous=OFF`) 64 threads reached
 //!   60,000–87,000/s: the rest of the round trip is the VM's wake and scheduling latency.
 //! - On a Xeon server with an NVMe disk, pinned to 2 cores (before the tasks rows existed): raw
