@@ -53,32 +53,35 @@ pub(crate) fn identity(dir: &Path) -> IdentityPaths {
     }
 }
 
-/// Polls `check` every 20 ms until it holds or `timeout` passes.
+/// Whether `check` comes to hold within `timeout` ([`e2e::wait_for`], for callers that say
+/// themselves what did not happen).
 pub(crate) async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let end = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e2e::wait_for(timeout, "", || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+    .is_ok()
 }
 
+/// Waits up to `timeout` for the uplink to report `mode`; fails the test with its status.
 pub(crate) async fn wait_for_mode(
     status: &mut watch::Receiver<UplinkStatus>,
     mode: UplinkMode,
     timeout: Duration,
-) -> bool {
-    tokio::time::timeout(timeout, status.wait_for(|s| s.mode == mode))
+) {
+    let reached = tokio::time::timeout(timeout, status.wait_for(|s| s.mode == mode))
         .await
-        .is_ok_and(|r| r.is_ok())
+        .is_ok_and(|r| r.is_ok());
+    assert!(
+        reached,
+        "uplink not {mode:?} within {timeout:?}: {:?}",
+        status.borrow()
+    );
 }
 
 pub(crate) struct TestHub {
