@@ -22,3 +22,18 @@ pub fn media(name: &str) -> anyhow::Result<PathBuf> {
     path.canonicalize()
         .with_context(|| format!("failed to resolve `{}`", path.display()))
 }
+
+/// A test camera streaming the parked-motorcycle photo (`motorcycle_left.png`, 740x500) over
+/// RTSP at `fps` frames per second: what the camera, re-check and technician tests look at.
+///
+/// # Errors
+/// When the photo is missing or the RTSP server does not start.
+pub fn motorcycle_camera(fps: u32) -> anyhow::Result<hardware::sim::rtsp::TestCamera> {
+    use hardware::sim::rtsp::{TestCamera, TestMedia};
+    Ok(TestCamera::start(TestMedia::Still {
+        path: media("motorcycle_left.png")?,
+        fps,
+        width_px: 740,
+        height_px: 500,
+    })?)
+}

@@ -65,12 +65,7 @@ fn camera(stats: &CameraStats, id: &str) -> edge_agent::camera::CameraStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_motorcycle_in_a_no_parking_zone_raises_exactly_one_event_after_the_dwell_time()
 -> anyhow::Result<()> {
-    let server = TestCamera::start(TestMedia::Still {
-        path: media("motorcycle_left.png")?,
-        fps: 25,
-        width_px: 740,
-        height_px: 500,
-    })?;
+    let server = e2e::media::motorcycle_camera(25)?;
     let dir = tempfile::tempdir()?;
     // COCO-SSD finds the motorcycle at (91,53)-(694,461) of 741x500: the zone surrounds it.
     let config = format!(
@@ -556,12 +551,7 @@ async fn a_bad_url_and_an_unsupported_stream_fail_only_their_own_cameras() -> an
 /// camera's view attached to its event as a confirming snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensor_event_carries_a_confirming_snapshot_from_its_camera() -> anyhow::Result<()> {
-    let server = TestCamera::start(TestMedia::Still {
-        path: media("motorcycle_left.png")?,
-        fps: 25,
-        width_px: 740,
-        height_px: 500,
-    })?;
+    let server = e2e::media::motorcycle_camera(25)?;
     let broker = e2e::mosquitto::Mosquitto::start()?;
     let dir = tempfile::tempdir()?;
     let config = format!(

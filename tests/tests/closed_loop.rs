@@ -12,7 +12,6 @@ mod hub_support;
 
 use std::time::Duration;
 
-use hardware::sim::rtsp::{TestCamera, TestMedia};
 use hub_support::RunningHub;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -31,13 +30,7 @@ street_order.illegal_nonmotor_parking,traffic-pj,traffic-gusu,city-management,1d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_on_a_camera_case_brings_a_recheck_whose_answer_decides_verification() {
-    let camera = TestCamera::start(TestMedia::Still {
-        path: e2e::media::media("motorcycle_left.png").unwrap(),
-        fps: 25,
-        width_px: 740,
-        height_px: 500,
-    })
-    .unwrap();
+    let camera = e2e::media::motorcycle_camera(25).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     std::fs::create_dir_all(&data).unwrap();

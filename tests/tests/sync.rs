@@ -464,14 +464,7 @@ health_interval_secs = 1
 /// and answers with the objects its rule looks for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_recheck_answers_with_matching_objects_and_its_evidence_reaches_the_hub() {
-    use hardware::sim::rtsp::{TestCamera, TestMedia};
-    let camera = TestCamera::start(TestMedia::Still {
-        path: e2e::media::media("motorcycle_left.png").unwrap(),
-        fps: 25,
-        width_px: 740,
-        height_px: 500,
-    })
-    .unwrap();
+    let camera = e2e::media::motorcycle_camera(25).unwrap();
     let hub = TestHub::start().await;
     let tls = tempfile::tempdir().unwrap();
     let paths = enroll_into(&hub, "box-r", tls.path()).await;

@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use e2e::media::media;
 use e2e::mosquitto::Mosquitto;
 use edge_agent::agent::Agent;
 use edge_agent::config::Config;
@@ -52,13 +51,7 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_activity() {
     let broker = Mosquitto::start().unwrap();
-    let camera = TestCamera::start(TestMedia::Still {
-        path: media("motorcycle_left.png").unwrap(),
-        fps: 10,
-        width_px: 740,
-        height_px: 500,
-    })
-    .unwrap();
+    let camera = e2e::media::motorcycle_camera(10).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
@@ -241,13 +234,7 @@ async fn doctor_reports_a_stopped_camera_and_a_missing_broker_and_says_the_box_i
 
 #[test]
 fn test_camera_writes_an_annotated_snapshot_and_prints_fps_and_detections() {
-    let camera = TestCamera::start(TestMedia::Still {
-        path: media("motorcycle_left.png").unwrap(),
-        fps: 10,
-        width_px: 740,
-        height_px: 500,
-    })
-    .unwrap();
+    let camera = e2e::media::motorcycle_camera(10).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap.jpg");
     let opts = edge_agent::checks::camera::TestCameraOptions {
