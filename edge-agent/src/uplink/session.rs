@@ -251,7 +251,7 @@ async fn session(
                         }
                     }
                     Message::EnrollResponse(response) => {
-                        if install_renewal(up, &welcome.box_id, pending_key.take(), response).await {
+                        if install_renewal(up, pending_key.take(), response).await {
                             *lock(&up.last_renewal) = Some(Instant::now());
                             swap_by = Some(tokio::time::Instant::now() + RENEWAL_DRAIN);
                         }
@@ -510,12 +510,7 @@ fn renewal_due_at(
 }
 
 /// Installs a renewed certificate after checking it; true when it is in place.
-async fn install_renewal(
-    up: &Uplink,
-    box_id: &protocol::BoxId,
-    key: Option<String>,
-    response: EnrollResponse,
-) -> bool {
+async fn install_renewal(up: &Uplink, key: Option<String>, response: EnrollResponse) -> bool {
     match (key, response) {
         (
             Some(key),
@@ -527,9 +522,8 @@ async fn install_renewal(
             },
         ) => {
             let paths = up.settings.identity.clone();
-            let id = box_id.clone();
             let installed = blocking(move || {
-                tls::check_renewed(&paths, &id, &certificate_pem, &key, &ca_pem)?;
+                tls::check_renewed(&paths, &certificate_pem, &key, &ca_pem)?;
                 tls::install_identity(&paths, &ca_pem, &certificate_pem, &key)
             })
             .await;

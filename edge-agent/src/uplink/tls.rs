@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protocol::{BoxId, Timestamp};
+use protocol::Timestamp;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
@@ -164,16 +164,16 @@ pub(crate) fn new_key_and_csr() -> Result<(String, String), UplinkError> {
 }
 
 /// Checks a certificate the hub sent on renewal before it replaces the working one: it must
-/// parse, certify the public key of `key_pem` (the key made for this renewal), name `box_id`,
-/// outlive the current certificate, and come with the CA the box already trusts (the CA does
-/// not change on renewal). Returns its expiry. A box that installed anything else could lock
-/// itself out.
+/// parse, certify the public key of `key_pem` (the key made for this renewal), name the box its
+/// current certificate names (not what the hub says it is), outlive the current certificate,
+/// and come with exactly the CA the box already trusts (the CA does not change on renewal, and
+/// `ca_pem` is written over the CA file). Returns its expiry. A box that installed anything
+/// else could lock itself out, or trust another CA.
 ///
 /// # Errors
 /// [`UplinkError::BadRenewal`] saying which check failed.
 pub(crate) fn check_renewed(
     paths: &IdentityPaths,
-    box_id: &BoxId,
     cert_pem: &str,
     key_pem: &str,
     ca_pem: &str,
@@ -187,12 +187,12 @@ pub(crate) fn check_renewed(
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
         return Err(bad("the certificate is not for the key this box made"));
     }
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok());
-    if cn != Some(box_id.as_str()) {
+    let current = read_certs(&paths.cert_path)?;
+    let named = current
+        .first()
+        .and_then(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
+        .and_then(|(_, c)| common_name(&c));
+    if named.is_none() || common_name(&cert) != named {
         return Err(bad("the certificate names another box"));
     }
     let not_after = not_after(&der).ok_or_else(|| bad("the certificate does not parse"))?;
@@ -200,9 +200,10 @@ pub(crate) fn check_renewed(
         return Err(bad("the certificate does not outlive the current one"));
     }
     let trusted = read_certs(&paths.ca_path)?;
-    let offered =
-        CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| bad("the CA is not PEM"))?;
-    if !trusted.iter().any(|c| c.as_ref() == offered.as_ref()) {
+    let offered: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("the CA is not PEM"))?;
+    if offered != trusted {
         return Err(bad("the hub sent another CA than the one this box trusts"));
     }
     // Signed by that CA, as the hub will verify it (at the certificate's own start: this box's
@@ -231,6 +232,15 @@ pub(crate) fn check_renewed(
         )
         .map_err(|_| bad("the certificate is not signed by the CA this box trusts"))?;
     Ok(not_after)
+}
+
+/// The subject's common name (a box certificate's box id).
+fn common_name(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
 }
 
 /// Installs a new identity crash-safely: `cert.new` and `key.new` are written durably, then
@@ -495,8 +505,7 @@ mod tests {
         std::fs::write(&paths.cert_path, issue(&hub, &old_key, "box-1", 2030)).unwrap();
         let new_key = rcgen::KeyPair::generate().unwrap();
         let key_pem = new_key.serialize_pem();
-        let id = BoxId::parse("box-1").unwrap();
-        let check = |cert: &str, ca: &str| check_renewed(&paths, &id, cert, &key_pem, ca);
+        let check = |cert: &str, ca: &str| check_renewed(&paths, cert, &key_pem, ca);
 
         let good = check(&issue(&hub, &new_key, "box-1", 2031), &hub.0.pem());
         assert!(good.is_ok(), "{good:?}");
@@ -525,6 +534,19 @@ mod tests {
                 "another issuer, sent with the trusted CA",
                 issue(&ca(), &new_key, "box-1", 2031),
                 hub.0.pem(),
+            ),
+            (
+                "the trusted CA and another",
+                issue(&hub, &new_key, "box-1", 2031),
+                format!("{}{}", hub.0.pem(), ca().0.pem()),
+            ),
+            (
+                "the trusted CA and a broken block",
+                issue(&hub, &new_key, "box-1", 2031),
+                format!(
+                    "{}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                    hub.0.pem()
+                ),
             ),
             ("not a certificate", "junk".to_owned(), hub.0.pem()),
         ] {
