@@ -560,13 +560,27 @@ fn stats_counts_stay_exact_as_events_arrive_are_acked_expire_and_are_evicted() {
     let now = Timestamp::from_unix_millis(T0_MS + 7200 * 1000);
     assert_eq!(store.sweep_retention(now).unwrap(), 6);
     assert_eq!(agree("retention"), (1, 1));
-    // Big events: the quota evicts the synced one and then unsynced ones (each loss reported by
-    // a data-loss event).
-    for n in 1..=6 {
+    // Big events, two of them synced, then far more than the quota holds: eviction takes the
+    // synced events' evidence, then the synced events, and only then unsynced ones (each loss
+    // reported by a data-loss event).
+    for n in 1..=2 {
+        let (e, files) = event_with_evidence(100 + n, 0, 100_000);
+        store.submit(e, files).unwrap();
+    }
+    let synced = store.stats().unwrap().last_seq;
+    store.ack(Seq(synced)).unwrap();
+    assert_eq!(agree("big synced events"), (3, 0));
+    for n in 3..=8 {
         let (e, files) = event_with_evidence(100 + n, 0, 100_000);
         store.submit(e, files).unwrap();
     }
     let (events, unsynced) = agree("eviction");
-    assert!(store.stats().unwrap().lost_events_total > 0);
-    assert_eq!(events, unsynced, "nothing acked is left");
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.evicted_evidence_total, stats.evicted_events_total),
+        (2, 3),
+        "the synced events' files and rows went first: {stats:?}"
+    );
+    assert!(stats.lost_events_total > 0, "{stats:?}");
+    assert_eq!(events, unsynced, "nothing synced is left");
 }
