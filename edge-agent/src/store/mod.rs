@@ -189,8 +189,14 @@ pub struct OpenReport {
     pub missing_evidence: u64,
 }
 
+/// The largest an event may encode to (its evidence files apart): half the hub's default frame
+/// limit, the most the uplink puts in one batch. A stored event the uplink could not send would
+/// hold up every later one at its sequence number for good.
+pub const MAX_EVENT_BYTES: usize = protocol::DEFAULT_MAX_FRAME_BYTES as usize / 2;
+
 /// Everything that can go wrong in the store. Recovery: [`StoreError::DiskFull`] and
 /// [`StoreError::Sqlite`] are worth a retry; [`StoreError::TooLarge`],
+/// [`StoreError::EventTooLarge`],
 /// [`StoreError::EvidenceMismatch`] and [`StoreError::DuplicateId`] reject one submission (skip
 /// it); the start-up errors and [`StoreError::Closed`] stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +256,16 @@ pub enum StoreError {
         bytes: u64,
         /// The effective quota.
         quota_bytes: u64,
+    },
+    /// The event itself encodes to more than [`MAX_EVENT_BYTES`]: it could never be sent.
+    #[error("event `{id}` encodes to {bytes} bytes, more than the {max_bytes} an event may have")]
+    EventTooLarge {
+        /// The event.
+        id: EventId,
+        /// Its encoded size.
+        bytes: usize,
+        /// [`MAX_EVENT_BYTES`].
+        max_bytes: usize,
     },
     /// The event's `evidence` list does not name exactly the evidence files submitted with it.
     #[error("event `{id}` names evidence that was not submitted with it, or vice versa")]
@@ -606,6 +622,13 @@ impl Store {
             return Err(StoreError::EvidenceMismatch { id: event.id });
         }
         let encoded = Encoded::new(event)?;
+        if encoded.body.len() > MAX_EVENT_BYTES {
+            return Err(StoreError::EventTooLarge {
+                id: event.id,
+                bytes: encoded.body.len(),
+                max_bytes: MAX_EVENT_BYTES,
+            });
+        }
         let mut staged = Vec::with_capacity(evidence.len());
         for file in evidence {
             match self.shared.evidence.stage(&file) {

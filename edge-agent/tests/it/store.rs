@@ -236,6 +236,23 @@ fn a_duplicate_event_id_is_refused_without_consuming_a_seq() {
 }
 
 #[test]
+fn an_event_too_large_to_send_is_refused_without_consuming_a_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = helpers::open(dir.path());
+    let mut huge = event(1, 0);
+    huge.attributes.insert(
+        "note".to_owned(),
+        AttrValue::Text("x".repeat(edge_agent::store::MAX_EVENT_BYTES)),
+    );
+    let refused = store.submit(huge, Vec::new());
+    assert!(
+        matches!(refused, Err(StoreError::EventTooLarge { bytes, max_bytes, .. }) if bytes > max_bytes),
+        "{refused:?}"
+    );
+    assert_eq!(store.submit(event(2, 0), Vec::new()).unwrap().seq, Seq(1));
+}
+
+#[test]
 fn evidence_that_the_event_does_not_name_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = helpers::open(dir.path());
