@@ -159,7 +159,7 @@ pub enum IngestError {
 }
 
 /// Why a hand-off to the sink did not take.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum HandOffError {
     /// A passing failure (storage busy): the event is offered again later.
     #[error("hand-off failed, will retry: {reason}")]
@@ -192,11 +192,28 @@ pub trait EventSink: Send + Sync + 'static {
         events: &[(BoxId, Event)],
         now: Timestamp,
     ) -> Vec<Result<(), HandOffError>> {
-        events
-            .iter()
-            .map(|(box_id, event)| self.hand_on(box_id, event, now))
-            .collect()
+        one_at_a_time(events, |(box_id, event)| self.hand_on(box_id, event, now))
     }
+}
+
+/// Takes `events` in order with `hand_on`, up to the first that must be retried: the ones
+/// after it get the same answer without being tried, so that a retry takes them in order.
+fn one_at_a_time<T>(
+    events: &[T],
+    mut hand_on: impl FnMut(&T) -> Result<(), HandOffError>,
+) -> Vec<Result<(), HandOffError>> {
+    let mut results = Vec::with_capacity(events.len());
+    for event in events {
+        let result = hand_on(event);
+        if let Err(retry @ HandOffError::Retry { .. }) = &result {
+            let retry = retry.clone();
+            results.push(result);
+            results.resize_with(events.len(), || Err(retry.clone()));
+            return results;
+        }
+        results.push(result);
+    }
+    results
 }
 
 fn hand_off_error(e: CaseError) -> HandOffError {
@@ -225,22 +242,12 @@ impl EventSink for CaseService {
         match self.ingest_many(events, now) {
             Ok(outcomes) => outcomes.iter().map(|_| Ok(())).collect(),
             // storage failed: the whole batch again later
-            Err(CaseError::Db(e)) => {
-                let reason = crate::telemetry::chain(&e);
-                events
-                    .iter()
-                    .map(|_| {
-                        Err(HandOffError::Retry {
-                            reason: reason.clone(),
-                        })
-                    })
-                    .collect()
+            Err(e @ CaseError::Db(_)) => {
+                let failed = hand_off_error(e);
+                events.iter().map(|_| Err(failed.clone())).collect()
             }
             // one event is at fault: one at a time, so the others still go through
-            Err(_) => events
-                .iter()
-                .map(|(box_id, event)| self.hand_on(box_id, event, now))
-                .collect(),
+            Err(_) => one_at_a_time(events, |(box_id, event)| self.hand_on(box_id, event, now)),
         }
     }
 }
@@ -699,4 +706,40 @@ fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, Ingest
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves SQLite consistent (its transaction rolled back).
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_after_one_to_retry_are_not_taken_before_it() {
+        let answers = ["ok", "refused", "retry", "ok"];
+        let mut tried = Vec::new();
+        let results = one_at_a_time(&answers, |&answer| {
+            tried.push(answer);
+            match answer {
+                "ok" => Ok(()),
+                "refused" => Err(HandOffError::Refused {
+                    reason: "bad".into(),
+                }),
+                _ => Err(HandOffError::Retry {
+                    reason: "busy".into(),
+                }),
+            }
+        });
+        assert_eq!(tried, ["ok", "refused", "retry"]);
+        let kinds: Vec<&str> = results
+            .iter()
+            .map(|r| match r {
+                Ok(()) => "ok",
+                Err(HandOffError::Refused { .. }) => "refused",
+                Err(HandOffError::Retry { reason }) => {
+                    assert_eq!(reason, "busy");
+                    "retry"
+                }
+            })
+            .collect();
+        assert_eq!(kinds, ["ok", "refused", "retry", "retry"]);
+    }
 }
