@@ -65,12 +65,16 @@ async fn list(
         if name.is_empty() {
             continue;
         }
-        states.push(CaseState::parse(name).ok_or_else(|| {
+        let state = CaseState::parse(name).ok_or_else(|| {
             ApiError::Unprocessable(format!(
                 "state: `{name}` is not one of {}",
                 CaseState::ALL.map(CaseState::as_str).join(", ")
             ))
-        })?);
+        })?;
+        // each state once: a repeated name adds nothing to the query
+        if !states.contains(&state) {
+            states.push(state);
+        }
     }
     let page = CasePageQuery {
         after: q.after.map(CaseId),
