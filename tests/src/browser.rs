@@ -348,9 +348,7 @@ impl Drop for ChildGuard {
 /// new port is tried.
 async fn start_chromedriver() -> anyhow::Result<(ChildGuard, u16)> {
     for _ in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = crate::free_port()?;
         let mut child = ChildGuard(
             Command::new("chromedriver")
                 .args([format!("--port={port}"), "--log-level=SEVERE".to_owned()])

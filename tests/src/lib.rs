@@ -11,6 +11,7 @@ pub mod mosquitto;
 pub mod workspace;
 
 pub use binaries::binary;
+pub use mosquitto::free_port;
 
 /// The wall clock now, as a protocol timestamp (what the hub and the agent stamp events with).
 ///

@@ -109,10 +109,7 @@ async fn a_parked_motorcycle_in_a_no_parking_zone_raises_exactly_one_event_after
         "event after {after:?}"
     );
     // It stays parked: watch for a while longer, no repeat (not even a suppressed one).
-    let watch_until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < watch_until {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let all = events(&agent);
     let raised = of_category(&all, "street_order.illegal_nonmotor_parking");
     assert_eq!(raised.len(), 1, "{all:#?}");
@@ -488,9 +485,7 @@ async fn a_bad_url_and_an_unsupported_stream_fail_only_their_own_cameras() -> an
     })?;
     let mjpeg = TestCamera::start(TestMedia::Mjpeg)?;
     // A port nothing listens on: bind one, note it, release it.
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let closed_port = e2e::free_port()?;
     let dir = tempfile::tempdir()?;
     let config = format!(
         r#"{site}

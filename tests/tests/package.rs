@@ -175,7 +175,7 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     // --- the hub, as hub.service starts it, after what its postinst does (`hub init`)
     let hub_cmd = exec_start(&units.join("hub.service"));
     assert_eq!(hub_cmd[..3], ["/usr/bin/hub", "serve", "--config"]);
-    let api_port = e2e::mosquitto::free_port().unwrap();
+    let api_port = e2e::free_port().unwrap();
     let ingest_port = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -226,7 +226,7 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     let installed =
         std::fs::read_to_string(root.join(agent_cmd[3].trim_start_matches('/'))).unwrap();
     let agent_config = work.path().join("edge-agent.toml");
-    let metrics_port = e2e::mosquitto::free_port().unwrap();
+    let metrics_port = e2e::free_port().unwrap();
     std::fs::write(
         &agent_config,
         installed

@@ -358,11 +358,11 @@ async fn a_backlog_queued_while_the_agent_was_down_is_consumed_once_on_one_conne
 
     // First run: the broker learns the agent's persistent session and its subscriptions.
     let (stats, _rx, cancel, task) = run(&cfg);
-    let deadline = Instant::now() + WAIT;
-    while stats.lock().unwrap().link.subscribed == 0 {
-        assert!(Instant::now() < deadline, "sensor stage did not subscribe");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    e2e::wait_until(WAIT, "the stage's subscription", || {
+        (stats.lock().unwrap().link.subscribed > 0).then_some(())
+    })
+    .await
+    .unwrap();
     cancel.cancel();
     task.await.unwrap();
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::mosquitto::Mosquitto;
 use edge_agent::agent::Agent;
@@ -41,11 +41,9 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    e2e::wait_until(WAIT, what, || check().then_some(()))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +177,7 @@ async fn doctor_reports_a_stopped_camera_and_a_missing_broker_and_says_the_box_i
     .unwrap();
     let stopped_url = stopped.url();
     stopped.stop();
-    let no_broker = e2e::mosquitto::free_port().unwrap();
+    let no_broker = e2e::free_port().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge-agent.toml");
     std::fs::write(
@@ -336,7 +334,7 @@ async fn test_sensor_prints_decoded_readings_and_bad_payloads_from_a_real_broker
 
     // No broker: a clear error, not a hang.
     let opts = sensor::TestSensorOptions {
-        port: e2e::mosquitto::free_port().unwrap(),
+        port: e2e::free_port().unwrap(),
         ..opts
     };
     let err = sensor::run_test_sensor(&opts, &mut Vec::new())
