@@ -213,10 +213,25 @@ mod tests {
     fn a_waiting_push_is_held_until_the_detector_takes_a_frame_and_gives_up_on_close() {
         let q = std::sync::Arc::new(DetectorQueue::new(1, 1));
         q.push(0, 1);
+        // `give_up` is asked only while the push waits for room: it tells the test so.
+        let waiting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pusher = {
-            let q = std::sync::Arc::clone(&q);
-            std::thread::spawn(move || q.push_wait(0, 2, Duration::from_millis(10), || false))
+            let (q, waiting) = (std::sync::Arc::clone(&q), std::sync::Arc::clone(&waiting));
+            std::thread::spawn(move || {
+                q.push_wait(0, 2, Duration::from_millis(10), || {
+                    waiting.store(true, Ordering::Release);
+                    false
+                })
+            })
         };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !waiting.load(Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline && !pusher.is_finished(),
+                "the push did not wait for room"
+            );
+            std::thread::yield_now();
+        }
         // The pusher waits for room; taking frame 1 lets frame 2 in, nothing superseded.
         assert_eq!(q.pop_timeout(Duration::from_secs(10)), Some((0, 1)));
         assert_eq!(pusher.join().unwrap(), Ok(()));
