@@ -70,15 +70,12 @@ pub struct EventsStats {
     /// Events committed, by category code (bounded by the catalog).
     pub committed_by_category: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Observation-to-commit latencies of the latest committed events, newest last, at most
-    /// [`COMMIT_LATENCY_SAMPLES`]: from the observation's time (a camera event's frame capture,
+    /// [`crate::camera::LATENCY_SAMPLES`] (as the camera's own samples): from the observation's time (a camera event's frame capture,
     /// a sensor event's reading) to the store's durable commit, on the box clock in whole
     /// milliseconds (a clock step distorts the samples around it).
     #[serde(skip)]
     pub commit_latencies: Mutex<std::collections::VecDeque<Duration>>,
 }
-
-/// Commit latency samples kept in [`EventsStats::commit_latencies`].
-pub const COMMIT_LATENCY_SAMPLES: usize = crate::camera::LATENCY_SAMPLES;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]

@@ -141,6 +141,10 @@ pub fn excerpt(
         Ok(())
     })();
     let _ = pipeline.set_state(gst::State::Null);
+    if result.is_err() {
+        // a half-written excerpt is no excerpt
+        let _ = std::fs::remove_file(out);
+    }
     result?;
     let cut = cut.lock().unwrap_or_else(|p| p.into_inner());
     let Some(offset) = cut.offset else {
