@@ -56,16 +56,10 @@ impl Shape {
     /// Distance in metres from `p` to the nearest edge of any ring.
     pub fn boundary_distance_m(&self, p: Position) -> f64 {
         let kx = (p[1].to_radians().cos()) * METRES_PER_DEGREE;
-        let ky = METRES_PER_DEGREE;
-        let mut best = f64::INFINITY;
-        for ring in self.rings() {
-            for w in ring.windows(2) {
-                let a = [(w[0][0] - p[0]) * kx, (w[0][1] - p[1]) * ky];
-                let b = [(w[1][0] - p[0]) * kx, (w[1][1] - p[1]) * ky];
-                best = best.min(origin_to_segment(a, b));
-            }
-        }
-        best
+        let edges = self
+            .rings()
+            .flat_map(|ring| ring.windows(2).map(|w| (w[0], w[1])));
+        nearest_m2(edges, p, kx).sqrt()
     }
 
     /// Area in square metres (holes subtracted).
@@ -165,25 +159,47 @@ pub fn ring_self_intersection(ring: &[Position]) -> Option<(usize, usize)> {
 
 /// Ray-crossing containment test for one closed ring.
 pub(crate) fn ring_contains(ring: &[Position], p: Position) -> bool {
+    crosses_odd(ring.windows(2).map(|w| (w[0], w[1])), p)
+}
+
+/// Whether a ray from `p` crosses `edges` an odd number of times: inside the area they bound
+/// (a polygon's rings together: holes excluded).
+pub(crate) fn crosses_odd(
+    edges: impl IntoIterator<Item = (Position, Position)>,
+    p: Position,
+) -> bool {
     let mut inside = false;
-    for w in ring.windows(2) {
-        let (a, b) = (w[0], w[1]);
-        if (a[1] > p[1]) != (b[1] > p[1]) {
-            let x = a[0] + (p[1] - a[1]) / (b[1] - a[1]) * (b[0] - a[0]);
-            if p[0] < x {
-                inside = !inside;
-            }
+    for (a, b) in edges {
+        if (a[1] > p[1]) != (b[1] > p[1])
+            && p[0] < a[0] + (p[1] - a[1]) / (b[1] - a[1]) * (b[0] - a[0])
+        {
+            inside = !inside;
         }
     }
     inside
 }
 
-fn origin_to_segment(a: Position, b: Position) -> f64 {
-    origin_to_segment2(a, b).sqrt()
+/// The squared distance in m² from `p` to the nearest of `edges` (longitude scaled by `kx`
+/// metres per degree at `p`, latitude by [`METRES_PER_DEGREE`]).
+pub(crate) fn nearest_m2(
+    edges: impl IntoIterator<Item = (Position, Position)>,
+    p: Position,
+    kx: f64,
+) -> f64 {
+    let ky = METRES_PER_DEGREE;
+    edges
+        .into_iter()
+        .map(|(a, b)| {
+            origin_to_segment2(
+                [(a[0] - p[0]) * kx, (a[1] - p[1]) * ky],
+                [(b[0] - p[0]) * kx, (b[1] - p[1]) * ky],
+            )
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// The squared distance from the origin to the segment a–b.
-pub(super) fn origin_to_segment2(a: Position, b: Position) -> f64 {
+fn origin_to_segment2(a: Position, b: Position) -> f64 {
     let d = [b[0] - a[0], b[1] - a[1]];
     let len2 = d[0] * d[0] + d[1] * d[1];
     let t = if len2 == 0.0 {

@@ -22,7 +22,7 @@
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{AABB, RTree};
 
-use super::geometry::{METRES_PER_DEGREE, Position, origin_to_segment2};
+use super::geometry::{METRES_PER_DEGREE, Position, crosses_odd, nearest_m2};
 use super::{Cell, Grid, Located};
 
 /// A cell spanning more buckets than this is found through the R-tree of big cells.
@@ -238,26 +238,19 @@ pub(super) fn build(cells: &[Cell]) -> Index {
     }
 }
 
+/// A cell's edges as segments.
+fn segments(edges: &[Edge]) -> impl Iterator<Item = (Position, Position)> + '_ {
+    edges.iter().map(|&[ax, ay, bx, by]| ([ax, ay], [bx, by]))
+}
+
 /// Even-odd containment over all of a cell's edges.
 fn contains(edges: &[Edge], p: Position) -> bool {
-    let mut inside = false;
-    for &[ax, ay, bx, by] in edges {
-        if (ay > p[1]) != (by > p[1]) && p[0] < ax + (p[1] - ay) / (by - ay) * (bx - ax) {
-            inside = !inside;
-        }
-    }
-    inside
+    crosses_odd(segments(edges), p)
 }
 
 /// The distance in metres from `p` to the nearest of `edges` when it is at most `limit`.
 fn edge_within_m(edges: &[Edge], p: Position, kx: f64, limit: f64) -> Option<f64> {
-    let ky = METRES_PER_DEGREE;
-    let mut best = f64::INFINITY;
-    for &[ax, ay, bx, by] in edges {
-        let a = [(ax - p[0]) * kx, (ay - p[1]) * ky];
-        let b = [(bx - p[0]) * kx, (by - p[1]) * ky];
-        best = best.min(origin_to_segment2(a, b));
-    }
+    let best = nearest_m2(segments(edges), p, kx);
     (best <= limit * limit).then(|| best.sqrt())
 }
 
