@@ -356,8 +356,6 @@ mod tests {
         assert_eq!(at(30.0035, 120.0005), None);
     }
 
-    /// The one-query lookup against the definition: the containing cell by scan, and every other
-    /// cell whose boundary lies within the edge distance, nearest first.
     /// Checks `n` random points in `[lon0, lat0]`–`[lon1, lat1]` against the definition: the
     /// containing cell by scan, and every other cell whose boundary lies within the edge
     /// distance, nearest first. Returns how many points had candidates and how many lay outside.

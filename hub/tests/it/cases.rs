@@ -10,8 +10,13 @@ fn ts(ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(ms)
 }
 
-fn created(o: IngestOutcome) -> hub::cases::CaseId {
-    match o {
+/// Ingests `event` from the test box at `at`; it must open a case.
+fn opened(
+    svc: &hub::cases::CaseService,
+    event: &protocol::Event,
+    at: Timestamp,
+) -> hub::cases::CaseId {
+    match svc.ingest(&box_id(), event, at).unwrap() {
         IngestOutcome::Created(id) => id,
         other => panic!("expected a new case, got {other:?}"),
     }
@@ -29,14 +34,7 @@ fn an_event_inside_a_cell_becomes_a_case_with_cell_worker_department_and_calenda
     // observed Friday 16:00, arriving (after an outage) on Tuesday: the deadline still counts
     // from Friday: 1.5 h Friday, weekend, Monday holiday, 2.5 h Tuesday → Tuesday 11:00 +08:00
     let arrival = FRIDAY_4PM + 4 * 86_400_000;
-    let id = created(
-        svc.ingest(
-            &box_id(),
-            &event(1, "0102", lat, lon, FRIDAY_4PM),
-            ts(arrival),
-        )
-        .unwrap(),
-    );
+    let id = opened(&svc, &event(1, "0102", lat, lon, FRIDAY_4PM), ts(arrival));
     let (case, transitions) = svc.case(id).unwrap().unwrap();
     assert_eq!(case.cell.as_ref(), Some(&cell.code));
     assert_eq!(case.worker.as_ref().map(|w| w.as_str()), Some("w-zhang"));
@@ -63,13 +61,10 @@ fn an_event_inside_a_cell_becomes_a_case_with_cell_worker_department_and_calenda
 #[test]
 fn a_review_category_waits_in_reported_for_a_dispatcher() {
     let svc = service();
-    let id = created(
-        svc.ingest(
-            &box_id(),
-            &event(1, "0404", 31.281, 120.581, FRIDAY_4PM),
-            ts(FRIDAY_4PM),
-        )
-        .unwrap(),
+    let id = opened(
+        &svc,
+        &event(1, "0404", 31.281, 120.581, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
     );
     let (case, _) = svc.case(id).unwrap().unwrap();
     assert_eq!(case.state, CaseState::Reported);
@@ -83,13 +78,10 @@ fn a_review_category_waits_in_reported_for_a_dispatcher() {
 fn an_event_near_a_cell_edge_records_the_candidate_cells() {
     let svc = service();
     // the sample's cells 01 and 03 of community 320508001001 meet at latitude 31.282
-    let id = created(
-        svc.ingest(
-            &box_id(),
-            &event(1, "0102", 31.282 - north_m(4.0), 120.581, FRIDAY_4PM),
-            ts(FRIDAY_4PM),
-        )
-        .unwrap(),
+    let id = opened(
+        &svc,
+        &event(1, "0102", 31.282 - north_m(4.0), 120.581, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
     );
     let (case, _) = svc.case(id).unwrap().unwrap();
     assert_eq!(case.cell.unwrap().as_str(), "32050800100101");
@@ -101,13 +93,10 @@ fn an_event_near_a_cell_edge_records_the_candidate_cells() {
 fn events_20_m_and_2_minutes_apart_make_one_case_and_2_km_apart_make_two() {
     let svc = service();
     let (lat, lon) = (31.281, 120.581);
-    let first = created(
-        svc.ingest(
-            &box_id(),
-            &event(1, "0102", lat, lon, FRIDAY_4PM),
-            ts(FRIDAY_4PM),
-        )
-        .unwrap(),
+    let first = opened(
+        &svc,
+        &event(1, "0102", lat, lon, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
     );
     let second = svc
         .ingest(
@@ -152,7 +141,7 @@ fn a_redelivered_event_is_ignored_and_survives_a_restart() {
     let e = event(7, "0102", 31.281, 120.581, FRIDAY_4PM);
     {
         let svc = service_with(Db::open(&path).unwrap());
-        created(svc.ingest(&box_id(), &e, ts(FRIDAY_4PM)).unwrap());
+        opened(&svc, &e, ts(FRIDAY_4PM));
         assert_eq!(
             svc.ingest(&box_id(), &e, ts(FRIDAY_4PM)).unwrap(),
             IngestOutcome::Duplicate
@@ -169,13 +158,10 @@ fn a_redelivered_event_is_ignored_and_survives_a_restart() {
 #[test]
 fn an_overdue_case_is_warned_first_then_escalated_to_the_street_department() {
     let svc = service();
-    let id = created(
-        svc.ingest(
-            &box_id(),
-            &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
-            ts(FRIDAY_4PM),
-        )
-        .unwrap(),
+    let id = opened(
+        &svc,
+        &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
     );
     let deadline = svc
         .case(id)
@@ -213,13 +199,10 @@ fn an_overdue_case_is_warned_first_then_escalated_to_the_street_department() {
 #[test]
 fn actions_are_recorded_with_actor_note_and_evidence_and_wrong_ones_refused() {
     let svc = service();
-    let id = created(
-        svc.ingest(
-            &box_id(),
-            &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
-            ts(FRIDAY_4PM),
-        )
-        .unwrap(),
+    let id = opened(
+        &svc,
+        &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
     );
     let dept = Actor {
         role: Role::Department,
@@ -269,24 +252,14 @@ fn actions_are_recorded_with_actor_note_and_evidence_and_wrong_ones_refused() {
 fn a_camera_recheck_answer_is_attached_to_its_case_not_merged_or_opened() {
     let svc = service();
     let (lat, lon) = (31.281, 120.581);
-    let id = created(
-        svc.ingest(
-            &box_id(),
-            &event(1, "0102", lat, lon, FRIDAY_4PM),
-            ts(FRIDAY_4PM),
-        )
-        .unwrap(),
+    let id = opened(
+        &svc,
+        &event(1, "0102", lat, lon, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
     );
     // The box's answer: same category and place, naming the case; without the reference it
     // would merge into the case.
-    let mut answer = event(2, "0102", lat, lon, FRIDAY_4PM + 60_000);
-    answer.attributes.insert(
-        "recheck_reference".into(),
-        protocol::AttrValue::Text(format!("case {}", id.0)),
-    );
-    answer
-        .attributes
-        .insert("matching".into(), protocol::AttrValue::Int(0));
+    let answer = recheck_answer(2, id, 0, FRIDAY_4PM + 60_000, FRIDAY_4PM + 60_000);
     let outcome = svc
         .ingest(&box_id(), &answer, ts(FRIDAY_4PM + 61_000))
         .unwrap();
@@ -361,13 +334,10 @@ fn recheck_answer(
 #[test]
 fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
     let svc = service();
-    let id = created(
-        svc.ingest(
-            &box_id(),
-            &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
-            ts(FRIDAY_4PM),
-        )
-        .unwrap(),
+    let id = opened(
+        &svc,
+        &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
     );
     to_handled(&svc, id, FRIDAY_4PM + 60_000);
 
@@ -466,7 +436,7 @@ fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
 }
 
 #[test]
-fn a_batch_is_taken_in_one_commit_with_the_same_outcomes_as_one_at_a_time() {
+fn a_batch_gives_the_same_outcomes_and_cases_as_one_at_a_time() {
     let (lat, lon) = (31.281, 120.581);
     let batch = vec![
         (box_id(), event(1, "0102", lat, lon, FRIDAY_4PM)),
