@@ -79,6 +79,24 @@ pub struct Tracker {
     next_id: u64,
 }
 
+/// Takes `(score, track, detection)` pairs in the given order, each whose track and detection
+/// are both still free, and marks them taken: greedy one-to-one matching.
+fn claim(
+    pairs: Vec<(f32, usize, usize)>,
+    track_taken: &mut [bool],
+    det_taken: &mut [bool],
+) -> Vec<(usize, usize)> {
+    let mut claimed = Vec::new();
+    for (_, t, d) in pairs {
+        if !track_taken[t] && !det_taken[d] {
+            track_taken[t] = true;
+            det_taken[d] = true;
+            claimed.push((t, d));
+        }
+    }
+    claimed
+}
+
 impl Tracker {
     /// An empty tracker.
     pub fn new(config: TrackerConfig) -> Self {
@@ -92,17 +110,24 @@ impl Tracker {
     /// Matches `detections` (seen at `now`) to the tracks, starts tracks for the rest and drops
     /// tracks unseen for `max_missed`. Returns every live track.
     pub fn update(&mut self, detections: &[NormDetection], now: Instant) -> &[Track] {
+        // Where each track is expected now, from its velocity.
+        let predicted: Vec<NormBox> = self
+            .tracks
+            .iter()
+            .map(|track| {
+                let dt = now.saturating_duration_since(track.last_seen).as_secs_f32();
+                track
+                    .bbox
+                    .shifted(track.velocity.0 * dt, track.velocity.1 * dt)
+            })
+            .collect();
         let mut pairs = Vec::new();
         for (t, track) in self.tracks.iter().enumerate() {
-            let dt = now.saturating_duration_since(track.last_seen).as_secs_f32();
-            let predicted = track
-                .bbox
-                .shifted(track.velocity.0 * dt, track.velocity.1 * dt);
             for (d, det) in detections.iter().enumerate() {
                 if det.label != track.label {
                     continue;
                 }
-                let iou = predicted.iou(&det.bbox).max(track.bbox.iou(&det.bbox));
+                let iou = predicted[t].iou(&det.bbox).max(track.bbox.iou(&det.bbox));
                 if iou >= self.config.iou_min {
                     pairs.push((iou, t, d));
                 }
@@ -114,12 +139,7 @@ impl Tracker {
         for track in &mut self.tracks {
             track.seen_now = false;
         }
-        for (_, t, d) in pairs {
-            if track_taken[t] || det_taken[d] {
-                continue;
-            }
-            track_taken[t] = true;
-            det_taken[d] = true;
+        for (t, d) in claim(pairs, &mut track_taken, &mut det_taken) {
             self.tracks[t].observe(&detections[d], now, &self.config);
         }
         // Second stage: unmatched tracks and detections by the distance of the detection's
@@ -131,9 +151,7 @@ impl Tracker {
                 if track_taken[t] {
                     continue;
                 }
-                let dt = now.saturating_duration_since(track.last_seen).as_secs_f32();
-                let (fx, fy) = track.bbox.foot();
-                let predicted = (fx + track.velocity.0 * dt, fy + track.velocity.1 * dt);
+                let (px, py) = predicted[t].foot();
                 let height = track.bbox.height();
                 for (d, det) in detections.iter().enumerate() {
                     if det_taken[d] || det.label != track.label {
@@ -144,7 +162,7 @@ impl Tracker {
                         continue;
                     }
                     let (dx, dy) = det.bbox.foot();
-                    let distance = ((dx - predicted.0).powi(2) + (dy - predicted.1).powi(2)).sqrt();
+                    let distance = ((dx - px).powi(2) + (dy - py).powi(2)).sqrt();
                     if distance <= ratio * height.max(det_height) {
                         near.push((distance, t, d));
                     }
@@ -152,12 +170,7 @@ impl Tracker {
             }
         }
         near.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (_, t, d) in near {
-            if track_taken[t] || det_taken[d] {
-                continue;
-            }
-            track_taken[t] = true;
-            det_taken[d] = true;
+        for (t, d) in claim(near, &mut track_taken, &mut det_taken) {
             self.tracks[t].observe(&detections[d], now, &self.config);
         }
         let max_missed = self.config.max_missed;
