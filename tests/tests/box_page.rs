@@ -3,7 +3,6 @@
 //! port, read over HTTP (the JSON, a thumbnail, the admin sign-in and its one action), through
 //! the `edge-agent status` client code, and by headless Chromium.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -374,64 +373,20 @@ async fn chromium_shows_the_thumbnail_and_the_sensor_value_and_flags_a_stopped_c
     Ok(())
 }
 
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.0 exchange (the server closes the connection after it, so the body runs to EOF).
+/// One exchange with the box's local API (`cookie` and a JSON body when given).
 async fn get(
     addr: SocketAddr,
     method: &str,
     path: &str,
     cookie: Option<&str>,
     json: Option<&str>,
-) -> anyhow::Result<Answer> {
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+) -> anyhow::Result<e2e::http::Answer> {
+    let mut headers = Vec::new();
     if let Some(c) = cookie {
-        request.push_str(&format!("Cookie: {c}\r\n"));
+        headers.push(("Cookie", c));
     }
-    let body = json.unwrap_or("");
     if json.is_some() {
-        request.push_str("Content-Type: application/json\r\n");
+        headers.push(("Content-Type", "application/json"));
     }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    tokio::task::spawn_blocking(move || -> anyhow::Result<Answer> {
-        let mut stream = std::net::TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(WAIT))?;
-        stream.write_all(request.as_bytes())?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .context("an HTTP head")?;
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .context("a status line")?;
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
-        Ok(Answer {
-            status,
-            headers,
-            body: raw[split + 4..].to_vec(),
-        })
-    })
-    .await?
+    e2e::http::send(addr, method, path, &headers, json.unwrap_or("").as_bytes()).await
 }

@@ -35,7 +35,7 @@ async fn feedback_on_a_camera_case_brings_a_recheck_whose_answer_decides_verific
     let data = dir.path().join("hub");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("duties.csv"), DUTIES).unwrap();
-    let hub = RunningHub::start(&data, &TOKENS, "").await;
+    let hub = RunningHub::start(&data, &TOKENS).await;
     let paths = hub.enroll(&data, "box-kerb", &dir.path().join("tls")).await;
 
     // The box stands in cell 32050800100101 of the sample city; the zone surrounds the

@@ -303,7 +303,7 @@ async fn start_hub(data: &Path, own_worker: &str, other_worker: &str) -> Running
             _ => (token, role, subject),
         })
         .collect();
-    RunningHub::start(data, &tokens, "").await
+    RunningHub::start(data, &tokens).await
 }
 
 /// An enrolled box: its store and a running uplink to the hub.

@@ -10,8 +10,7 @@
 //! "Installing the packages").
 #![allow(clippy::unwrap_used)] // test code
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -87,14 +86,10 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .ok_or(())
 }
 
-/// `GET path` over HTTP/1.0; the status line and the body.
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text)?;
-    Ok(text)
+/// Whether `GET /metrics` on the loopback `port` answers 200 with metrics named `prefix`.
+fn metrics_up(port: u16, prefix: &str) -> bool {
+    e2e::http::request(([127, 0, 0, 1], port).into(), "GET", "/metrics", &[], b"")
+        .is_ok_and(|a| a.status == 200 && a.text().contains(prefix))
 }
 
 fn wait_until(what: &str, child: &mut Child, mut ready: impl FnMut() -> bool) {
@@ -212,9 +207,7 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
             .unwrap(),
     );
     wait_until("the installed hub's /metrics", &mut hub_proc.0, || {
-        http_get(api_port, "/metrics").is_ok_and(|r| {
-            r.lines().next().is_some_and(|s| s.contains(" 200 ")) && r.contains("hub_")
-        })
+        metrics_up(api_port, "hub_")
     });
     let (status, log) = terminate(hub_proc, &hub_log);
     assert!(status.success(), "hub exit {status}: {log}");
@@ -254,9 +247,7 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
         std::fs::read_to_string(&agent_log).is_ok_and(|l| l.contains("agent running"))
     });
     wait_until("the installed agent's /metrics", &mut agent_proc.0, || {
-        http_get(metrics_port, "/metrics").is_ok_and(|r| {
-            r.lines().next().is_some_and(|s| s.contains(" 200 ")) && r.contains("edge_agent_")
-        })
+        metrics_up(metrics_port, "edge_agent_")
     });
     let detect = run(Command::new(&agent)
         .args(["detect", "--model", "coco-ssd"])

@@ -3,7 +3,6 @@
 //! `doctor`, `test-camera` and `test-sensor` against real components.
 #![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use e2e::mosquitto::Mosquitto;
@@ -17,27 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A plain HTTP/1.1 GET; returns the status line's code and the body.
+/// `GET path`: the status and the body.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    let answer = e2e::http::request(addr, "GET", path, &[], b"").unwrap();
+    (answer.status, answer.text())
 }
 
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {

@@ -6,8 +6,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,12 +38,8 @@ pub(crate) struct RunningHub {
 
 impl RunningHub {
     /// `hub init` in `data` (when not done yet), then serves it with `tokens` as
-    /// `(token, role, subject)`; `[cases]` lines are added to the config as they are.
-    pub(crate) async fn start(
-        data: &Path,
-        tokens: &[(&str, &str, &str)],
-        cases: &str,
-    ) -> RunningHub {
+    /// `(token, role, subject)`.
+    pub(crate) async fn start(data: &Path, tokens: &[(&str, &str, &str)]) -> RunningHub {
         if !data.join("ca.pem").exists() && !data.join("hub.db").exists() {
             hub::registry::admin::init(data, "test hub", "127.0.0.1:0".parse().unwrap(), now())
                 .unwrap();
@@ -63,7 +58,7 @@ impl RunningHub {
             "api_listen_addr = \"127.0.0.1:0\"\ndatabase_path = {:?}\ngrid_path = {:?}\n\
              duties_path = {:?}\ncalendar_path = {:?}\n\n\
              [ingest]\nlisten_addr = \"127.0.0.1:0\"\ndata_dir = {:?}\nrevocation_check_interval_secs = 1\n\n\
-             [cases]\n{cases}\n\n{DEPARTMENTS}{tokens}",
+             {DEPARTMENTS}{tokens}",
             p("hub.db"),
             p("grid.geojson"),
             p("duties.csv"),
@@ -136,7 +131,7 @@ impl RunningHub {
     }
 }
 
-/// A plain HTTP/1.1 request to `addr` (`Connection: close`): the status and the JSON answer.
+/// A JSON request to the hub's API with a bearer token: the status and the JSON answer.
 pub(crate) async fn http_json(
     addr: SocketAddr,
     method: &str,
@@ -144,61 +139,16 @@ pub(crate) async fn http_json(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(T)).unwrap();
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(body.as_bytes()).unwrap();
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).unwrap();
-        let split = answer
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(answer.len());
-        let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
-        let payload = answer.get(split + 4..).unwrap_or_default();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let payload = if head.contains("transfer-encoding: chunked") {
-            dechunk(payload)
-        } else {
-            payload.to_vec()
-        };
-        let payload = String::from_utf8_lossy(&payload).into_owned();
-        let value =
-            serde_json::from_str(&payload).unwrap_or_else(|_| Value::String(payload.clone()));
-        (status, value)
-    })
-    .await
-    .unwrap()
-}
-
-fn dechunk(mut s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
-        let size = String::from_utf8_lossy(&s[..eol]);
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        let rest = &s[eol + 2..];
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.extend_from_slice(&rest[..n]);
-        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
     }
-    out
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let answer = e2e::http::send(addr, method, path, &headers, body.as_bytes())
+        .await
+        .unwrap();
+    (answer.status, answer.json())
 }
 
 pub(crate) use e2e::now;
