@@ -37,3 +37,31 @@ pub fn motorcycle_camera(fps: u32) -> anyhow::Result<hardware::sim::rtsp::TestCa
         height_px: 500,
     })?)
 }
+
+/// An agent's `[[cameras]]` entry for [`motorcycle_camera`] at `url`: camera `kerb-cam`
+/// detecting at `detect_fps`, a `no-parking` zone around the motorcycle (COCO-SSD finds it at
+/// (91,53)-(694,461) of 741x500) and a rule `nonmotor-parking` raising illegal non-motor parking
+/// after `dwell_secs` in it. More zones and rules of the camera may follow it.
+#[must_use]
+pub fn kerb_camera_toml(url: &str, detect_fps: u32, dwell_secs: u32) -> String {
+    format!(
+        r#"
+[[cameras]]
+id = "kerb-cam"
+detect_fps = {detect_fps}
+frame_width_px = 640
+frame_height_px = 432
+source = {{ kind = "rtsp", url = "{url}" }}
+[[cameras.zones]]
+id = "no-parking"
+polygon = [[0.05, 0.05], [0.98, 0.05], [0.98, 0.98], [0.05, 0.98]]
+classes = ["bicycle", "motorcycle"]
+[[cameras.rules]]
+id = "nonmotor-parking"
+kind = "dwell"
+zone = "no-parking"
+category = "street_order.illegal_nonmotor_parking"
+dwell_secs = {dwell_secs}
+"#
+    )
+}

@@ -69,26 +69,9 @@ async fn a_parked_motorcycle_in_a_no_parking_zone_raises_exactly_one_event_after
     let dir = tempfile::tempdir()?;
     // COCO-SSD finds the motorcycle at (91,53)-(694,461) of 741x500: the zone surrounds it.
     let config = format!(
-        r#"{}
-        [[cameras]]
-        id = "kerb-cam"
-        detect_fps = 2
-        frame_width_px = 640
-        frame_height_px = 432
-        source = {{ kind = "rtsp", url = "{}" }}
-        [[cameras.zones]]
-        id = "no-parking"
-        polygon = [[0.05, 0.05], [0.98, 0.05], [0.98, 0.98], [0.05, 0.98]]
-        classes = ["bicycle", "motorcycle"]
-        [[cameras.rules]]
-        id = "nonmotor-parking"
-        kind = "dwell"
-        zone = "no-parking"
-        category = "street_order.illegal_nonmotor_parking"
-        dwell_secs = 10
-        "#,
+        "{}{}",
         site(dir.path()),
-        server.url()
+        e2e::media::kerb_camera_toml(&server.url(), 2, 10)
     );
     let agent = start(&config).await?;
     let stats = agent.camera_stats().unwrap();

@@ -50,22 +50,7 @@ lon = 120.581
 [store]
 data_dir = "{data}"
 
-[[cameras]]
-id = "kerb-cam"
-detect_fps = 2
-frame_width_px = 640
-frame_height_px = 432
-source = {{ kind = "rtsp", url = "{url}" }}
-[[cameras.zones]]
-id = "no-parking"
-polygon = [[0.05, 0.05], [0.98, 0.05], [0.98, 0.98], [0.05, 0.98]]
-classes = ["bicycle", "motorcycle"]
-[[cameras.rules]]
-id = "nonmotor-parking"
-kind = "dwell"
-zone = "no-parking"
-category = "street_order.illegal_nonmotor_parking"
-dwell_secs = 1
+{camera}
 
 [uplink]
 hub_addr = "{hub}"
@@ -74,7 +59,7 @@ cert_path = "{cert}"
 key_path = "{key}"
 "#,
             data = box_data.display(),
-            url = camera.url(),
+            camera = e2e::media::kerb_camera_toml(&camera.url(), 2, 1),
             hub = hub.ingest,
             ca = paths.ca_path.display(),
             cert = paths.cert_path.display(),

@@ -490,25 +490,10 @@ lon = 120.6
 [store]
 data_dir = "{data}"
 
-[[cameras]]
-id = "kerb-cam"
-detect_fps = 1
-frame_width_px = 640
-frame_height_px = 432
-source = {{ kind = "rtsp", url = "{url}" }}
-[[cameras.zones]]
-id = "no-parking"
-polygon = [[0.05, 0.05], [0.98, 0.05], [0.98, 0.98], [0.05, 0.98]]
-classes = ["bicycle", "motorcycle"]
+{camera}
 [[cameras.zones]]
 id = "sky"
 polygon = [[0.0, 0.0], [1.0, 0.0], [1.0, 0.04], [0.0, 0.04]]
-[[cameras.rules]]
-id = "nonmotor-parking"
-kind = "dwell"
-zone = "no-parking"
-category = "street_order.illegal_nonmotor_parking"
-dwell_secs = 600
 [[cameras.rules]]
 id = "sky-intrusion"
 kind = "intrusion"
@@ -522,7 +507,7 @@ cert_path = "{cert}"
 key_path = "{key}"
 "#,
             data = data.path().display(),
-            url = camera.url(),
+            camera = e2e::media::kerb_camera_toml(&camera.url(), 1, 600),
             hub = hub.addr(),
             ca = paths.ca_path.display(),
             cert = paths.cert_path.display(),
