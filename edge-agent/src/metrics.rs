@@ -346,6 +346,18 @@ impl AgentCollector {
             "edge_agent_store_expired_events",
             "Synced events deleted past their retention time",
             stats.expired_events_total,
+        )?;
+        counter(
+            enc,
+            "edge_agent_store_disk_full",
+            "Times the store found its data disk full and freed room (since start)",
+            self.sources.store.disk_full_total(),
+        )?;
+        gauge(
+            enc,
+            "edge_agent_store_disk_reserve_bytes",
+            "Room the store holds back to free a full disk (0: given back, nothing left to evict)",
+            self.sources.store.disk_reserve_bytes(),
         )
     }
 }

@@ -29,6 +29,9 @@
 //! unsynced event evicted is counted (`lost_events_total`) and reported by a `device.data_loss`
 //! event committed in that same transaction, so no loss is ever silent. A full disk lowers the
 //! effective quota to below the usage at which the disk filled, so the same policy frees room.
+//! Freeing room takes room (a WAL checkpoint, the eviction's transaction): the store holds a
+//! disk reserve ([`RESERVE_FILE_NAME`], a sixty-fourth of the disk within 256 KiB..8 MiB) that
+//! it gives back to relieve a full disk before its next write, and allocates again after.
 //! [`Store::sweep_retention`] deletes synced events older than the retention time.
 //!
 //! This module must not talk to the network, decide what an event is (the event builder does)
@@ -38,10 +41,13 @@
 mod evidence;
 pub use evidence::{disk_free_bytes, disk_space};
 mod reader;
+mod reserve;
+pub use reserve::RESERVE_FILE_NAME;
 mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -338,6 +344,17 @@ struct Shared {
     /// The handle's own reader for the convenience read methods.
     reader: Mutex<StoreReader>,
     report: OpenReport,
+    /// Published by the writer.
+    disk: Arc<DiskCounters>,
+}
+
+/// What the writer publishes about the data disk.
+#[derive(Debug, Default)]
+struct DiskCounters {
+    /// Times the writer relieved a full disk.
+    reliefs: AtomicU64,
+    /// Bytes of the disk reserve allocated now (0 while released).
+    reserve_bytes: AtomicU64,
 }
 
 impl Store {
@@ -358,7 +375,9 @@ impl Store {
         let db_path = options.data_dir.join(DB_FILE_NAME);
         let conn = schema::open_writer(&db_path, options.busy_timeout)?;
         let evidence = EvidenceDir::create(&options.data_dir.join(EVIDENCE_DIR_NAME))?;
-        let (writer, report) = Writer::start_up(conn, evidence.clone(), &options)?;
+        let disk = Arc::new(DiskCounters::default());
+        let (writer, report) =
+            Writer::start_up(conn, evidence.clone(), &options, Arc::clone(&disk))?;
         let reader = StoreReader::open_at(&db_path, options.busy_timeout)?;
         let (requests_tx, requests_rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let handle = std::thread::Builder::new()
@@ -378,6 +397,7 @@ impl Store {
                 busy_timeout: options.busy_timeout,
                 reader: Mutex::new(reader),
                 report,
+                disk,
             }),
         })
     }
@@ -573,6 +593,17 @@ impl Store {
         self.shared.evidence.free_bytes()
     }
 
+    /// Times the store found its data disk full and freed room, since it was opened.
+    pub fn disk_full_total(&self) -> u64 {
+        self.shared.disk.reliefs.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the disk reserve held now: 0 while it is given back (the disk is full and the
+    /// store found nothing more to evict), else its size.
+    pub fn disk_reserve_bytes(&self) -> u64 {
+        self.shared.disk.reserve_bytes.load(Ordering::Relaxed)
+    }
+
     /// The database file.
     pub fn db_path(&self) -> &Path {
         &self.shared.db_path
@@ -622,6 +653,9 @@ impl Store {
             return Err(StoreError::EvidenceMismatch { id: event.id });
         }
         let encoded = Encoded::new(event)?;
+        // Read before staging: a relief after this point has made room this submission did
+        // not see, and a report of a full disk from it is then old news.
+        let reliefs = self.shared.disk.reliefs.load(Ordering::Relaxed);
         if encoded.body.len() > MAX_EVENT_BYTES {
             return Err(StoreError::EventTooLarge {
                 id: event.id,
@@ -639,7 +673,7 @@ impl Store {
                     }
                     if matches!(e, StoreError::DiskFull) {
                         // Let the writer free room; a full queue already has it busy.
-                        let _ = self.sender()?.try_send(Request::DiskPressure);
+                        let _ = self.sender()?.try_send(Request::DiskPressure { reliefs });
                     }
                     return Err(e);
                 }

@@ -7,9 +7,16 @@
 //! Sequence numbers are assigned here, so they follow commit order and have no gaps. Eviction (see the module doc of `store`) runs inside the same transaction as the
 //! commit that needs the room, so an eviction and the data-loss event that reports it are
 //! durable together or not at all; evicted evidence files are unlinked only after that commit.
+//!
+//! A full disk (a commit or a submitter's evidence file refused for lack of space) is relieved
+//! before the writer takes its next request: it gives back the disk reserve (see `reserve.rs`),
+//! checkpoints the WAL, lowers the quota and evicts down to it in bounded steps, then allocates
+//! the reserve again. The WAL is kept to half the reserve (its checkpoint point), so that a
+//! checkpoint always fits in the room the reserve gives back.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,9 +26,11 @@ use protocol::{
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::evidence::{EvidenceDir, Staged};
+use super::evidence::{EvidenceDir, Staged, disk_space};
+use super::reserve::DiskReserve;
 use super::{
-    Committed, OpenReport, ROW_OVERHEAD_BYTES, StoreError, StoreOptions, is_disk_full, sqlite_error,
+    Committed, DiskCounters, OpenReport, ROW_OVERHEAD_BYTES, StoreError, StoreOptions,
+    is_disk_full, sqlite_error,
 };
 
 /// A request to the writer.
@@ -41,8 +50,9 @@ pub(super) enum Request {
         now: Timestamp,
         reply: SyncSender<Result<u64, StoreError>>,
     },
-    /// A submitter found the disk full while staging evidence: lower the quota and evict.
-    DiskPressure,
+    /// A submitter found the disk full while staging evidence: relieve the disk, unless that
+    /// was done since the submitter looked (`reliefs` is the count of reliefs it saw).
+    DiskPressure { reliefs: u64 },
 }
 
 /// Where the results of a submission go: a blocked caller's channel or an awaiting task's.
@@ -96,6 +106,14 @@ const ANSWER_INLINE_MAX: usize = 2;
 /// twentieth of what the store could use, when that is more).
 const DISK_RESERVE_MIN_BYTES: u64 = 1 << 20;
 
+/// Most victims one eviction step takes while relieving a full disk, so that its transaction's
+/// pages fit in the room the disk reserve gives back.
+const RELIEF_STEP_VICTIMS: usize = 256;
+
+/// Most rounds of lowering the quota and evicting that one relief takes to make room for the
+/// disk reserve again (each round takes a tenth of what the store holds).
+const RELIEF_MAX_ROUNDS: usize = 8;
+
 pub(super) struct Writer {
     conn: Connection,
     policy: Policy,
@@ -103,6 +121,10 @@ pub(super) struct Writer {
     meta: Meta,
     /// The answering thread's queue (see [`Writer::run`]); `None` answers on this thread.
     answers: Option<mpsc::Sender<Vec<Reply>>>,
+    /// Room given back to the file system when the disk is full (see `reserve.rs`).
+    reserve: DiskReserve,
+    /// Reliefs of a full disk and the reserve held, published for the handles.
+    disk: Arc<DiskCounters>,
 }
 
 /// Everything but the connection, so it can be borrowed while a transaction borrows `conn`.
@@ -144,6 +166,8 @@ struct Work {
     unlink: HashSet<Digest>,
     /// Unsynced events evicted in this transaction.
     lost: Option<LostRange>,
+    /// An eviction step stopped at its limit of victims while still over the quota.
+    capped: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +175,17 @@ struct LostRange {
     first: u64,
     last: u64,
     count: u64,
+}
+
+/// What [`Policy::make_room`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// The incoming bytes fit under the quota.
+    Made,
+    /// Not even an empty store would make room.
+    None,
+    /// The step's limit of victims was reached first.
+    Capped,
 }
 
 /// Why a request in a batch failed: only that request, or the whole transaction.
@@ -177,6 +212,7 @@ impl Writer {
         conn: Connection,
         evidence: EvidenceDir,
         options: &StoreOptions,
+        disk: Arc<DiskCounters>,
     ) -> Result<(Writer, OpenReport), StoreError> {
         // invariant: the embedded catalog holds `device.data_loss` (checked by this module's
         // tests and by protocol's catalog tests).
@@ -189,6 +225,26 @@ impl Writer {
         #[allow(clippy::expect_used)]
         let loss_source = SourceId::parse(LOSS_SOURCE_ID).expect("valid source id");
         let meta = load_meta(&conn).map_err(|e| sqlite_error("read store counters", e))?;
+        let mut reserve = DiskReserve::new(
+            &options.data_dir,
+            disk_space(&options.data_dir).map(|(_, total)| total),
+        );
+        // The WAL is checkpointed (and so can be reset) once it holds half the reserve: a
+        // checkpoint grows the database file by at most the WAL's size.
+        let page_bytes: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| sqlite_error("read page size", e))?;
+        let wal_pages = (reserve.size_bytes() as i64 / 2 / page_bytes.max(512))
+            .clamp(WAL_MIN_CHECKPOINT_PAGES, WAL_MAX_CHECKPOINT_PAGES);
+        conn.pragma_update(None, "wal_autocheckpoint", wal_pages)
+            .map_err(|e| sqlite_error("set the WAL checkpoint point", e))?;
+        if !reserve.allocate()? {
+            tracing::warn!(
+                stage = "store",
+                bytes = reserve.size_bytes(),
+                "no room on the data disk for the disk reserve; allocated once there is"
+            );
+        }
         let mut writer = Writer {
             conn,
             policy: Policy {
@@ -207,7 +263,10 @@ impl Writer {
             },
             meta,
             answers: None,
+            reserve,
+            disk,
         };
+        writer.publish_reserve();
         let report = writer.repair_evidence()?;
         Ok((writer, report))
     }
@@ -245,8 +304,25 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // A submitter found the disk full: room comes before anything else is written.
+            let mut pressure = false;
+            batch.retain(|request| match request {
+                Request::DiskPressure { reliefs } => {
+                    pressure |= self.is_current(*reliefs);
+                    false
+                }
+                _ => true,
+            });
+            if pressure {
+                self.relieve_full_disk();
+            }
+            if batch.is_empty() {
+                continue;
+            }
             if self.commit_batch(batch, Some(&requests_rx)) {
                 self.relieve_full_disk();
+            } else if !self.reserve.is_held() {
+                self.restore_reserve();
             }
         }
         // Every answer is out before the writer is done (dropping the store joins the writer).
@@ -274,21 +350,109 @@ impl Writer {
         }
     }
 
-    /// After a commit failed on a full disk: shrink the WAL, then evict down to the lowered
-    /// quota at once, so that the next submissions find room. (Eviction needs a little disk
-    /// space itself; the truncated WAL provides it.)
+    /// Whether a disk-pressure report that saw `reliefs` reliefs is still news.
+    fn is_current(&self, reliefs: u64) -> bool {
+        reliefs == self.disk.reliefs.load(Ordering::Relaxed)
+    }
+
+    /// After a commit or a submitter found the disk full, before the next request: gives back
+    /// the reserve, checkpoints the WAL into the room it leaves, lowers the quota and evicts down
+    /// to it (in steps small enough for that room), then allocates the reserve again — lowering
+    /// the quota further while the disk has no room for it.
     fn relieve_full_disk(&mut self) {
-        if let Err(e) = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        {
-            tracing::warn!(stage = "store", error = %e, "WAL checkpoint on a full disk failed");
+        self.disk.reliefs.fetch_add(1, Ordering::Relaxed);
+        self.policy.lower_quota(self.meta.usage_bytes);
+        if let Err(e) = self.reserve.release() {
+            tracing::warn!(stage = "store", error = %crate::telemetry::chain(&e), "disk reserve not released");
         }
-        if self.policy.must_evict && self.commit_batch(Vec::new(), None) {
-            tracing::warn!(
+        self.publish_reserve();
+        self.checkpoint();
+        for _ in 0..RELIEF_MAX_ROUNDS {
+            self.evict_to_quota();
+            self.checkpoint();
+            match self.reserve.allocate() {
+                Ok(true) => break,
+                Ok(false) if self.policy.lower_quota(self.meta.usage_bytes) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(stage = "store", error = %crate::telemetry::chain(&e), "disk reserve not allocated");
+                    break;
+                }
+            }
+        }
+        self.publish_reserve();
+        if !self.reserve.is_held() {
+            tracing::error!(
                 stage = "store",
-                "eviction on a full disk failed; retrying with the next commit"
+                usage_bytes = self.meta.usage_bytes,
+                "data disk full and the store has nothing left to evict: free space on it"
             );
+        }
+    }
+
+    /// Commits eviction steps while the quota lowered by a full disk is exceeded.
+    fn evict_to_quota(&mut self) {
+        while self.policy.must_evict {
+            let before = self.meta.usage_bytes;
+            if self.commit_batch(Vec::new(), None) {
+                tracing::warn!(
+                    stage = "store",
+                    "eviction on a full disk failed; retrying with the next commit"
+                );
+                return;
+            }
+            if self.meta.usage_bytes >= before {
+                return;
+            }
+        }
+    }
+
+    /// Allocates the reserve again once the disk has room for it.
+    fn restore_reserve(&mut self) {
+        let room = self
+            .policy
+            .evidence
+            .free_bytes()
+            .is_some_and(|free| free >= self.reserve.size_bytes());
+        if !room {
+            return;
+        }
+        match self.reserve.allocate() {
+            Ok(true) => {
+                tracing::info!(
+                    stage = "store",
+                    bytes = self.reserve.size_bytes(),
+                    "disk reserve allocated again"
+                );
+                self.publish_reserve();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(stage = "store", error = %crate::telemetry::chain(&e), "disk reserve not allocated")
+            }
+        }
+    }
+
+    fn publish_reserve(&self) {
+        let held = if self.reserve.is_held() {
+            self.reserve.size_bytes()
+        } else {
+            0
+        };
+        self.disk.reserve_bytes.store(held, Ordering::Relaxed);
+    }
+
+    /// Copies the WAL into the database and truncates it (waiting on readers for the busy
+    /// timeout). A checkpoint that cannot finish leaves the WAL to grow; it is only logged.
+    fn checkpoint(&self) {
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+            Ok(0) => {}
+            Ok(_) => tracing::warn!(stage = "store", "WAL checkpoint held up by a reader"),
+            Err(e) => tracing::warn!(stage = "store", error = %e, "WAL checkpoint failed"),
         }
     }
 
@@ -359,8 +523,9 @@ impl Writer {
         Ok(report)
     }
 
-    /// Applies and commits a batch, answers every request, and returns true when the commit
-    /// failed because the disk is full.
+    /// Applies and commits a batch, answers every request, and returns true when the disk is
+    /// full: the commit failed for lack of space, or a submitter reported it while the batch
+    /// was applied.
     ///
     /// Requests that arrive while the batch is applied join it (up to `max_batch`): callers
     /// answered by the previous commit come back during this one, and those that make it
@@ -371,6 +536,7 @@ impl Writer {
             placed: Vec::new(),
             unlink: HashSet::new(),
             lost: None,
+            capped: false,
         };
         let mut replies = Vec::with_capacity(batch.len());
         let mut pressure = false;
@@ -445,7 +611,9 @@ impl Writer {
                             }
                         }
                     }
-                    Request::DiskPressure => pressure = true,
+                    Request::DiskPressure { reliefs } => {
+                        pressure |= self.disk.reliefs.load(Ordering::Relaxed) == reliefs;
+                    }
                 }
             }
             if let Some(e) = lost {
@@ -456,11 +624,11 @@ impl Writer {
                 }
                 return Err(e);
             }
-            if pressure {
-                self.policy.lower_quota(work.meta.usage_bytes);
-            }
             if self.policy.must_evict {
-                self.policy.make_room(&tx, &mut work, 0)?;
+                work.capped = self
+                    .policy
+                    .make_room(&tx, &mut work, 0, RELIEF_STEP_VICTIMS)?
+                    == Room::Capped;
             }
             if let Some(lost) = work.lost {
                 self.policy.record_loss(&tx, &mut work, lost)?;
@@ -483,7 +651,7 @@ impl Writer {
             Ok(()) => {
                 let evicted = !work.unlink.is_empty() || work.lost.is_some();
                 self.meta = work.meta;
-                self.policy.must_evict = false;
+                self.policy.must_evict = work.capped;
                 for sha in &work.unlink {
                     if let Err(e) = self.policy.evidence.remove(sha) {
                         // Left as an orphan; start-up removes it.
@@ -495,16 +663,14 @@ impl Writer {
                     let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
                 }
                 self.answer(replies);
-                false
+                pressure
             }
             Err(e) => {
                 for sha in &work.placed {
                     let _ = self.policy.evidence.remove(sha);
                 }
                 let disk_full = is_disk_full(&e);
-                if disk_full {
-                    self.policy.lower_quota(self.meta.usage_bytes);
-                } else {
+                if !disk_full {
                     tracing::warn!(stage = "store", error = %e, "store commit failed");
                 }
                 let shared = Arc::new(e);
@@ -531,7 +697,7 @@ impl Writer {
                         }
                     }
                 }
-                disk_full
+                disk_full || pressure
             }
         }
     }
@@ -572,7 +738,7 @@ impl Policy {
             }
             Request::Ack { reply, .. } => Some(Reply::Ack(reply, Err(StoreError::Closed))),
             Request::Sweep { reply, .. } => Some(Reply::Sweep(reply, Err(StoreError::Closed))),
-            Request::DiskPressure => None,
+            Request::DiskPressure { .. } => None,
         }
     }
 
@@ -583,17 +749,21 @@ impl Policy {
         }
     }
 
-    fn lower_quota(&mut self, usage_bytes: u64) {
+    /// Lowers the effective quota to nine tenths of `usage_bytes`; false when it already was
+    /// that low (nothing more to take).
+    fn lower_quota(&mut self, usage_bytes: u64) -> bool {
         let lowered = usage_bytes / 10 * 9;
-        if self.disk_quota_bytes.is_none_or(|q| lowered < q) {
-            tracing::warn!(
-                stage = "store",
-                bytes = lowered,
-                "data disk full, store quota lowered"
-            );
-            self.disk_quota_bytes = Some(lowered);
-            self.must_evict = true;
+        if self.disk_quota_bytes.is_some_and(|q| lowered >= q) {
+            return false;
         }
+        tracing::warn!(
+            stage = "store",
+            bytes = lowered,
+            "data disk full, store quota lowered"
+        );
+        self.disk_quota_bytes = Some(lowered);
+        self.must_evict = true;
+        true
     }
 
     /// Raises a quota that a full disk lowered once the disk has room again (someone freed
@@ -650,7 +820,7 @@ impl Policy {
         }
         let seq = work.meta.last_seq + 1;
         if staged.is_empty() {
-            if !self.make_room(tx, work, event.stored_bytes())? {
+            if self.make_room(tx, work, event.stored_bytes(), usize::MAX)? != Room::Made {
                 return Err(Failure::Item(StoreError::TooLarge {
                     bytes: total,
                     quota_bytes: self.effective_quota(),
@@ -715,7 +885,7 @@ impl Policy {
                 )?
                 .execute(params![to_i64(seq), &sha.0[..]])?;
             }
-            if !self.make_room(&sp, work, event.stored_bytes())? {
+            if self.make_room(&sp, work, event.stored_bytes(), usize::MAX)? != Room::Made {
                 return Err(Failure::Item(StoreError::TooLarge {
                     bytes: total,
                     quota_bytes: self.effective_quota(),
@@ -757,14 +927,16 @@ impl Policy {
     }
 
     /// Evicts, in policy order, until `incoming` more bytes fit under the quota (keeping room
-    /// for the data-loss event once an unsynced event has been evicted). False when even an
-    /// empty store would not make room.
+    /// for the data-loss event once an unsynced event has been evicted), taking at most
+    /// `max_victims` rows and files.
     fn make_room(
         &mut self,
         conn: &Connection,
         work: &mut Work,
         incoming: u64,
-    ) -> rusqlite::Result<bool> {
+        max_victims: usize,
+    ) -> rusqlite::Result<Room> {
+        let mut victims = 0;
         loop {
             let reserve = if work.lost.is_some() {
                 LOSS_EVENT_RESERVE_BYTES
@@ -773,8 +945,12 @@ impl Policy {
             };
             let limit = self.effective_quota().saturating_sub(reserve);
             if work.meta.usage_bytes + incoming <= limit {
-                return Ok(true);
+                return Ok(Room::Made);
             }
+            if victims == max_victims {
+                return Ok(Room::Capped);
+            }
+            victims += 1;
             let acked = to_i64(work.meta.acked_seq);
             // 1. Evidence of synced events, oldest first.
             let victim: Option<(Vec<u8>, i64)> = conn
@@ -821,7 +997,7 @@ impl Policy {
                     .optional()?,
             };
             let Some(seq) = unsynced else {
-                return Ok(false);
+                return Ok(Room::None);
             };
             delete_event(conn, work, seq)?;
             work.meta.lost_events_total += 1;
@@ -1038,6 +1214,10 @@ const LOSS_SOURCE_ID: &str = "store";
 
 /// Room kept for the data-loss event once a transaction has evicted an unsynced event.
 const LOSS_EVENT_RESERVE_BYTES: u64 = 1024;
+
+/// Bounds of the WAL's checkpoint point in pages (SQLite's default is the upper one).
+const WAL_MIN_CHECKPOINT_PAGES: i64 = 16;
+const WAL_MAX_CHECKPOINT_PAGES: i64 = 1000;
 
 const META_KEYS: [&str; 7] = [
     "last_seq",

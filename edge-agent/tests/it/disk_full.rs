@@ -55,22 +55,19 @@ fn a_full_disk_gives_a_clear_error_and_counted_evictions_and_the_store_keeps_wor
             Err(other) => panic!("unexpected error on a full disk: {other:?}"),
         }
     }
-    // A barrier: the writer handles requests in order and replies after committing, so the
-    // disk-pressure eviction that the last refused submit queued (and its data-loss event) is
-    // committed before this ack returns; the snapshot below is then final. An ack is a write
-    // too: when it shares the transaction of that eviction and the disk is too full for it,
-    // it fails with `DiskFull`, and the writer relieves the disk before the next request.
-    let mut barrier = store.ack(Seq(10));
-    for _ in 0..3 {
-        match barrier {
-            Err(StoreError::DiskFull) => barrier = store.ack(Seq(10)),
-            _ => break,
-        }
-    }
-    barrier.unwrap();
+    // A barrier: the writer handles requests in order, relieves a full disk reported by a
+    // refused submit before its next request, and replies after committing; so the eviction
+    // that the last refusal caused (and its data-loss event) is committed before this ack
+    // returns, and the snapshot below is final.
+    store.ack(Seq(10)).unwrap();
     let stats = store.stats().unwrap();
     if mount.is_some() {
         assert!(disk_full_errors > 0, "the 4 MiB disk never filled up");
+        assert!(store.disk_full_total() > 0);
+        assert!(
+            store.disk_reserve_bytes() > 0,
+            "the disk reserve was not allocated again"
+        );
     }
     if mount.is_none() {
         accepted_after_full = accepted.len() - 20;
@@ -142,6 +139,113 @@ fn a_full_disk_gives_a_clear_error_and_counted_evictions_and_the_store_keeps_wor
     helpers::assert_evidence_intact(&store);
     drop(store);
     drop(mount);
+}
+
+/// A disk filled to the last byte by another program, over a store whose WAL still holds
+/// uncheckpointed pages: whatever write is refused with `DiskFull`, the writer frees room before
+/// it takes the next request, so the next write succeeds. (Freeing room needs room itself:
+/// checkpointing the WAL may grow the database file and the eviction is a transaction; a store
+/// without room to spare stays wedged until someone deletes files by hand.)
+#[test]
+fn after_a_refused_write_on_a_full_disk_the_next_write_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_mount) = SmallFs::mount(&data, 8) else {
+        eprintln!("mount refused here: a full disk cannot be made; nothing checked");
+        return;
+    };
+    let mut options = helpers::options(&data);
+    options.quota_bytes = 1 << 30; // far above the disk: the disk is the limit
+    let store = Store::open(options).unwrap();
+
+    // 24 events with 64 KiB pictures, all synced: room the store may take back.
+    let mut n = 0;
+    for _ in 0..24 {
+        n += 1;
+        let (e, files) = event_with_evidence(n, 3, 64 << 10);
+        store.submit(e, files).unwrap();
+    }
+    store.ack(Seq(n)).unwrap();
+
+    // An event without a picture, on a disk another program has filled: its commit may find
+    // room in the WAL or be refused; a refusal is followed by a write that succeeds.
+    let reserve = store.disk_reserve_bytes();
+    assert!(reserve > 0, "no disk reserve at start");
+    let filler = Filler::fill(&data.join("filler"));
+    n += 1;
+    if let Err(e) = store.submit(helpers::event(n, 3), Vec::new()) {
+        assert!(matches!(e, StoreError::DiskFull), "{e:?}");
+        n += 1;
+        store
+            .submit(helpers::event(n, 3), Vec::new())
+            .expect("the write after a refused commit");
+    }
+    drop(filler);
+
+    // A picture on a full disk cannot even be staged: refused at once. The writer frees room
+    // before its next request: the ack behind it and the next picture both succeed.
+    let filler = Filler::fill(&data.join("filler"));
+    let reliefs = store.disk_full_total();
+    n += 1;
+    let (e, files) = event_with_evidence(n, 3, 64 << 10);
+    let refused = store.submit(e, files);
+    assert!(matches!(refused, Err(StoreError::DiskFull)), "{refused:?}");
+    store.ack(Seq(24)).expect("the ack after a refused picture");
+    assert_eq!(
+        store.disk_full_total(),
+        reliefs + 1,
+        "one relief for one refusal"
+    );
+    n += 1;
+    let (e, files) = event_with_evidence(n, 3, 64 << 10);
+    store
+        .submit(e, files)
+        .expect("the picture after a refused one");
+    assert_eq!(
+        store.disk_reserve_bytes(),
+        reserve,
+        "the reserve is held again"
+    );
+    drop(filler);
+
+    let stats = store.stats().unwrap();
+    assert!(stats.evicted_evidence_total > 0, "{stats:?}");
+    assert_eq!(
+        stats.lost_events_total, 0,
+        "synced pictures were enough: {stats:?}"
+    );
+    helpers::assert_evidence_intact(&store);
+}
+
+/// A file that takes every free byte of its file system, removed on drop.
+struct Filler {
+    path: PathBuf,
+}
+
+impl Filler {
+    fn fill(path: &Path) -> Filler {
+        use std::io::Write;
+        let mut f = std::fs::File::create(path).unwrap();
+        for chunk in [64 << 10, 4 << 10, 512, 1] {
+            let bytes = vec![0xa5u8; chunk];
+            while f.write_all(&bytes).is_ok() {}
+        }
+        let _ = f.sync_all();
+        assert_eq!(
+            edge_agent::store::disk_free_bytes(path),
+            Some(0),
+            "the filler left room"
+        );
+        Filler {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// A size-limited tmpfs, unmounted on drop.
