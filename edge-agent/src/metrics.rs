@@ -349,6 +349,12 @@ impl AgentCollector {
         )?;
         counter(
             enc,
+            "edge_agent_store_lost_evidence",
+            "Pictures evicted (or found missing) before the hub confirmed them; each reported",
+            stats.lost_evidence_total,
+        )?;
+        counter(
+            enc,
             "edge_agent_store_disk_full",
             "Times the store found its data disk full and freed room (since start)",
             self.sources.store.disk_full_total(),

@@ -17,7 +17,7 @@ const TEXT = {
     case_title: "案件 #{id}", back: "← 返回案件列表", facts: "案件信息", category: "类别", cell: "网格",
     worker: "网格员", department: "责任部门", deadline: "处置时限", source: "来源", observed: "发现时间",
     events_n: "关联事件", level: "层级", levels: ["社区", "街道", "区"],
-    evidence: "证据照片", before: "处置前", after: "处置后（复核）", no_image: "暂无照片",
+    evidence: "证据照片", image_lost: "照片在设备上丢失，不会再到达", before: "处置前", after: "处置后（复核）", no_image: "暂无照片",
     image_pending: "照片尚未从设备上传", events: "关联事件", timeline: "流转记录", actions: "可执行操作",
     no_actions: "当前角色无可执行操作", note: "备注", dispatch_to: "派遣至",
     act_register: "立案", act_reject: "不予立案", act_dispatch: "派遣", act_accept: "受理",
@@ -53,7 +53,7 @@ const TEXT = {
     case_title: "Case #{id}", back: "← Back to the queue", facts: "Case", category: "Category", cell: "Cell",
     worker: "Grid worker", department: "Department", deadline: "Deadline", source: "Source",
     observed: "Observed", events_n: "Events", level: "Level", levels: ["community", "street", "district"],
-    evidence: "Evidence", before: "Before", after: "After (re-check)", no_image: "No image",
+    evidence: "Evidence", image_lost: "Lost on the box before upload: it will not arrive", before: "Before", after: "After (re-check)", no_image: "No image",
     image_pending: "Image not uploaded by the box yet", events: "Merged events", timeline: "Timeline",
     actions: "Actions", no_actions: "Nothing your role can do now", note: "Note", dispatch_to: "Dispatch to",
     act_register: "Register", act_reject: "Reject", act_dispatch: "Dispatch", act_accept: "Accept",
@@ -570,6 +570,11 @@ function evidenceImg(caseId, sha) {
         if (r.ok) {
           const url = URL.createObjectURL(await r.blob());
           holder.replaceWith(el("img", { src: url, alt: sha, "data-sha": sha }));
+          return;
+        }
+        if (r.status === 410) {
+          holder.textContent = t("image_lost");
+          holder.classList.add("lost");
           return;
         }
         holder.textContent = t("image_pending");

@@ -11,7 +11,9 @@
 //! A conversation over one QUIC connection:
 //! box → `Hello`; hub → `Welcome` (or `Bye` naming why not); box → `EventBatch`*;
 //! hub → `Ack`* (only after its own commit); `EvidenceChunk` / `EvidenceAck` on their own streams;
-//! `Health` every few seconds; hub → `Command`, box → `CommandResult`; either side → `Bye`.
+//! box → `EvidenceQuery` (which files the hub already holds) and `EvidenceLost` (files it asked
+//! for that the box no longer has); `Health` every few seconds; hub → `Command`, box →
+//! `CommandResult`; either side → `Bye`.
 //! Enrollment runs on its own connection before the box has a certificate:
 //! box → `EnrollRequest`; hub → `EnrollResponse`.
 
@@ -41,6 +43,10 @@ pub enum Message {
     EvidenceChunk(EvidenceChunk),
     /// Hub → box: how much of an evidence file the hub holds.
     EvidenceAck(EvidenceAck),
+    /// Box → hub: which of these files do you hold?
+    EvidenceQuery(EvidenceQuery),
+    /// Box → hub: these files are gone from the box and will never arrive.
+    EvidenceLost(EvidenceLost),
     /// Box → hub: periodic health report.
     Health(Health),
     /// Hub → box: something for the box to do.
@@ -68,6 +74,8 @@ impl Message {
             Message::Ack(_) => "ack",
             Message::EvidenceChunk(_) => "evidence_chunk",
             Message::EvidenceAck(_) => "evidence_ack",
+            Message::EvidenceQuery(_) => "evidence_query",
+            Message::EvidenceLost(_) => "evidence_lost",
             Message::Health(_) => "health",
             Message::Command(_) => "command",
             Message::CommandResult(_) => "command_result",
@@ -94,6 +102,12 @@ pub struct Hello {
     /// The highest sequence number the box has committed, if any.
     #[serde(default)]
     pub last_committed_seq: Option<Seq>,
+    /// The epoch of the box's event store: a random number made with the store. Sequence
+    /// numbers count within an epoch, so the events of a wiped, replaced or re-created store
+    /// are never taken for duplicates of the old one's. `None` (older agents, and stores made
+    /// before epochs) is epoch 0.
+    #[serde(default)]
+    pub store_epoch: Option<u64>,
 }
 
 /// The hub's answer to an acceptable [`Hello`].
@@ -148,6 +162,24 @@ pub struct EvidenceAck {
     pub received_bytes: u64,
     /// The file is complete and its hash verified.
     pub complete: bool,
+}
+
+/// Which of these evidence files does the hub hold complete? The hub answers with an
+/// [`EvidenceAck`] (`complete: true`) for each one it holds from this box and says nothing of
+/// the others (it asks for the files it wants by itself). A box asks this for files it has not
+/// heard confirmed, e.g. when the connection dropped before the confirmation arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceQuery {
+    /// The files, by SHA-256.
+    pub sha256s: Vec<Digest>,
+}
+
+/// Evidence files the hub asked for that the box no longer holds (evicted before upload, or
+/// missing on its disk): the hub stops asking and marks them lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceLost {
+    /// The files, by SHA-256.
+    pub sha256s: Vec<Digest>,
 }
 
 /// A box's periodic report on itself.

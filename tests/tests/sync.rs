@@ -577,7 +577,9 @@ key_path = "{key}"
             let complete = handle
                 .with_log(move |log| log.evidence_state(&sha))
                 .await
-                .is_ok_and(|s| s.is_some_and(|(_, _, done)| done));
+                .is_ok_and(|s| {
+                    s.is_some_and(|(_, _, state)| state == hub::ingest::EvidenceState::Complete)
+                });
             named && complete
         }
     })

@@ -121,6 +121,7 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
         "edge_agent_store_usage_bytes ",
         "edge_agent_store_evictions_total{kind=\"unsynced_event\"} 0",
         "edge_agent_store_disk_full_total 0",
+        "edge_agent_store_lost_evidence_total 0",
         "edge_agent_store_disk_reserve_bytes ",
         "edge_agent_backlog_events 1",
         "edge_agent_mqtt_messages_total 2",

@@ -23,11 +23,16 @@
 //! path puts the column's value into the decoded event.
 //!
 //! Quota (logical bytes: each event's body plus [`ROW_OVERHEAD_BYTES`], plus evidence files on
-//! disk). When a commit would exceed it, the writer evicts, in this order and within the same
-//! transaction: (1) evidence files of synced events, oldest first; (2) synced events, oldest
-//! first (those past retention are the oldest); (3) only then unsynced events, oldest first. Each
-//! unsynced event evicted is counted (`lost_events_total`) and reported by a `device.data_loss`
-//! event committed in that same transaction, so no loss is ever silent. A full disk lowers the
+//! disk). An acknowledgement covers an event, not its evidence files, which upload separately
+//! when the hub asks for them; a file is *confirmed* once the hub says it holds it complete
+//! ([`Store::confirm_evidence`]). When a commit would exceed the quota, the writer evicts, in this
+//! order and within the same transaction: (1) confirmed files of synced events, oldest first;
+//! (2) synced events, oldest first (those past retention are the oldest), keeping their files
+//! that are not confirmed yet; (3) unconfirmed files of synced events, oldest first; (4) only
+//! then unsynced events, oldest first. Each unconfirmed file (3) and unsynced event (4) evicted
+//! is counted (`lost_evidence_total`, `lost_events_total`) and reported by a `device.data_loss`
+//! event committed in that same transaction (naming the files and the events that named them),
+//! so no loss is ever silent. A file found missing at start-up is reported the same way. A full disk lowers the
 //! effective quota to below the usage at which the disk filled, so the same policy frees room.
 //! Freeing room takes room (a WAL checkpoint, the eviction's transaction): the store holds a
 //! disk reserve ([`RESERVE_FILE_NAME`], a sixty-fourth of the disk within 256 KiB..8 MiB) that
@@ -46,6 +51,7 @@ pub use reserve::RESERVE_FILE_NAME;
 mod schema;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -181,6 +187,9 @@ pub struct StoreStats {
     pub evicted_evidence_total: u64,
     /// Synced events deleted for being older than the retention time, ever.
     pub expired_events_total: u64,
+    /// Evidence files evicted (or found missing) before the hub confirmed them, ever (each
+    /// reported by a data-loss event).
+    pub lost_evidence_total: u64,
 }
 
 /// What the start-up checks found and repaired.
@@ -344,6 +353,10 @@ struct Shared {
     /// The handle's own reader for the convenience read methods.
     reader: Mutex<StoreReader>,
     report: OpenReport,
+    /// The store's epoch (see [`Store::epoch`]).
+    epoch: u64,
+    /// Files being uploaded, which eviction takes last (see [`EvidencePins`]).
+    pinned: Arc<Mutex<HashSet<Digest>>>,
     /// Published by the writer.
     disk: Arc<DiskCounters>,
 }
@@ -374,10 +387,17 @@ impl Store {
         })?;
         let db_path = options.data_dir.join(DB_FILE_NAME);
         let conn = schema::open_writer(&db_path, options.busy_timeout)?;
+        let epoch = schema::epoch(&conn)?;
         let evidence = EvidenceDir::create(&options.data_dir.join(EVIDENCE_DIR_NAME))?;
         let disk = Arc::new(DiskCounters::default());
-        let (writer, report) =
-            Writer::start_up(conn, evidence.clone(), &options, Arc::clone(&disk))?;
+        let pinned = Arc::new(Mutex::new(HashSet::new()));
+        let (writer, report) = Writer::start_up(
+            conn,
+            evidence.clone(),
+            &options,
+            Arc::clone(&disk),
+            Arc::clone(&pinned),
+        )?;
         let reader = StoreReader::open_at(&db_path, options.busy_timeout)?;
         let (requests_tx, requests_rx) = mpsc::sync_channel(options.queue_capacity.max(1));
         let handle = std::thread::Builder::new()
@@ -397,6 +417,8 @@ impl Store {
                 busy_timeout: options.busy_timeout,
                 reader: Mutex::new(reader),
                 report,
+                epoch,
+                pinned,
                 disk,
             }),
         })
@@ -405,6 +427,13 @@ impl Store {
     /// What the start-up checks found.
     pub fn open_report(&self) -> OpenReport {
         self.shared.report
+    }
+
+    /// The store's epoch: a random number made with the store (0 for a store made before
+    /// epochs existed). Sequence numbers count within it; the uplink sends it in `Hello`, so
+    /// the hub never takes a new store's events for duplicates of an old one's.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
     }
 
     /// Commits `event` with its evidence files and returns the assigned sequence number. The
@@ -535,6 +564,39 @@ impl Store {
             reply: reply_tx,
         })?;
         reply_rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records that the hub holds these evidence files complete, so they may be evicted freely.
+    /// Returns how many were not confirmed before (unknown files are ignored).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`], [`StoreError::Closed`].
+    pub fn confirm_evidence(&self, files: Vec<Digest>) -> Result<u64, StoreError> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.send(Request::Confirm {
+            files,
+            reply: reply_tx,
+        })?;
+        reply_rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// A set of files the caller is uploading: eviction takes an unconfirmed file that is
+    /// pinned only when no other can go (it may arrive yet). Files stay pinned until unpinned
+    /// or the set is dropped.
+    pub fn evidence_pins(&self) -> EvidencePins {
+        EvidencePins {
+            store: Arc::clone(&self.shared.pinned),
+            mine: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Up to `limit` evidence files of synced events that the box holds and the hub has not
+    /// confirmed, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn unconfirmed_evidence(&self, limit: usize) -> Result<Vec<Digest>, StoreError> {
+        self.with_reader(|r| r.unconfirmed_evidence(limit))
     }
 
     /// Deletes synced events observed before `now - retention` (and evidence only they named).
@@ -694,6 +756,43 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut reader)
     }
+}
+
+/// Files one uploader pins (see [`Store::evidence_pins`]); dropping it unpins them.
+#[derive(Debug)]
+pub struct EvidencePins {
+    store: Arc<Mutex<HashSet<Digest>>>,
+    mine: Mutex<HashSet<Digest>>,
+}
+
+impl EvidencePins {
+    /// Pins a file (it is being uploaded).
+    pub fn pin(&self, sha256: Digest) {
+        lock(&self.mine).insert(sha256);
+        lock(&self.store).insert(sha256);
+    }
+
+    /// Unpins a file (the hub confirmed it, or the upload was given up).
+    pub fn unpin(&self, sha256: &Digest) {
+        if lock(&self.mine).remove(sha256) {
+            lock(&self.store).remove(sha256);
+        }
+    }
+}
+
+impl Drop for EvidencePins {
+    fn drop(&mut self) {
+        let mine = std::mem::take(&mut *lock(&self.mine));
+        let mut store = lock(&self.store);
+        for sha in &mine {
+            store.remove(sha);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The sets stay consistent across a panic: each change is one insert or remove.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs `work` on tokio's blocking pool (a panic in it reads as [`StoreError::Closed`]).

@@ -90,6 +90,7 @@ impl StoreReader {
                     "evicted_events_total" => stats.evicted_events_total = value,
                     "evicted_evidence_total" => stats.evicted_evidence_total = value,
                     "expired_events_total" => stats.expired_events_total = value,
+                    "lost_evidence_total" => stats.lost_evidence_total = value,
                     _ => {}
                 }
             }
@@ -162,6 +163,33 @@ impl StoreReader {
             })
             .map(|p| p == Some(1))
             .map_err(|e| sqlite_error("read evidence", e))
+    }
+
+    /// Up to `limit` evidence files of synced events that are held and not confirmed by the
+    /// hub, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`].
+    pub fn unconfirmed_evidence(&mut self, limit: usize) -> Result<Vec<Digest>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT sha256 FROM evidence WHERE present = 1 AND confirmed = 0
+                 AND last_seq <= (SELECT value FROM meta WHERE key = 'acked_seq')
+                 ORDER BY last_seq LIMIT ?1",
+            )
+            .map_err(|e| sqlite_error("read evidence", e))?;
+        let rows = stmt
+            .query_map([limit_param(limit)], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| sqlite_error("read evidence", e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let bytes = row.map_err(|e| sqlite_error("read evidence", e))?;
+            if let Ok(d) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                out.push(Digest(d));
+            }
+        }
+        Ok(out)
     }
 
     fn query_events<P: rusqlite::Params>(

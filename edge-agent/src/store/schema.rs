@@ -17,7 +17,7 @@ use super::{StoreError, sqlite_error};
 pub(super) const APPLICATION_ID: i32 = 0x4753_4541;
 
 /// Each migration's SQL; migration `i` brings the schema to `user_version = i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Schema version 1.
 ///
@@ -60,6 +60,22 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES
     ('last_seq', 0), ('acked_seq', 0), ('usage_bytes', 0), ('lost_events_total', 0),
     ('evicted_events_total', 0), ('evicted_evidence_total', 0), ('expired_events_total', 0);
+";
+
+/// Schema version 2.
+///
+/// - `evidence.confirmed`: 1 once the hub said it holds the file complete. An acknowledgement
+///   covers an event, not its files (they upload separately): only confirmed files are evicted
+///   freely; evicting an unconfirmed one is a counted, reported loss.
+/// - `meta.lost_evidence_total`: files evicted (or found missing) before the hub had them.
+/// - `meta.epoch`: the store's epoch, sent in `Hello` (sequence numbers count within it). A store
+///   made by this version gets a random one; a store made before keeps 0, the epoch the hub
+///   gives events of agents that send none.
+const V2: &str = "
+ALTER TABLE evidence ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;
+DROP INDEX evidence_by_present_last_seq;
+CREATE INDEX evidence_by_state ON evidence(present, confirmed, last_seq);
+INSERT INTO meta (key, value) VALUES ('lost_evidence_total', 0), ('epoch', 0);
 ";
 
 /// Opens the writer's connection: checks, settings, migrations.
@@ -158,8 +174,17 @@ fn check(path: &Path, conn: &Connection) -> Result<(), StoreError> {
 fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
         let to = i as i64 + 1;
+        // A new store gets its epoch in the transaction that makes it.
+        let epoch = if from == 0 && to == EPOCH_VERSION {
+            format!(
+                "UPDATE meta SET value = {} WHERE key = 'epoch';",
+                new_epoch()
+            )
+        } else {
+            String::new()
+        };
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {to};\nCOMMIT;"
+            "BEGIN IMMEDIATE;\n{sql}\n{epoch}\nPRAGMA user_version = {to};\nCOMMIT;"
         ))
         .map_err(|e| {
             // A failed migration leaves the transaction open; roll it back before reporting.
@@ -169,6 +194,23 @@ fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
         tracing::info!(stage = "store", version = to, "store schema migrated");
     }
     Ok(())
+}
+
+/// The schema version that introduced the store epoch.
+const EPOCH_VERSION: i64 = 2;
+
+/// A random epoch: positive, never 0 (0 is the epoch of stores made before epochs).
+fn new_epoch() -> i64 {
+    fastrand::Rng::new().i64(1..=i64::MAX)
+}
+
+/// The store's epoch.
+pub(super) fn epoch(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|v| v.max(0) as u64)
+    .map_err(|e| sqlite_error("read the store epoch", e))
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {

@@ -15,9 +15,9 @@
 //! checkpoint always fits in the room the reserve gives back.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::{
@@ -48,6 +48,11 @@ pub(super) enum Request {
     /// Delete synced events past retention.
     Sweep {
         now: Timestamp,
+        reply: SyncSender<Result<u64, StoreError>>,
+    },
+    /// Mark evidence files the hub holds complete.
+    Confirm {
+        files: Vec<Digest>,
         reply: SyncSender<Result<u64, StoreError>>,
     },
     /// A submitter found the disk full while staging evidence: relieve the disk, unless that
@@ -144,6 +149,9 @@ struct Policy {
     loss_severity: Severity,
     loss_source: SourceId,
     rng: fastrand::Rng,
+    /// Files being uploaded (or uploaded and awaiting the hub's confirmation): evicted as lost
+    /// only when no other unconfirmed file can go, since they may well arrive.
+    pinned: Arc<Mutex<HashSet<Digest>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,6 +163,7 @@ struct Meta {
     evicted_events_total: u64,
     evicted_evidence_total: u64,
     expired_events_total: u64,
+    lost_evidence_total: u64,
 }
 
 /// The state of one transaction in progress.
@@ -166,8 +175,17 @@ struct Work {
     unlink: HashSet<Digest>,
     /// Unsynced events evicted in this transaction.
     lost: Option<LostRange>,
+    /// Evidence files evicted in this transaction before the hub confirmed them.
+    lost_files: Vec<LostFile>,
     /// An eviction step stopped at its limit of victims while still over the quota.
     capped: bool,
+}
+
+/// An evidence file gone before the hub had it, and the newest event that named it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LostFile {
+    sha256: Digest,
+    seq: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +221,7 @@ impl From<rusqlite::Error> for Failure {
 enum Reply {
     Submit(SubmitReply, Vec<Result<Committed, StoreError>>),
     Ack(SyncSender<Result<(), StoreError>>, Result<(), StoreError>),
-    Sweep(SyncSender<Result<u64, StoreError>>, Result<u64, StoreError>),
+    Count(SyncSender<Result<u64, StoreError>>, Result<u64, StoreError>),
 }
 
 impl Writer {
@@ -213,6 +231,7 @@ impl Writer {
         evidence: EvidenceDir,
         options: &StoreOptions,
         disk: Arc<DiskCounters>,
+        pinned: Arc<Mutex<HashSet<Digest>>>,
     ) -> Result<(Writer, OpenReport), StoreError> {
         // invariant: the embedded catalog holds `device.data_loss` (checked by this module's
         // tests and by protocol's catalog tests).
@@ -260,6 +279,7 @@ impl Writer {
                 loss_severity,
                 loss_source,
                 rng: fastrand::Rng::new(),
+                pinned,
             },
             meta,
             answers: None,
@@ -490,22 +510,42 @@ impl Writer {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| sqlite_error("begin repair", e))?;
-            let mut meta = self.meta;
+            let mut work = Work {
+                meta: self.meta,
+                placed: Vec::new(),
+                unlink: HashSet::new(),
+                lost: None,
+                lost_files: Vec::new(),
+                capped: false,
+            };
             for sha in &missing {
-                let bytes: i64 = tx
+                let (bytes, confirmed, seq): (i64, i64, i64) = tx
                     .query_row(
-                        "UPDATE evidence SET present = 0 WHERE sha256 = ?1 RETURNING bytes",
+                        "UPDATE evidence SET present = 0 WHERE sha256 = ?1
+                         RETURNING bytes, confirmed, last_seq",
                         [&sha.0[..]],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .map_err(|e| sqlite_error("mark evidence missing", e))?;
-                meta.usage_bytes = meta.usage_bytes.saturating_sub(bytes.max(0) as u64);
+                work.meta.usage_bytes = work.meta.usage_bytes.saturating_sub(to_u64(bytes));
+                if confirmed == 0 {
+                    // never reaches the hub: reported like an eviction
+                    work.meta.lost_evidence_total += 1;
+                    work.lost_files.push(LostFile {
+                        sha256: *sha,
+                        seq: to_u64(seq),
+                    });
+                }
                 tracing::error!(stage = "store", sha256 = %sha, "evidence file named by an event is missing");
             }
-            store_meta(&tx, &self.meta, &meta).map_err(|e| sqlite_error("write counters", e))?;
+            self.policy
+                .record_loss(&tx, &mut work, Some("missing"))
+                .map_err(|e| sqlite_error("record missing evidence", e))?;
+            store_meta(&tx, &self.meta, &work.meta)
+                .map_err(|e| sqlite_error("write counters", e))?;
             tx.commit()
                 .map_err(|e| sqlite_error("commit evidence repair", e))?;
-            self.meta = meta;
+            self.meta = work.meta;
             report.missing_evidence = missing.len() as u64;
         }
         if report.orphans_removed > 0 {
@@ -536,6 +576,7 @@ impl Writer {
             placed: Vec::new(),
             unlink: HashSet::new(),
             lost: None,
+            lost_files: Vec::new(),
             capped: false,
         };
         let mut replies = Vec::with_capacity(batch.len());
@@ -603,9 +644,19 @@ impl Writer {
                     Request::Sweep { now, reply } => {
                         self.policy.reconsider_disk_quota(work.meta.usage_bytes);
                         match self.policy.sweep(&tx, &mut work, now) {
-                            Ok(n) => replies.push(Reply::Sweep(reply, Ok(n))),
+                            Ok(n) => replies.push(Reply::Count(reply, Ok(n))),
                             Err(e) => {
-                                replies.push(Reply::Sweep(reply, Err(StoreError::Closed)));
+                                replies.push(Reply::Count(reply, Err(StoreError::Closed)));
+                                lost = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    Request::Confirm { files, reply } => {
+                        match self.policy.confirm(&tx, &mut work, &files) {
+                            Ok(n) => replies.push(Reply::Count(reply, Ok(n))),
+                            Err(e) => {
+                                replies.push(Reply::Count(reply, Err(StoreError::Closed)));
                                 lost = Some(e);
                                 break;
                             }
@@ -630,9 +681,7 @@ impl Writer {
                     .make_room(&tx, &mut work, 0, RELIEF_STEP_VICTIMS)?
                     == Room::Capped;
             }
-            if let Some(lost) = work.lost {
-                self.policy.record_loss(&tx, &mut work, lost)?;
-            }
+            self.policy.record_loss(&tx, &mut work, None)?;
             store_meta(&tx, &self.meta, &work.meta)?;
             if !work.placed.is_empty() {
                 // The renames must be durable before the rows naming them are.
@@ -649,7 +698,8 @@ impl Writer {
 
         match outcome {
             Ok(()) => {
-                let evicted = !work.unlink.is_empty() || work.lost.is_some();
+                let evicted =
+                    !work.unlink.is_empty() || work.lost.is_some() || !work.lost_files.is_empty();
                 self.meta = work.meta;
                 self.policy.must_evict = work.capped;
                 for sha in &work.unlink {
@@ -692,7 +742,7 @@ impl Writer {
                         Reply::Ack(tx, r) => {
                             let _ = tx.send(Err(fail(r.err())));
                         }
-                        Reply::Sweep(tx, r) => {
+                        Reply::Count(tx, r) => {
                             let _ = tx.send(Err(fail(r.err())));
                         }
                     }
@@ -709,7 +759,7 @@ impl Reply {
         match self {
             Reply::Submit(tx, r) => tx.send(r),
             Reply::Ack(tx, r) => drop(tx.send(r)),
-            Reply::Sweep(tx, r) => drop(tx.send(r)),
+            Reply::Count(tx, r) => drop(tx.send(r)),
         }
     }
 }
@@ -737,7 +787,9 @@ impl Policy {
                 Some(Reply::Submit(reply, results))
             }
             Request::Ack { reply, .. } => Some(Reply::Ack(reply, Err(StoreError::Closed))),
-            Request::Sweep { reply, .. } => Some(Reply::Sweep(reply, Err(StoreError::Closed))),
+            Request::Sweep { reply, .. } | Request::Confirm { reply, .. } => {
+                Some(Reply::Count(reply, Err(StoreError::Closed)))
+            }
             Request::DiskPressure { .. } => None,
         }
     }
@@ -846,6 +898,7 @@ impl Policy {
         let before_meta = work.meta;
         let before_placed = work.placed.len();
         let before_lost = work.lost;
+        let before_lost_files = work.lost_files.len();
         let before_unlink = work.unlink.clone();
         let sp = tx.savepoint()?;
         let result = (|| -> Result<(), Failure> {
@@ -920,6 +973,7 @@ impl Policy {
                 }
                 work.meta = before_meta;
                 work.lost = before_lost;
+                work.lost_files.truncate(before_lost_files);
                 work.unlink = before_unlink;
                 Err(failure)
             }
@@ -938,12 +992,9 @@ impl Policy {
     ) -> rusqlite::Result<Room> {
         let mut victims = 0;
         loop {
-            let reserve = if work.lost.is_some() {
-                LOSS_EVENT_RESERVE_BYTES
-            } else {
-                0
-            };
-            let limit = self.effective_quota().saturating_sub(reserve);
+            let limit = self
+                .effective_quota()
+                .saturating_sub(loss_report_bytes(work));
             if work.meta.usage_bytes + incoming <= limit {
                 return Ok(Room::Made);
             }
@@ -952,35 +1003,46 @@ impl Policy {
             }
             victims += 1;
             let acked = to_i64(work.meta.acked_seq);
-            // 1. Evidence of synced events, oldest first.
-            let victim: Option<(Vec<u8>, i64)> = conn
+            // 1. Files of synced events that the hub confirmed, oldest first.
+            let confirmed: Option<(Vec<u8>, i64, i64)> = conn
                 .prepare_cached(
-                    "SELECT sha256, bytes FROM evidence
-                     WHERE present = 1 AND last_seq <= ?1 ORDER BY last_seq LIMIT 1",
+                    "SELECT sha256, bytes, last_seq FROM evidence
+                     WHERE present = 1 AND confirmed = 1 AND last_seq <= ?1
+                     ORDER BY last_seq LIMIT 1",
                 )?
-                .query_row([acked], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([acked], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
-            if let Some((sha, bytes)) = victim {
-                conn.prepare_cached("UPDATE evidence SET present = 0 WHERE sha256 = ?1")?
-                    .execute([&sha])?;
-                work.meta.usage_bytes = work.meta.usage_bytes.saturating_sub(to_u64(bytes));
+            if let Some((sha, bytes, _)) = confirmed {
+                evict_file(conn, work, &sha, bytes)?;
                 work.meta.evicted_evidence_total += 1;
-                if let Some(d) = digest(&sha) {
-                    work.unlink.insert(d);
-                }
                 continue;
             }
-            // 2. Synced events, oldest first.
+            // 2. Synced events, oldest first; files the hub has not confirmed stay.
             let synced: Option<i64> = conn
                 .prepare_cached("SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT 1")?
                 .query_row([acked], |r| r.get(0))
                 .optional()?;
             if let Some(seq) = synced {
-                delete_event(conn, work, seq)?;
+                delete_event(conn, work, seq, Keep::Unconfirmed)?;
                 work.meta.evicted_events_total += 1;
                 continue;
             }
-            // 3. Unsynced events, oldest first: a counted, reported loss. Data-loss events go
+            // 3. Files of synced events that the hub has not confirmed, oldest first (those
+            //    being uploaded last): lost before upload, counted and reported.
+            let unconfirmed = self.unconfirmed_victim(conn, acked)?;
+            if let Some((sha, bytes, seq)) = unconfirmed {
+                evict_file(conn, work, &sha, bytes)?;
+                work.meta.evicted_evidence_total += 1;
+                work.meta.lost_evidence_total += 1;
+                if let Some(sha256) = digest(&sha) {
+                    work.lost_files.push(LostFile {
+                        sha256,
+                        seq: to_u64(seq),
+                    });
+                }
+                continue;
+            }
+            // 4. Unsynced events, oldest first: a counted, reported loss. Data-loss events go
             //    last, so that the reports of earlier losses reach the hub.
             let unsynced: Option<i64> = conn
                 .prepare_cached(
@@ -999,7 +1061,7 @@ impl Policy {
             let Some(seq) = unsynced else {
                 return Ok(Room::None);
             };
-            delete_event(conn, work, seq)?;
+            delete_event(conn, work, seq, Keep::Nothing)?;
             work.meta.lost_events_total += 1;
             let seq = to_u64(seq);
             work.lost = Some(match work.lost {
@@ -1017,24 +1079,122 @@ impl Policy {
         }
     }
 
-    /// Commits the `device.data_loss` event reporting this transaction's evictions.
+    /// The oldest unconfirmed file of a synced event that is not being uploaded, or else the
+    /// oldest being uploaded: `(sha256, bytes, last_seq)`.
+    fn unconfirmed_victim(
+        &self,
+        conn: &Connection,
+        acked: i64,
+    ) -> rusqlite::Result<Option<(Vec<u8>, i64, i64)>> {
+        let pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut stmt = conn.prepare_cached(
+            "SELECT sha256, bytes, last_seq FROM evidence
+             WHERE present = 1 AND confirmed = 0 AND last_seq <= ?1
+             ORDER BY last_seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![acked, pinned.len() as i64 + 1], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        let mut first = None;
+        for row in rows {
+            let row = row?;
+            let is_pinned = digest(&row.0).is_some_and(|d| pinned.contains(&d));
+            if !is_pinned {
+                return Ok(Some(row));
+            }
+            first.get_or_insert(row);
+        }
+        Ok(first)
+    }
+
+    /// Commits the `device.data_loss` events reporting this transaction's losses, if any:
+    /// unsynced events evicted, and evidence files gone before the hub confirmed them (named
+    /// with the newest event naming each, [`LOST_FILES_PER_REPORT`] to an event). `reason`
+    /// overrides the quota's (`quota` or `disk_full`).
     fn record_loss(
         &mut self,
         conn: &Connection,
         work: &mut Work,
-        lost: LostRange,
+        reason: Option<&'static str>,
     ) -> rusqlite::Result<()> {
+        let reason = reason.unwrap_or(if self.disk_quota_bytes.is_some() {
+            "disk_full"
+        } else {
+            "quota"
+        });
+        let files: Vec<LostFile> = std::mem::take(&mut work.lost_files);
+        let mut chunks: Vec<&[LostFile]> = files.chunks(LOST_FILES_PER_REPORT).collect();
+        if chunks.is_empty() && work.lost.is_some() {
+            chunks.push(&[]);
+        }
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut attributes = vec![
+                ("reason", AttrValue::Text(reason.to_owned())),
+                (
+                    "lost_events_total",
+                    AttrValue::Int(to_i64(work.meta.lost_events_total)),
+                ),
+                (
+                    "lost_evidence_total",
+                    AttrValue::Int(to_i64(work.meta.lost_evidence_total)),
+                ),
+            ];
+            // The events go with the first report.
+            let events = work.lost.filter(|_| i == 0);
+            attributes.push((
+                "lost_events",
+                AttrValue::Int(events.map_or(0, |r| to_i64(r.count))),
+            ));
+            if let Some(r) = events {
+                attributes.push(("first_lost_seq", AttrValue::Int(to_i64(r.first))));
+                attributes.push(("last_lost_seq", AttrValue::Int(to_i64(r.last))));
+            }
+            if !chunk.is_empty() {
+                attributes.push(("lost_evidence", AttrValue::Int(chunk.len() as i64)));
+                let join = |f: &dyn Fn(&LostFile) -> String| {
+                    chunk.iter().map(f).collect::<Vec<_>>().join(" ")
+                };
+                attributes.push((
+                    "lost_evidence_sha256",
+                    AttrValue::Text(join(&|l| l.sha256.to_hex())),
+                ));
+                attributes.push((
+                    "lost_evidence_seqs",
+                    AttrValue::Text(join(&|l| l.seq.to_string())),
+                ));
+            }
+            let seq = self.insert_loss_event(conn, work, attributes)?;
+            tracing::warn!(
+                stage = "store",
+                reason,
+                count = events.map_or(0, |r| r.count),
+                first_lost_seq = events.map(|r| r.first),
+                last_lost_seq = events.map(|r| r.last),
+                lost_evidence = chunk.len(),
+                seq,
+                "data lost on the box, data-loss event recorded"
+            );
+        }
+        Ok(())
+    }
+
+    /// Inserts one `device.data_loss` event with `attributes`; returns its seq.
+    fn insert_loss_event(
+        &mut self,
+        conn: &Connection,
+        work: &mut Work,
+        attributes: Vec<(&str, AttrValue)>,
+    ) -> rusqlite::Result<u64> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         let mut random = [0u8; 10];
         self.rng.fill(&mut random);
-        let reason = if self.disk_quota_bytes.is_some() {
-            "disk_full"
-        } else {
-            "quota"
-        };
         let event = Event {
             id: EventId::v7(now_ms.max(0) as u64, random),
             seq: Seq(0),
@@ -1047,19 +1207,10 @@ impl Policy {
             observed_at: Timestamp::from_unix_millis(now_ms),
             location: self.location,
             grid: self.grid.clone(),
-            attributes: [
-                ("reason", AttrValue::Text(reason.to_owned())),
-                ("lost_events", AttrValue::Int(to_i64(lost.count))),
-                ("first_lost_seq", AttrValue::Int(to_i64(lost.first))),
-                ("last_lost_seq", AttrValue::Int(to_i64(lost.last))),
-                (
-                    "lost_events_total",
-                    AttrValue::Int(to_i64(work.meta.lost_events_total)),
-                ),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
+            attributes: attributes
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
             evidence: Vec::new(),
         };
         let encoded = Encoded::new(&event).map_err(|e| {
@@ -1069,15 +1220,33 @@ impl Policy {
         insert_event(conn, seq, &encoded)?;
         work.meta.last_seq = seq;
         work.meta.usage_bytes += encoded.stored_bytes();
-        tracing::warn!(
-            stage = "store",
-            count = lost.count,
-            first_lost_seq = lost.first,
-            last_lost_seq = lost.last,
-            seq,
-            "unsynced events evicted, data-loss event recorded"
-        );
-        Ok(())
+        Ok(seq)
+    }
+
+    /// Marks files the hub confirmed it holds complete. A file no event names any more (its
+    /// event was evicted or expired while the upload waited) is removed at once.
+    fn confirm(
+        &self,
+        conn: &Connection,
+        work: &mut Work,
+        files: &[Digest],
+    ) -> rusqlite::Result<u64> {
+        let mut confirmed = 0;
+        for sha in files {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE evidence SET confirmed = 1 WHERE sha256 = ?1 AND confirmed = 0",
+                )?
+                .execute([&sha.0[..]])?;
+            confirmed += changed as u64;
+            let named = conn
+                .prepare_cached("SELECT 1 FROM event_evidence WHERE sha256 = ?1 LIMIT 1")?
+                .exists([&sha.0[..]])?;
+            if changed > 0 && !named {
+                forget_file(conn, work, &sha.0)?;
+            }
+        }
+        Ok(confirmed)
     }
 
     /// Deletes synced events observed before `now - retention`.
@@ -1091,7 +1260,7 @@ impl Policy {
             .query_map(params![to_i64(work.meta.acked_seq), cutoff], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for &seq in &victims {
-            delete_event(conn, work, seq)?;
+            delete_event(conn, work, seq, Keep::Unconfirmed)?;
         }
         work.meta.expired_events_total += victims.len() as u64;
         Ok(victims.len() as u64)
@@ -1114,8 +1283,18 @@ fn insert_event(conn: &Connection, seq: u64, event: &Encoded) -> rusqlite::Resul
     Ok(())
 }
 
-/// Deletes an event row, its evidence links, and evidence no other event names.
-fn delete_event(conn: &Connection, work: &mut Work, seq: i64) -> rusqlite::Result<()> {
+/// Which evidence files [`delete_event`] keeps when no other event names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Files the hub has not confirmed (the event was synced: its files still upload).
+    Unconfirmed,
+    /// None (the event itself is lost, so are its files).
+    Nothing,
+}
+
+/// Deletes an event row, its evidence links, and evidence no other event names (except what
+/// `keep` keeps).
+fn delete_event(conn: &Connection, work: &mut Work, seq: i64, keep: Keep) -> rusqlite::Result<()> {
     let stored: i64 = conn
         .prepare_cached("DELETE FROM events WHERE seq = ?1 RETURNING stored_bytes")?
         .query_row([seq], |r| r.get(0))?;
@@ -1131,18 +1310,61 @@ fn delete_event(conn: &Connection, work: &mut Work, seq: i64) -> rusqlite::Resul
         if still_named {
             continue;
         }
-        let gone: Option<(i64, i64)> = conn
-            .prepare_cached("DELETE FROM evidence WHERE sha256 = ?1 RETURNING present, bytes")?
-            .query_row([&sha], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((1, bytes)) = gone {
-            work.meta.usage_bytes = work.meta.usage_bytes.saturating_sub(to_u64(bytes));
-            if let Some(d) = digest(&sha) {
-                work.unlink.insert(d);
+        if keep == Keep::Unconfirmed {
+            let waiting = conn
+                .prepare_cached(
+                    "SELECT 1 FROM evidence WHERE sha256 = ?1 AND present = 1 AND confirmed = 0",
+                )?
+                .exists([&sha])?;
+            if waiting {
+                continue;
             }
+        }
+        forget_file(conn, work, &sha)?;
+    }
+    Ok(())
+}
+
+/// Deletes an evidence row; a file still present is unlinked after the commit.
+fn forget_file(conn: &Connection, work: &mut Work, sha: &[u8]) -> rusqlite::Result<()> {
+    let gone: Option<(i64, i64)> = conn
+        .prepare_cached("DELETE FROM evidence WHERE sha256 = ?1 RETURNING present, bytes")?
+        .query_row([sha], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((1, bytes)) = gone {
+        work.meta.usage_bytes = work.meta.usage_bytes.saturating_sub(to_u64(bytes));
+        if let Some(d) = digest(sha) {
+            work.unlink.insert(d);
         }
     }
     Ok(())
+}
+
+/// Marks a present evidence file evicted (the row stays while events name it); the file is
+/// unlinked after the commit. A row no event names is deleted.
+fn evict_file(conn: &Connection, work: &mut Work, sha: &[u8], bytes: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE evidence SET present = 0 WHERE sha256 = ?1")?
+        .execute([sha])?;
+    work.meta.usage_bytes = work.meta.usage_bytes.saturating_sub(to_u64(bytes));
+    if let Some(d) = digest(sha) {
+        work.unlink.insert(d);
+    }
+    let named = conn
+        .prepare_cached("SELECT 1 FROM event_evidence WHERE sha256 = ?1 LIMIT 1")?
+        .exists([sha])?;
+    if !named {
+        conn.prepare_cached("DELETE FROM evidence WHERE sha256 = ?1")?
+            .execute([sha])?;
+    }
+    Ok(())
+}
+
+/// Bytes kept free under the quota for the data-loss events this transaction will write.
+fn loss_report_bytes(work: &Work) -> u64 {
+    if work.lost.is_none() && work.lost_files.is_empty() {
+        return 0;
+    }
+    LOSS_EVENT_RESERVE_BYTES + work.lost_files.len() as u64 * LOST_FILE_REPORT_BYTES
 }
 
 fn load_meta(conn: &Connection) -> rusqlite::Result<Meta> {
@@ -1186,6 +1408,7 @@ fn meta_field<'a>(meta: &'a mut Meta, key: &str) -> Option<&'a mut u64> {
         "evicted_events_total" => &mut meta.evicted_events_total,
         "evicted_evidence_total" => &mut meta.evicted_evidence_total,
         "expired_events_total" => &mut meta.expired_events_total,
+        "lost_evidence_total" => &mut meta.lost_evidence_total,
         _ => return None,
     })
 }
@@ -1215,11 +1438,17 @@ const LOSS_SOURCE_ID: &str = "store";
 /// Room kept for the data-loss event once a transaction has evicted an unsynced event.
 const LOSS_EVENT_RESERVE_BYTES: u64 = 1024;
 
+/// Room a lost evidence file takes in its data-loss report (its hash in hex and a seq).
+const LOST_FILE_REPORT_BYTES: u64 = 96;
+
+/// Most lost evidence files one data-loss event names (more make more events).
+const LOST_FILES_PER_REPORT: usize = 100;
+
 /// Bounds of the WAL's checkpoint point in pages (SQLite's default is the upper one).
 const WAL_MIN_CHECKPOINT_PAGES: i64 = 16;
 const WAL_MAX_CHECKPOINT_PAGES: i64 = 1000;
 
-const META_KEYS: [&str; 7] = [
+const META_KEYS: [&str; 8] = [
     "last_seq",
     "acked_seq",
     "usage_bytes",
@@ -1227,4 +1456,5 @@ const META_KEYS: [&str; 7] = [
     "evicted_events_total",
     "evicted_evidence_total",
     "expired_events_total",
+    "lost_evidence_total",
 ];

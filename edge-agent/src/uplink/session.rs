@@ -1,22 +1,29 @@
 //! One session with the hub, from connect to close.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    Bye, ByeReason, Codec, CommandAction, CommandOutcome, CommandResult, EnrollRequest,
-    EnrollResponse, EventBatch, EvidenceAck, EvidenceChunk, Health, Hello, MIN_PROTOCOL_VERSION,
-    Message, PROTOCOL_VERSION, Seq, Timestamp,
+    Bye, ByeReason, Codec, CommandAction, CommandOutcome, CommandResult, Digest, EnrollRequest,
+    EnrollResponse, EventBatch, EvidenceAck, EvidenceChunk, EvidenceLost, EvidenceQuery, Health,
+    Hello, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION, Seq, Timestamp,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{read_frame, write_frame};
 use super::{CommandRequest, Uplink, UplinkError, UplinkMode, now, resolve, tls};
-use crate::store::Store;
+use crate::store::{EvidencePins, Store};
 
 /// How long the hub has to answer the handshake and the `Hello`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Files named in one `EvidenceQuery` (and confirmations recorded in one commit).
+const EVIDENCE_QUERY_FILES: usize = 256;
+
+/// Unconfirmed files the box asks the hub about at the start of a session.
+const EVIDENCE_QUERY_MAX_FILES: usize = 4096;
 /// How long a command may take on the box.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the status (backlog, oldest event) is refreshed from the store.
@@ -114,6 +121,7 @@ async fn session(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         last_acked_seq: (stats.acked_seq > 0).then_some(Seq(stats.acked_seq)),
         last_committed_seq: (stats.last_seq > 0).then_some(Seq(stats.last_seq)),
+        store_epoch: Some(up.store.epoch()).filter(|&e| e != 0),
     };
     send_or_lost(&out_tx, Message::Hello(hello)).await?;
     let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, in_rx.recv()).await {
@@ -137,7 +145,10 @@ async fn session(
     up.status_tx.send_modify(|st| st.sessions_total += 1);
     tracing::info!(stage = "uplink", device_id = %welcome.box_id, hub_last = ?welcome.last_committed_seq, acked = stats.acked_seq, "session open");
 
-    // What the hub committed is synced, even if its ack never reached us.
+    // Events the hub committed but whose ack never arrived are sent again: the hub answers a
+    // duplicate with an ack, and another event at the same sequence number (a copy of this
+    // store on a second box) with a refusal, so nothing is marked synced on the hub's word
+    // alone.
     let hub_last = welcome.last_committed_seq.map_or(0, |q| q.0);
     let mut acked = stats.acked_seq;
     if hub_last > stats.last_seq {
@@ -145,28 +156,40 @@ async fn session(
             stage = "uplink",
             hub_last,
             box_last = stats.last_seq,
-            "the hub holds events of this box beyond its store; was the store replaced?"
+            epoch = up.store.epoch(),
+            "the hub holds more events of this store epoch than the store; is it a copy of another box's store?"
         );
     }
-    let up_to = hub_last.min(stats.last_seq);
-    if up_to > acked {
-        let store = up.store.clone();
-        blocking(move || store.ack(Seq(up_to))).await??;
-        acked = up_to;
-    }
-    let mut next = acked.max(hub_last.min(stats.last_seq)) + 1;
+    let mut next = acked + 1;
     let mut in_flight: VecDeque<u64> = VecDeque::new();
     let mut exhausted = false;
     let mut progressed = false;
 
+    // Files being uploaded stay pinned until the hub's confirmation is recorded, so that
+    // eviction does not report lost a file that arrives after all (unpinned at session end).
+    let pins = Arc::new(up.store.evidence_pins());
     let (evidence_tx, evidence_rx) = mpsc::channel::<EvidenceAck>(1024);
     let _evidence = AbortOnDrop(tokio::spawn(upload_evidence(
         conn.clone(),
         up.store.clone(),
+        Arc::clone(&pins),
         codec,
         s.evidence_chunk_bytes,
         s.evidence_budget_bytes_per_sec,
         evidence_rx,
+        out_tx.clone(),
+    )));
+    // Files the hub confirmed are recorded by a task of their own (a commit each batch).
+    let (confirmed_tx, confirmed_rx) = mpsc::channel::<Digest>(1024);
+    let _confirmer = AbortOnDrop(tokio::spawn(confirm_evidence(
+        up.store.clone(),
+        Arc::clone(&pins),
+        confirmed_rx,
+    )));
+    // Files sent in earlier sessions whose confirmation never arrived: ask the hub.
+    let _query = AbortOnDrop(tokio::spawn(query_evidence(
+        up.store.clone(),
+        out_tx.clone(),
     )));
 
     // Acks are committed to the store by a task of their own, so that the next batches go out
@@ -245,8 +268,13 @@ async fn session(
                         tracing::info!(stage = "uplink", command = %command.id, "command from the hub");
                         tokio::spawn(answer_command(command, up.commands_tx.clone(), results_tx.clone()));
                     }
+                    Message::EvidenceAck(ev) if ev.complete => {
+                        if confirmed_tx.try_send(ev.sha256).is_err() {
+                            tracing::debug!(stage = "uplink", "confirmation queue full; the box asks again at the next session");
+                        }
+                    }
                     Message::EvidenceAck(ev) => {
-                        if !ev.complete && evidence_tx.try_send(ev).is_err() {
+                        if evidence_tx.try_send(ev).is_err() {
                             tracing::debug!(stage = "uplink", "evidence queue full; the hub asks again at the next session");
                         }
                     }
@@ -599,26 +627,96 @@ async fn answer_command(
     let _ = results_tx.send(result).await;
 }
 
+/// Records the files the hub confirmed, a batch per commit, and unpins them.
+async fn confirm_evidence(
+    store: Store,
+    pins: Arc<EvidencePins>,
+    mut confirmed: mpsc::Receiver<Digest>,
+) {
+    while let Some(first) = confirmed.recv().await {
+        let mut files = vec![first];
+        while files.len() < EVIDENCE_QUERY_FILES {
+            match confirmed.try_recv() {
+                Ok(sha) => files.push(sha),
+                Err(_) => break,
+            }
+        }
+        let s = store.clone();
+        let done = files.clone();
+        match blocking(move || s.confirm_evidence(files)).await {
+            Ok(Ok(n)) => {
+                for sha in &done {
+                    pins.unpin(sha);
+                }
+                tracing::debug!(stage = "uplink", count = n, "evidence confirmed by the hub");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(stage = "uplink", error = %super::chain(&e), "evidence confirmations not recorded; asked again next session")
+            }
+            Err(e) => {
+                tracing::warn!(stage = "uplink", error = %super::chain(&e), "evidence confirmations not recorded; asked again next session")
+            }
+        }
+    }
+}
+
+/// Asks the hub which unconfirmed files of synced events it holds (a confirmation lost with a
+/// connection would otherwise leave them unconfirmed until evicted as lost).
+async fn query_evidence(store: Store, out_tx: mpsc::Sender<Outgoing>) {
+    let s = store.clone();
+    let Ok(Ok(files)) = blocking(move || s.unconfirmed_evidence(EVIDENCE_QUERY_MAX_FILES)).await
+    else {
+        return;
+    };
+    for chunk in files.chunks(EVIDENCE_QUERY_FILES) {
+        let query = Message::EvidenceQuery(EvidenceQuery {
+            sha256s: chunk.to_vec(),
+        });
+        if out_tx.send(Outgoing::Message(query)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Uploads evidence the hub asks for, one file per stream at a lower priority than events,
-/// from the offset the hub holds, within the byte budget.
+/// from the offset the hub holds, within the byte budget. A file the box no longer holds is
+/// reported lost, so the hub stops asking.
+#[allow(clippy::too_many_arguments)]
 async fn upload_evidence(
     conn: quinn::Connection,
     store: Store,
+    pins: Arc<EvidencePins>,
     codec: Codec,
     chunk_bytes: usize,
     budget_bytes_per_sec: u64,
     mut requests: mpsc::Receiver<EvidenceAck>,
+    out_tx: mpsc::Sender<Outgoing>,
 ) {
     while let Some(req) = requests.recv().await {
         let sha = req.sha256;
         let path = store.evidence_path(&sha);
         let s = store.clone();
+        // pinned before looking, so that it cannot be evicted between the look and the read
+        pins.pin(sha);
         let held = blocking(move || s.has_evidence(&sha)).await;
-        if !matches!(held, Ok(Ok(true))) {
-            tracing::debug!(stage = "uplink", %sha, "evidence asked for is not on the box");
-            continue;
-        }
-        let Ok(Ok(data)) = blocking(move || std::fs::read(path)).await else {
+        let data = match held {
+            Ok(Ok(true)) => blocking(move || std::fs::read(path)).await,
+            Ok(Ok(false)) => {
+                pins.unpin(&sha);
+                tracing::warn!(stage = "uplink", %sha, "the hub asked for evidence the box no longer holds; reported lost");
+                let lost = Message::EvidenceLost(EvidenceLost { sha256s: vec![sha] });
+                if out_tx.send(Outgoing::Message(lost)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ => {
+                pins.unpin(&sha);
+                continue;
+            }
+        };
+        let Ok(Ok(data)) = data else {
+            pins.unpin(&sha);
             continue;
         };
         let total = data.len() as u64;

@@ -93,10 +93,14 @@ fn a_full_disk_gives_a_clear_error_and_counted_evictions_and_the_store_keeps_wor
     let mut reported = Vec::new();
     for e in events.iter().filter(|e| &e.category == loss_code) {
         let int = |k: &str| match e.attributes.get(k) {
-            Some(AttrValue::Int(v)) => *v as u64,
+            Some(AttrValue::Int(v)) => Some(*v as u64),
+            None => None,
             other => panic!("data-loss attribute {k}: {other:?}"),
         };
-        reported.push(int("first_lost_seq")..=int("last_lost_seq"));
+        // a report of lost pictures alone names no range of events
+        if let (Some(first), Some(last)) = (int("first_lost_seq"), int("last_lost_seq")) {
+            reported.push(first..=last);
+        }
     }
     for seq in accepted {
         let covered = held.contains(&seq.0)

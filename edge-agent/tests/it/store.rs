@@ -286,16 +286,17 @@ fn a_reader_holding_a_snapshot_never_blocks_the_writer() {
     assert_eq!(own.stats().unwrap().events, 50);
 }
 
-/// Quota 450 kB; each event carries 100 kB of evidence. Eviction must take, in order: evidence
-/// of synced events (oldest first), synced events, and only then unsynced events, reported by
-/// a data-loss event in the same commit.
+/// Quota 450 kB; each event carries 100 kB of evidence. Eviction must take, in order: files of
+/// synced events that the hub confirmed (oldest first), synced events (keeping their files that
+/// are not confirmed), unconfirmed files of synced events (a loss), and only then unsynced
+/// events (a loss); each loss reported by a data-loss event in the same commit.
 #[test]
 fn eviction_follows_the_declared_order_and_reports_every_loss() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = helpers::options(dir.path());
     options.quota_bytes = 450_000;
     let store = Store::open(options).unwrap();
-    let refs: Vec<_> = (1..=7)
+    let refs: Vec<_> = (1..=8)
         .map(|n| event_with_evidence(n, 0, 100_000).0.evidence[0].sha256)
         .collect();
     let submit = |n: u64| {
@@ -306,6 +307,8 @@ fn eviction_follows_the_declared_order_and_reports_every_loss() {
         assert_eq!(submit(n), Seq(n));
     }
     store.ack(Seq(2)).unwrap();
+    // the hub holds the first picture (of the four, the only one confirmed)
+    assert_eq!(store.confirm_evidence(vec![refs[0]]).unwrap(), 1);
     let has = |i: usize| store.has_evidence(&refs[i]).unwrap();
     let present_seqs = || {
         store
@@ -315,53 +318,80 @@ fn eviction_follows_the_declared_order_and_reports_every_loss() {
             .map(|e| e.seq.0)
             .collect::<Vec<_>>()
     };
+    let counts = || {
+        let s = store.stats().unwrap();
+        (
+            s.evicted_evidence_total,
+            s.evicted_events_total,
+            s.lost_evidence_total,
+            s.lost_events_total,
+        )
+    };
 
-    // 1. evidence of the oldest synced event
-    submit(5);
+    // 1. the confirmed file of a synced event
+    assert_eq!(submit(5), Seq(5));
     assert_eq!((has(0), has(1), has(2)), (false, true, true));
     assert!(!store.evidence_path(&refs[0]).exists());
     assert_eq!(present_seqs(), [1, 2, 3, 4, 5]);
-    // 2. evidence of the next synced event
-    submit(6);
-    assert_eq!((has(1), has(2)), (false, true));
-    assert_eq!(present_seqs(), [1, 2, 3, 4, 5, 6]);
-    let stats = store.stats().unwrap();
+    assert_eq!(counts(), (1, 0, 0, 0));
+    // 2. the synced events (their unconfirmed file stays), then 3. that file: lost before
+    //    upload, reported in the same commit
+    assert_eq!(submit(6), Seq(6));
+    assert_eq!(present_seqs(), [3, 4, 5, 6, 7]);
+    assert!(!has(1) && !store.evidence_path(&refs[1]).exists());
+    assert_eq!(counts(), (2, 2, 1, 0));
+    let report = store.events_from(Seq(7), 1).unwrap().remove(0);
+    let expected = Catalog::embedded().by_key("device.data_loss").unwrap();
+    assert_eq!(report.category, expected.code);
+    let attr = |e: &protocol::Event, k: &str| e.attributes.get(k).cloned();
     assert_eq!(
-        (
-            stats.evicted_evidence_total,
-            stats.evicted_events_total,
-            stats.lost_events_total
-        ),
-        (2, 0, 0)
+        attr(&report, "reason"),
+        Some(AttrValue::Text("quota".into()))
     );
-    // 3. synced rows go, then the oldest unsynced event: a loss, reported in the same commit
-    assert_eq!(submit(7), Seq(7));
-    assert_eq!(present_seqs(), [4, 5, 6, 7, 8]);
+    assert_eq!(attr(&report, "lost_events"), Some(AttrValue::Int(0)));
+    assert_eq!(attr(&report, "lost_evidence"), Some(AttrValue::Int(1)));
+    assert_eq!(
+        attr(&report, "lost_evidence_sha256"),
+        Some(AttrValue::Text(refs[1].to_hex()))
+    );
+    assert_eq!(
+        attr(&report, "lost_evidence_seqs"),
+        Some(AttrValue::Text("2".into())),
+        "named with the event that carried it"
+    );
+    assert_eq!(
+        attr(&report, "lost_evidence_total"),
+        Some(AttrValue::Int(1))
+    );
+
+    // 4. nothing synced is left: the oldest unsynced event goes (data-loss events last), a
+    //    loss reported in the same commit
+    assert_eq!(submit(7), Seq(8));
+    assert_eq!(present_seqs(), [4, 5, 6, 7, 8, 9]);
     assert!(!has(2) && !store.evidence_path(&refs[2]).exists());
+    assert_eq!(counts(), (2, 2, 1, 1));
     let stats = store.stats().unwrap();
-    assert_eq!(
-        (
-            stats.evicted_evidence_total,
-            stats.evicted_events_total,
-            stats.lost_events_total
-        ),
-        (2, 2, 1)
-    );
     assert!(stats.usage_bytes <= 450_000);
 
-    let loss = store.events_from(Seq(8), 1).unwrap().remove(0);
-    let expected = Catalog::embedded().by_key("device.data_loss").unwrap();
+    let loss = store.events_from(Seq(9), 1).unwrap().remove(0);
     assert_eq!(loss.category, expected.code);
     assert_eq!(loss.severity, expected.severity);
     assert_eq!(loss.source.kind, SourceKind::Box);
     assert_eq!(loss.location, helpers::site());
     assert_eq!(loss.grid, helpers::options(dir.path()).grid);
-    let attr = |k: &str| loss.attributes.get(k).cloned();
-    assert_eq!(attr("reason"), Some(AttrValue::Text("quota".to_owned())));
-    assert_eq!(attr("lost_events"), Some(AttrValue::Int(1)));
-    assert_eq!(attr("first_lost_seq"), Some(AttrValue::Int(3)));
-    assert_eq!(attr("last_lost_seq"), Some(AttrValue::Int(3)));
-    assert_eq!(attr("lost_events_total"), Some(AttrValue::Int(1)));
+    assert_eq!(
+        attr(&loss, "reason"),
+        Some(AttrValue::Text("quota".to_owned()))
+    );
+    assert_eq!(attr(&loss, "lost_events"), Some(AttrValue::Int(1)));
+    assert_eq!(attr(&loss, "first_lost_seq"), Some(AttrValue::Int(3)));
+    assert_eq!(attr(&loss, "last_lost_seq"), Some(AttrValue::Int(3)));
+    assert_eq!(attr(&loss, "lost_events_total"), Some(AttrValue::Int(1)));
+    assert_eq!(
+        attr(&loss, "lost_evidence"),
+        None,
+        "the lost event's file is in its loss"
+    );
     assert_eq!(
         store
             .pending(10)
@@ -369,10 +399,46 @@ fn eviction_follows_the_declared_order_and_reports_every_loss() {
             .iter()
             .map(|e| e.seq.0)
             .collect::<Vec<_>>(),
-        [4, 5, 6, 7, 8],
-        "the data-loss event is queued for the hub"
+        [4, 5, 6, 7, 8, 9],
+        "the data-loss events are queued for the hub"
     );
     helpers::assert_evidence_intact(&store);
+}
+
+/// Retention deletes a synced event but not its picture while the hub has not confirmed it;
+/// the confirmation then removes the picture at once.
+#[test]
+fn a_picture_outlives_its_expired_event_until_the_hub_confirms_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = helpers::options(dir.path());
+    options.retention = std::time::Duration::from_secs(60);
+    let store = Store::open(options).unwrap();
+    let (e, files) = event_with_evidence(1, 0, 10_000);
+    let sha = e.evidence[0].sha256;
+    store.submit(e, files).unwrap();
+    store.ack(Seq(1)).unwrap();
+    assert_eq!(store.unconfirmed_evidence(10).unwrap(), [sha]);
+    let later = Timestamp::from_unix_millis(T0_MS + 3_600_000);
+    assert_eq!(store.sweep_retention(later).unwrap(), 1);
+    assert_eq!(store.stats().unwrap().events, 0);
+    assert!(store.has_evidence(&sha).unwrap(), "kept for the upload");
+    assert!(store.evidence_path(&sha).exists());
+    assert_eq!(store.confirm_evidence(vec![sha]).unwrap(), 1);
+    assert!(!store.has_evidence(&sha).unwrap());
+    assert!(
+        !store.evidence_path(&sha).exists(),
+        "no event names it any more"
+    );
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (
+            stats.evidence_files,
+            stats.usage_bytes,
+            stats.lost_evidence_total
+        ),
+        (0, 0, 0)
+    );
+    assert!(store.unconfirmed_evidence(10).unwrap().is_empty());
 }
 
 #[test]
@@ -523,7 +589,46 @@ fn a_missing_evidence_file_is_reported_at_start_up() {
     let store = helpers::open(dir.path());
     assert_eq!(store.open_report().missing_evidence, 1);
     assert!(!store.has_evidence(&sha).unwrap());
-    assert_eq!(store.stats().unwrap().events, 1, "the event itself stays");
+    let events = store.events_from(Seq(1), 10).unwrap();
+    assert_eq!(events[0].seq, Seq(1), "the event itself stays");
+    // The hub never had the file: it learns that it will not arrive.
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.events, stats.lost_evidence_total), (2, 1));
+    let report = &events[1];
+    let loss = Catalog::embedded().by_key("device.data_loss").unwrap();
+    assert_eq!(report.category, loss.code);
+    let attr = |k: &str| report.attributes.get(k).cloned();
+    assert_eq!(attr("reason"), Some(AttrValue::Text("missing".into())));
+    assert_eq!(attr("lost_evidence"), Some(AttrValue::Int(1)));
+    assert_eq!(
+        attr("lost_evidence_sha256"),
+        Some(AttrValue::Text(sha.to_hex()))
+    );
+    assert_eq!(
+        attr("lost_evidence_seqs"),
+        Some(AttrValue::Text("1".into()))
+    );
+    assert_eq!(attr("lost_events"), Some(AttrValue::Int(0)));
+    assert_eq!(attr("first_lost_seq"), None);
+}
+
+/// A missing file the hub had confirmed is no loss: nothing is reported.
+#[test]
+fn a_missing_file_the_hub_confirmed_is_not_reported_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = helpers::open(dir.path());
+    let (e, files) = event_with_evidence(1, 0, 500);
+    let sha = e.evidence[0].sha256;
+    store.submit(e, files).unwrap();
+    store.ack(Seq(1)).unwrap();
+    assert_eq!(store.confirm_evidence(vec![sha]).unwrap(), 1);
+    let path = store.evidence_path(&sha);
+    drop(store);
+    std::fs::remove_file(path).unwrap();
+    let store = helpers::open(dir.path());
+    assert_eq!(store.open_report().missing_evidence, 1);
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.events, stats.lost_evidence_total), (1, 0));
 }
 
 #[test]

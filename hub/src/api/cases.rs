@@ -117,6 +117,23 @@ async fn show(
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("case {id} does not exist")))?;
     let (case, transitions, events, allowed) = found?;
+    // Files named by the case that their box reported lost: the console says so instead of
+    // waiting for them.
+    let named: Vec<protocol::Digest> = events
+        .iter()
+        .flat_map(|(_, e)| e.evidence.iter().map(|r| r.sha256))
+        .chain(
+            transitions
+                .iter()
+                .flat_map(|t| t.evidence.iter())
+                .filter_map(|hex| protocol::Digest::from_hex(hex).ok()),
+        )
+        .collect();
+    let lost: Vec<String> = super::console::lost_evidence(&state, named)
+        .await
+        .iter()
+        .map(protocol::Digest::to_hex)
+        .collect();
     let events: Vec<Value> = events
         .into_iter()
         .map(|(box_id, event)| json!({ "box_id": box_id, "event": event }))
@@ -126,6 +143,7 @@ async fn show(
         "transitions": transitions,
         "events": events,
         "allowed_actions": allowed,
+        "evidence_lost": lost,
     })))
 }
 

@@ -194,6 +194,11 @@ async fn evidence(
     })
     .await??;
     let Some(bytes) = found else {
+        if lost_evidence(&state, vec![digest]).await.contains(&digest) {
+            return Err(ApiError::Gone(format!(
+                "evidence {sha} was lost on the box before it was uploaded: it will not arrive"
+            )));
+        }
         return Err(ApiError::NotFound(format!(
             "evidence {sha} has not arrived from the box yet"
         )));
@@ -348,4 +353,30 @@ pub(super) async fn recheck_after_feedback(state: AppState, id: i64) {
     if let Err(e) = done.await {
         tracing::warn!(case = id, error = %e, "re-check after feedback: note not recorded");
     }
+}
+
+/// Which of `files` their boxes reported lost before upload (none on a hub that serves no
+/// boxes, or when the ingest log cannot be read: the answer is then "not arrived").
+pub(super) async fn lost_evidence(state: &AppState, files: Vec<Digest>) -> Vec<Digest> {
+    let Some(boxes) = state.boxes.as_ref() else {
+        return Vec::new();
+    };
+    boxes
+        .ingest
+        .with_log(move |log| {
+            let mut lost = Vec::new();
+            for sha in files {
+                if let Some((_, _, crate::ingest::EvidenceState::Lost)) =
+                    log.evidence_state(&sha)?
+                {
+                    lost.push(sha);
+                }
+            }
+            Ok(lost)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "evidence state unreadable");
+            Vec::new()
+        })
 }

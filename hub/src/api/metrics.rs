@@ -345,6 +345,16 @@ impl Collector for HubCollector {
                     "Evidence files completed",
                     &s.evidence_files_total,
                 ),
+                (
+                    "hub_ingest_evidence_lost",
+                    "Evidence files boxes reported gone before upload when asked for them",
+                    &s.evidence_lost_total,
+                ),
+                (
+                    "hub_ingest_conflicts",
+                    "Sessions ended for events at sequence numbers committed with other events (a cloned box store)",
+                    &s.conflicts_total,
+                ),
             ] {
                 counter(&mut enc, name, help, v)?;
             }

@@ -256,7 +256,7 @@ impl CaseService {
         if let Some(reference) = recheck_of(event)
             && let Some(case) = tx.case(reference.case)?
         {
-            tx.link_event(box_id, event.seq, case.id)?;
+            tx.link_event(&event.id, case.id)?;
             let (case, action) =
                 self.take_recheck(tx, case, box_id, event, reference.asked_at, now)?;
             return Ok((
@@ -287,7 +287,7 @@ impl CaseService {
             case.last_observed_at = case.last_observed_at.max(event.observed_at);
             case.updated_at = now;
             tx.update_case(&case)?;
-            tx.link_event(box_id, event.seq, case.id)?;
+            tx.link_event(&event.id, case.id)?;
             return Ok((
                 IngestOutcome::Merged(case.id),
                 Some(CaseChange {
@@ -299,7 +299,7 @@ impl CaseService {
         let (mut case, auto) = self.new_case(box_id, event, lat, lon, now, description);
         let id = tx.insert_case(&case)?;
         case.id = id;
-        tx.link_event(box_id, event.seq, id)?;
+        tx.link_event(&event.id, id)?;
         tx.add_transition(&Transition {
             case_id: id,
             at: now,

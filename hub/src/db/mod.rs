@@ -53,6 +53,25 @@ ALTER TABLE cases ADD COLUMN lon REAL;
 UPDATE cases SET lat = json_extract(body, '$.lat'), lon = json_extract(body, '$.lon');
 CREATE INDEX cases_near ON cases (category, lat, lon, last_observed_at);
 "#,
+    // A box's sequence numbers count within the epoch of its store (the ingest log keys them
+    // so); here an event is known by its id, so that a new store's seq 1 is not taken for the
+    // old one's. (box_id, seq) stays indexed for the Open311 numbering.
+    r#"
+CREATE TABLE events_v4 (
+    event_id TEXT PRIMARY KEY,
+    box_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    case_id INTEGER,
+    received_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+INSERT INTO events_v4 (event_id, box_id, seq, case_id, received_at, body)
+    SELECT event_id, box_id, seq, case_id, received_at, body FROM events;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX events_box_seq ON events (box_id, seq);
+CREATE INDEX events_case ON events (case_id);
+"#,
 ];
 
 /// One page of the case list: cases after a cursor, oldest first, narrowed by who asks.
@@ -80,6 +99,16 @@ pub enum DbError {
     /// A stored body could not be encoded or decoded.
     #[error("stored record is malformed")]
     Body(#[from] serde_json::Error),
+    /// The database was written by a newer hub: this one refuses to touch it.
+    #[error(
+        "the hub database has schema version {found}, newer than this hub's {supported}: run the newer hub"
+    )]
+    SchemaTooNew {
+        /// Its `user_version`.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
 }
 
 /// The hub database.
@@ -117,6 +146,12 @@ impl Db {
 
     fn migrate(mut conn: Connection) -> Result<Db, DbError> {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(DbError::SchemaTooNew {
+                found: version,
+                supported: MIGRATIONS.len() as i64,
+            });
+        }
         let tx = conn.transaction()?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
             tx.execute_batch(sql)?;
@@ -142,7 +177,7 @@ impl Db {
 }
 
 impl Tx<'_> {
-    /// Records an event unless `(box, seq)` or its id is known; true when it was new.
+    /// Records an event unless its id is known; true when it was new.
     ///
     /// # Errors
     /// [`DbError`].
@@ -169,10 +204,10 @@ impl Tx<'_> {
     ///
     /// # Errors
     /// [`DbError`].
-    pub fn link_event(&self, box_id: &BoxId, seq: Seq, case: CaseId) -> Result<(), DbError> {
+    pub fn link_event(&self, event: &protocol::EventId, case: CaseId) -> Result<(), DbError> {
         self.0.execute(
-            "UPDATE events SET case_id = ?3 WHERE box_id = ?1 AND seq = ?2",
-            params![box_id.as_str(), seq.0 as i64, case.0],
+            "UPDATE events SET case_id = ?2 WHERE event_id = ?1",
+            params![event.to_string(), case.0],
         )?;
         Ok(())
     }
@@ -427,5 +462,76 @@ impl Tx<'_> {
             out.push(serde_json::from_str(&body?)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{Crs, EventId, Location, Severity, Source, SourceId, SourceKind};
+
+    fn event(seq: u64, salt: u8) -> Event {
+        Event {
+            id: EventId::v7(1_767_225_600_000, [salt; 10]),
+            seq: Seq(seq),
+            source: Source {
+                kind: SourceKind::Camera,
+                id: SourceId::parse("cam-1").unwrap(),
+            },
+            category: CategoryCode::parse("0102").unwrap(),
+            severity: Severity::Medium,
+            observed_at: Timestamp::from_unix_millis(1_767_225_600_000),
+            location: Location {
+                lat: 31.28,
+                lon: 120.58,
+                crs: Crs::Wgs84,
+            },
+            grid: None,
+            attributes: Default::default(),
+            evidence: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn events_are_known_by_id_so_a_new_store_may_reuse_a_seq_and_old_rows_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.db");
+        let b = BoxId::parse("box-1").unwrap();
+        let now = Timestamp::from_unix_millis(1_767_225_700_000);
+        {
+            // a database of a hub before version 4
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute(
+                "INSERT INTO events (box_id, seq, event_id, received_at, body) VALUES (?1, 1, ?2, 0, ?3)",
+                params![b.as_str(), event(1, 1).id.to_string(), serde_json::to_string(&event(1, 1)).unwrap()],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut db = Db::open(&path).unwrap();
+        db.atomically(|tx| {
+            assert_eq!(tx.last_seq(&b)?, Some(Seq(1)), "the old row is kept");
+            assert!(!tx.insert_event(&b, &event(1, 1), now)?, "known by its id");
+            assert!(
+                tx.insert_event(&b, &event(1, 2), now)?,
+                "seq 1 of another store"
+            );
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+        drop(db);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Db::open(&path),
+            Err(DbError::SchemaTooNew { found: 99, .. })
+        ));
     }
 }

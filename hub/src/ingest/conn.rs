@@ -334,6 +334,8 @@ enum End {
     Expired,
     /// The certificate is good but the registry says the box is revoked or unknown.
     NotEnrolled,
+    /// The box sent another event at a sequence number already committed (a cloned store).
+    Conflict(String),
 }
 
 /// A box session: Hello/Welcome, then batches, health, evidence, commands.
@@ -438,6 +440,18 @@ async fn session(
                 b"protocol error",
             )
         }
+        End::Conflict(reason) => {
+            shared.stats.conflicts_total.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%reason, "refused events that conflict with committed ones: is this box's store a copy of another's?");
+            (
+                Some(Bye {
+                    reason: ByeReason::ProtocolError,
+                    message: Some(reason.clone()),
+                }),
+                close_code::PROTOCOL_ERROR,
+                b"conflicting events",
+            )
+        }
         End::NotEnrolled => {
             shared.stats.refused_total.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("refused a box that is revoked or not enrolled");
@@ -539,6 +553,8 @@ async fn run_session(
             return End::PeerClosed;
         }
     };
+    // Sequence numbers count within the epoch of the box's store (0: an agent that sends none).
+    let epoch = hello.store_epoch.unwrap_or(0);
     // One trip to the blocking pool per session open: is the box still enrolled (a revocation
     // may not have reached the revocation poll yet), and what does the log hold of it.
     let (s, id) = (shared.clone(), box_id.clone());
@@ -548,7 +564,7 @@ async fn run_session(
             return Ok(None);
         }
         let log = lock(&s.log);
-        Ok::<_, super::IngestError>(Some((log.last_seq(&id)?, log.wanted_evidence(&id)?)))
+        Ok::<_, super::IngestError>(Some((log.last_seq(&id, epoch)?, log.wanted_evidence(&id)?)))
     })
     .await;
     let (last_committed, wanted) = match opened {
@@ -569,6 +585,7 @@ async fn run_session(
         return End::PeerClosed;
     }
     tracing::debug!(
+        epoch,
         last_acked = ?hello.last_acked_seq,
         last_committed = ?last_committed,
         "session open"
@@ -659,15 +676,55 @@ async fn run_session(
                 if let Some(problem) = batch_problem(&events) {
                     return End::Protocol(problem);
                 }
-                match commit(shared, box_id, events).await {
-                    Ok(Some((ack, wanted))) => {
-                        if out_tx.send(Message::Ack(ack)).await.is_err() {
+                match commit(shared, box_id, epoch, events).await {
+                    Ok((ack, wanted, conflict)) => {
+                        if let Some(ack) = ack
+                            && out_tx.send(Message::Ack(ack)).await.is_err()
+                        {
                             return End::PeerClosed;
                         }
                         request_evidence(shared, out_tx, wanted).await;
+                        if let Some(c) = conflict {
+                            return End::Conflict(format!(
+                                "seq {} of store epoch {epoch} is committed with event {}, not {}",
+                                c.seq, c.held, c.sent
+                            ));
+                        }
                     }
-                    Ok(None) => {}
                     Err(()) => return End::Internal,
+                }
+            }
+            Message::EvidenceQuery(query) => {
+                for ack in held_evidence(shared, box_id, query.sha256s).await {
+                    if out_tx.send(Message::EvidenceAck(ack)).await.is_err() {
+                        return End::PeerClosed;
+                    }
+                }
+            }
+            Message::EvidenceLost(lost) => {
+                let (s, id) = (shared.clone(), box_id.clone());
+                let files = lost.sha256s;
+                let marked =
+                    tokio::task::spawn_blocking(move || lock(&s.log).evidence_lost(&id, &files))
+                        .await;
+                match marked {
+                    Ok(Ok(n)) => {
+                        shared
+                            .stats
+                            .evidence_lost_total
+                            .fetch_add(n, Ordering::Relaxed);
+                        if n > 0 {
+                            tracing::warn!(
+                                count = n,
+                                "the box reports evidence lost before upload"
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record lost evidence");
+                        return End::Internal;
+                    }
+                    Err(_) => return End::Internal,
                 }
             }
             Message::Health(health) => {
@@ -729,18 +786,28 @@ fn batch_problem(events: &[Event]) -> Option<String> {
     })
 }
 
+/// What a committed batch answers: the ack (if any event of this epoch is committed), the
+/// evidence now wanted, and a conflict that ends the session.
+type BatchAnswer = (
+    Option<Ack>,
+    Vec<(protocol::Digest, u64)>,
+    Option<super::Conflict>,
+);
+
 async fn commit(
     shared: &Arc<Shared>,
     box_id: &BoxId,
+    epoch: u64,
     events: Vec<Event>,
-) -> Result<Option<(Ack, Vec<(protocol::Digest, u64)>)>, ()> {
+) -> Result<BatchAnswer, ()> {
     if events.is_empty() {
-        return Ok(None);
+        return Ok((None, Vec::new(), None));
     }
     let (s, id) = (shared.clone(), box_id.clone());
     let n = events.len();
     let done =
-        tokio::task::spawn_blocking(move || lock(&s.log).commit(&id, &events, s.now())).await;
+        tokio::task::spawn_blocking(move || lock(&s.log).commit(&id, epoch, &events, s.now()))
+            .await;
     match done {
         Ok(Ok((committed, wanted))) => {
             shared
@@ -753,7 +820,11 @@ async fn commit(
                 .fetch_add(committed.duplicates, Ordering::Relaxed);
             shared.handoff.notify_one();
             tracing::debug!(count = n, up_to = ?committed.up_to, "batch committed");
-            Ok(committed.up_to.map(|up_to| (Ack { up_to }, wanted)))
+            Ok((
+                committed.up_to.map(|up_to| Ack { up_to }),
+                wanted,
+                committed.conflict,
+            ))
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %crate::telemetry::chain(&e), "failed to commit a batch; closing so the box retries");
@@ -764,6 +835,33 @@ async fn commit(
             Err(())
         }
     }
+}
+
+/// Confirmations for the files of `query` that the hub holds complete from this box.
+async fn held_evidence(
+    shared: &Arc<Shared>,
+    box_id: &BoxId,
+    files: Vec<protocol::Digest>,
+) -> Vec<EvidenceAck> {
+    let (s, id) = (shared.clone(), box_id.clone());
+    tokio::task::spawn_blocking(move || {
+        let log = lock(&s.log);
+        files
+            .into_iter()
+            .filter_map(|sha256| match log.evidence_state(&sha256) {
+                Ok(Some((owner, total, super::EvidenceState::Complete))) if owner == id => {
+                    Some(EvidenceAck {
+                        sha256,
+                        received_bytes: total,
+                        complete: true,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 async fn request_evidence(
@@ -876,7 +974,10 @@ async fn evidence_chunk(
     let outcome = tokio::task::spawn_blocking(move || {
         let state = lock(&s.log).evidence_state(&chunk.sha256)?;
         match state {
-            Some((owner, total, false)) if owner == id && total == chunk.total_bytes => {
+            // a file reported lost that turns up after all is taken too
+            Some((owner, total, super::EvidenceState::Wanted | super::EvidenceState::Lost))
+                if owner == id && total == chunk.total_bytes =>
+            {
                 let outcome =
                     s.evidence
                         .write_chunk(&chunk.sha256, chunk.offset, &chunk.data, total)?;
@@ -886,7 +987,7 @@ async fn evidence_chunk(
                 }
                 Ok(Some(outcome))
             }
-            Some((_, _, true)) => Ok(Some(ChunkOutcome::Complete)),
+            Some((_, _, super::EvidenceState::Complete)) => Ok(Some(ChunkOutcome::Complete)),
             _ => Ok::<_, super::IngestError>(None),
         }
     })

@@ -49,7 +49,7 @@ use crate::cases::{CaseError, CaseService};
 use crate::config::IngestSection;
 use crate::registry::{HubCa, Registry, RegistryError};
 
-pub use log::{Committed, INGEST_FILE, IngestLog, Unhanded};
+pub use log::{Committed, Conflict, EvidenceState, INGEST_FILE, IngestLog, Unhanded};
 
 /// QUIC application close codes.
 pub mod close_code {
@@ -141,6 +141,18 @@ pub enum IngestError {
     /// A stored row is not what this build wrote.
     #[error("ingest log holds a malformed row")]
     Corrupt,
+    /// A database file was written by a newer hub: this one refuses to touch it.
+    #[error(
+        "`{file}` has schema version {found}, newer than this hub's {supported}: run the newer hub"
+    )]
+    SchemaTooNew {
+        /// The file.
+        file: &'static str,
+        /// Its `user_version`.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
     /// TLS could not be configured.
     #[error("tls configuration failed")]
     Tls(#[from] rustls::Error),
@@ -298,6 +310,11 @@ pub struct IngestStats {
     pub renewals_total: AtomicU64,
     /// Evidence files completed.
     pub evidence_files_total: AtomicU64,
+    /// Evidence files boxes reported gone before upload (asked for and not held).
+    pub evidence_lost_total: AtomicU64,
+    /// Sessions ended because the box sent another event at a committed sequence number of
+    /// its store epoch (a cloned store): its events are refused, never acknowledged.
+    pub conflicts_total: AtomicU64,
 }
 
 /// A live box connection, as the handle sees it.
@@ -667,16 +684,17 @@ async fn hand_off(
 /// One round: returns how many events were marked.
 fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, IngestError> {
     let batch = lock(&shared.log).unhanded(shared.settings.handoff_batch_events)?;
+    let epochs: Vec<u64> = batch.iter().map(|u| u.epoch).collect();
     let batch: Vec<(BoxId, Event)> = batch.into_iter().map(|u| (u.box_id, u.event)).collect();
     let mut done = Vec::with_capacity(batch.len());
     let now = shared.now();
     let mut retry = None;
     let results = sink.hand_on_many(&batch, now);
-    for ((box_id, event), result) in batch.into_iter().zip(results) {
+    for (((box_id, event), result), epoch) in batch.into_iter().zip(results).zip(epochs) {
         match result {
             Ok(()) => {
                 shared.stats.handed_on_total.fetch_add(1, Ordering::Relaxed);
-                done.push((box_id, event.seq, 1));
+                done.push((box_id, epoch, event.seq, 1));
             }
             Err(HandOffError::Refused { reason }) => {
                 shared
@@ -684,7 +702,7 @@ fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, Ingest
                     .handoff_refused_total
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(device_id = %box_id, seq = %event.seq, %reason, "event refused by cases");
-                done.push((box_id, event.seq, 2));
+                done.push((box_id, epoch, event.seq, 2));
             }
             Err(HandOffError::Retry { reason }) => {
                 retry = Some(reason);

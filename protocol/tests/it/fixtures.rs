@@ -1,8 +1,11 @@
 //! Encoded fixtures of every message, per protocol version, must keep decoding to the same values.
 //!
-//! `protocol/tests/fixtures/v1/*.bin` hold frames written by version 1. To add the fixtures of a
-//! new version (never to rewrite old ones), run
-//! `GRIDSENSE_WRITE_FIXTURES=v2 cargo test -p protocol --test it fixtures`.
+//! `protocol/tests/fixtures/v1/*.bin` hold frames written by version 1: the first set, and the
+//! frames of fields and messages added later under the codec's rules (`hello_store_epoch`,
+//! `evidence_query`, `evidence_lost`). To add the fixtures of a new version or a new message
+//! (never to rewrite old ones), run
+//! `GRIDSENSE_WRITE_FIXTURES=v2 cargo test -p protocol --test it fixtures` and keep only the new
+//! files.
 
 use std::path::PathBuf;
 

@@ -158,7 +158,8 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
             any::<u16>(),
             text(),
             proptest::option::of(seq()),
-            proptest::option::of(seq())
+            proptest::option::of(seq()),
+            proptest::option::of(any::<u64>())
         )
             .prop_map(
                 |(
@@ -167,6 +168,7 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                     agent_version,
                     last_acked_seq,
                     last_committed_seq,
+                    store_epoch,
                 )| {
                     Message::Hello(Hello {
                         protocol_version,
@@ -174,6 +176,7 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                         agent_version,
                         last_acked_seq,
                         last_committed_seq,
+                        store_epoch,
                     })
                 }
             ),
@@ -210,6 +213,8 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                 complete,
             })
         }),
+        vec(digest(), 0..8).prop_map(|sha256s| Message::EvidenceQuery(EvidenceQuery { sha256s })),
+        vec(digest(), 0..8).prop_map(|sha256s| Message::EvidenceLost(EvidenceLost { sha256s })),
         (
             ts(),
             any::<u64>(),
@@ -374,6 +379,18 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
                 agent_version: "0.1.0".into(),
                 last_acked_seq: Some(Seq(41)),
                 last_committed_seq: Some(Seq(43)),
+                store_epoch: None,
+            }),
+        ),
+        (
+            "hello_store_epoch",
+            Message::Hello(Hello {
+                protocol_version: 1,
+                min_protocol_version: 1,
+                agent_version: "0.2.0".into(),
+                last_acked_seq: None,
+                last_committed_seq: None,
+                store_epoch: Some(0x1c3a_5e7f_9b2d_4f60),
             }),
         ),
         (
@@ -392,6 +409,8 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
             Message::EvidenceChunk(EvidenceChunk { sha256: digest, offset: 32_768, total_bytes: 48_213, data: (0..=255u8).collect() }),
         ),
         ("evidence_ack", Message::EvidenceAck(EvidenceAck { sha256: digest, received_bytes: 32_768, complete: false })),
+        ("evidence_query", Message::EvidenceQuery(EvidenceQuery { sha256s: vec![digest, Digest([0x07; 32])] })),
+        ("evidence_lost", Message::EvidenceLost(EvidenceLost { sha256s: vec![Digest([0x07; 32])] })),
         (
             "health",
             Message::Health(Health {

@@ -58,6 +58,8 @@ fn samples_cover_every_message_type() {
         "ack",
         "evidence_chunk",
         "evidence_ack",
+        "evidence_query",
+        "evidence_lost",
         "health",
         "command",
         "command_result",

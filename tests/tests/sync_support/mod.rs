@@ -398,6 +398,7 @@ pub(crate) async fn hello_session(
             agent_version: "test".into(),
             last_acked_seq: None,
             last_committed_seq: None,
+            store_epoch: None,
         }))
         .map_err(|e| e.to_string())?;
     let conn = endpoint
