@@ -148,6 +148,15 @@ pub struct EventsConfig {
         deserialize_with = "units::secs"
     )]
     pub cooldown: Duration,
+    /// An observation whose time (a sensor's own clock) is further than this from the box
+    /// clock, either way, is given the box's time; its own time is kept in the event's
+    /// `device_observed_at_ms` attribute. Default 86400 s (a day).
+    #[serde(
+        default = "default_time_window",
+        rename = "time_window_secs",
+        deserialize_with = "units::secs"
+    )]
+    pub time_window: Duration,
     /// Evidence snapshots.
     #[serde(default)]
     pub evidence: EvidenceConfig,
@@ -157,6 +166,7 @@ impl Default for EventsConfig {
     fn default() -> Self {
         EventsConfig {
             cooldown: default_cooldown(),
+            time_window: default_time_window(),
             evidence: EvidenceConfig::default(),
         }
     }
@@ -411,6 +421,10 @@ fn default_busy_timeout() -> Duration {
 
 fn default_cooldown() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_time_window() -> Duration {
+    Duration::from_secs(86_400)
 }
 
 fn default_jpeg_quality() -> u8 {

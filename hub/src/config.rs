@@ -190,6 +190,12 @@ pub struct CasesSection {
     /// After a department's feedback on a case a camera raised, ask that camera to look again.
     /// Default true.
     pub recheck_on_feedback: bool,
+    /// An event observed further ahead of its arrival than this (a box clock running fast) is
+    /// given its arrival time; its own time is kept as a flag. Default 86400 (a day).
+    pub max_future_secs: u64,
+    /// The same for an event observed longer before its arrival than a box holds events while
+    /// offline (a box clock reset). Default 2592000 (30 days).
+    pub max_past_secs: u64,
 }
 
 impl Default for CasesSection {
@@ -202,6 +208,8 @@ impl Default for CasesSection {
             change_buffer_len: 1024,
             verify_by_recheck: true,
             recheck_on_feedback: true,
+            max_future_secs: 86_400,
+            max_past_secs: 30 * 86_400,
         }
     }
 }

@@ -96,6 +96,8 @@ pub async fn run(
         warn_before_ms: config.cases.warn_before_secs as i64 * 1000,
         verify_by_recheck: config.cases.verify_by_recheck,
         recheck_on_feedback: config.cases.recheck_on_feedback,
+        max_future_ms: secs_to_ms(config.cases.max_future_secs),
+        max_past_ms: secs_to_ms(config.cases.max_past_secs),
     };
     let svc = Arc::new(CaseService::new(
         db,
@@ -222,4 +224,8 @@ fn read(path: &Path) -> Result<String, ServeError> {
         path: path.to_owned(),
         source,
     })
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    i64::try_from(secs).map_or(i64::MAX, |s| s.saturating_mul(1000))
 }

@@ -9,13 +9,19 @@
 //! - evidence ([`render`]): boxes and zone drawn on the snapshot, persons blurred unless the
 //!   category is configured to keep them, encoded as JPEG.
 //!
-//! This is a pure core: the time comes from the observation and randomness (for event ids) from
-//! a seedable generator, so tests are deterministic. It must not write files or touch the store.
+//! - values: an observation with a NaN or infinite attribute is refused; one whose time is
+//!   further than `time_window_secs` from the box clock (a sensor's own clock, wrong) gets the
+//!   box's time and keeps its own in [`DEVICE_TIME_ATTRIBUTE`].
+//!
+//! This is a pure core: the time comes from the observation, the box clock from an injectable
+//! function and randomness (for event ids) from a seedable generator, so tests are
+//! deterministic. It must not write files or touch the store.
 
 pub mod cooldown;
 pub mod render;
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use protocol::{
     AttrValue, Catalog, CategoryCode, Event, EventId, GridCode, Location, Seq, Severity, Source,
@@ -92,6 +98,13 @@ pub enum EventsError {
         #[source]
         source: image::ImageError,
     },
+    /// An attribute is a NaN or infinite number (e.g. a rate of change after a reading of
+    /// 1.7e308): the hub could not store it faithfully. The observation is refused (skip it).
+    #[error("attribute `{key}` is not a finite number")]
+    NonFinite {
+        /// The attribute.
+        key: String,
+    },
 }
 
 /// Builds events from observations.
@@ -102,7 +115,15 @@ pub struct EventBuilder {
     renderer: EvidenceRenderer,
     box_grid: Option<GridCode>,
     rng: fastrand::Rng,
+    /// Observations further than this from `clock` get the clock's time (see
+    /// [`DEVICE_TIME_ATTRIBUTE`]).
+    time_window: Duration,
+    clock: fn() -> Timestamp,
 }
+
+/// The attribute that keeps an observation's own time when the builder replaced it with the
+/// box's (a device clock outside the window).
+pub const DEVICE_TIME_ATTRIBUTE: &str = "device_observed_at_ms";
 
 impl EventBuilder {
     /// A builder configured by the agent config (already validated), with a random id seed.
@@ -125,7 +146,16 @@ impl EventBuilder {
             ),
             box_grid: config.site.grid.clone(),
             rng: fastrand::Rng::new(),
+            time_window: config.events.time_window,
+            clock: crate::clock::now,
         }
+    }
+
+    /// Reads the box clock from `clock` (for tests that replay a fixed time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: fn() -> Timestamp) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Seeds the generator of event ids' random bits (for reproducible tests).
@@ -160,9 +190,25 @@ impl EventBuilder {
 
     fn build_inner(
         &mut self,
-        observation: Observation,
+        mut observation: Observation,
         cooled: bool,
     ) -> Result<Built, EventsError> {
+        if let Some((key, _)) = observation
+            .attributes
+            .iter()
+            .find(|(_, v)| matches!(v, AttrValue::Float(f) if !f.is_finite()))
+        {
+            return Err(EventsError::NonFinite { key: key.clone() });
+        }
+        let now = (self.clock)();
+        let window = i64::try_from(self.time_window.as_millis()).unwrap_or(i64::MAX);
+        if observation.observed_at.millis_since(now).saturating_abs() > window {
+            observation.attributes.insert(
+                DEVICE_TIME_ATTRIBUTE.to_owned(),
+                AttrValue::Int(observation.observed_at.as_unix_millis()),
+            );
+            observation.observed_at = now;
+        }
         let Some(category) = self
             .catalog
             .by_code(&observation.category)

@@ -40,7 +40,14 @@ const PERSON: PixelRect = PixelRect {
 };
 
 fn builder() -> EventBuilder {
-    EventBuilder::from_config(&Config::from_toml_str(CONFIG, "test").unwrap()).with_seed(42)
+    EventBuilder::from_config(&Config::from_toml_str(CONFIG, "test").unwrap())
+        .with_seed(42)
+        .with_clock(t0)
+}
+
+/// The box clock of these tests: the observations' time base.
+fn t0() -> Timestamp {
+    Timestamp::from_unix_millis(T0_MS)
 }
 
 fn load(name: &str) -> RgbImage {
@@ -337,4 +344,64 @@ fn media(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A NaN or infinite attribute cannot reach the hub faithfully (JSON has no such numbers):
+/// the observation is refused, without starting a cooldown period.
+#[test]
+fn an_observation_with_a_non_finite_number_is_refused() {
+    let mut b = builder();
+    for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut obs = observation("street_order.intrusion", 1, 0, None);
+        obs.attributes
+            .insert("rate_per_min".to_owned(), AttrValue::Float(value));
+        let refused = b.build(obs);
+        assert!(
+            matches!(refused, Err(EventsError::NonFinite { ref key }) if key == "rate_per_min"),
+            "{refused:?}"
+        );
+    }
+    assert!(matches!(
+        b.build(observation("street_order.intrusion", 1, 0, None)),
+        Ok(Built::Event { .. })
+    ));
+}
+
+/// A device clock far off (a sensor that never learnt the time, or one that overflows): the
+/// event gets the box's time and keeps the device's in an attribute; within the window the
+/// device's time stands.
+#[test]
+fn a_device_time_outside_the_window_is_replaced_by_the_box_time_and_kept_as_a_flag() {
+    let mut b = builder();
+    let day = 86_400;
+    for (track, secs) in [(1, 2 * day), (2, -40 * 365 * day), (3, i64::MAX / 2000)] {
+        let Built::Event { event, .. } = b
+            .build(observation("street_order.intrusion", track, secs, None))
+            .unwrap()
+        else {
+            panic!("suppressed");
+        };
+        assert_eq!(event.observed_at, t0(), "{secs} s off");
+        assert_eq!(
+            event
+                .attributes
+                .get(edge_agent::events::DEVICE_TIME_ATTRIBUTE),
+            Some(&AttrValue::Int(T0_MS + secs * 1000))
+        );
+    }
+    let Built::Event { event, .. } = b
+        .build(observation("street_order.intrusion", 4, day - 60, None))
+        .unwrap()
+    else {
+        panic!("suppressed");
+    };
+    assert_eq!(
+        event.observed_at,
+        Timestamp::from_unix_millis(T0_MS + (day - 60) * 1000)
+    );
+    assert!(
+        !event
+            .attributes
+            .contains_key(edge_agent::events::DEVICE_TIME_ATTRIBUTE)
+    );
 }

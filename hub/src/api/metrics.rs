@@ -194,6 +194,16 @@ impl Collector for HubCollector {
             ),
             ("hub_cases_created", "Cases opened", &c.cases_created_total),
             (
+                "hub_case_refused_events",
+                "Events refused for a value that cannot be stored (NaN, infinite, invalid place)",
+                &c.refused_total,
+            ),
+            (
+                "hub_case_clamped_times",
+                "Events whose box time was outside the window and was replaced by the arrival time",
+                &c.clamped_times_total,
+            ),
+            (
                 "hub_case_merged_events",
                 "Events merged into an open case",
                 &c.merged_total,

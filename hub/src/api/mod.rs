@@ -166,6 +166,7 @@ impl From<CaseError> for ApiError {
             }
             CaseError::Workflow(w) => ApiError::Unprocessable(w.to_string()),
             e @ (CaseError::BadLocation
+            | CaseError::NonFinite { .. }
             | CaseError::UnknownDepartment(_)
             | CaseError::UnknownCategory(_)) => ApiError::Unprocessable(e.to_string()),
             e => {

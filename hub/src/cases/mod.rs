@@ -19,7 +19,9 @@ use crate::grid::WorkerId;
 mod service;
 pub mod workflow;
 
-pub use service::{CaseChange, CaseError, CaseService, CaseSettings, CaseStats, IngestOutcome};
+pub use service::{
+    BOX_TIME_ATTRIBUTE, CaseChange, CaseError, CaseService, CaseSettings, CaseStats, IngestOutcome,
+};
 pub use workflow::{Action, WorkflowError};
 
 /// A case number.

@@ -32,6 +32,12 @@ pub struct CaseSettings {
     /// After a department's feedback on a case a camera raised, ask that camera for a re-check
     /// (the API does this when the hub serves boxes).
     pub recheck_on_feedback: bool,
+    /// An event observed further than this after its arrival (a box clock running ahead) is
+    /// given its arrival time, and flagged.
+    pub max_future_ms: i64,
+    /// An event observed longer than this before its arrival is given its arrival time, and
+    /// flagged: longer than a box holds events while offline, so a clock reset (to 1970, say).
+    pub max_past_ms: i64,
 }
 
 impl Default for CaseSettings {
@@ -42,9 +48,14 @@ impl Default for CaseSettings {
             warn_before_ms: 60 * 60_000,
             verify_by_recheck: true,
             recheck_on_feedback: true,
+            max_future_ms: 86_400_000,
+            max_past_ms: 30 * 86_400_000,
         }
     }
 }
+
+/// The attribute that keeps a box's own time of an event whose time the hub replaced.
+pub const BOX_TIME_ATTRIBUTE: &str = "box_observed_at_ms";
 
 /// The re-check a box's event answers: its `recheck_reference` attribute (see
 /// [`RecheckReference`]).
@@ -102,6 +113,11 @@ pub struct CaseStats {
     pub recheck_verdicts_total: AtomicU64,
     /// Re-checks asked for after feedback that the box could not answer (offline, no frame).
     pub recheck_unavailable_total: AtomicU64,
+    /// Events refused for a value that cannot be stored (a NaN or infinite number, an invalid
+    /// location).
+    pub refused_total: AtomicU64,
+    /// Events whose time was outside the window and was replaced by their arrival time.
+    pub clamped_times_total: AtomicU64,
 }
 
 /// A case operation that failed.
@@ -120,6 +136,12 @@ pub enum CaseError {
     /// The event's location is not a valid coordinate.
     #[error("event location is invalid")]
     BadLocation,
+    /// An attribute holds a NaN or infinite number, which cannot be stored faithfully.
+    #[error("event attribute `{key}` is not a finite number")]
+    NonFinite {
+        /// The attribute.
+        key: String,
+    },
     /// Dispatch to a department the hub does not know.
     #[error("unknown department `{0}`")]
     UnknownDepartment(String),
@@ -204,11 +226,14 @@ impl CaseService {
         now: Timestamp,
         description: String,
     ) -> Result<IngestOutcome, CaseError> {
-        if !event.location.is_valid() {
-            return Err(CaseError::BadLocation);
+        if let Err(e) = check_values(event) {
+            self.stats.refused_total.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(device_id = %box_id, event_id = %event.id, error = %e, "event refused");
+            return Err(e);
         }
+        let event = self.in_window(box_id, event, now);
         let mut db = self.lock();
-        let taken = db.atomically(|tx| self.take_event(tx, box_id, event, now, description))?;
+        let taken = db.atomically(|tx| self.take_event(tx, box_id, &event, now, description))?;
         drop(db);
         Ok(self.after_commit(taken))
     }
@@ -225,9 +250,14 @@ impl CaseService {
         events: &[(BoxId, Event)],
         now: Timestamp,
     ) -> Result<Vec<IngestOutcome>, CaseError> {
-        if events.iter().any(|(_, e)| !e.location.is_valid()) {
-            return Err(CaseError::BadLocation);
+        // One at a time (the caller's fallback) refuses and counts the one at fault.
+        if let Some(e) = events.iter().find_map(|(_, e)| check_values(e).err()) {
+            return Err(e);
         }
+        let events: Vec<(&BoxId, std::borrow::Cow<'_, Event>)> = events
+            .iter()
+            .map(|(box_id, event)| (box_id, self.in_window(box_id, event, now)))
+            .collect();
         let mut db = self.lock();
         let taken = db.atomically(|tx| {
             events
@@ -265,7 +295,10 @@ impl CaseService {
             ));
         }
         let since = Timestamp::from_unix_millis(
-            event.observed_at.as_unix_millis() - self.settings.merge_window_ms,
+            event
+                .observed_at
+                .as_unix_millis()
+                .saturating_sub(self.settings.merge_window_ms),
         );
         // a box around the merge radius (with a margin); haversine decides inside it
         let r = self.settings.merge_radius_m.max(0.0) * 1.01 + 1.0;
@@ -276,7 +309,9 @@ impl CaseService {
             .open_cases_near(&event.category, since, lat_span, lon_span)?
             .into_iter()
             .filter(|c| {
-                (c.last_observed_at.as_unix_millis() - event.observed_at.as_unix_millis()).abs()
+                c.last_observed_at
+                    .millis_since(event.observed_at)
+                    .saturating_abs()
                     <= self.settings.merge_window_ms
             })
             .map(|c| (haversine_m(lat, lon, c.lat, c.lon), c))
@@ -326,6 +361,38 @@ impl CaseService {
                 case,
             }),
         ))
+    }
+
+    /// `event` as the cases take it: a time outside the window around its arrival `now` is
+    /// replaced by `now`, and the box's own time kept in [`BOX_TIME_ATTRIBUTE`] (deadlines,
+    /// merge windows and escalations never see a time a box clock made up).
+    fn in_window<'e>(
+        &self,
+        box_id: &BoxId,
+        event: &'e Event,
+        now: Timestamp,
+    ) -> std::borrow::Cow<'e, Event> {
+        let ahead = event.observed_at.millis_since(now);
+        let behind = now.millis_since(event.observed_at);
+        if ahead <= self.settings.max_future_ms && behind <= self.settings.max_past_ms {
+            return std::borrow::Cow::Borrowed(event);
+        }
+        self.stats
+            .clamped_times_total
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            device_id = %box_id,
+            event_id = %event.id,
+            observed_at_ms = event.observed_at.as_unix_millis(),
+            "event time outside the window; the arrival time is used"
+        );
+        let mut event = event.clone();
+        event.attributes.insert(
+            BOX_TIME_ATTRIBUTE.to_owned(),
+            AttrValue::Int(event.observed_at.as_unix_millis()),
+        );
+        event.observed_at = now;
+        std::borrow::Cow::Owned(event)
     }
 
     /// Counts a committed event and tells listeners about the case it changed.
@@ -762,4 +829,20 @@ pub(crate) fn haversine_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let dl = (lon2 - lon1).to_radians();
     let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
     2.0 * 6_371_008.8 * a.sqrt().asin()
+}
+
+/// Refuses values that cannot be stored faithfully: an invalid location, a NaN or infinite
+/// attribute (JSON has no such numbers; stored as `null` it would no longer read back).
+fn check_values(event: &Event) -> Result<(), CaseError> {
+    if !event.location.is_valid() {
+        return Err(CaseError::BadLocation);
+    }
+    match event
+        .attributes
+        .iter()
+        .find(|(_, v)| matches!(v, AttrValue::Float(f) if !f.is_finite()))
+    {
+        Some((key, _)) => Err(CaseError::NonFinite { key: key.clone() }),
+        None => Ok(()),
+    }
 }

@@ -437,7 +437,7 @@ impl Tx<'_> {
         let mut out = Vec::new();
         for row in rows {
             let (box_id, body) = row?;
-            out.push((box_id, serde_json::from_str(&body)?));
+            out.push((box_id, decode_event(&body)?));
         }
         Ok(out)
     }
@@ -462,6 +462,27 @@ impl Tx<'_> {
             out.push(serde_json::from_str(&body?)?);
         }
         Ok(out)
+    }
+}
+
+/// An event body as stored. One stored before values were checked may hold what JSON cannot
+/// carry (a NaN stored as `null`): such attributes are left out rather than making the event,
+/// and its case, unreadable.
+fn decode_event(body: &str) -> Result<Event, DbError> {
+    match serde_json::from_str(body) {
+        Ok(event) => Ok(event),
+        Err(strict) => {
+            let mut value: serde_json::Value = serde_json::from_str(body)?;
+            let Some(attributes) = value
+                .get_mut("attributes")
+                .and_then(serde_json::Value::as_object_mut)
+            else {
+                return Err(strict.into());
+            };
+            attributes.retain(|_, v| v.is_boolean() || v.is_number() || v.is_string());
+            tracing::warn!(error = %strict, "a stored event held unreadable attributes; left out");
+            Ok(serde_json::from_value(value)?)
+        }
     }
 }
 

@@ -484,3 +484,106 @@ fn a_batch_gives_the_same_outcomes_and_cases_as_one_at_a_time() {
     );
     assert!(fresh.cases().unwrap().is_empty());
 }
+
+/// A NaN or infinite attribute (a sensor's rate of change after a reading of 1.7e308) cannot be
+/// stored faithfully: the event is refused, and the case it would have joined stays readable.
+#[test]
+fn an_event_with_a_non_finite_number_is_refused_and_its_neighbour_case_stays_readable() {
+    let svc = service();
+    let first = event(1, "0102", 31.281, 120.581, FRIDAY_4PM);
+    let id = opened(&svc, &first, ts(FRIDAY_4PM));
+    for (seq, value) in [(2, f64::NAN), (3, f64::INFINITY), (4, f64::NEG_INFINITY)] {
+        let mut bad = event(seq, "0102", 31.281, 120.581, FRIDAY_4PM + 1000);
+        bad.attributes
+            .insert("rate_per_min".into(), protocol::AttrValue::Float(value));
+        let refused = svc.ingest(&box_id(), &bad, ts(FRIDAY_4PM + 2000));
+        assert!(
+            matches!(refused, Err(CaseError::NonFinite { ref key }) if key == "rate_per_min"),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        svc.stats()
+            .refused_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    let (case, _) = svc.case(id).unwrap().unwrap();
+    assert_eq!(case.event_count, 1);
+    assert_eq!(svc.case_events(id).unwrap().len(), 1);
+}
+
+/// An event stored before values were checked, holding a number JSON cannot carry (stored as
+/// `null`), must not make its case unreadable.
+#[test]
+fn a_stored_event_with_an_unreadable_value_does_not_make_its_case_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let e = event(1, "0102", 31.281, 120.581, FRIDAY_4PM);
+    let id = {
+        let svc = service_with(Db::open(&path).unwrap());
+        opened(&svc, &e, ts(FRIDAY_4PM))
+    };
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut body: serde_json::Value = conn
+            .query_row("SELECT body FROM events", [], |r| r.get::<_, String>(0))
+            .map(|b| serde_json::from_str(&b).unwrap())
+            .unwrap();
+        body["attributes"]["rate_per_min"] = serde_json::Value::Null;
+        conn.execute("UPDATE events SET body = ?1", [body.to_string()])
+            .unwrap();
+    }
+    let svc = service_with(Db::open(&path).unwrap());
+    let events = svc.case_events(id).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1.id, e.id);
+    assert!(!events[0].1.attributes.contains_key("rate_per_min"));
+}
+
+/// A box clock years off (or a device time that overflows): the time is replaced by the hub's
+/// arrival time and flagged, so deadlines and the merge window never use it; nothing overflows.
+#[test]
+fn a_time_far_outside_the_window_is_replaced_by_the_arrival_time_and_flagged() {
+    let svc = service();
+    let arrival = FRIDAY_4PM;
+    let cases = [
+        ("two days ahead", FRIDAY_4PM + 2 * 86_400_000),
+        ("before 1970", -5_000_000_000_000),
+        ("the smallest time", i64::MIN),
+        ("the largest time", i64::MAX),
+    ];
+    for (i, (what, observed)) in cases.into_iter().enumerate() {
+        // each far from the others, so that each opens its own case
+        let e = event(
+            10 + i as u64,
+            "0102",
+            31.281 + north_m(500.0 * i as f64),
+            120.581,
+            observed,
+        );
+        let id = opened(&svc, &e, ts(arrival));
+        let (case, _) = svc.case(id).unwrap().unwrap();
+        assert_eq!(case.last_observed_at, ts(arrival), "{what}");
+        let stored = &svc.case_events(id).unwrap()[0].1;
+        assert_eq!(stored.observed_at, ts(arrival), "{what}");
+        assert_eq!(
+            stored.attributes.get("box_observed_at_ms"),
+            Some(&protocol::AttrValue::Int(observed)),
+            "{what}: the box's own time is kept as a flag"
+        );
+    }
+    assert_eq!(
+        svc.stats()
+            .clamped_times_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    // An event from a box that was offline for days keeps its time (store and forward).
+    let late = event(20, "0102", 31.283, 120.589, FRIDAY_4PM - 4 * 86_400_000);
+    let id = opened(&svc, &late, ts(arrival));
+    assert_eq!(
+        svc.case_events(id).unwrap()[0].1.observed_at,
+        late.observed_at
+    );
+}
