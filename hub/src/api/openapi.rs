@@ -67,8 +67,8 @@ pub(crate) fn document() -> Value {
             "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI" } } } },
             "/open311/v2/services.json": { "get": { "summary": "Open311: service list", "responses": { "200": { "description": "services" } } } },
             "/open311/v2/requests.json": {
-                "get": { "summary": "Open311: requests filed through Open311", "responses": { "200": { "description": "requests" } } },
-                "post": { "summary": "Open311: file a request (form: service_code, lat, long, description)",
+                "get": { "summary": "Open311: requests filed through Open311, each with the state of the case it opened or joined (case_id)", "responses": { "200": { "description": "requests" } } },
+                "post": { "summary": "Open311: file a request (form: service_code, lat, long, description, email, first_name, last_name, phone; the contact is never shown)",
                     "responses": { "201": { "description": "[{service_request_id}]" }, "422": err } } },
             "/open311/v2/requests/{id}.json": { "get": { "summary": "Open311: one request", "responses": { "200": { "description": "[request]" }, "404": err } } }
         }

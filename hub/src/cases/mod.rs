@@ -20,7 +20,8 @@ mod service;
 pub mod workflow;
 
 pub use service::{
-    BOX_TIME_ATTRIBUTE, CaseChange, CaseError, CaseService, CaseSettings, CaseStats, IngestOutcome,
+    BOX_TIME_ATTRIBUTE, CaseChange, CaseError, CaseService, CaseSettings, CaseStats, CitizenReport,
+    Contact, IngestOutcome, ReportReceipt,
 };
 pub use workflow::{Action, WorkflowError};
 

@@ -150,6 +150,57 @@ pub enum CaseError {
     UnknownCategory(String),
 }
 
+/// A citizen's report, as Open311 POST brings it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CitizenReport {
+    /// A category code or key of the catalog.
+    pub category: String,
+    /// Where (WGS84).
+    pub lat: f64,
+    /// Where (WGS84).
+    pub lon: f64,
+    /// What the citizen wrote.
+    pub description: String,
+    /// How to reach them (kept for operators, never shown in Open311 answers).
+    pub contact: Contact,
+}
+
+/// A reporter's contact details (each optional, as in Open311).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Contact {
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Telephone number.
+    pub phone: Option<String>,
+}
+
+impl Contact {
+    /// The fields given, by name.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("email", &self.email),
+            ("first_name", &self.first_name),
+            ("last_name", &self.last_name),
+            ("phone", &self.phone),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().filter(|v| !v.is_empty()).map(|v| (k, v)))
+    }
+}
+
+/// A filed citizen report: its number (the Open311 `service_request_id`) and what it became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportReceipt {
+    /// The report's number.
+    pub number: u64,
+    /// The case it opened or joined.
+    pub outcome: IngestOutcome,
+}
+
 /// Ingest, actions and escalation over one database.
 #[derive(Debug)]
 pub struct CaseService {
@@ -425,33 +476,40 @@ impl CaseService {
         outcome
     }
 
-    /// A citizen report (Open311): becomes an event of the `open311` source, then a case.
+    /// A citizen report (Open311): becomes an event of the `open311` source, numbered in the
+    /// transaction that stores it (so reports filed at once, by one hub process or several,
+    /// each get their own number), then a case or a part of the open case it reports again.
+    /// Its words and contact stay in the event's attributes (`description`, `contact_*`), so
+    /// a report merged into a case keeps them; the number answers Open311 GET.
     ///
     /// # Errors
     /// [`CaseError::UnknownCategory`], [`CaseError::BadLocation`], [`CaseError::Db`].
     pub fn report(
         &self,
-        category: &str,
-        lat: f64,
-        lon: f64,
-        description: &str,
+        report: CitizenReport,
         now: Timestamp,
-    ) -> Result<IngestOutcome, CaseError> {
+    ) -> Result<ReportReceipt, CaseError> {
         let category = protocol::Catalog::embedded()
-            .resolve(category)
-            .ok_or_else(|| CaseError::UnknownCategory(category.to_owned()))?;
+            .resolve(&report.category)
+            .ok_or_else(|| CaseError::UnknownCategory(report.category.clone()))?;
         // invariant: the constant is a valid box id.
         let box_id = BoxId::parse(OPEN311_BOX).map_err(|_| CaseError::BadLocation)?;
-        let seq = self
-            .lock()
-            .atomically(|tx| tx.last_seq(&box_id))?
-            .map_or(Seq(1), Seq::next);
-        let event = Event {
+        let mut attributes = std::collections::BTreeMap::new();
+        if !report.description.is_empty() {
+            attributes.insert(
+                "description".to_owned(),
+                AttrValue::Text(report.description.clone()),
+            );
+        }
+        for (key, value) in report.contact.fields() {
+            attributes.insert(format!("contact_{key}"), AttrValue::Text(value.to_owned()));
+        }
+        let mut event = Event {
             id: EventId::v7(
                 now.as_unix_millis().max(0) as u64,
                 std::array::from_fn(|_| fastrand::u8(..)),
             ),
-            seq,
+            seq: Seq(0),
             source: Source {
                 kind: SourceKind::Unknown,
                 id: SourceId::parse("citizen").map_err(|_| CaseError::BadLocation)?,
@@ -460,15 +518,62 @@ impl CaseService {
             severity: Severity::Medium,
             observed_at: now,
             location: Location {
-                lat,
-                lon,
+                lat: report.lat,
+                lon: report.lon,
                 crs: Crs::Wgs84,
             },
             grid: None,
-            attributes: Default::default(),
+            attributes,
             evidence: vec![],
         };
-        self.ingest_with(&box_id, &event, now, description.to_owned())
+        check_values(&event)?;
+        let mut db = self.lock();
+        let (number, taken) = db.atomically(|tx| {
+            event.seq = tx.last_seq(&box_id)?.map_or(Seq(1), Seq::next);
+            let taken = self.take_event(tx, &box_id, &event, now, report.description)?;
+            Ok::<_, CaseError>((event.seq.0, taken))
+        })?;
+        drop(db);
+        Ok(ReportReceipt {
+            number,
+            outcome: self.after_commit(taken),
+        })
+    }
+
+    /// One citizen report by its number, with the case it opened or joined (none when it was
+    /// refused at hand-off).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn citizen_report(&self, number: u64) -> Result<Option<(Event, Option<Case>)>, CaseError> {
+        Ok(self.lock().atomically(|tx| -> Result<_, DbError> {
+            let Some((event, case)) = tx.box_event(OPEN311_BOX, Seq(number))? else {
+                return Ok(None);
+            };
+            let case = match case {
+                Some(id) => tx.case(id)?,
+                None => None,
+            };
+            Ok(Some((event, case)))
+        })?)
+    }
+
+    /// Every citizen report in number order, with its case.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn citizen_reports(&self) -> Result<Vec<(Event, Option<Case>)>, CaseError> {
+        Ok(self.lock().atomically(|tx| -> Result<_, DbError> {
+            let mut out = Vec::new();
+            for (event, case) in tx.box_events(OPEN311_BOX)? {
+                let case = match case {
+                    Some(id) => tx.case(id)?,
+                    None => None,
+                };
+                out.push((event, case));
+            }
+            Ok(out)
+        })?)
     }
 
     /// Records a camera re-check's answer on its case: the "after" picture and the matching

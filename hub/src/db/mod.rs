@@ -128,6 +128,8 @@ impl Db {
     /// [`DbError`] when the file cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let conn = Connection::open(path)?;
+        // Another connection (another hub process, a tool) may hold the write lock a moment.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -161,7 +163,10 @@ impl Db {
         Ok(Db { conn })
     }
 
-    /// Runs `f` in one transaction, committed when it returns `Ok`.
+    /// Runs `f` in one transaction, committed when it returns `Ok`. The transaction takes the
+    /// write lock as it begins (`BEGIN IMMEDIATE`), so what `f` reads stays true until it
+    /// commits even with other connections to the file (a number read and then used, a case
+    /// looked at and then changed), instead of failing when it upgrades.
     ///
     /// # Errors
     /// Whatever `f` returns, or [`DbError`] when the commit fails.
@@ -169,7 +174,10 @@ impl Db {
         &mut self,
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = Tx(self.conn.transaction().map_err(DbError::from)?);
+        let tx = Tx(self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(DbError::from)?);
         let out = f(&tx)?;
         tx.0.commit().map_err(DbError::from)?;
         Ok(out)
@@ -210,6 +218,48 @@ impl Tx<'_> {
             params![event.to_string(), case.0],
         )?;
         Ok(())
+    }
+
+    /// The event of `box_id` at `seq` (the first, should there be several) and its case.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn box_event(
+        &self,
+        box_id: &str,
+        seq: Seq,
+    ) -> Result<Option<(Event, Option<CaseId>)>, DbError> {
+        let row: Option<(String, Option<i64>)> = self
+            .0
+            .prepare_cached(
+                "SELECT body, case_id FROM events WHERE box_id = ?1 AND seq = ?2 \
+                 ORDER BY received_at LIMIT 1",
+            )?
+            .query_row(params![box_id, seq.0 as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(body, case)| Ok((decode_event(&body)?, case.map(CaseId))))
+            .transpose()
+    }
+
+    /// Every event of `box_id` in sequence order, with its case.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn box_events(&self, box_id: &str) -> Result<Vec<(Event, Option<CaseId>)>, DbError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT body, case_id FROM events WHERE box_id = ?1 ORDER BY seq, received_at",
+        )?;
+        let rows = stmt.query_map(params![box_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (body, case) = row?;
+            out.push((decode_event(&body)?, case.map(CaseId)));
+        }
+        Ok(out)
     }
 
     /// The highest sequence number stored for a box.

@@ -426,6 +426,143 @@ async fn an_open311_post_creates_a_case_that_appears_in_open311_get() {
     );
 }
 
+impl TestApi {
+    /// An Open311 POST (form-encoded): the status and the answer.
+    async fn post_report(&self, form: &str) -> (u16, Value) {
+        let req = hyper::Request::post(format!("{}/open311/v2/requests.json", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form.to_owned())))
+            .unwrap();
+        let resp = self.client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+}
+
+/// Reports sent at the same moment are each stored with a number of their own (the numbers
+/// were read in one transaction and used in another, so two reports could get the same one and
+/// the second was dropped as a duplicate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn open311_reports_sent_at_once_are_each_stored_and_answerable() {
+    let api = Arc::new(TestApi::spawn().await);
+    let n = 48;
+    let posts: Vec<_> = (0..n)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                // each 100 m from the others: a case each
+                let lat = 31.2805 + f64::from(i % 6) * 0.0009;
+                let lon = 120.5805 + f64::from(i / 6) * 0.0011;
+                api.post_report(&format!(
+                    "service_code=0102&lat={lat}&long={lon}&description=report+{i}"
+                ))
+                .await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for post in posts {
+        let (status, answer) = post.await.unwrap();
+        assert_eq!(status, 201, "{answer}");
+        ids.insert(answer[0]["service_request_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), n as usize, "every report its own id");
+    for id in &ids {
+        let (s, one) = api
+            .call(
+                "GET",
+                &format!("/open311/v2/requests/{id}.json"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{id}: {one}");
+    }
+    let (_, list) = api
+        .call("GET", "/open311/v2/requests.json", None, None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), n as usize);
+}
+
+/// A report of something already reported joins that case: its description and contact stay
+/// with the case (for the operators), its own number answers GET and names the case it joined,
+/// and the contact is never shown in Open311 answers.
+#[tokio::test]
+async fn a_report_merged_into_a_case_keeps_its_words_and_its_own_answerable_number() {
+    let api = TestApi::spawn().await;
+    let (s, first) = api
+        .post_report("service_code=0102&lat=31.281&long=120.581&description=rubbish+by+the+gate")
+        .await;
+    assert_eq!(s, 201);
+    let first = first[0]["service_request_id"].as_str().unwrap().to_owned();
+    let (s, second) = api
+        .post_report(
+            "service_code=0102&lat=31.28101&long=120.58101&description=still+there&email=li%40example.cn&first_name=Li&phone=13800000000",
+        )
+        .await;
+    assert_eq!(s, 201);
+    let second = second[0]["service_request_id"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+
+    let (s, one) = api
+        .call(
+            "GET",
+            &format!("/open311/v2/requests/{second}.json"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{one}");
+    let (_, firsts) = api
+        .call(
+            "GET",
+            &format!("/open311/v2/requests/{first}.json"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(one[0]["service_request_id"], second.as_str());
+    assert_eq!(one[0]["description"], "still there");
+    assert_eq!(
+        one[0]["case_id"], firsts[0]["case_id"],
+        "joined the first one's case"
+    );
+    let text = one.to_string();
+    for private in ["li@example.cn", "13800000000", "Li\""] {
+        assert!(!text.contains(private), "{private} shown in {text}");
+    }
+    let (_, list) = api
+        .call("GET", "/open311/v2/requests.json", None, None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains("13800000000"));
+
+    // The operators see both reports' words and the contact on the one case.
+    let case = one[0]["case_id"].as_str().unwrap();
+    let (s, shown) = api
+        .call(
+            "GET",
+            &format!("/api/v1/cases/{case}"),
+            Some("t-admin"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let attrs: Vec<&Value> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["event"]["attributes"])
+        .collect();
+    assert_eq!(attrs.len(), 2);
+    assert_eq!(attrs[1]["description"], "still there");
+    assert_eq!(attrs[1]["contact_email"], "li@example.cn");
+    assert_eq!(attrs[1]["contact_phone"], "13800000000");
+}
+
 #[tokio::test]
 async fn case_changes_stream_as_server_sent_events_to_those_who_may_see_them() {
     let api = TestApi::spawn().await;

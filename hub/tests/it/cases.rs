@@ -587,3 +587,50 @@ fn a_time_far_outside_the_window_is_replaced_by_the_arrival_time_and_flagged() {
         late.observed_at
     );
 }
+
+/// Two hub processes on one database (or two requests at once) filing citizen reports: each
+/// report gets a number of its own and is stored. (The number was read in one transaction and
+/// used in another: two reports took the same one and the second was dropped as a duplicate.)
+#[test]
+fn citizen_reports_filed_at_once_from_two_services_each_get_their_own_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    drop(Db::open(&path).unwrap());
+    let per_service = 60;
+    let numbers: Vec<u64> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..2)
+            .map(|s| {
+                let path = path.clone();
+                scope.spawn(move || {
+                    let svc = service_with(Db::open(&path).unwrap());
+                    (0..per_service)
+                        .map(|i| {
+                            // a case each: 300 m apart
+                            let report = hub::cases::CitizenReport {
+                                category: "0102".into(),
+                                lat: 31.2805 + north_m(3.0 * f64::from(i)),
+                                lon: 120.5805 + 0.004 * f64::from(s),
+                                description: format!("report {s}/{i}"),
+                                contact: Default::default(),
+                            };
+                            let receipt = svc.report(report, ts(FRIDAY_4PM)).unwrap();
+                            assert!(
+                                !matches!(receipt.outcome, IngestOutcome::Duplicate),
+                                "report {s}/{i} was taken for a duplicate"
+                            );
+                            receipt.number
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        runs.into_iter().flat_map(|r| r.join().unwrap()).collect()
+    });
+    let distinct: std::collections::BTreeSet<u64> = numbers.iter().copied().collect();
+    assert_eq!(distinct.len(), 2 * per_service as usize);
+    let svc = service_with(Db::open(&path).unwrap());
+    assert_eq!(
+        svc.citizen_reports().unwrap().len(),
+        2 * per_service as usize
+    );
+}
