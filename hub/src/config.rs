@@ -218,20 +218,37 @@ impl Default for CasesSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksSection {
-    /// Attempts per change, the first included. Default 5.
+    /// Attempts per change, the first included, before it is given up on (recorded in the
+    /// database's `webhook_failures`); 0 retries until the department accepts, its later
+    /// changes waiting in order. Default 0.
     pub max_attempts: u32,
     /// Wait before the first retry, doubling after each. Default 500.
     pub first_retry_ms: u64,
+    /// The longest wait between retries. Default 60000.
+    pub max_retry_ms: u64,
     /// Per-attempt timeout. Default 5000.
     pub timeout_ms: u64,
+    /// How often each delivery worker looks at the change outbox without being woken (changes
+    /// made by another hub process). Default 1000.
+    pub poll_interval_ms: u64,
+    /// A CA certificate (PEM) trusted for `https://` webhooks besides the system's roots, e.g.
+    /// the city's own. Default none.
+    pub ca_path: Option<PathBuf>,
+    /// How long recorded case changes are kept once every webhook is done with them.
+    /// Default 2592000 (30 days).
+    pub changes_retention_secs: u64,
 }
 
 impl Default for WebhooksSection {
     fn default() -> Self {
         WebhooksSection {
-            max_attempts: 5,
+            max_attempts: 0,
             first_retry_ms: 500,
+            max_retry_ms: 60_000,
             timeout_ms: 5000,
+            poll_interval_ms: 1000,
+            ca_path: None,
+            changes_retention_secs: 30 * 86_400,
         }
     }
 }
@@ -244,10 +261,11 @@ pub struct DepartmentConfig {
     pub id: DepartmentId,
     /// Display name.
     pub name: String,
-    /// `http://…` to POST case changes to. Default none.
+    /// `http://…` or `https://…` to POST case changes to. Default none.
     #[serde(default)]
     pub webhook_url: Option<String>,
-    /// File holding the HMAC key for the webhook signature. Required with `webhook_url`.
+    /// File holding the key of the webhook signature (Standard Webhooks): `whsec_<base64>`, or
+    /// the key's bytes. Required with `webhook_url`.
     #[serde(default)]
     pub webhook_secret_path: Option<PathBuf>,
 }
@@ -288,9 +306,13 @@ impl HubConfig {
         }
         for (i, d) in self.departments.iter().enumerate() {
             match (&d.webhook_url, &d.webhook_secret_path) {
-                (Some(url), Some(_)) if !url.starts_with("http://") => problems.push(format!(
-                    "departments[{i}].webhook_url: only http:// is supported"
-                )),
+                (Some(url), Some(_))
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
+                    problems.push(format!(
+                        "departments[{i}].webhook_url: must be http:// or https://"
+                    ));
+                }
                 (Some(_), None) => problems.push(format!(
                     "departments[{i}].webhook_secret_path: required with webhook_url"
                 )),

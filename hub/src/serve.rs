@@ -53,6 +53,17 @@ pub enum ServeError {
     /// The API could not bind or serve.
     #[error("api server failed")]
     Io(#[source] std::io::Error),
+    /// The webhook client could not be made (its CA file).
+    #[error("webhooks cannot be delivered")]
+    Webhooks(#[from] webhooks::WebhookError),
+    /// A webhook setting is unusable.
+    #[error("department `{department}`: {problem}")]
+    Webhook {
+        /// The department.
+        department: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// Where a started hub listens (the bound addresses, so `:0` in the config can be used).
@@ -108,28 +119,24 @@ pub async fn run(
         settings,
         config.cases.change_buffer_len,
     ));
-    let mut targets = HashMap::new();
-    for d in &config.departments {
-        if let (Some(url), Some(secret)) = (&d.webhook_url, &d.webhook_secret_path) {
-            let url = url
-                .parse()
-                .map_err(|_| ServeError::Io(std::io::Error::other("bad webhook url")))?;
-            let secret = std::fs::read(secret).map_err(|source| ServeError::Read {
-                path: secret.clone(),
-                source,
-            })?;
-            targets.insert(d.id.clone(), webhooks::WebhookTarget { url, secret });
-        }
-    }
+    let targets = webhook_targets(&config)?;
+    let ca = match &config.webhooks.ca_path {
+        Some(path) => Some(read(path)?.into_bytes()),
+        None => None,
+    };
+    let client = webhooks::client(ca.as_deref())?;
     let tracker = TaskTracker::new();
     let policy = webhooks::WebhookPolicy {
         max_attempts: config.webhooks.max_attempts,
         first_retry: Duration::from_millis(config.webhooks.first_retry_ms),
+        max_retry: Duration::from_millis(config.webhooks.max_retry_ms.max(1)),
         timeout: Duration::from_millis(config.webhooks.timeout_ms),
+        poll_interval: Duration::from_millis(config.webhooks.poll_interval_ms.max(10)),
     };
     let webhook_stats = Arc::new(webhooks::WebhookStats::default());
     tracker.spawn(webhooks::run(
-        svc.subscribe(),
+        svc.clone(),
+        client,
         targets,
         policy,
         Arc::clone(&webhook_stats),
@@ -139,6 +146,7 @@ pub async fn run(
     {
         let (svc, cancel, clock) = (svc.clone(), cancel.clone(), clock.clone());
         let every = Duration::from_secs(config.cases.deadline_check_interval_secs.max(1));
+        let changes_retention_ms = secs_to_ms(config.webhooks.changes_retention_secs);
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -147,7 +155,18 @@ pub async fn run(
                     _ = tick.tick() => {}
                 }
                 let (svc, now) = (svc.clone(), clock());
-                match tokio::task::spawn_blocking(move || svc.check_deadlines(now)).await {
+                match tokio::task::spawn_blocking(move || {
+                    // changes every webhook is done with, past their retention
+                    let before = protocol::Timestamp::from_unix_millis(
+                        now.as_unix_millis().saturating_sub(changes_retention_ms),
+                    );
+                    if let Err(e) = svc.prune_changes(before) {
+                        tracing::warn!(error = %crate::telemetry::chain(&e), "pruning the change outbox failed");
+                    }
+                    svc.check_deadlines(now)
+                })
+                .await
+                {
                     Ok(Ok(escalated)) if !escalated.is_empty() => {
                         tracing::info!(count = escalated.len(), "cases escalated");
                     }
@@ -228,4 +247,30 @@ fn read(path: &Path) -> Result<String, ServeError> {
 
 fn secs_to_ms(secs: u64) -> i64 {
     i64::try_from(secs).map_or(i64::MAX, |s| s.saturating_mul(1000))
+}
+
+/// The departments' webhook targets: URL and key (from the secret file).
+fn webhook_targets(
+    config: &HubConfig,
+) -> Result<HashMap<crate::duties::DepartmentId, webhooks::WebhookTarget>, ServeError> {
+    let mut targets = HashMap::new();
+    for d in &config.departments {
+        let (Some(url), Some(secret)) = (&d.webhook_url, &d.webhook_secret_path) else {
+            continue;
+        };
+        let problem = |problem: String| ServeError::Webhook {
+            department: d.id.to_string(),
+            problem,
+        };
+        let url = reqwest::Url::parse(url)
+            .map_err(|e| problem(format!("webhook_url `{url}` is not a URL: {e}")))?;
+        let secret = std::fs::read(secret).map_err(|source| ServeError::Read {
+            path: secret.clone(),
+            source,
+        })?;
+        let key = webhooks::WebhookTarget::key_from_secret(&secret)
+            .map_err(|e| problem(format!("webhook secret `whsec_…` is not base64: {e}")))?;
+        targets.insert(d.id.clone(), webhooks::WebhookTarget { url, key });
+    }
+    Ok(targets)
 }

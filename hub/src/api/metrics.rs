@@ -264,9 +264,9 @@ impl Collector for HubCollector {
                 &w.failed_total,
             ),
             (
-                "hub_webhook_lagged",
-                "Case changes missed because delivery fell behind",
-                &w.lagged_total,
+                "hub_webhook_outbox_errors",
+                "Reads of the change outbox or cursor writes that failed (tried again)",
+                &w.outbox_errors_total,
             ),
         ] {
             counter(&mut enc, name, help, v)?;

@@ -81,9 +81,13 @@ pub enum IngestOutcome {
     Attached(CaseId),
 }
 
-/// A change to a case, announced after commit (live updates, webhooks).
+/// A change to a case, recorded in the change outbox in the transaction that makes it, and
+/// announced after commit (live updates; webhooks deliver it from the outbox).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseChange {
+    /// Its number in the outbox (increasing; 0 until recorded).
+    #[serde(default)]
+    pub id: i64,
     /// What happened (`created`, `merged`, or a transition's action).
     pub action: String,
     /// The case after the change.
@@ -330,6 +334,22 @@ impl CaseService {
         now: Timestamp,
         description: String,
     ) -> Result<(IngestOutcome, Option<CaseChange>), CaseError> {
+        let (outcome, mut change) = self.place_event(tx, box_id, event, now, description)?;
+        if let Some(change) = &mut change {
+            tx.record_change(change, now)?;
+        }
+        Ok((outcome, change))
+    }
+
+    /// [`CaseService::take_event`] before its change is recorded.
+    fn place_event(
+        &self,
+        tx: &crate::db::Tx<'_>,
+        box_id: &BoxId,
+        event: &Event,
+        now: Timestamp,
+        description: String,
+    ) -> Result<(IngestOutcome, Option<CaseChange>), CaseError> {
         let (lat, lon) = crs::to_wgs84(event.location.lat, event.location.lon, event.location.crs);
         if !tx.insert_event(box_id, event, now)? {
             return Ok((IngestOutcome::Duplicate, None));
@@ -342,7 +362,11 @@ impl CaseService {
                 self.take_recheck(tx, case, box_id, event, reference.asked_at, now)?;
             return Ok((
                 IngestOutcome::Attached(reference.case),
-                Some(CaseChange { action, case }),
+                Some(CaseChange {
+                    id: 0,
+                    action,
+                    case,
+                }),
             ));
         }
         let since = Timestamp::from_unix_millis(
@@ -377,6 +401,7 @@ impl CaseService {
             return Ok((
                 IngestOutcome::Merged(case.id),
                 Some(CaseChange {
+                    id: 0,
                     action: "merged".into(),
                     case,
                 }),
@@ -408,6 +433,7 @@ impl CaseService {
         Ok((
             IngestOutcome::Created(id),
             Some(CaseChange {
+                id: 0,
                 action: "created".into(),
                 case,
             }),
@@ -672,18 +698,24 @@ impl CaseService {
         {
             return Err(CaseError::UnknownDepartment(d.to_string()));
         }
-        let case = self.lock().atomically(|tx| -> Result<Case, CaseError> {
-            let case = tx.case(id)?.ok_or(CaseError::NotFound(id))?;
-            let (next, t) = workflow::apply(&case, action, actor, note, evidence, now)?;
-            tx.update_case(&next)?;
-            tx.add_transition(&t)?;
-            Ok(next)
-        })?;
+        let change = self
+            .lock()
+            .atomically(|tx| -> Result<CaseChange, CaseError> {
+                let case = tx.case(id)?.ok_or(CaseError::NotFound(id))?;
+                let (next, t) = workflow::apply(&case, action, actor, note, evidence, now)?;
+                tx.update_case(&next)?;
+                tx.add_transition(&t)?;
+                let mut change = CaseChange {
+                    id: 0,
+                    action: action.name().into(),
+                    case: next,
+                };
+                tx.record_change(&mut change, now)?;
+                Ok(change)
+            })?;
         self.stats.actions_total.fetch_add(1, Ordering::Relaxed);
-        let _ = self.changes.send(CaseChange {
-            action: action.name().into(),
-            case: case.clone(),
-        });
+        let case = change.case.clone();
+        let _ = self.changes.send(change);
         Ok(case)
     }
 
@@ -701,26 +733,32 @@ impl CaseService {
         evidence: &[String],
         now: Timestamp,
     ) -> Result<Case, CaseError> {
-        let case = self.lock().atomically(|tx| -> Result<Case, CaseError> {
-            let mut case = tx.case(id)?.ok_or(CaseError::NotFound(id))?;
-            case.updated_at = now;
-            tx.update_case(&case)?;
-            tx.add_transition(&Transition {
-                case_id: id,
-                at: now,
-                actor: actor.clone(),
-                action: what.to_owned(),
-                from: case.state,
-                to: case.state,
-                note: note.to_owned(),
-                evidence: evidence.to_vec(),
+        let change = self
+            .lock()
+            .atomically(|tx| -> Result<CaseChange, CaseError> {
+                let mut case = tx.case(id)?.ok_or(CaseError::NotFound(id))?;
+                case.updated_at = now;
+                tx.update_case(&case)?;
+                tx.add_transition(&Transition {
+                    case_id: id,
+                    at: now,
+                    actor: actor.clone(),
+                    action: what.to_owned(),
+                    from: case.state,
+                    to: case.state,
+                    note: note.to_owned(),
+                    evidence: evidence.to_vec(),
+                })?;
+                let mut change = CaseChange {
+                    id: 0,
+                    action: what.to_owned(),
+                    case,
+                };
+                tx.record_change(&mut change, now)?;
+                Ok(change)
             })?;
-            Ok(case)
-        })?;
-        let _ = self.changes.send(CaseChange {
-            action: what.to_owned(),
-            case: case.clone(),
-        });
+        let case = change.case.clone();
+        let _ = self.changes.send(change);
         Ok(case)
     }
 
@@ -766,10 +804,13 @@ impl CaseService {
                 } else {
                     self.stats.warnings_total.fetch_add(1, Ordering::Relaxed);
                 }
-                changes.push(CaseChange {
+                let mut change = CaseChange {
+                    id: 0,
                     action: action.name().into(),
                     case: next,
-                });
+                };
+                tx.record_change(&mut change, now)?;
+                changes.push(change);
             }
             Ok(())
         })?;
@@ -777,6 +818,67 @@ impl CaseService {
             let _ = self.changes.send(c);
         }
         Ok(escalated)
+    }
+
+    /// Where the webhook of `department` stands in the change outbox: the id of the last
+    /// change done. A department seen for the first time starts at the newest change (a new
+    /// webhook is not sent the history).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn webhook_cursor(&self, department: &DepartmentId) -> Result<i64, CaseError> {
+        Ok(self.lock().atomically(|tx| -> Result<i64, DbError> {
+            if let Some(done) = tx.webhook_cursor(department.as_str())? {
+                return Ok(done);
+            }
+            let newest = tx.last_change_id()?;
+            tx.set_webhook_cursor(department.as_str(), newest)?;
+            Ok(newest)
+        })?)
+    }
+
+    /// Up to `limit` recorded changes of `department`'s cases after change `after`, oldest
+    /// first, as `(id, JSON body)`.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn changes_after(
+        &self,
+        department: &DepartmentId,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, CaseError> {
+        Ok(self
+            .lock()
+            .atomically(|tx| tx.changes_after(department.as_str(), after, limit))?)
+    }
+
+    /// Records that `department`'s webhook is done with change `id`: delivered, or given up on
+    /// after `failure = Some((attempts, last error))` (kept for operators).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn webhook_done(
+        &self,
+        department: &DepartmentId,
+        id: i64,
+        failure: Option<(u32, &str)>,
+        now: Timestamp,
+    ) -> Result<(), CaseError> {
+        Ok(self.lock().atomically(|tx| -> Result<(), DbError> {
+            if let Some((attempts, error)) = failure {
+                tx.record_webhook_failure(department.as_str(), id, now, attempts, error)?;
+            }
+            tx.set_webhook_cursor(department.as_str(), id)
+        })?)
+    }
+
+    /// Deletes recorded changes older than `before` that every webhook is done with.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn prune_changes(&self, before: Timestamp) -> Result<u64, CaseError> {
+        Ok(self.lock().atomically(|tx| tx.prune_changes(before))?)
     }
 
     /// A case and its transitions.

@@ -72,6 +72,33 @@ ALTER TABLE events_v4 RENAME TO events;
 CREATE INDEX events_box_seq ON events (box_id, seq);
 CREATE INDEX events_case ON events (case_id);
 "#,
+    // Every case change, written in the transaction that makes it: the webhook outbox (each
+    // target's cursor says how far it has been delivered), and what live listeners of any hub
+    // process can read back.
+    r#"
+CREATE TABLE changes (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    case_id INTEGER NOT NULL,
+    department TEXT,
+    action TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX changes_department ON changes (department, id);
+CREATE INDEX changes_at ON changes (at);
+CREATE TABLE webhook_cursors (
+    department TEXT PRIMARY KEY,
+    done_id INTEGER NOT NULL
+);
+CREATE TABLE webhook_failures (
+    department TEXT NOT NULL,
+    change_id INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    PRIMARY KEY (department, change_id)
+);
+"#,
 ];
 
 /// One page of the case list: cases after a cursor, oldest first, narrowed by who asks.
@@ -260,6 +287,130 @@ impl Tx<'_> {
             out.push((decode_event(&body)?, case.map(CaseId)));
         }
         Ok(out)
+    }
+
+    /// Records a case change in the outbox, giving it its id (increasing; the transaction holds
+    /// the write lock, so the next id is the highest plus one).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn record_change(
+        &self,
+        change: &mut crate::cases::CaseChange,
+        at: Timestamp,
+    ) -> Result<(), DbError> {
+        change.id = self
+            .0
+            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM changes", [], |r| {
+                r.get(0)
+            })?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO changes (id, at, case_id, department, action, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                change.id,
+                at.as_unix_millis(),
+                change.case.id.0,
+                change.case.department.as_ref().map(|d| d.as_str()),
+                change.action,
+                serde_json::to_string(change)?
+            ])?;
+        Ok(())
+    }
+
+    /// Up to `limit` changes of cases dispatched to `department`, after change `after`, oldest
+    /// first: `(id, body)`.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn changes_after(
+        &self,
+        department: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, DbError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id, body FROM changes WHERE department = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![department, after, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The id of the newest change (0 before the first).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn last_change_id(&self) -> Result<i64, DbError> {
+        Ok(self
+            .0
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM changes", [], |r| r.get(0))?)
+    }
+
+    /// How far a department's webhook has been done (delivered or given up on).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn webhook_cursor(&self, department: &str) -> Result<Option<i64>, DbError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT done_id FROM webhook_cursors WHERE department = ?1")?
+            .query_row(params![department], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Moves a department's webhook cursor (never back).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn set_webhook_cursor(&self, department: &str, done: i64) -> Result<(), DbError> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO webhook_cursors (department, done_id) VALUES (?1, ?2)
+                 ON CONFLICT (department) DO UPDATE SET done_id = MAX(done_id, excluded.done_id)",
+            )?
+            .execute(params![department, done])?;
+        Ok(())
+    }
+
+    /// Records a change given up on after its last attempt (the dead letters, for operators).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn record_webhook_failure(
+        &self,
+        department: &str,
+        change: i64,
+        at: Timestamp,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), DbError> {
+        self.0
+            .prepare_cached(
+                "INSERT OR REPLACE INTO webhook_failures (department, change_id, at, attempts, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![department, change, at.as_unix_millis(), attempts, error])?;
+        Ok(())
+    }
+
+    /// Deletes changes recorded before `before` that every webhook cursor has passed (the
+    /// newest always stays, so that ids never start again); returns how many.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn prune_changes(&self, before: Timestamp) -> Result<u64, DbError> {
+        let n = self.0.execute(
+            // the newest change stays: ids continue from it
+            "DELETE FROM changes WHERE at < ?1
+             AND id <= (SELECT COALESCE(MIN(done_id), (SELECT MAX(id) FROM changes)) FROM webhook_cursors)
+             AND id < (SELECT MAX(id) FROM changes)",
+            params![before.as_unix_millis()],
+        )?;
+        Ok(n as u64)
     }
 
     /// The highest sequence number stored for a box.
@@ -604,5 +755,57 @@ mod tests {
             Db::open(&path),
             Err(DbError::SchemaTooNew { found: 99, .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+    use crate::cases::CaseChange;
+
+    #[test]
+    fn pruning_keeps_what_a_webhook_has_not_done_and_ids_never_start_again() {
+        let mut db = Db::open_in_memory().unwrap();
+        let t = Timestamp::from_unix_millis;
+        let case: crate::cases::Case = serde_json::from_value(serde_json::json!({
+            "id": 1, "category": "0102", "state": "reported", "source": "box-1",
+            "lat": 31.28, "lon": 120.58, "cell": null, "candidate_cells": [], "worker": null,
+            "department": "sanitation-pj", "level": 0, "observed_at": 0, "last_observed_at": 0,
+            "event_count": 1, "deadline": null, "escalate_at": null, "warned": false,
+            "escalations": 0, "reworks": 0, "returns": 0, "description": "",
+            "created_at": 0, "updated_at": 0
+        }))
+        .unwrap();
+        db.atomically(|tx| -> Result<(), DbError> {
+            for i in 0..4 {
+                let mut c = CaseChange {
+                    id: 0,
+                    action: "created".into(),
+                    case: case.clone(),
+                };
+                tx.record_change(&mut c, t(i))?;
+                assert_eq!(c.id, i + 1);
+            }
+            tx.set_webhook_cursor("sanitation-pj", 2)?;
+            tx.set_webhook_cursor("sanitation-pj", 1)?; // never back
+            assert_eq!(tx.webhook_cursor("sanitation-pj")?, Some(2));
+            assert_eq!(
+                tx.prune_changes(t(100))?,
+                2,
+                "only what the webhook is done with"
+            );
+            tx.set_webhook_cursor("sanitation-pj", 4)?;
+            assert_eq!(tx.prune_changes(t(100))?, 1, "the newest stays");
+            let mut c = CaseChange {
+                id: 0,
+                action: "merged".into(),
+                case: case.clone(),
+            };
+            tx.record_change(&mut c, t(200))?;
+            assert_eq!(c.id, 5);
+            assert_eq!(tx.changes_after("sanitation-pj", 4, 10)?.len(), 1);
+            Ok(())
+        })
+        .unwrap();
     }
 }

@@ -591,57 +591,104 @@ async fn case_changes_stream_as_server_sent_events_to_those_who_may_see_them() {
     assert_eq!(got, Ok(true), "{seen}");
 }
 
-#[tokio::test]
-async fn webhooks_are_signed_and_retried_until_the_department_accepts() {
-    let api = TestApi::spawn().await;
-    let hits = Arc::new(AtomicU32::new(0));
-    let received: Arc<std::sync::Mutex<Vec<(String, Bytes)>>> = Arc::default();
-    let (h, r) = (hits.clone(), received.clone());
+/// What a webhook receiver of the tests saw: each request's headers and body.
+type Seen = Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, Bytes)>>>;
+
+/// A receiver at `/hook` that answers `answer()` and records what it got.
+async fn webhook_receiver(
+    answer: impl Fn() -> axum::http::StatusCode + Clone + Send + Sync + 'static,
+) -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
     let receiver = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
-            let (h, r) = (h.clone(), r.clone());
+            let (s, answer) = (s.clone(), answer.clone());
             async move {
-                let sig = headers
-                    .get("x-gridsense-signature")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                r.lock().unwrap().push((sig, body));
-                // the first delivery fails: the hub must retry
-                if h.fetch_add(1, Ordering::SeqCst) == 0 {
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    axum::http::StatusCode::OK
-                }
+                s.lock().unwrap().push((headers, body));
+                answer()
             }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, receiver).await });
+    (format!("http://{addr}/hook"), seen)
+}
 
-    let secret = b"s3cret".to_vec();
+fn policy() -> webhooks::WebhookPolicy {
+    webhooks::WebhookPolicy {
+        max_attempts: 0,
+        first_retry: Duration::from_millis(20),
+        max_retry: Duration::from_millis(200),
+        timeout: Duration::from_secs(2),
+        poll_interval: Duration::from_millis(200),
+    }
+}
+
+fn header<'h>(headers: &'h axum::http::HeaderMap, name: &str) -> &'h str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The Standard Webhooks check a receiver makes: the signature over id, timestamp and body
+/// (computed here on its own, from the specification), and a recent timestamp.
+fn verify_standard_webhook(key: &[u8], headers: &axum::http::HeaderMap, body: &[u8]) {
+    use base64::Engine as _;
+    let id = header(headers, "webhook-id");
+    let ts: i64 = header(headers, "webhook-timestamp").parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - ts).abs() < 60, "stale timestamp {ts}");
+    let mut signed = format!("{id}.{ts}.").into_bytes();
+    signed.extend_from_slice(body);
+    let expected =
+        base64::engine::general_purpose::STANDARD.encode(hmac_sha256::HMAC::mac(&signed, key));
+    let given: Vec<&str> = header(headers, "webhook-signature").split(' ').collect();
+    assert!(
+        given.contains(&format!("v1,{expected}").as_str()),
+        "signature {given:?} is not v1,{expected}"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_the_standard_way_and_retried_until_the_department_accepts() {
+    let api = TestApi::spawn().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    // the first delivery fails: the hub must retry, with the same id
+    let (url, seen) = webhook_receiver(move || {
+        if c.fetch_add(1, Ordering::SeqCst) == 0 {
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            axum::http::StatusCode::OK
+        }
+    })
+    .await;
+    let key = b"s3cret".to_vec();
     let targets = HashMap::from([(
         DepartmentId::parse("sanitation-pj").unwrap(),
         webhooks::WebhookTarget {
-            url: format!("http://{addr}/hook").parse().unwrap(),
-            secret: secret.clone(),
+            url: url.parse().unwrap(),
+            key: key.clone(),
         },
     )]);
     let stats = Arc::new(webhooks::WebhookStats::default());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(webhooks::run(
-        api.svc.subscribe(),
+        api.svc.clone(),
+        webhooks::client(None).unwrap(),
         targets,
-        webhooks::WebhookPolicy {
-            max_attempts: 3,
-            first_retry: Duration::from_millis(20),
-            timeout: Duration::from_secs(2),
-        },
+        policy(),
         stats.clone(),
         cancel.clone(),
     ));
+    // the worker starts at the newest change: wait until it has its cursor
+    tokio::time::sleep(Duration::from_millis(300)).await;
     api.ingest(1, "0102"); // created and auto-dispatched to sanitation-pj
     assert!(
         wait_until(Duration::from_secs(5), || stats
@@ -652,13 +699,230 @@ async fn webhooks_are_signed_and_retried_until_the_department_accepts() {
     );
     assert_eq!(stats.retries_total.load(Ordering::SeqCst), 1);
     assert_eq!(stats.attempts_total.load(Ordering::SeqCst), 2);
-    let got = received.lock().unwrap().clone();
-    let (sig, body) = &got[1];
-    assert_eq!(sig, &webhooks::signature(&secret, body));
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        header(&got[0].0, "webhook-id"),
+        header(&got[1].0, "webhook-id"),
+        "a retry is the same message"
+    );
+    let (headers, body) = &got[1];
+    verify_standard_webhook(&key, headers, body);
     let change: Value = serde_json::from_slice(body).unwrap();
     assert_eq!(change["action"], "created");
+    assert_eq!(
+        header(headers, "webhook-id"),
+        format!("change_{}", change["id"])
+    );
     cancel.cancel();
     task.await.unwrap();
+}
+
+/// One department's endpoint is down: the other's changes still arrive at once. The hub stops
+/// and starts again (a new service on the same database file): the waiting changes are
+/// delivered then, each once and in order, and nothing is sent twice to the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_webhook_delays_only_its_department_and_a_restart_loses_nothing() {
+    use crate::helpers::service_with;
+    use hub::db::Db;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a = alive.clone();
+    let (dead_url, dead_seen) = webhook_receiver(move || {
+        if a.load(Ordering::SeqCst) {
+            axum::http::StatusCode::OK
+        } else {
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        }
+    })
+    .await;
+    let (ok_url, ok_seen) = webhook_receiver(|| axum::http::StatusCode::OK).await;
+    let targets = || {
+        HashMap::from([
+            (
+                DepartmentId::parse("sanitation-pj").unwrap(),
+                webhooks::WebhookTarget {
+                    url: dead_url.parse().unwrap(),
+                    key: b"k1".to_vec(),
+                },
+            ),
+            (
+                DepartmentId::parse("traffic-pj").unwrap(),
+                webhooks::WebhookTarget {
+                    url: ok_url.parse().unwrap(),
+                    key: b"k2".to_vec(),
+                },
+            ),
+        ])
+    };
+    let start = |svc: Arc<CaseService>, stats: Arc<webhooks::WebhookStats>| {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(webhooks::run(
+            svc,
+            webhooks::client(None).unwrap(),
+            targets(),
+            policy(),
+            stats,
+            cancel.clone(),
+        ));
+        (cancel, task)
+    };
+
+    let svc = Arc::new(service_with(Db::open(&path).unwrap()));
+    let stats = Arc::new(webhooks::WebhookStats::default());
+    let (cancel, task) = start(svc.clone(), stats.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at = Timestamp::from_unix_millis(FRIDAY_4PM);
+    for i in 0..3u64 {
+        // garbage (sanitation-pj, dead) and parking (traffic-pj, waits for review), 300 m apart
+        let lat = 31.2805 + 0.0027 * i as f64;
+        for (seq, code) in [(10 + i, "0102"), (20 + i, "0404")] {
+            svc.ingest(&box_id(), &event(seq, code, lat, 120.5805, FRIDAY_4PM), at)
+                .unwrap();
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || ok_seen.lock().unwrap().len()
+            == 3)
+        .await,
+        "the live department's changes wait for the dead one's"
+    );
+    assert!(
+        !dead_seen.lock().unwrap().is_empty(),
+        "the dead one was tried"
+    );
+    assert_eq!(stats.failed_total.load(Ordering::SeqCst), 0);
+    cancel.cancel();
+    task.await.unwrap();
+    drop(svc);
+
+    alive.store(true, Ordering::SeqCst);
+    let tried_before = dead_seen.lock().unwrap().len();
+    let svc = Arc::new(service_with(Db::open(&path).unwrap()));
+    let stats = Arc::new(webhooks::WebhookStats::default());
+    let (cancel, task) = start(svc, stats.clone());
+    assert!(
+        wait_until(Duration::from_secs(5), || stats
+            .delivered_total
+            .load(Ordering::SeqCst)
+            == 3)
+        .await,
+        "the waiting changes after the restart"
+    );
+    let delivered: Vec<String> = dead_seen.lock().unwrap()[tried_before..]
+        .iter()
+        .map(|(h, _)| header(h, "webhook-id").to_owned())
+        .collect();
+    let mut ids: Vec<i64> = delivered
+        .iter()
+        .map(|id| id.trim_start_matches("change_").parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{delivered:?}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(ok_seen.lock().unwrap().len(), 3, "nothing sent twice");
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+/// An `https://` webhook with the city's own CA (given as `ca_path`) is delivered; without the
+/// CA the hub does not trust it.
+#[tokio::test]
+async fn a_webhook_over_https_is_delivered_with_the_configured_ca() {
+    let api = TestApi::spawn().await;
+    let (url, ca_pem, seen) = https_receiver().await;
+    let stats = Arc::new(webhooks::WebhookStats::default());
+    let cancel = CancellationToken::new();
+    let targets = HashMap::from([(
+        DepartmentId::parse("sanitation-pj").unwrap(),
+        webhooks::WebhookTarget {
+            url: url.parse().unwrap(),
+            key: b"k".to_vec(),
+        },
+    )]);
+    let task = tokio::spawn(webhooks::run(
+        api.svc.clone(),
+        webhooks::client(Some(ca_pem.as_bytes())).unwrap(),
+        targets,
+        policy(),
+        stats.clone(),
+        cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.ingest(1, "0102");
+    assert!(
+        wait_until(Duration::from_secs(5), || stats
+            .delivered_total
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "{:?}",
+        stats
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    cancel.cancel();
+    task.await.unwrap();
+
+    // the system's roots alone do not know the test CA: no delivery
+    let untrusting = webhooks::client(None).unwrap();
+    assert!(untrusting.post(&url).body("{}").send().await.is_err());
+}
+
+/// An HTTPS server (rustls, a certificate for 127.0.0.1 from a throwaway CA) answering 200 at
+/// `/hook`: its URL, the CA's PEM, and how many requests it has had.
+async fn https_receiver() -> (String, String, Arc<AtomicU32>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicU32::new(0));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, s) = (acceptor.clone(), s.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    s.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::new(),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (format!("https://{addr}/hook"), ca.pem(), seen)
 }
 
 #[tokio::test]
