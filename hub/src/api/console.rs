@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, may_see};
 use super::{ApiError, AppState, blocking};
-use crate::cases::{Actor, CaseId, RecheckReference, Role};
+use crate::cases::{Actor, CaseId, Role};
 use crate::registry::Registry;
 
 /// How long a box may take to answer a re-check.
@@ -257,7 +257,8 @@ struct RecheckTarget {
     action: CommandAction,
 }
 
-/// The camera that raised case `id` (its first camera event), or `None` when no camera did.
+/// The camera that raised case `id` (its first camera event), or `None` when no camera did,
+/// with a re-check request issued to its box (see [`crate::cases::CaseService::ask_recheck`]).
 /// With `asker`, a case the asker may not see is refused.
 async fn recheck_target(
     state: &AppState,
@@ -265,6 +266,7 @@ async fn recheck_target(
     asker: Option<Actor>,
 ) -> Result<Option<RecheckTarget>, ApiError> {
     let svc = state.cases.clone();
+    let now = (state.clock)();
     let target = blocking(move || {
         let Some((case, _)) = svc.case(CaseId(id))? else {
             return Ok(Err(ApiError::NotFound(format!("case {id} does not exist"))));
@@ -277,26 +279,27 @@ async fn recheck_target(
         let camera = svc.case_events(CaseId(id))?.into_iter().find_map(|(b, e)| {
             (e.source.kind == SourceKind::Camera).then(|| (b, e.source.id, case.category.clone()))
         });
-        Ok(Ok(camera))
+        let Some((box_id, camera, category)) = camera else {
+            return Ok(Ok(None));
+        };
+        let (Ok(box_id), Ok(camera)) = (
+            BoxId::parse(box_id),
+            protocol::CameraId::parse(camera.as_str()),
+        ) else {
+            return Ok(Err(ApiError::Internal));
+        };
+        let reference = svc.ask_recheck(CaseId(id), &box_id, now)?;
+        Ok(Ok(Some(RecheckTarget {
+            box_id,
+            action: CommandAction::Recheck {
+                camera,
+                reference,
+                categories: vec![category],
+            },
+        })))
     })
     .await??;
-    let Some((box_id, camera, category)) = target else {
-        return Ok(None);
-    };
-    let box_id = BoxId::parse(box_id).map_err(|_| ApiError::Internal)?;
-    let camera = protocol::CameraId::parse(camera.as_str()).map_err(|_| ApiError::Internal)?;
-    Ok(Some(RecheckTarget {
-        box_id,
-        action: CommandAction::Recheck {
-            camera,
-            reference: RecheckReference {
-                case: CaseId(id),
-                asked_at: Some((state.clock)()),
-            }
-            .to_string(),
-            categories: vec![category],
-        },
-    }))
+    Ok(target)
 }
 
 /// After a department's feedback: asks the camera that raised case `id` to look again, so that

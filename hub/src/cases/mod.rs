@@ -36,52 +36,6 @@ impl fmt::Display for CaseId {
     }
 }
 
-/// What the hub sends with a camera re-check and the box echoes in its answer (the answer event's
-/// `recheck_reference` attribute): the case, and when the hub asked, on the hub's own clock.
-///
-/// The answer arrives later as an ordinary event, possibly after the case has moved on; the time
-/// of asking tells an answer to a re-check asked after the department's feedback (which may
-/// verify the case) from one asked earlier (which only adds a picture). Box and hub clocks may
-/// differ, so the hub compares its own times, never the answer's `observed_at`.
-///
-/// Written `case 7 asked 1767225600000` (milliseconds since the Unix epoch); `7`, `case 7` and
-/// `case:7` are read too, with no time of asking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecheckReference {
-    /// The case re-checked.
-    pub case: CaseId,
-    /// When the hub asked (`None`: not said).
-    pub asked_at: Option<Timestamp>,
-}
-
-impl RecheckReference {
-    /// Reads a reference as the box echoed it; `None` when it names no case. A time of asking
-    /// that does not read as one counts as not said (the answer still belongs to its case).
-    pub fn parse(text: &str) -> Option<RecheckReference> {
-        let (case, asked) = match text.split_once("asked") {
-            Some((case, asked)) => (case, asked.trim().parse::<i64>().ok()),
-            None => (text, None),
-        };
-        let digits = case
-            .trim()
-            .trim_start_matches(|c: char| !c.is_ascii_digit());
-        Some(RecheckReference {
-            case: CaseId(digits.parse().ok()?),
-            asked_at: asked.map(Timestamp::from_unix_millis),
-        })
-    }
-}
-
-impl fmt::Display for RecheckReference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "case {}", self.case)?;
-        if let Some(at) = self.asked_at {
-            write!(f, " asked {}", at.as_unix_millis())?;
-        }
-        Ok(())
-    }
-}
-
 /// Where a case stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -248,42 +202,4 @@ pub struct Transition {
     pub note: String,
     /// Evidence references (file hashes, URLs).
     pub evidence: Vec<String>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_recheck_reference_reads_back_what_it_writes_and_the_older_forms() {
-        let asked = RecheckReference {
-            case: CaseId(42),
-            asked_at: Some(Timestamp::from_unix_millis(1_767_225_600_123)),
-        };
-        assert_eq!(asked.to_string(), "case 42 asked 1767225600123");
-        assert_eq!(RecheckReference::parse(&asked.to_string()), Some(asked));
-        for old in ["42", "case 42", "case:42", " case 42 "] {
-            assert_eq!(
-                RecheckReference::parse(old),
-                Some(RecheckReference {
-                    case: CaseId(42),
-                    asked_at: None
-                }),
-                "{old}"
-            );
-        }
-        for unsaid in ["case 42 asked", "case 42 asked soon", "42 asked -"] {
-            assert_eq!(
-                RecheckReference::parse(unsaid),
-                Some(RecheckReference {
-                    case: CaseId(42),
-                    asked_at: None
-                }),
-                "{unsaid}"
-            );
-        }
-        for bad in ["", "case", "case x asked 1", "asked 1767225600123"] {
-            assert_eq!(RecheckReference::parse(bad), None, "{bad}");
-        }
-    }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::workflow::{self, Action, WorkflowError};
-use super::{Actor, Case, CaseId, CaseState, RecheckReference, Transition};
+use super::{Actor, Case, CaseId, CaseState, Transition};
 use crate::db::{CasePageQuery, Db, DbError};
 use crate::duties::{DepartmentId, DutyList, Registration, WorkCalendar};
 use crate::grid::geometry::METRES_PER_DEGREE;
@@ -57,13 +57,13 @@ impl Default for CaseSettings {
 /// The attribute that keeps a box's own time of an event whose time the hub replaced.
 pub const BOX_TIME_ATTRIBUTE: &str = "box_observed_at_ms";
 
-/// The re-check a box's event answers: its `recheck_reference` attribute (see
-/// [`RecheckReference`]).
-fn recheck_of(event: &Event) -> Option<RecheckReference> {
-    let Some(AttrValue::Text(reference)) = event.attributes.get("recheck_reference") else {
-        return None;
-    };
-    RecheckReference::parse(reference)
+/// The re-check request a box's event answers: its `recheck_reference` attribute, which the
+/// box echoes from the hub's command (see [`CaseService::ask_recheck`]).
+fn recheck_of(event: &Event) -> Option<&str> {
+    match event.attributes.get("recheck_reference") {
+        Some(AttrValue::Text(reference)) => Some(reference),
+        _ => None,
+    }
 }
 
 /// What became of an ingested event.
@@ -117,6 +117,9 @@ pub struct CaseStats {
     pub recheck_verdicts_total: AtomicU64,
     /// Re-checks asked for after feedback that the box could not answer (offline, no frame).
     pub recheck_unavailable_total: AtomicU64,
+    /// Re-check answers refused: for a request the hub did not issue, from a box it did not
+    /// ask, or a second answer to one request.
+    pub recheck_refused_total: AtomicU64,
     /// Events refused for a value that cannot be stored (a NaN or infinite number, an invalid
     /// location).
     pub refused_total: AtomicU64,
@@ -140,6 +143,13 @@ pub enum CaseError {
     /// The event's location is not a valid coordinate.
     #[error("event location is invalid")]
     BadLocation,
+    /// A re-check answer for a request the hub did not issue, from a box it did not ask, or
+    /// answered already.
+    #[error("re-check answer refused: {reason}")]
+    RecheckRefused {
+        /// Which of those.
+        reason: String,
+    },
     /// An attribute holds a NaN or infinite number, which cannot be stored faithfully.
     #[error("event attribute `{key}` is not a finite number")]
     NonFinite {
@@ -354,14 +364,17 @@ impl CaseService {
         if !tx.insert_event(box_id, event, now)? {
             return Ok((IngestOutcome::Duplicate, None));
         }
-        if let Some(reference) = recheck_of(event)
-            && let Some(case) = tx.case(reference.case)?
-        {
+        if let Some(reference) = recheck_of(event) {
+            let request = self.answered_request(tx, box_id, reference)?;
+            let case = tx
+                .case(request.case)?
+                .ok_or(CaseError::NotFound(request.case))?;
+            tx.answer_recheck(reference, now)?;
             tx.link_event(&event.id, case.id)?;
             let (case, action) =
-                self.take_recheck(tx, case, box_id, event, reference.asked_at, now)?;
+                self.take_recheck(tx, case, box_id, event, Some(request.asked_at), now)?;
             return Ok((
-                IngestOutcome::Attached(reference.case),
+                IngestOutcome::Attached(request.case),
                 Some(CaseChange {
                     id: 0,
                     action,
@@ -600,6 +613,57 @@ impl CaseService {
             }
             Ok(out)
         })?)
+    }
+
+    /// Issues a camera re-check of `case` to `box_id`: a random request id (from the OS random
+    /// source) that the box echoes in its answer, stored with the case, the box and the time of
+    /// asking. Only an answer naming it, from that box, once, is taken.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`]; [`CaseError::RecheckRefused`] when the OS gives no randomness.
+    pub fn ask_recheck(
+        &self,
+        case: CaseId,
+        box_id: &BoxId,
+        now: Timestamp,
+    ) -> Result<String, CaseError> {
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| CaseError::RecheckRefused {
+            reason: format!("no randomness for a request id: {e}"),
+        })?;
+        let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let request = format!("rc-{id}");
+        self.lock()
+            .atomically(|tx| tx.insert_recheck(&request, case, box_id, now))?;
+        Ok(request)
+    }
+
+    /// The issued, unanswered request `reference` of `box_id`; any other answer is refused
+    /// (and counted).
+    fn answered_request(
+        &self,
+        tx: &crate::db::Tx<'_>,
+        box_id: &BoxId,
+        reference: &str,
+    ) -> Result<crate::db::RecheckRequest, CaseError> {
+        let refuse = |reason: String| {
+            self.stats
+                .recheck_refused_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(device_id = %box_id, %reason, "re-check answer refused");
+            CaseError::RecheckRefused { reason }
+        };
+        match tx.recheck(reference)? {
+            None => Err(refuse(format!("no re-check `{reference}` was asked"))),
+            Some(r) if r.box_id != box_id.as_str() => Err(refuse(format!(
+                "re-check `{reference}` was asked of {}, not {box_id}",
+                r.box_id
+            ))),
+            Some(r) if r.answered => Err(refuse(format!(
+                "re-check `{reference}` was answered already"
+            ))),
+            Some(r) => Ok(r),
+        }
     }
 
     /// Records a camera re-check's answer on its case: the "after" picture and the matching

@@ -99,6 +99,17 @@ CREATE TABLE webhook_failures (
     PRIMARY KEY (department, change_id)
 );
 "#,
+    // Camera re-checks the hub asked for: an answer counts only for a request issued here, from
+    // the box it was asked of, once.
+    r#"
+CREATE TABLE rechecks (
+    request_id TEXT PRIMARY KEY,
+    case_id INTEGER NOT NULL,
+    box_id TEXT NOT NULL,
+    asked_at INTEGER NOT NULL,
+    answered_at INTEGER
+);
+"#,
 ];
 
 /// One page of the case list: cases after a cursor, oldest first, narrowed by who asks.
@@ -114,6 +125,19 @@ pub struct CasePageQuery {
     pub worker: Option<String>,
     /// Only cases dispatched to this department.
     pub department: Option<String>,
+}
+
+/// A camera re-check the hub asked for (see [`Tx::recheck`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecheckRequest {
+    /// The case re-checked.
+    pub case: CaseId,
+    /// The box asked (as stored).
+    pub box_id: String,
+    /// When the hub asked (its own clock).
+    pub asked_at: Timestamp,
+    /// Whether an answer was taken already.
+    pub answered: bool,
 }
 
 /// A storage failure.
@@ -411,6 +435,57 @@ impl Tx<'_> {
             params![before.as_unix_millis()],
         )?;
         Ok(n as u64)
+    }
+
+    /// Records a re-check request the hub is about to send.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn insert_recheck(
+        &self,
+        request_id: &str,
+        case: CaseId,
+        box_id: &BoxId,
+        asked_at: Timestamp,
+    ) -> Result<(), DbError> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO rechecks (request_id, case_id, box_id, asked_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![request_id, case.0, box_id.as_str(), asked_at.as_unix_millis()])?;
+        Ok(())
+    }
+
+    /// A re-check request: its case, the box asked, when, and whether it was answered.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn recheck(&self, request_id: &str) -> Result<Option<RecheckRequest>, DbError> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT case_id, box_id, asked_at, answered_at FROM rechecks WHERE request_id = ?1",
+            )?
+            .query_row(params![request_id], |r| {
+                Ok(RecheckRequest {
+                    case: CaseId(r.get(0)?),
+                    box_id: r.get(1)?,
+                    asked_at: Timestamp::from_unix_millis(r.get(2)?),
+                    answered: r.get::<_, Option<i64>>(3)?.is_some(),
+                })
+            })
+            .optional()?)
+    }
+
+    /// Marks a re-check request answered.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn answer_recheck(&self, request_id: &str, at: Timestamp) -> Result<(), DbError> {
+        self.0
+            .prepare_cached("UPDATE rechecks SET answered_at = ?2 WHERE request_id = ?1")?
+            .execute(params![request_id, at.as_unix_millis()])?;
+        Ok(())
     }
 
     /// The highest sequence number stored for a box.

@@ -257,9 +257,9 @@ fn a_camera_recheck_answer_is_attached_to_its_case_not_merged_or_opened() {
         &event(1, "0102", lat, lon, FRIDAY_4PM),
         ts(FRIDAY_4PM),
     );
-    // The box's answer: same category and place, naming the case; without the reference it
-    // would merge into the case.
-    let answer = recheck_answer(2, id, 0, FRIDAY_4PM + 60_000, FRIDAY_4PM + 60_000);
+    // The box's answer: same category and place, naming the request; without the reference
+    // it would merge into the case.
+    let answer = recheck_answer(&svc, 2, id, 0, FRIDAY_4PM + 60_000, FRIDAY_4PM + 60_000);
     let outcome = svc
         .ingest(&box_id(), &answer, ts(FRIDAY_4PM + 61_000))
         .unwrap();
@@ -275,16 +275,18 @@ fn a_camera_recheck_answer_is_attached_to_its_case_not_merged_or_opened() {
     assert!(last.note.contains("0 matching"), "{}", last.note);
     assert_eq!(svc.cases().unwrap().len(), 1);
 
-    // A reference to a case that does not exist: the event is handled like any other.
+    // A reference to no request the hub issued: refused, no case opened.
     let mut stray = event(3, "0102", lat + 0.05, lon, FRIDAY_4PM + 120_000);
     stray.attributes.insert(
         "recheck_reference".into(),
         protocol::AttrValue::Text("case 999".into()),
     );
-    let other = svc
-        .ingest(&box_id(), &stray, ts(FRIDAY_4PM + 121_000))
-        .unwrap();
-    assert!(matches!(other, IngestOutcome::Created(_)), "{other:?}");
+    let other = svc.ingest(&box_id(), &stray, ts(FRIDAY_4PM + 121_000));
+    assert!(
+        matches!(other, Err(CaseError::RecheckRefused { .. })),
+        "{other:?}"
+    );
+    assert_eq!(svc.cases().unwrap().len(), 1);
 }
 
 /// Moves a case along the loop by hand up to `handled` (the department's feedback given).
@@ -307,9 +309,10 @@ fn to_handled(svc: &hub::cases::CaseService, id: hub::cases::CaseId, at: i64) {
     }
 }
 
-/// The box's answer to a re-check of `case` the hub asked at `asked` (hub clock), observed at
-/// `at` (box clock).
+/// The box's answer to a re-check of `case` the hub asks (of the test box) at `asked` (hub
+/// clock), observed at `at` (box clock).
 fn recheck_answer(
+    svc: &hub::cases::CaseService,
     seq: u64,
     case: hub::cases::CaseId,
     matching: i64,
@@ -317,13 +320,10 @@ fn recheck_answer(
     at: i64,
 ) -> protocol::Event {
     let mut answer = event(seq, "0102", 31.281, 120.581, at);
-    let reference = hub::cases::RecheckReference {
-        case,
-        asked_at: Some(ts(asked)),
-    };
+    let reference = svc.ask_recheck(case, &box_id(), ts(asked)).unwrap();
     answer.attributes.insert(
         "recheck_reference".into(),
-        protocol::AttrValue::Text(reference.to_string()),
+        protocol::AttrValue::Text(reference),
     );
     answer
         .attributes
@@ -344,7 +344,7 @@ fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
     // the camera still sees the problem: verification fails, back to the department
     let t = FRIDAY_4PM + 120_000;
     let outcome = svc
-        .ingest(&box_id(), &recheck_answer(2, id, 2, t, t), ts(t))
+        .ingest(&box_id(), &recheck_answer(&svc, 2, id, 2, t, t), ts(t))
         .unwrap();
     assert_eq!(outcome, IngestOutcome::Attached(id));
     let (case, transitions) = svc.case(id).unwrap().unwrap();
@@ -378,7 +378,7 @@ fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
 
     // an answer while the department works on it again only adds the picture
     let t = FRIDAY_4PM + 180_000;
-    svc.ingest(&box_id(), &recheck_answer(3, id, 0, t, t), ts(t))
+    svc.ingest(&box_id(), &recheck_answer(&svc, 3, id, 0, t, t), ts(t))
         .unwrap();
     assert_eq!(
         svc.case(id).unwrap().unwrap().0.state,
@@ -392,7 +392,7 @@ fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
     let t = FRIDAY_4PM + 270_000;
     svc.ingest(
         &box_id(),
-        &recheck_answer(4, id, 0, FRIDAY_4PM + 239_000, t + 600_000),
+        &recheck_answer(&svc, 4, id, 0, FRIDAY_4PM + 239_000, t + 600_000),
         ts(t),
     )
     .unwrap();
@@ -401,21 +401,13 @@ fn a_recheck_answer_verifies_a_handled_case_or_sends_it_back_for_rework() {
     let last = transitions.last().unwrap();
     assert_eq!(last.action, "recheck_evidence");
     assert!(last.note.contains("not a verification"), "{}", last.note);
-    // so does one that does not say when it was asked
-    let mut unsaid = recheck_answer(5, id, 0, t, t);
-    unsaid.attributes.insert(
-        "recheck_reference".into(),
-        protocol::AttrValue::Text(format!("case {}", id.0)),
-    );
-    svc.ingest(&box_id(), &unsaid, ts(t)).unwrap();
-    assert_eq!(svc.case(id).unwrap().unwrap().0.state, CaseState::Handled);
 
     // asked at the feedback's own instant (the hub asks as it records the feedback) and the
     // camera sees nothing: verified by the system
     let t = FRIDAY_4PM + 300_000;
     svc.ingest(
         &box_id(),
-        &recheck_answer(6, id, 0, FRIDAY_4PM + 240_000, t),
+        &recheck_answer(&svc, 6, id, 0, FRIDAY_4PM + 240_000, t),
         ts(t),
     )
     .unwrap();
@@ -633,4 +625,66 @@ fn citizen_reports_filed_at_once_from_two_services_each_get_their_own_number() {
         svc.citizen_reports().unwrap().len(),
         2 * per_service as usize
     );
+}
+
+/// Any enrolled box could verify or send back any case by naming it in a re-check answer. An
+/// answer now counts only for a request the hub issued (a random id it stored), from the box it
+/// asked, once; everything else is refused and counted, and the case does not move.
+#[test]
+fn a_recheck_answer_counts_only_from_the_box_asked_for_a_request_the_hub_issued() {
+    let svc = service();
+    let id = opened(
+        &svc,
+        &event(1, "0102", 31.281, 120.581, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
+    );
+    to_handled(&svc, id, FRIDAY_4PM + 60_000);
+    let other_box = protocol::BoxId::parse("box-02").unwrap();
+    let t = FRIDAY_4PM + 120_000;
+    let answer = |seq: u64, reference: &str| {
+        let mut a = event(seq, "0102", 31.281, 120.581, t);
+        a.attributes.insert(
+            "recheck_reference".into(),
+            protocol::AttrValue::Text(reference.to_owned()),
+        );
+        a.attributes
+            .insert("matching".into(), protocol::AttrValue::Int(0));
+        a
+    };
+    let refused = |r: Result<IngestOutcome, CaseError>| {
+        assert!(matches!(r, Err(CaseError::RecheckRefused { .. })), "{r:?}");
+    };
+    // another box naming the case the way the hub used to
+    refused(svc.ingest(
+        &other_box,
+        &answer(10, &format!("case {} asked {t}", id.0)),
+        ts(t),
+    ));
+    // the box that raised it, naming a request nobody issued
+    refused(svc.ingest(
+        &box_id(),
+        &answer(11, &format!("case {} asked {t}", id.0)),
+        ts(t),
+    ));
+    refused(svc.ingest(
+        &box_id(),
+        &answer(12, "rc-00000000000000000000000000000000"),
+        ts(t),
+    ));
+    // a request issued to the box that raised the case, answered by another box
+    let request = svc.ask_recheck(id, &box_id(), ts(t)).unwrap();
+    refused(svc.ingest(&other_box, &answer(13, &request), ts(t)));
+    assert_eq!(svc.case(id).unwrap().unwrap().0.state, CaseState::Handled);
+    assert_eq!(
+        svc.stats()
+            .recheck_refused_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    // the box asked, with the request's id: verified
+    let outcome = svc.ingest(&box_id(), &answer(14, &request), ts(t + 1000));
+    assert_eq!(outcome.unwrap(), IngestOutcome::Attached(id));
+    assert_eq!(svc.case(id).unwrap().unwrap().0.state, CaseState::Verified);
+    // once: a second answer to the same request is refused
+    refused(svc.ingest(&box_id(), &answer(15, &request), ts(t + 2000)));
 }
