@@ -99,6 +99,17 @@ pub struct IngestSection {
     /// Events handed on to the cases per round. Default 256.
     #[serde(default = "default_handoff_batch_events")]
     pub handoff_batch_events: usize,
+    /// The largest evidence file a box may declare; larger ones are refused, never uploaded.
+    /// Default 8388608 (8 MiB).
+    #[serde(default = "default_max_evidence_bytes")]
+    pub max_evidence_bytes: u64,
+    /// Events a box may deliver per second (a burst of a second's worth on top); a faster box
+    /// is slowed down, each event held back counted. Default 500.
+    #[serde(default = "default_max_events_per_sec")]
+    pub max_events_per_sec: u32,
+    /// Health reports a box may send per minute; more are dropped and counted. Default 30.
+    #[serde(default = "default_max_health_per_min")]
+    pub max_health_per_min: u32,
 }
 
 impl IngestSection {
@@ -115,6 +126,9 @@ impl IngestSection {
             handshake_rate_per_sec: default_handshake_rate_per_sec(),
             max_pending_handshakes: default_max_pending_handshakes(),
             handoff_batch_events: default_handoff_batch_events(),
+            max_evidence_bytes: default_max_evidence_bytes(),
+            max_events_per_sec: default_max_events_per_sec(),
+            max_health_per_min: default_max_health_per_min(),
         }
     }
 }
@@ -145,6 +159,15 @@ fn default_max_pending_handshakes() -> usize {
 }
 fn default_handoff_batch_events() -> usize {
     256
+}
+fn default_max_evidence_bytes() -> u64 {
+    8 << 20
+}
+fn default_max_events_per_sec() -> u32 {
+    500
+}
+fn default_max_health_per_min() -> u32 {
+    30
 }
 
 /// `[grid]`.
@@ -196,6 +219,9 @@ pub struct CasesSection {
     /// The same for an event observed longer before its arrival than a box holds events while
     /// offline (a box clock reset). Default 2592000 (30 days).
     pub max_past_secs: u64,
+    /// An event further than this from the grid area its box was registered in (`hub box add
+    /// --grid`) flags its case `outside_box_area`; 0 turns the check off. Default 1000.
+    pub box_area_margin_m: f64,
 }
 
 impl Default for CasesSection {
@@ -210,6 +236,7 @@ impl Default for CasesSection {
             recheck_on_feedback: true,
             max_future_secs: 86_400,
             max_past_secs: 30 * 86_400,
+            box_area_margin_m: 1000.0,
         }
     }
 }

@@ -109,8 +109,9 @@ pub async fn run(
         recheck_on_feedback: config.cases.recheck_on_feedback,
         max_future_ms: secs_to_ms(config.cases.max_future_secs),
         max_past_ms: secs_to_ms(config.cases.max_past_secs),
+        box_area_margin_m: config.cases.box_area_margin_m,
     };
-    let svc = Arc::new(CaseService::new(
+    let mut svc = CaseService::new(
         db,
         Arc::new(grid),
         duties,
@@ -118,7 +119,11 @@ pub async fn run(
         departments,
         settings,
         config.cases.change_buffer_len,
-    ));
+    );
+    if let Some(ingest) = &config.ingest {
+        svc = svc.with_box_areas(box_areas(&ingest.data_dir)?);
+    }
+    let svc = Arc::new(svc);
     let targets = webhook_targets(&config)?;
     let ca = match &config.webhooks.ca_path {
         Some(path) => Some(read(path)?.into_bytes()),
@@ -273,4 +278,20 @@ fn webhook_targets(
         targets.insert(d.id.clone(), webhooks::WebhookTarget { url, key });
     }
     Ok(targets)
+}
+
+/// Where each box was registered, read from the registry (its own connection) as events come.
+fn box_areas(data_dir: &Path) -> Result<crate::cases::BoxAreas, ServeError> {
+    let registry = std::sync::Mutex::new(
+        crate::registry::Registry::open_in(data_dir).map_err(crate::ingest::IngestError::from)?,
+    );
+    Ok(Arc::new(move |id| {
+        let registry = registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        registry.grid_of(id).unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "box area unreadable");
+            None
+        })
+    }))
 }

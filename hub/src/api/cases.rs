@@ -129,10 +129,10 @@ async fn show(
                 .filter_map(|hex| protocol::Digest::from_hex(hex).ok()),
         )
         .collect();
-    let lost: Vec<String> = super::console::lost_evidence(&state, named)
+    let lost: Vec<String> = super::console::gone_evidence(&state, named)
         .await
         .iter()
-        .map(protocol::Digest::to_hex)
+        .map(|(sha, _)| sha.to_hex())
         .collect();
     let events: Vec<Value> = events
         .into_iter()

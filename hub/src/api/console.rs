@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use super::auth::{Caller, may_see};
 use super::{ApiError, AppState, blocking};
 use crate::cases::{Actor, CaseId, Role};
+use crate::ingest::EvidenceState;
 use crate::registry::Registry;
 
 /// How long a box may take to answer a re-check.
@@ -194,10 +195,18 @@ async fn evidence(
     })
     .await??;
     let Some(bytes) = found else {
-        if lost_evidence(&state, vec![digest]).await.contains(&digest) {
-            return Err(ApiError::Gone(format!(
-                "evidence {sha} was lost on the box before it was uploaded: it will not arrive"
-            )));
+        match gone_evidence(&state, vec![digest]).await.first() {
+            Some((_, EvidenceState::Refused)) => {
+                return Err(ApiError::Gone(format!(
+                    "evidence {sha} was refused: larger than the hub takes ([ingest] max_evidence_bytes)"
+                )));
+            }
+            Some(_) => {
+                return Err(ApiError::Gone(format!(
+                    "evidence {sha} was lost on the box before it was uploaded: it will not arrive"
+                )));
+            }
+            None => {}
         }
         return Err(ApiError::NotFound(format!(
             "evidence {sha} has not arrived from the box yet"
@@ -358,24 +367,28 @@ pub(super) async fn recheck_after_feedback(state: AppState, id: i64) {
     }
 }
 
-/// Which of `files` their boxes reported lost before upload (none on a hub that serves no
-/// boxes, or when the ingest log cannot be read: the answer is then "not arrived").
-pub(super) async fn lost_evidence(state: &AppState, files: Vec<Digest>) -> Vec<Digest> {
+/// Which of `files` will never arrive: reported lost by their box before upload, or refused
+/// for their size (none on a hub that serves no boxes, or when the ingest log cannot be read:
+/// the answer is then "not arrived").
+pub(super) async fn gone_evidence(
+    state: &AppState,
+    files: Vec<Digest>,
+) -> Vec<(Digest, EvidenceState)> {
     let Some(boxes) = state.boxes.as_ref() else {
         return Vec::new();
     };
     boxes
         .ingest
         .with_log(move |log| {
-            let mut lost = Vec::new();
+            let mut gone = Vec::new();
             for sha in files {
-                if let Some((_, _, crate::ingest::EvidenceState::Lost)) =
+                if let Some((_, _, s @ (EvidenceState::Lost | EvidenceState::Refused))) =
                     log.evidence_state(&sha)?
                 {
-                    lost.push(sha);
+                    gone.push((sha, s));
                 }
             }
-            Ok(lost)
+            Ok(gone)
         })
         .await
         .unwrap_or_else(|e| {

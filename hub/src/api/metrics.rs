@@ -361,6 +361,21 @@ impl Collector for HubCollector {
                     &s.evidence_lost_total,
                 ),
                 (
+                    "hub_ingest_evidence_refused",
+                    "Evidence files refused for declaring more than max_evidence_bytes",
+                    &s.evidence_refused_total,
+                ),
+                (
+                    "hub_ingest_rate_limited_events",
+                    "Events held back because their box delivered faster than max_events_per_sec",
+                    &s.rate_limited_events_total,
+                ),
+                (
+                    "hub_ingest_health_refused",
+                    "Health reports dropped because their box sent more than max_health_per_min",
+                    &s.health_refused_total,
+                ),
+                (
                     "hub_ingest_conflicts",
                     "Sessions ended for events at sequence numbers committed with other events (a cloned box store)",
                     &s.conflicts_total,

@@ -20,8 +20,9 @@ mod service;
 pub mod workflow;
 
 pub use service::{
-    BOX_TIME_ATTRIBUTE, CaseChange, CaseError, CaseService, CaseSettings, CaseStats, CitizenReport,
-    Contact, IngestOutcome, ReportReceipt,
+    BOX_TIME_ATTRIBUTE, BoxAreas, CaseChange, CaseError, CaseService, CaseSettings, CaseStats,
+    CitizenReport, Contact, IngestOutcome, OUTSIDE_AREA_ATTRIBUTE, OUTSIDE_AREA_FLAG,
+    ReportReceipt,
 };
 pub use workflow::{Action, WorkflowError};
 
@@ -177,6 +178,10 @@ pub struct Case {
     pub source: String,
     /// A description (citizen reports).
     pub description: String,
+    /// What an operator should know before trusting the case: `outside_box_area` (an event
+    /// far from where its box was registered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
     /// When it was created on the hub.
     pub created_at: Timestamp,
     /// When it was last changed.

@@ -38,6 +38,9 @@ pub struct CaseSettings {
     /// An event observed longer than this before its arrival is given its arrival time, and
     /// flagged: longer than a box holds events while offline, so a clock reset (to 1970, say).
     pub max_past_ms: i64,
+    /// An event further than this from the area its box was registered in flags its case
+    /// `outside_box_area` (a box moved, or its events' positions are wrong); 0 turns it off.
+    pub box_area_margin_m: f64,
 }
 
 impl Default for CaseSettings {
@@ -50,6 +53,7 @@ impl Default for CaseSettings {
             recheck_on_feedback: true,
             max_future_ms: 86_400_000,
             max_past_ms: 30 * 86_400_000,
+            box_area_margin_m: 1000.0,
         }
     }
 }
@@ -215,8 +219,17 @@ pub struct ReportReceipt {
     pub outcome: IngestOutcome,
 }
 
+/// Where each box was registered: its grid code, or `None` (see
+/// [`CaseService::with_box_areas`]).
+pub type BoxAreas = Arc<dyn Fn(&BoxId) -> Option<protocol::GridCode> + Send + Sync>;
+
+/// The attribute that says how far an event lay outside its box's registered area.
+pub const OUTSIDE_AREA_ATTRIBUTE: &str = "outside_box_area_m";
+
+/// The case flag of an event far outside its box's registered area.
+pub const OUTSIDE_AREA_FLAG: &str = "outside_box_area";
+
 /// Ingest, actions and escalation over one database.
-#[derive(Debug)]
 pub struct CaseService {
     db: Mutex<Db>,
     grid: Arc<Grid>,
@@ -226,6 +239,15 @@ pub struct CaseService {
     settings: CaseSettings,
     changes: broadcast::Sender<CaseChange>,
     stats: CaseStats,
+    box_areas: Option<BoxAreas>,
+}
+
+impl std::fmt::Debug for CaseService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaseService")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 const OPEN311_BOX: &str = "open311";
@@ -251,7 +273,16 @@ impl CaseService {
             settings,
             changes: broadcast::channel(change_capacity.max(1)).0,
             stats: CaseStats::default(),
+            box_areas: None,
         }
+    }
+
+    /// Looks up where each box was registered (the registry's grid code), so that an event far
+    /// outside that area flags its case.
+    #[must_use]
+    pub fn with_box_areas(mut self, areas: BoxAreas) -> CaseService {
+        self.box_areas = Some(areas);
+        self
     }
 
     /// Subscribes to case changes.
@@ -406,6 +437,11 @@ impl CaseService {
             .filter(|(d, _)| *d <= self.settings.merge_radius_m)
             .min_by(|a, b| a.0.total_cmp(&b.0));
         if let Some((_, mut case)) = near {
+            if event.attributes.contains_key(OUTSIDE_AREA_ATTRIBUTE)
+                && !case.flags.iter().any(|f| f == OUTSIDE_AREA_FLAG)
+            {
+                case.flags.push(OUTSIDE_AREA_FLAG.to_owned());
+            }
             case.event_count += 1;
             case.last_observed_at = case.last_observed_at.max(event.observed_at);
             case.updated_at = now;
@@ -462,10 +498,17 @@ impl CaseService {
         event: &'e Event,
         now: Timestamp,
     ) -> std::borrow::Cow<'e, Event> {
+        let mut event = std::borrow::Cow::Borrowed(event);
+        if let Some(outside) = self.outside_box_area(box_id, &event) {
+            event.to_mut().attributes.insert(
+                OUTSIDE_AREA_ATTRIBUTE.to_owned(),
+                AttrValue::Int(outside.round() as i64),
+            );
+        }
         let ahead = event.observed_at.millis_since(now);
         let behind = now.millis_since(event.observed_at);
         if ahead <= self.settings.max_future_ms && behind <= self.settings.max_past_ms {
-            return std::borrow::Cow::Borrowed(event);
+            return event;
         }
         self.stats
             .clamped_times_total
@@ -476,13 +519,34 @@ impl CaseService {
             observed_at_ms = event.observed_at.as_unix_millis(),
             "event time outside the window; the arrival time is used"
         );
-        let mut event = event.clone();
-        event.attributes.insert(
+        let owned = event.to_mut();
+        owned.attributes.insert(
             BOX_TIME_ATTRIBUTE.to_owned(),
-            AttrValue::Int(event.observed_at.as_unix_millis()),
+            AttrValue::Int(owned.observed_at.as_unix_millis()),
         );
-        event.observed_at = now;
-        std::borrow::Cow::Owned(event)
+        owned.observed_at = now;
+        event
+    }
+
+    /// How far (m) `event` lies outside the area its box was registered in, when further than
+    /// the margin; `None` for a box with no registered area or an event inside or near it.
+    fn outside_box_area(&self, box_id: &BoxId, event: &Event) -> Option<f64> {
+        let margin = self.settings.box_area_margin_m;
+        if margin <= 0.0 {
+            return None;
+        }
+        let code = (self.box_areas.as_ref()?)(box_id)?;
+        let shape = match self.grid.cell(&code) {
+            Some(cell) => &cell.shape,
+            None => &self.grid.area(code.as_str())?.shape,
+        };
+        let (lat, lon) = crs::to_wgs84(event.location.lat, event.location.lon, event.location.crs);
+        let p: crate::grid::geometry::Position = [lon, lat];
+        if shape.contains(p) {
+            return None;
+        }
+        let distance = shape.boundary_distance_m(p);
+        (distance > margin).then_some(distance)
     }
 
     /// Counts a committed event and tells listeners about the case it changed.
@@ -1076,6 +1140,11 @@ impl CaseService {
                 format!("box:{box_id}")
             },
             description,
+            flags: if event.attributes.contains_key(OUTSIDE_AREA_ATTRIBUTE) {
+                vec![OUTSIDE_AREA_FLAG.to_owned()]
+            } else {
+                Vec::new()
+            },
             created_at: now,
             updated_at: now,
         };

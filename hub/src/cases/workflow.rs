@@ -210,6 +210,7 @@ mod tests {
             returns: 0,
             source: "test".into(),
             description: String::new(),
+            flags: Vec::new(),
             created_at: Timestamp::from_unix_millis(0),
             updated_at: Timestamp::from_unix_millis(0),
         }

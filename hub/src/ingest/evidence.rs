@@ -1,6 +1,8 @@
 //! Evidence files on the hub, by SHA-256: appended chunk by chunk to `<hex>.part`, verified
-//! against the hash when complete, fsynced and renamed to `<hex>`. A box resumes at the length of
-//! the part file. Blocking; callers use `spawn_blocking`.
+//! against the hash when complete (read back in small pieces: a large file is never held in
+//! memory), fsynced and renamed to `<hex>`. A chunk past the length announced with the event
+//! (which the ingest caps) is never written. A box resumes at the length of the part file.
+//! Blocking; callers use `spawn_blocking`.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -85,8 +87,7 @@ impl EvidenceStore {
         }
         file.sync_all().map_err(io("sync an evidence file"))?;
         drop(file);
-        let bytes = std::fs::read(&part).map_err(io("read an evidence part file"))?;
-        if Sha256::digest(&bytes).as_slice() != sha256.0 {
+        if hash_file(&part).map_err(io("read an evidence part file"))? != sha256.0 {
             let _ = std::fs::remove_file(&part);
             return Ok(ChunkOutcome::Mismatch);
         }
@@ -95,6 +96,21 @@ impl EvidenceStore {
             let _ = d.sync_all();
         }
         Ok(ChunkOutcome::Complete)
+    }
+}
+
+/// SHA-256 of a file, read in 64 KiB pieces.
+fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
     }
 }
 

@@ -97,7 +97,13 @@ pub enum EvidenceState {
     Complete,
     /// The box reported it gone before it was uploaded: it will never arrive.
     Lost,
+    /// Declared larger than the hub takes: never asked for.
+    Refused,
 }
+
+/// The `lost` column's values.
+const LOST: i64 = 1;
+const REFUSED: i64 = 2;
 
 /// What a commit of delivered events did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +118,8 @@ pub struct Committed {
     /// The first event refused because its `(box, epoch, seq)` holds another event: neither
     /// it nor any later event of the batch was committed.
     pub conflict: Option<Conflict>,
+    /// Evidence files refused for declaring more than the hub takes.
+    pub evidence_refused: u64,
 }
 
 /// A sequence number already committed with another event (a cloned store).
@@ -184,6 +192,7 @@ impl IngestLog {
         box_id: &BoxId,
         epoch: u64,
         events: &[Event],
+        max_evidence_bytes: u64,
         now: Timestamp,
     ) -> Result<(Committed, Vec<(Digest, u64)>), IngestError> {
         let tx = self.conn.transaction()?;
@@ -198,7 +207,7 @@ impl IngestLog {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut want = tx.prepare_cached(
-                "INSERT OR IGNORE INTO evidence (sha256, box_id, total_bytes) VALUES (?1, ?2, ?3)",
+                "INSERT OR IGNORE INTO evidence (sha256, box_id, total_bytes, lost) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for event in events {
                 let id = event.id.as_uuid().as_bytes().to_vec();
@@ -242,13 +251,18 @@ impl IngestLog {
                 }
                 out.inserted += 1;
                 for e in &event.evidence {
-                    if want.execute(params![
+                    let refused = e.bytes > max_evidence_bytes;
+                    let state = if refused { REFUSED } else { 0 };
+                    let new = want.execute(params![
                         e.sha256.0.as_slice(),
                         box_id.as_str(),
-                        e.bytes as i64
-                    ])? == 1
-                    {
-                        wanted.push((e.sha256, e.bytes));
+                        to_i64(e.bytes),
+                        state
+                    ])? == 1;
+                    match (new, refused) {
+                        (true, false) => wanted.push((e.sha256, e.bytes)),
+                        (true, true) => out.evidence_refused += 1,
+                        _ => {}
                     }
                 }
                 for sha in lost_in_report(event) {
@@ -407,7 +421,7 @@ impl IngestLog {
                         r.get::<_, String>(0)?,
                         r.get::<_, i64>(1)?,
                         r.get::<_, bool>(2)?,
-                        r.get::<_, bool>(3)?,
+                        r.get::<_, i64>(3)?,
                     ))
                 },
             )
@@ -419,8 +433,9 @@ impl IngestLog {
                 len.max(0) as u64,
                 match (complete, lost) {
                     (true, _) => EvidenceState::Complete,
-                    (false, true) => EvidenceState::Lost,
-                    (false, false) => EvidenceState::Wanted,
+                    (false, LOST) => EvidenceState::Lost,
+                    (false, REFUSED) => EvidenceState::Refused,
+                    (false, _) => EvidenceState::Wanted,
                 },
             ))),
         }
@@ -502,7 +517,7 @@ fn lost_in_report(event: &Event) -> Vec<Digest> {
 fn mark_lost(conn: &Connection, box_id: &BoxId, sha: &Digest) -> Result<u64, IngestError> {
     let n = conn
         .prepare_cached(
-            "UPDATE evidence SET lost = 1 WHERE sha256 = ?1 AND box_id = ?2 AND complete = 0",
+            "UPDATE evidence SET lost = 1 WHERE sha256 = ?1 AND box_id = ?2 AND complete = 0 AND lost = 0",
         )?
         .execute(params![sha.0.as_slice(), box_id.as_str()])?;
     Ok(n as u64)
@@ -549,25 +564,26 @@ mod tests {
     }
 
     const NOW: Timestamp = Timestamp::from_unix_millis(1_767_225_700_000);
+    const MAX: u64 = 8 << 20;
 
     #[test]
     fn a_new_epoch_counts_again_from_one_and_nothing_is_taken_for_a_duplicate() {
         let (_dir, mut log) = open();
         let b = BoxId::parse("box-1").unwrap();
         let old: Vec<Event> = (1..=3).map(|s| event(s, 1)).collect();
-        let (c, _) = log.commit(&b, 7, &old, NOW).unwrap();
+        let (c, _) = log.commit(&b, 7, &old, MAX, NOW).unwrap();
         assert_eq!((c.inserted, c.up_to), (3, Some(Seq(3))));
         let new: Vec<Event> = (1..=2).map(|s| event(s, 2)).collect();
-        let (c, _) = log.commit(&b, 9, &new, NOW).unwrap();
+        let (c, _) = log.commit(&b, 9, &new, MAX, NOW).unwrap();
         assert_eq!((c.inserted, c.duplicates, c.up_to), (2, 0, Some(Seq(2))));
         assert_eq!(log.last_seq(&b, 7).unwrap(), Some(Seq(3)));
         assert_eq!(log.last_seq(&b, 9).unwrap(), Some(Seq(2)));
         assert_eq!(log.unhanded(10).unwrap().len(), 5);
         // the same events again: duplicates, acknowledged
-        let (c, _) = log.commit(&b, 9, &new, NOW).unwrap();
+        let (c, _) = log.commit(&b, 9, &new, MAX, NOW).unwrap();
         assert_eq!((c.inserted, c.duplicates, c.up_to), (0, 2, Some(Seq(2))));
         // the same event under another epoch (re-sent after an upgrade gave the store one)
-        let (c, _) = log.commit(&b, 11, &old[2..], NOW).unwrap();
+        let (c, _) = log.commit(&b, 11, &old[2..], MAX, NOW).unwrap();
         assert_eq!((c.inserted, c.duplicates), (0, 1));
     }
 
@@ -576,13 +592,13 @@ mod tests {
         let (_dir, mut log) = open();
         let b = BoxId::parse("box-1").unwrap();
         let original: Vec<Event> = (1..=5).map(|s| event(s, 1)).collect();
-        log.commit(&b, 7, &original, NOW).unwrap();
+        log.commit(&b, 7, &original, MAX, NOW).unwrap();
         // a copy of the store: seqs 1..=3 as the original, then its own 4 and 5
         let copy: Vec<Event> = (1..=3)
             .map(|s| event(s, 1))
             .chain((4..=5).map(|s| event(s, 3)))
             .collect();
-        let (c, _) = log.commit(&b, 7, &copy, NOW).unwrap();
+        let (c, _) = log.commit(&b, 7, &copy, MAX, NOW).unwrap();
         let conflict = c.conflict.expect("a conflict");
         assert_eq!((conflict.seq, conflict.held), (Seq(4), original[3].id));
         assert_eq!(conflict.sent, copy[3].id);
@@ -598,11 +614,11 @@ mod tests {
             "nothing of the copy's taken"
         );
         // a conflict at the first event of a batch acknowledges nothing past it
-        let (c, _) = log.commit(&b, 7, &copy[3..], NOW).unwrap();
+        let (c, _) = log.commit(&b, 7, &copy[3..], MAX, NOW).unwrap();
         assert!(c.conflict.is_some());
         assert_eq!(c.up_to, Some(Seq(3)));
-        let (c, _) = log.commit(&b, 8, &[event(1, 4)], NOW).unwrap();
-        let (c2, _) = log.commit(&b, 8, &[event(1, 5)], NOW).unwrap();
+        let (c, _) = log.commit(&b, 8, &[event(1, 4)], MAX, NOW).unwrap();
+        let (c2, _) = log.commit(&b, 8, &[event(1, 5)], MAX, NOW).unwrap();
         assert_eq!(
             (c.up_to, c2.up_to),
             (Some(Seq(1)), None),
@@ -624,7 +640,7 @@ mod tests {
                 media_type: "image/jpeg".into(),
             })
             .collect();
-        let (_, wanted) = log.commit(&b, 0, &[with_pictures], NOW).unwrap();
+        let (_, wanted) = log.commit(&b, 0, &[with_pictures], MAX, NOW).unwrap();
         assert_eq!(wanted.len(), 3);
         log.evidence_complete(&files[0]).unwrap();
         let mut report = event(2, 2);
@@ -637,7 +653,7 @@ mod tests {
                 files[1].to_hex()
             )),
         );
-        log.commit(&b, 0, &[report], NOW).unwrap();
+        log.commit(&b, 0, &[report], MAX, NOW).unwrap();
         let state = |log: &IngestLog, i: usize| log.evidence_state(&files[i]).unwrap().unwrap().2;
         assert_eq!(state(&log, 0), EvidenceState::Complete, "held stays held");
         assert_eq!(state(&log, 1), EvidenceState::Lost);
@@ -690,5 +706,32 @@ mod tests {
             IngestLog::open(&path),
             Err(IngestError::SchemaTooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn evidence_declared_larger_than_the_limit_is_refused_and_never_wanted() {
+        let (_dir, mut log) = open();
+        let b = BoxId::parse("box-1").unwrap();
+        let mut e = event(1, 1);
+        e.evidence = vec![
+            EvidenceRef {
+                sha256: Digest([1; 32]),
+                bytes: 100,
+                media_type: "image/jpeg".into(),
+            },
+            EvidenceRef {
+                sha256: Digest([2; 32]),
+                bytes: 101,
+                media_type: "image/jpeg".into(),
+            },
+        ];
+        let (c, wanted) = log.commit(&b, 0, &[e], 100, NOW).unwrap();
+        assert_eq!(c.evidence_refused, 1);
+        assert_eq!(wanted, [(Digest([1; 32]), 100)]);
+        let state = log.evidence_state(&Digest([2; 32])).unwrap().unwrap().2;
+        assert_eq!(state, EvidenceState::Refused);
+        assert_eq!(log.wanted_evidence(&b).unwrap().len(), 1);
+        // a box reporting it lost does not make it look lost
+        assert_eq!(log.evidence_lost(&b, &[Digest([2; 32])]).unwrap(), 0);
     }
 }

@@ -93,6 +93,12 @@ pub struct IngestSettings {
     pub max_pending_handshakes: usize,
     /// Events handed on to the sink per round.
     pub handoff_batch_events: usize,
+    /// The largest evidence file a box may declare (larger ones are refused).
+    pub max_evidence_bytes: u64,
+    /// Events a box may deliver per second (slowed down above).
+    pub max_events_per_sec: u32,
+    /// Health reports a box may send per minute (dropped above).
+    pub max_health_per_min: u32,
 }
 
 impl IngestSettings {
@@ -111,6 +117,9 @@ impl IngestSettings {
             handshake_rate_per_sec: section.handshake_rate_per_sec,
             max_pending_handshakes: section.max_pending_handshakes.max(1),
             handoff_batch_events: section.handoff_batch_events.max(1),
+            max_evidence_bytes: section.max_evidence_bytes,
+            max_events_per_sec: section.max_events_per_sec.max(1),
+            max_health_per_min: section.max_health_per_min.max(1),
         }
     }
 
@@ -315,6 +324,12 @@ pub struct IngestStats {
     /// Sessions ended because the box sent another event at a committed sequence number of
     /// its store epoch (a cloned store): its events are refused, never acknowledged.
     pub conflicts_total: AtomicU64,
+    /// Evidence files refused for declaring more than `max_evidence_bytes`.
+    pub evidence_refused_total: AtomicU64,
+    /// Events held back because their box delivered faster than `max_events_per_sec`.
+    pub rate_limited_events_total: AtomicU64,
+    /// Health reports dropped because their box sent more than `max_health_per_min`.
+    pub health_refused_total: AtomicU64,
 }
 
 /// A live box connection, as the handle sees it.

@@ -312,6 +312,19 @@ impl Registry {
             .map(|s| BoxStatus::parse(&s)))
     }
 
+    /// The grid code (a cell or an area) a box was registered in, if any.
+    ///
+    /// # Errors
+    /// [`RegistryError::Sqlite`].
+    pub fn grid_of(&self, id: &BoxId) -> Result<Option<GridCode>, RegistryError> {
+        let grid: Option<Option<String>> = self
+            .conn
+            .prepare_cached("SELECT grid FROM boxes WHERE box_id = ?1")?
+            .query_row(params![id.as_str()], |r| r.get(0))
+            .optional()?;
+        Ok(grid.flatten().and_then(|g| GridCode::parse(g).ok()))
+    }
+
     /// Every revoked box.
     ///
     /// # Errors

@@ -50,6 +50,7 @@ fn case(
         returns: 0,
         source: "test".into(),
         description: String::new(),
+        flags: Vec::new(),
         created_at: at(0),
         updated_at: at(0),
     }

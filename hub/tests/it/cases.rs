@@ -688,3 +688,42 @@ fn a_recheck_answer_counts_only_from_the_box_asked_for_a_request_the_hub_issued(
     // once: a second answer to the same request is refused
     refused(svc.ingest(&box_id(), &answer(15, &request), ts(t + 2000)));
 }
+
+/// A box registered in one cell whose events lie kilometres away (moved, or its positions are
+/// wrong): the cases are flagged for the operators; events near its area are not.
+#[test]
+fn an_event_far_outside_its_box_area_flags_its_case() {
+    let cell = GridCode::parse("32050800100101").unwrap();
+    let svc = service().with_box_areas(std::sync::Arc::new(move |b: &protocol::BoxId| {
+        (b == &box_id()).then(|| cell.clone())
+    }));
+    let (lat, lon) = (31.281, 120.581);
+    let near = opened(
+        &svc,
+        &event(1, "0102", lat + north_m(500.0), lon, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
+    );
+    let far = opened(
+        &svc,
+        &event(2, "0102", lat + north_m(3000.0), lon, FRIDAY_4PM),
+        ts(FRIDAY_4PM),
+    );
+    assert!(svc.case(near).unwrap().unwrap().0.flags.is_empty());
+    let (case, _) = svc.case(far).unwrap().unwrap();
+    assert_eq!(case.flags, [hub::cases::OUTSIDE_AREA_FLAG]);
+    let stored = &svc.case_events(far).unwrap()[0].1;
+    let Some(protocol::AttrValue::Int(m)) =
+        stored.attributes.get(hub::cases::OUTSIDE_AREA_ATTRIBUTE)
+    else {
+        panic!("{stored:?}");
+    };
+    assert!((2700..3000).contains(m), "{m} m outside");
+    // another box registered nowhere: no flag
+    let other = protocol::BoxId::parse("box-02").unwrap();
+    let mut e = event(3, "0102", lat + north_m(6000.0), lon, FRIDAY_4PM);
+    e.id = protocol::EventId::v7(1, [9; 10]);
+    match svc.ingest(&other, &e, ts(FRIDAY_4PM)).unwrap() {
+        IngestOutcome::Created(id) => assert!(svc.case(id).unwrap().unwrap().0.flags.is_empty()),
+        o => panic!("{o:?}"),
+    }
+}
