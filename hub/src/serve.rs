@@ -190,7 +190,8 @@ pub async fn run(
                 .map(|d| (d.id.clone(), d.name.clone()))
                 .collect(),
         )
-        .with_console(config.console.clone());
+        .with_console(config.console.clone())
+        .with_open311(&config.open311);
     let mut ingest_addr = None;
     let mut ingest_handle = None;
     if let Some(section) = &config.ingest {
@@ -233,10 +234,13 @@ pub async fn run(
                 api::metrics::count_requests,
             ));
     let shutdown = cancel.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(ServeError::Io);
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .map_err(ServeError::Io);
     cancel.cancel();
     tracker.close();
     tracker.wait().await;

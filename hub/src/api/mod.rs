@@ -59,6 +59,8 @@ pub struct AppState {
     pub boxes: Option<Boxes>,
     /// Console settings (map tiles).
     pub console: Arc<ConsoleSection>,
+    /// Who may file Open311 reports, and how fast.
+    pub open311: Arc<open311::Intake>,
 }
 
 /// The hub's side of its boxes, for the console's fleet page, evidence and re-checks.
@@ -85,7 +87,16 @@ impl AppState {
             departments: Arc::new(Vec::new()),
             boxes: None,
             console: Arc::new(ConsoleSection::default()),
+            open311: Arc::new(open311::Intake::new(
+                &crate::config::Open311Section::default(),
+            )),
         }
+    }
+
+    /// The same state taking Open311 reports as `section` says.
+    pub fn with_open311(mut self, section: &crate::config::Open311Section) -> AppState {
+        self.open311 = Arc::new(open311::Intake::new(section));
+        self
     }
 
     /// The same state with departments' display names for the console.
@@ -177,9 +188,10 @@ impl From<CaseError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = match self {
+impl ApiError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -187,7 +199,13 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
         (status, Json(json!({"error": self.to_string()}))).into_response()
     }
 }

@@ -6,16 +6,126 @@
 //! thing nearby. GET lists the reports, each with the state of its case (`case_id` names it;
 //! cases raised by cameras and sensors are not public otherwise). A reporter's contact details
 //! are kept with the report for operators and never shown here.
+//!
+//! POST is for the client applications of `[open311] clients`, by their `api_key` (Open311's
+//! own mechanism), rate-limited per key and per network address; a description longer than
+//! `max_description_chars` or a point outside the grid is refused. Citizens' reports wait for
+//! an operator's acceptance (`moderation`) unless their category is unmoderated. Errors are in
+//! the specification's form: `[{"code": 400, "description": "..."}]`.
 
-use axum::extract::{Form, Path, Query, State};
-use axum::http::StatusCode;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{Extensions, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use protocol::CategoryCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, blocking};
 use crate::cases::{Case, CitizenReport, Contact, IngestOutcome};
+use crate::config::Open311Section;
+use crate::rate::RateBucket;
+
+/// Who may file reports and how fast: the keys of `[open311] clients` and the rate buckets.
+#[derive(Debug)]
+pub struct Intake {
+    /// SHA-256 (hex) of an `api_key` → the client's name.
+    clients: HashMap<String, String>,
+    per_key: Mutex<HashMap<String, RateBucket>>,
+    per_address: Mutex<HashMap<IpAddr, RateBucket>>,
+    per_key_per_min: f64,
+    per_address_per_min: f64,
+    max_description_chars: usize,
+    moderation: bool,
+    unmoderated: HashSet<CategoryCode>,
+}
+
+/// Addresses tracked for the per-address limit before idle ones are forgotten.
+const MAX_TRACKED_ADDRESSES: usize = 4096;
+
+impl Intake {
+    /// The intake `section` describes.
+    pub fn new(section: &Open311Section) -> Intake {
+        let catalog = protocol::Catalog::embedded();
+        Intake {
+            clients: section
+                .clients
+                .iter()
+                .map(|c| (c.api_key_sha256.to_ascii_lowercase(), c.name.clone()))
+                .collect(),
+            per_key: Mutex::new(HashMap::new()),
+            per_address: Mutex::new(HashMap::new()),
+            per_key_per_min: f64::from(section.posts_per_min_per_key.max(1)),
+            per_address_per_min: f64::from(section.posts_per_min_per_address.max(1)),
+            max_description_chars: section.max_description_chars,
+            moderation: section.moderation,
+            unmoderated: section
+                .unmoderated_categories
+                .iter()
+                .filter_map(|c| catalog.resolve(c).map(|c| c.code.clone()))
+                .collect(),
+        }
+    }
+
+    /// The client an `api_key` belongs to.
+    fn client(&self, api_key: &str) -> Option<&str> {
+        self.clients
+            .get(&super::hash_token(api_key))
+            .map(String::as_str)
+    }
+
+    /// Takes one report from the key's and the address's budgets; false when either is spent.
+    fn admit(&self, client: &str, address: Option<IpAddr>, now: Instant) -> bool {
+        let mut keys = lock(&self.per_key);
+        let key = keys
+            .entry(client.to_owned())
+            .or_insert_with(|| RateBucket::new(self.per_key_per_min / 60.0, self.per_key_per_min));
+        if !key.try_take(1.0, now) {
+            return false;
+        }
+        let Some(address) = address else {
+            return true;
+        };
+        let mut addresses = lock(&self.per_address);
+        if addresses.len() >= MAX_TRACKED_ADDRESSES && !addresses.contains_key(&address) {
+            // a bucket full again is a client that has been quiet for a minute
+            let rate = self.per_address_per_min;
+            addresses.retain(|_, b| !b.is_full(now, rate));
+            if addresses.len() >= MAX_TRACKED_ADDRESSES {
+                return false;
+            }
+        }
+        addresses
+            .entry(address)
+            .or_insert_with(|| {
+                RateBucket::new(self.per_address_per_min / 60.0, self.per_address_per_min)
+            })
+            .try_take(1.0, now)
+    }
+}
+
+/// An error in the Open311 form: `[{"code", "description"}]` with the code as the status.
+struct Open311Error(StatusCode, String);
+
+impl IntoResponse for Open311Error {
+    fn into_response(self) -> Response {
+        let body = json!([{ "code": self.0.as_u16(), "description": self.1 }]);
+        (self.0, Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for Open311Error {
+    fn from(e: ApiError) -> Open311Error {
+        let status = e.status();
+        Open311Error(status, e.to_string())
+    }
+}
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -63,13 +173,58 @@ struct NewRequest {
     last_name: Option<String>,
     #[serde(default)]
     phone: Option<String>,
+    #[serde(default)]
+    api_key: Option<String>,
 }
 
 async fn create(
     State(state): State<AppState>,
+    extensions: Extensions,
     form: Result<Form<NewRequest>, axum::extract::rejection::FormRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let Form(req) = form.map_err(|e| ApiError::Unprocessable(e.body_text()))?;
+) -> Result<(StatusCode, Json<Value>), Open311Error> {
+    let bad = |why: String| Open311Error(StatusCode::BAD_REQUEST, why);
+    let Form(req) = form.map_err(|e| bad(e.body_text()))?;
+    let intake = &state.open311;
+    let Some(client) = req.api_key.as_deref().and_then(|k| intake.client(k)) else {
+        return Err(Open311Error(
+            StatusCode::FORBIDDEN,
+            "api_key is missing or not one of this hub's client applications".into(),
+        ));
+    };
+    let address = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !intake.admit(client, address, Instant::now()) {
+        tracing::warn!(client, ?address, "open311 report over the rate refused");
+        return Err(Open311Error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests from this client or address: try again in a minute".into(),
+        ));
+    }
+    if req.description.chars().count() > intake.max_description_chars {
+        return Err(bad(format!(
+            "description is longer than {} characters",
+            intake.max_description_chars
+        )));
+    }
+    if !(req.lat.is_finite() && req.long.is_finite())
+        || state.cases.grid().locate(req.lat, req.long).is_none()
+    {
+        return Err(bad(format!(
+            "lat/long {},{} is outside the area this hub serves",
+            req.lat, req.long
+        )));
+    }
+    let category = protocol::Catalog::embedded()
+        .resolve(&req.service_code)
+        .map(|c| c.code.clone())
+        .ok_or_else(|| {
+            bad(format!(
+                "service_code `{}` is not a service",
+                req.service_code
+            ))
+        })?;
+    let moderated = intake.moderation && !intake.unmoderated.contains(&category);
     let svc = state.cases.clone();
     let now = (state.clock)();
     let report = CitizenReport {
@@ -83,13 +238,23 @@ async fn create(
             last_name: req.last_name,
             phone: req.phone,
         },
+        moderated,
     };
-    let receipt = blocking(move || svc.report(report, now)).await?;
+    let receipt = match blocking(move || svc.report(report, now)).await {
+        Ok(r) => r,
+        Err(ApiError::Unprocessable(why)) => return Err(bad(why)),
+        Err(e) => return Err(e.into()),
+    };
     let notice = match receipt.outcome {
         IngestOutcome::Merged(id) => format!("joined case {id}, reported before"),
         IngestOutcome::Created(_) | IngestOutcome::Attached(_) => String::new(),
         // a report has a fresh id: this cannot happen, but must not pass for a success
-        IngestOutcome::Duplicate => return Err(ApiError::Conflict("duplicate request".into())),
+        IngestOutcome::Duplicate => {
+            return Err(Open311Error(
+                StatusCode::CONFLICT,
+                "duplicate request".into(),
+            ));
+        }
     };
     Ok((
         StatusCode::CREATED,
@@ -187,4 +352,9 @@ fn render(report: &protocol::Event, case: Option<&Case>) -> Value {
         "long": report.location.lon,
         "case_id": case.map(|c| c.id.to_string()),
     })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // the buckets stay consistent across a panic: each change is one update
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

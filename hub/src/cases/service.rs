@@ -181,6 +181,18 @@ pub struct CitizenReport {
     pub description: String,
     /// How to reach them (kept for operators, never shown in Open311 answers).
     pub contact: Contact,
+    /// The case waits in `reported` for an operator to accept it (register), whatever the
+    /// duty list says of its category.
+    pub moderated: bool,
+}
+
+/// What the cases take with an event besides itself.
+#[derive(Debug, Clone, Default)]
+struct Intake {
+    /// A new case's description.
+    description: String,
+    /// A new case is not registered and dispatched by itself.
+    moderated: bool,
 }
 
 /// A reporter's contact details (each optional, as in Open311).
@@ -312,7 +324,7 @@ impl CaseService {
         event: &Event,
         now: Timestamp,
     ) -> Result<IngestOutcome, CaseError> {
-        self.ingest_with(box_id, event, now, String::new())
+        self.ingest_with(box_id, event, now, Intake::default())
     }
 
     fn ingest_with(
@@ -320,7 +332,7 @@ impl CaseService {
         box_id: &BoxId,
         event: &Event,
         now: Timestamp,
-        description: String,
+        intake: Intake,
     ) -> Result<IngestOutcome, CaseError> {
         if let Err(e) = check_values(event) {
             self.stats.refused_total.fetch_add(1, Ordering::Relaxed);
@@ -329,7 +341,7 @@ impl CaseService {
         }
         let event = self.in_window(box_id, event, now);
         let mut db = self.lock();
-        let taken = db.atomically(|tx| self.take_event(tx, box_id, &event, now, description))?;
+        let taken = db.atomically(|tx| self.take_event(tx, box_id, &event, now, intake))?;
         drop(db);
         Ok(self.after_commit(taken))
     }
@@ -358,7 +370,7 @@ impl CaseService {
         let taken = db.atomically(|tx| {
             events
                 .iter()
-                .map(|(box_id, event)| self.take_event(tx, box_id, event, now, String::new()))
+                .map(|(box_id, event)| self.take_event(tx, box_id, event, now, Intake::default()))
                 .collect::<Result<Vec<_>, CaseError>>()
         })?;
         drop(db);
@@ -373,9 +385,9 @@ impl CaseService {
         box_id: &BoxId,
         event: &Event,
         now: Timestamp,
-        description: String,
+        intake: Intake,
     ) -> Result<(IngestOutcome, Option<CaseChange>), CaseError> {
-        let (outcome, mut change) = self.place_event(tx, box_id, event, now, description)?;
+        let (outcome, mut change) = self.place_event(tx, box_id, event, now, intake)?;
         if let Some(change) = &mut change {
             tx.record_change(change, now)?;
         }
@@ -389,7 +401,7 @@ impl CaseService {
         box_id: &BoxId,
         event: &Event,
         now: Timestamp,
-        description: String,
+        intake: Intake,
     ) -> Result<(IngestOutcome, Option<CaseChange>), CaseError> {
         let (lat, lon) = crs::to_wgs84(event.location.lat, event.location.lon, event.location.crs);
         if !tx.insert_event(box_id, event, now)? {
@@ -456,7 +468,8 @@ impl CaseService {
                 }),
             ));
         }
-        let (mut case, auto) = self.new_case(box_id, event, lat, lon, now, description);
+        let (mut case, auto) = self.new_case(box_id, event, lat, lon, now, intake.description);
+        let auto = auto && !intake.moderated;
         let id = tx.insert_case(&case)?;
         case.id = id;
         tx.link_event(&event.id, id)?;
@@ -633,7 +646,11 @@ impl CaseService {
         let mut db = self.lock();
         let (number, taken) = db.atomically(|tx| {
             event.seq = tx.last_seq(&box_id)?.map_or(Seq(1), Seq::next);
-            let taken = self.take_event(tx, &box_id, &event, now, report.description)?;
+            let intake = Intake {
+                description: report.description,
+                moderated: report.moderated,
+            };
+            let taken = self.take_event(tx, &box_id, &event, now, intake)?;
             Ok::<_, CaseError>((event.seq.0, taken))
         })?;
         drop(db);

@@ -621,11 +621,11 @@ async fn run_session(
     let mut expiry = tokio::time::interval(shared.settings.revocation_check_interval);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deferred: Option<Message> = None;
-    let mut events_bucket = RateBucket::new(
+    let mut events_bucket = crate::rate::RateBucket::new(
         f64::from(shared.settings.max_events_per_sec),
         f64::from(shared.settings.max_events_per_sec),
     );
-    let mut health_bucket = RateBucket::new(
+    let mut health_bucket = crate::rate::RateBucket::new(
         f64::from(shared.settings.max_health_per_min) / 60.0,
         f64::from(shared.settings.max_health_per_min),
     );
@@ -790,56 +790,6 @@ async fn run_session(
             Message::Unknown => tracing::debug!("skipped a message of an unknown type"),
             other => return End::Protocol(format!("unexpected {} from a box", other.kind())),
         }
-    }
-}
-
-/// A token bucket: `rate` tokens a second, at most `burst` held.
-#[derive(Debug, Clone, Copy)]
-struct RateBucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Option<std::time::Instant>,
-}
-
-impl RateBucket {
-    fn new(rate: f64, burst: f64) -> RateBucket {
-        RateBucket {
-            rate: rate.max(f64::MIN_POSITIVE),
-            burst: burst.max(1.0),
-            tokens: burst.max(1.0),
-            at: None,
-        }
-    }
-
-    /// Takes `n` tokens (going into debt when there are not enough) and says how long the
-    /// taker must wait for the debt to be paid: zero when there were enough.
-    fn take(&mut self, n: f64, now: std::time::Instant) -> Duration {
-        self.refill(now);
-        self.tokens -= n;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((-self.tokens / self.rate).min(3600.0))
-        }
-    }
-
-    /// Takes `n` tokens when there are enough; false (taking none) otherwise.
-    fn try_take(&mut self, n: f64, now: std::time::Instant) -> bool {
-        self.refill(now);
-        if self.tokens < n {
-            return false;
-        }
-        self.tokens -= n;
-        true
-    }
-
-    fn refill(&mut self, now: std::time::Instant) {
-        if let Some(at) = self.at {
-            let refill = now.saturating_duration_since(at).as_secs_f64() * self.rate;
-            self.tokens = (self.tokens + refill).min(self.burst);
-        }
-        self.at = Some(now);
     }
 }
 
@@ -1115,22 +1065,6 @@ async fn evidence_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_rate_bucket_holds_a_burst_then_makes_the_taker_wait_for_its_rate() {
-        let t0 = Instant::now();
-        let mut b = RateBucket::new(100.0, 100.0);
-        assert_eq!(b.take(100.0, t0), Duration::ZERO, "a second's burst");
-        let wait = b.take(50.0, t0);
-        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-9, "{wait:?}");
-        // after the wait the debt is paid
-        assert_eq!(b.take(0.0, t0 + Duration::from_millis(500)), Duration::ZERO);
-        let mut h = RateBucket::new(0.5, 30.0);
-        assert!((0..30).all(|_| h.try_take(1.0, t0)));
-        assert!(!h.try_take(1.0, t0), "the 31st in a minute is dropped");
-        assert!(!h.try_take(1.0, t0), "and dropping runs up no debt");
-        assert!(h.try_take(1.0, t0 + Duration::from_secs(2)));
-    }
 
     #[test]
     fn the_handshake_bucket_admits_its_rate_then_refills() {

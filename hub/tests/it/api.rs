@@ -36,8 +36,29 @@ const TOKENS: [(&str, Role, &str); 7] = [
     ("t-wang", Role::Worker, "w-wang"),
 ];
 
+/// The Open311 client application of the tests.
+const OPEN311_KEY: &str = "k-city-app";
+
+/// Open311 as most tests want it: one client, limits out of the way, no moderation.
+fn open311_section() -> hub::config::Open311Section {
+    hub::config::Open311Section {
+        clients: vec![hub::config::Open311Client {
+            name: "city-app".into(),
+            api_key_sha256: hash_token(OPEN311_KEY),
+        }],
+        posts_per_min_per_key: 10_000,
+        posts_per_min_per_address: 10_000,
+        moderation: false,
+        ..Default::default()
+    }
+}
+
 impl TestApi {
     async fn spawn() -> TestApi {
+        TestApi::spawn_with(&open311_section()).await
+    }
+
+    async fn spawn_with(open311: &hub::config::Open311Section) -> TestApi {
         let svc = Arc::new(service());
         let now = Arc::new(AtomicI64::new(FRIDAY_4PM));
         let clock_now = now.clone();
@@ -56,10 +77,12 @@ impl TestApi {
             svc.clone(),
             &tokens,
             Arc::new(move || Timestamp::from_unix_millis(clock_now.load(Ordering::SeqCst))),
-        );
+        )
+        .with_open311(open311);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
+        let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
         TestApi {
             base: format!("http://{addr}"),
             svc,
@@ -372,7 +395,9 @@ async fn an_open311_post_creates_a_case_that_appears_in_open311_get() {
             .iter()
             .any(|x| x["service_code"] == "0102")
     );
-    let form = "service_code=0102&lat=31.281&long=120.581&description=rubbish+by+the+gate";
+    let form = format!(
+        "api_key={OPEN311_KEY}&service_code=0102&lat=31.281&long=120.581&description=rubbish+by+the+gate"
+    );
     let req = hyper::Request::post(format!("{}/open311/v2/requests.json", api.base))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(form)))
@@ -415,20 +440,27 @@ async fn an_open311_post_creates_a_case_that_appears_in_open311_get() {
         .call("GET", "/api/v1/cases", Some("t-zhang"), None)
         .await;
     assert_eq!(mine["cases"][0]["source"], "open311");
-    let bad = "service_code=9999&lat=31.281&long=120.581";
-    let req = hyper::Request::post(format!("{}/open311/v2/requests.json", api.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(bad)))
-        .unwrap();
+    let (status, answer) = api
+        .post_form(&format!(
+            "api_key={OPEN311_KEY}&service_code=9999&lat=31.281&long=120.581"
+        ))
+        .await;
+    assert_eq!(status, 400);
     assert_eq!(
-        api.client.request(req).await.unwrap().status().as_u16(),
-        422
+        answer[0]["code"], 400,
+        "the specification's error form: {answer}"
     );
 }
 
 impl TestApi {
-    /// An Open311 POST (form-encoded): the status and the answer.
+    /// An Open311 POST (form-encoded) with the test client's key: the status and the answer.
     async fn post_report(&self, form: &str) -> (u16, Value) {
+        self.post_form(&format!("api_key={OPEN311_KEY}&{form}"))
+            .await
+    }
+
+    /// An Open311 POST of exactly `form`.
+    async fn post_form(&self, form: &str) -> (u16, Value) {
         let req = hyper::Request::post(format!("{}/open311/v2/requests.json", self.base))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(form.to_owned())))
@@ -1081,4 +1113,108 @@ async fn the_case_list_pages_by_cursor_and_narrows_by_role_and_state() {
         assert_eq!(status, 422, "{query}: {body}");
         assert!(body.to_string().contains(names), "{query}: {body}");
     }
+}
+
+/// Open311 POST is for the hub's client applications (their api_key), at a bounded rate per
+/// key and per address; a description too long, a point outside the grid or an unknown service
+/// is refused; every refusal is in the specification's form.
+#[tokio::test]
+async fn open311_posts_need_a_client_key_a_sane_rate_and_sane_input() {
+    let mut section = open311_section();
+    section.posts_per_min_per_address = 3;
+    let api = TestApi::spawn_with(&section).await;
+    let ok = "service_code=0102&lat=31.281&long=120.581&description=x";
+    let spec_error = |(status, answer): (u16, Value), code: u16| {
+        assert_eq!(status, code, "{answer}");
+        assert_eq!(answer[0]["code"], code, "{answer}");
+        assert!(
+            answer[0]["description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
+    };
+    spec_error(api.post_form(ok).await, 403);
+    spec_error(api.post_form(&format!("api_key=guess&{ok}")).await, 403);
+    let long = "x".repeat(4001);
+    spec_error(
+        api.post_report(&format!(
+            "service_code=0102&lat=31.281&long=120.581&description={long}"
+        ))
+        .await,
+        400,
+    );
+    // Beijing: not this hub's city
+    spec_error(
+        api.post_report("service_code=0102&lat=39.9042&long=116.4074")
+            .await,
+        400,
+    );
+    spec_error(
+        api.post_report("service_code=0102&lat=NaN&long=120.581")
+            .await,
+        400,
+    );
+    // the address's three a minute (the refusals above counted too, after the key check)
+    let (status, _) = api.post_report(ok).await;
+    assert_eq!(status, 429, "the fourth from this address in a minute");
+    let (_, list) = api
+        .call("GET", "/open311/v2/requests.json", None, None)
+        .await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        0,
+        "nothing refused was stored"
+    );
+}
+
+/// A citizen's report waits for an operator to accept it before it is dispatched (moderation),
+/// unless its category is configured to go straight through.
+#[tokio::test]
+async fn a_citizen_report_waits_for_an_operator_unless_its_category_is_unmoderated() {
+    let mut section = open311_section();
+    section.moderation = true;
+    let api = TestApi::spawn_with(&section).await;
+    let (s, r) = api
+        .post_report("service_code=0102&lat=31.281&long=120.581&description=rubbish")
+        .await;
+    assert_eq!(s, 201, "{r}");
+    let id = r[0]["service_request_id"].as_str().unwrap().to_owned();
+    let (_, one) = api
+        .call(
+            "GET",
+            &format!("/open311/v2/requests/{id}.json"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        one[0]["status_notes"], "reported",
+        "held for an operator: {one}"
+    );
+    let case = one[0]["case_id"].as_str().unwrap().to_owned();
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/api/v1/cases/{case}/actions"),
+            Some("t-dispatch"),
+            Some(json!({"action": "register"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    section.unmoderated_categories = vec!["0102".into()];
+    let api = TestApi::spawn_with(&section).await;
+    let (_, r) = api
+        .post_report("service_code=0102&lat=31.281&long=120.581&description=rubbish")
+        .await;
+    let id = r[0]["service_request_id"].as_str().unwrap().to_owned();
+    let (_, one) = api
+        .call(
+            "GET",
+            &format!("/open311/v2/requests/{id}.json"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(one[0]["status_notes"], "dispatched", "{one}");
 }

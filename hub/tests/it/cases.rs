@@ -604,6 +604,7 @@ fn citizen_reports_filed_at_once_from_two_services_each_get_their_own_number() {
                                 lon: 120.5805 + 0.004 * f64::from(s),
                                 description: format!("report {s}/{i}"),
                                 contact: Default::default(),
+                                moderated: false,
                             };
                             let receipt = svc.report(report, ts(FRIDAY_4PM)).unwrap();
                             assert!(

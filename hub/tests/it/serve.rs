@@ -60,7 +60,11 @@ async fn metrics_answer_with_case_ingest_and_request_counts_after_activity() {
     .unwrap();
     let text = std::fs::read_to_string(dir.path().join("hub.toml"))
         .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0");
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        + &format!(
+            "\n[[open311.clients]]\nname = \"city-app\"\napi_key_sha256 = \"{}\"\n",
+            hub::api::hash_token("k-city")
+        );
     let config = HubConfig::from_toml_str(&text).unwrap();
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -70,7 +74,7 @@ async fn metrics_answer_with_case_ingest_and_request_counts_after_activity() {
     let addr = rx.await.unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();
     // Activity: a citizen report opens a case.
-    let form = "service_code=0102&lat=31.281&long=120.581&description=rubbish";
+    let form = "api_key=k-city&service_code=0102&lat=31.281&long=120.581&description=rubbish";
     let req = hyper::Request::post(format!("http://{addr}/open311/v2/requests.json"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Full::new(axum::body::Bytes::from(form)))
