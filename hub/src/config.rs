@@ -54,6 +54,38 @@ pub struct HubConfig {
     /// Citizens' reports through Open311.
     #[serde(default)]
     pub open311: Open311Section,
+    /// Serve the API over HTTPS with this certificate chain (PEM). Needs
+    /// `api_tls_key_path`. Default none: plain HTTP (for a reverse proxy in front, or loopback).
+    #[serde(default)]
+    pub api_tls_cert_path: Option<PathBuf>,
+    /// The key of `api_tls_cert_path` (PEM). Default none.
+    #[serde(default)]
+    pub api_tls_key_path: Option<PathBuf>,
+    /// Limits of the API's HTTP server.
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]`: limits of the API's HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Connections served at once; more are closed as they arrive. Default 1024.
+    pub max_connections: usize,
+    /// A request's head (and a TLS handshake) must arrive within this. Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// A handler must answer within this (live updates excepted). Default 30000.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// `[open311]`: who may file citizens' reports, how fast, and what happens to them.
@@ -391,6 +423,11 @@ impl HubConfig {
                 )),
                 _ => {}
             }
+        }
+        if self.api_tls_cert_path.is_some() != self.api_tls_key_path.is_some() {
+            problems.push(
+                "api_tls_cert_path / api_tls_key_path: give both for HTTPS, or neither".into(),
+            );
         }
         for (i, c) in self.open311.clients.iter().enumerate() {
             let h = &c.api_key_sha256;

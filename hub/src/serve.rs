@@ -53,6 +53,9 @@ pub enum ServeError {
     /// The API could not bind or serve.
     #[error("api server failed")]
     Io(#[source] std::io::Error),
+    /// The API's TLS certificate or key is unusable.
+    #[error("the API cannot serve HTTPS")]
+    ApiTls(#[from] api::server::TlsConfigError),
     /// The webhook client could not be made (its CA file).
     #[error("webhooks cannot be delivered")]
     Webhooks(#[from] webhooks::WebhookError),
@@ -215,6 +218,10 @@ pub async fn run(
             }
         });
     }
+    let tls = match (&config.api_tls_cert_path, &config.api_tls_key_path) {
+        (Some(cert), Some(key)) => Some(api::server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.api_listen_addr)
         .await
         .map_err(ServeError::Io)?;
@@ -224,21 +231,48 @@ pub async fn run(
         api: addr,
         ingest: ingest_addr,
     });
-    let metrics =
-        api::metrics::HubMetrics::new(svc.clone(), ingest_handle, webhook_stats, clock.clone());
-    let app =
-        api::router(state)
-            .merge(metrics.router())
-            .layer(axum::middleware::from_fn_with_state(
-                metrics,
-                api::metrics::count_requests,
-            ));
-    let shutdown = cancel.clone();
-    let served = axum::serve(
+    let http_stats = Arc::new(api::server::HttpStats::default());
+    let metrics = api::metrics::HubMetrics::new(
+        svc.clone(),
+        ingest_handle,
+        webhook_stats,
+        Arc::clone(&http_stats),
+        clock.clone(),
+    );
+    let limits = api::server::HttpLimits {
+        max_connections: config.http.max_connections,
+        header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms.max(1)),
+        request_timeout: Duration::from_millis(config.http.request_timeout_ms.max(1)),
+    };
+    let tiles = config
+        .console
+        .tile_url
+        .as_deref()
+        .and_then(api::server::origin_of);
+    let csp = Arc::new(api::server::content_security_policy(tiles.as_deref()));
+    let app = api::router(state)
+        .merge(metrics.router())
+        .layer(axum::middleware::from_fn_with_state(
+            (limits.request_timeout, Arc::clone(&http_stats)),
+            api::server::answer_in_time,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            api::metrics::count_requests,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            csp,
+            api::server::security_headers,
+        ));
+    let served = api::server::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app,
+        limits,
+        tls,
+        http_stats,
+        cancel.clone(),
+        Duration::from_secs(10),
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await
     .map_err(ServeError::Io);
     cancel.cancel();

@@ -58,6 +58,7 @@ impl HubMetrics {
         cases: Arc<CaseService>,
         ingest: Option<IngestHandle>,
         webhooks: Arc<WebhookStats>,
+        http: Arc<super::server::HttpStats>,
         clock: Clock,
     ) -> HubMetrics {
         let mut registry = Registry::default();
@@ -71,6 +72,7 @@ impl HubMetrics {
             cases,
             ingest,
             webhooks,
+            http,
             clock,
             collect_errors: AtomicU64::new(0),
         }));
@@ -108,7 +110,12 @@ pub async fn count_requests(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // a fixed set: a client's made-up method must not make a series of its own
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_owned();
     let response = next.run(request).await;
     let status = format!("{}xx", response.status().as_u16() / 100);
     metrics
@@ -137,6 +144,7 @@ struct HubCollector {
     cases: Arc<CaseService>,
     ingest: Option<IngestHandle>,
     webhooks: Arc<WebhookStats>,
+    http: Arc<super::server::HttpStats>,
     clock: Clock,
     /// Scrapes whose case query failed (the case gauges are then left out).
     collect_errors: AtomicU64,
@@ -237,6 +245,26 @@ impl Collector for HubCollector {
                 "hub_case_rechecks_unavailable",
                 "Re-checks asked after feedback that the box could not answer",
                 &c.recheck_unavailable_total,
+            ),
+        ] {
+            counter(&mut enc, name, help, v)?;
+        }
+        let h = &self.http;
+        for (name, help, v) in [
+            (
+                "hub_http_connections_refused",
+                "HTTP connections closed on arrival because the connection limit was reached",
+                &h.connections_refused_total,
+            ),
+            (
+                "hub_http_tls_failures",
+                "TLS handshakes on the API that failed or timed out",
+                &h.tls_failures_total,
+            ),
+            (
+                "hub_http_timeouts",
+                "API requests not answered within the request timeout",
+                &h.timeouts_total,
             ),
         ] {
             counter(&mut enc, name, help, v)?;

@@ -36,6 +36,7 @@ mod console;
 pub mod metrics;
 mod open311;
 mod openapi;
+pub mod server;
 pub mod webhooks;
 
 pub use auth::{TokenEntry, hash_token};
@@ -163,6 +164,9 @@ pub enum ApiError {
     /// Something broke inside; details are logged, not returned.
     #[error("internal error")]
     Internal,
+    /// Not now (too slow, too busy): try again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<CaseError> for ApiError {
@@ -199,6 +203,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
