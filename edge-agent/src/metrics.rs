@@ -143,12 +143,15 @@ impl AgentMetrics {
         let app = Router::new()
             .route("/metrics", get(scrape))
             .with_state(self);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "metrics listener stopped");
-        }
+        // a scraper or two: a few connections, a short deadline for a request's head
+        crate::status::serve_http(
+            listener,
+            app,
+            METRICS_MAX_CONNECTIONS,
+            std::time::Duration::from_secs(10),
+            cancel,
+        )
+        .await;
     }
 }
 
@@ -555,3 +558,6 @@ fn labeled(
 fn default_listen_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
 }
+
+/// Connections the metrics listener serves at once.
+const METRICS_MAX_CONNECTIONS: usize = 8;

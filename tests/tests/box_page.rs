@@ -177,44 +177,39 @@ async fn the_local_api_reports_cameras_sensors_and_a_stopped_camera_and_guards_i
         report.problems
     );
 
-    // The thumbnail is the camera's frame as a JPEG.
-    let thumb = get(
-        bx.addr,
-        "GET",
-        "/api/cameras/gate/thumbnail.jpg",
-        None,
-        None,
-    )
-    .await?;
-    assert_eq!(thumb.status, 200);
-    assert_eq!(thumb.header("content-type"), Some("image/jpeg"));
-    let image = image::load_from_memory_with_format(&thumb.body, image::ImageFormat::Jpeg)?;
-    assert_eq!((image.width(), image.height()), (320, 240));
+    // Pictures are for the signed-in technician only.
+    let thumb_path = "/api/cameras/gate/thumbnail.jpg";
     assert_eq!(
-        get(
-            bx.addr,
-            "GET",
-            "/api/cameras/nope/thumbnail.jpg",
-            None,
-            None
-        )
-        .await?
-        .status,
-        404
+        get(bx.addr, "GET", thumb_path, None, None).await?.status,
+        401
     );
     assert_eq!(
         get(bx.addr, "GET", "/api/evidence/not-hex", None, None)
             .await?
             .status,
-        400
+        401
     );
     let page = get(bx.addr, "GET", "/", None, None).await?;
     assert_eq!(page.status, 200);
-    assert!(
-        page.header("content-security-policy")
-            .is_some_and(|c| c.contains("default-src 'self'")),
-        "the page may load nothing from elsewhere"
-    );
+    for answer in [
+        &page,
+        &get(bx.addr, "GET", "/api/status", None, None).await?,
+    ] {
+        let csp = answer.header("content-security-policy").unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'self'"),
+            "nothing from elsewhere: {csp}"
+        );
+        assert!(
+            csp.contains("frame-ancestors 'none'"),
+            "never framed: {csp}"
+        );
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+    }
+    // A page of another site whose name resolves to the box (DNS rebinding) is refused.
+    assert_eq!(raw_status(bx.addr, "evil.example").await?, 421);
+    assert_eq!(raw_status(bx.addr, &bx.addr.to_string()).await?, 200);
+    assert_eq!(raw_status(bx.addr, "localhost").await?, 200);
 
     // The one action needs the admin password.
     let reconnect = "/api/cameras/gate/reconnect";
@@ -240,6 +235,26 @@ async fn the_local_api_reports_cameras_sensors_and_a_stopped_camera_and_guards_i
         .and_then(|c| c.split(';').next())
         .context("a session cookie")?
         .to_owned();
+    // Signed in: the thumbnail is the camera's frame as a JPEG.
+    let thumb = get(bx.addr, "GET", thumb_path, Some(&cookie), None).await?;
+    assert_eq!(thumb.status, 200);
+    assert_eq!(thumb.header("content-type"), Some("image/jpeg"));
+    let image = image::load_from_memory_with_format(&thumb.body, image::ImageFormat::Jpeg)?;
+    assert_eq!((image.width(), image.height()), (320, 240));
+    let missing = "/api/cameras/nope/thumbnail.jpg";
+    assert_eq!(
+        get(bx.addr, "GET", missing, Some(&cookie), None)
+            .await?
+            .status,
+        404
+    );
+    let not_hex = "/api/evidence/not-hex";
+    assert_eq!(
+        get(bx.addr, "GET", not_hex, Some(&cookie), None)
+            .await?
+            .status,
+        400
+    );
     let reconnects_before = report.cameras[0].reconnects;
     let accepted = get(bx.addr, "POST", reconnect, Some(&cookie), None).await?;
     assert_eq!(accepted.status, 202);
@@ -283,17 +298,15 @@ async fn chromium_shows_the_thumbnail_and_the_sensor_value_and_flags_a_stopped_c
     let browser = Browser::launch("box-page").await?;
     browser.goto(&format!("{}/", bx.base)).await?;
 
-    let width = browser
+    // Pictures wait for the sign-in.
+    browser
         .wait_for(
-            "the gate camera's thumbnail",
+            "the sign-in hint instead of the picture",
             WAIT,
-            r#"(() => {
-                const img = document.querySelector('[data-camera="gate"] img.cam-thumb');
-                return img && img.complete && img.naturalWidth > 0 ? img.naturalWidth : null;
-            })()"#,
+            r#"document.querySelector('[data-camera="gate"] .sign-in-needed') !== null
+                && document.querySelector('[data-camera="gate"] img.cam-thumb') === null"#,
         )
         .await?;
-    assert_eq!(width, 320);
     let value = browser
         .text(r#"[data-sensor="hall-th"] .sensor-value"#, WAIT)
         .await?;
@@ -309,10 +322,21 @@ async fn chromium_shows_the_thumbnail_and_the_sensor_value_and_flags_a_stopped_c
         .await?;
     browser.screenshot("live").await?;
 
-    // Signed in, the page offers the reconnect action.
+    // Signed in, the page shows the picture and offers the reconnect action.
     browser.click("#signin-open", WAIT).await?;
     browser.type_into("#password", PASSWORD, WAIT).await?;
     browser.click("#signin-ok", WAIT).await?;
+    let width = browser
+        .wait_for(
+            "the gate camera's thumbnail",
+            WAIT,
+            r#"(() => {
+                const img = document.querySelector('[data-camera="gate"] img.cam-thumb');
+                return img && img.complete && img.naturalWidth > 0 ? img.naturalWidth : null;
+            })()"#,
+        )
+        .await?;
+    assert_eq!(width, 320);
     browser
         .wait_for(
             "the reconnect button",
@@ -389,4 +413,23 @@ async fn get(
         headers.push(("Content-Type", "application/json"));
     }
     e2e::http::send(addr, method, path, &headers, json.unwrap_or("").as_bytes()).await
+}
+
+/// The status of a `GET /api/status` that names `host` in its Host header.
+async fn raw_status(addr: std::net::SocketAddr, host: &str) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET /api/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await??;
+    let head = String::from_utf8_lossy(&answer);
+    head.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context(format!("no status line in {head:.80}"))
 }

@@ -36,6 +36,21 @@ pub struct LocalApiConfig {
         deserialize_with = "crate::config::units::secs"
     )]
     pub session: Duration,
+    /// Host names the page answers to besides IP addresses and `localhost` (e.g. the box's own
+    /// name on the LAN, `box-12.local`). A request naming another host is refused: a web page
+    /// elsewhere cannot reach the box through a name of its own (DNS rebinding). Default none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; more are closed as they arrive. Default 32.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request's head must arrive within this. Default 10 s.
+    #[serde(
+        default = "default_header_read_timeout",
+        rename = "header_read_timeout_secs",
+        deserialize_with = "crate::config::units::secs"
+    )]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for LocalApiConfig {
@@ -45,6 +60,9 @@ impl Default for LocalApiConfig {
             admin_password_path: None,
             sensor_stale: default_sensor_stale(),
             session: default_session(),
+            allowed_hosts: Vec::new(),
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
@@ -81,4 +99,12 @@ fn default_sensor_stale() -> Duration {
 
 fn default_session() -> Duration {
     Duration::from_secs(8 * 3600)
+}
+
+fn default_max_connections() -> usize {
+    32
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }

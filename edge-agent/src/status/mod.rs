@@ -159,15 +159,80 @@ impl LocalApi {
     pub async fn run(self, cancel: CancellationToken) {
         let sampler = server::sample_rates(Arc::clone(&self.state), cancel.clone());
         tracing::info!(addr = %self.addr, "box page listening");
-        let shutdown = cancel.clone();
-        let serve = async move {
-            let served = axum::serve(self.listener, server::router(self.state))
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "box page server failed");
+        let (max_connections, header_read_timeout) = self
+            .state
+            .config
+            .local_api
+            .as_ref()
+            .map_or((32, std::time::Duration::from_secs(10)), |l| {
+                (l.max_connections, l.header_read_timeout)
+            });
+        let serve = serve_http(
+            self.listener,
+            server::router(self.state),
+            max_connections,
+            header_read_timeout,
+            cancel.clone(),
+        );
+        tokio::join!(serve, sampler);
+    }
+}
+
+/// Serves `app` over HTTP/1.1 until `cancel` fires, with at most `max_connections` at once
+/// (more are closed as they arrive) and `header_read_timeout` for a request's head (a client
+/// that opens connections and never finishes a request cannot hold the box page). Requests in
+/// flight at `cancel` may finish for a few seconds.
+///
+/// (The hub's `api::server` does the same with TLS: the two binaries share no crate for it.)
+pub(crate) async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    max_connections: usize,
+    header_read_timeout: std::time::Duration,
+    cancel: CancellationToken,
+) {
+    use tower_service::Service as _;
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut make = app.into_make_service_with_connect_info::<SocketAddr>();
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a box page connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
         };
-        tokio::join!(serve, sampler);
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            tracing::debug!(%peer, "box page connection over the limit closed");
+            continue;
+        };
+        let Ok(service) = make.call(peer).await;
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let conn = builder.serve_connection(
+                hyper_util::rt::TokioIo::new(tcp),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "box page connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let drained =
+        tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+    if drained.is_err() {
+        tracing::warn!("box page connections still open at shutdown; closed");
     }
 }

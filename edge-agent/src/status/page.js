@@ -16,6 +16,7 @@ const TEXT = {
     problems: "Needs attention", unreachable: "The agent does not answer; data below is old.",
     streaming: "streaming", connecting: "connecting", stalled: "stalled", offline: "OFFLINE",
     no_frame: "no frame yet", camera_offline_overlay: "OFFLINE",
+    pictures_need_sign_in: "Sign in to see pictures",
     fps: "Frames/s", detect_fps: "Detections/s", inference: "Inference", frames: "Frames",
     drops: "Dropped", reconnects: "Reconnects", zones: "Zones", tracks: "Tracked objects",
     reconnect: "Reconnect", ok: "OK", stale: "STALE", never: "never",
@@ -47,6 +48,7 @@ const TEXT = {
     problems: "需要处理", unreachable: "盒子程序无响应，以下数据已过时。",
     streaming: "推流中", connecting: "连接中", stalled: "无画面", offline: "离线",
     no_frame: "尚无画面", camera_offline_overlay: "离线",
+    pictures_need_sign_in: "登录后可查看画面",
     fps: "帧率", detect_fps: "检测帧率", inference: "推理耗时", frames: "帧数",
     drops: "丢弃", reconnects: "重连次数", zones: "区域", tracks: "跟踪目标",
     reconnect: "重连", ok: "正常", stale: "失联", never: "从未",
@@ -152,7 +154,8 @@ function renderCameras(r) {
       el("span", { class: "name" }, c.id),
       el("span", { class: "badge cam-state " + badgeClass }, t(c.state))));
     const thumb = el("div", { class: "thumb-box" + (dead ? " dead" : "") });
-    if (c.last_frame_ms !== null) {
+    // Pictures are for the signed-in technician only (the API refuses them otherwise).
+    if (c.last_frame_ms !== null && signedIn) {
       // One <img> per camera, kept across polls, so the picture never blinks while reloading.
       let img = thumbs.get(c.id);
       if (!img) {
@@ -168,6 +171,7 @@ function renderCameras(r) {
     }
     if (dead) thumb.append(el("div", { class: "overlay" }, t("camera_offline_overlay")));
     else if (c.last_frame_ms === null) thumb.append(el("div", { class: "overlay" }, t("no_frame")));
+    else if (!signedIn) thumb.append(el("div", { class: "overlay sign-in-needed" }, t("pictures_need_sign_in")));
     card.append(thumb);
     const drops = Object.entries(c.drops).filter(([, v]) => v > 0).map(([k, v]) => t(k) + " " + v).join(", ") || "0";
     const stats = el("div", { class: "stats" });
@@ -289,9 +293,11 @@ function renderEvents(r) {
   for (const e of r.recent_events) {
     const name = (lang === "zh" ? e.name_zh : e.name_en) || e.category_key || e.category;
     const card = el("div", { class: "event", "data-seq": e.seq });
-    if (e.evidence.length) {
+    if (e.evidence.length && signedIn) {
       const href = "/api/evidence/" + e.evidence[0];
       card.append(el("a", { href, target: "_blank" }, el("img", { src: href, alt: name, loading: "lazy" })));
+    } else if (e.evidence.length) {
+      card.append(el("div", { class: "no-snapshot" }, t("pictures_need_sign_in")));
     } else {
       card.append(el("div", { class: "no-snapshot" }, t("no_snapshot")));
     }

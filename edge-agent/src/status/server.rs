@@ -95,6 +95,14 @@ struct Sample {
 }
 
 pub(super) fn router(state: Arc<ApiState>) -> Router {
+    let allowed = Arc::new(
+        state
+            .config
+            .local_api
+            .as_ref()
+            .map(|l| l.allowed_hosts.clone())
+            .unwrap_or_default(),
+    );
     Router::new()
         .route("/", get(page))
         .route("/page.css", get(css))
@@ -106,6 +114,7 @@ pub(super) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/evidence/{sha256}", get(evidence))
         .route("/api/session", get(session).post(sign_in).delete(sign_out))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(allowed, guard))
 }
 
 /// Samples the cameras' counters every [`RATE_TICK`] until `cancel`.
@@ -172,16 +181,74 @@ async fn page() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            // Nothing on the page may come from anywhere but the box.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self'; connect-src 'self'",
-            ),
             (header::CACHE_CONTROL, "no-store"),
         ],
         PAGE_HTML,
     )
         .into_response()
+}
+
+/// Refuses a request naming a host the page does not answer to (DNS rebinding: a page of
+/// `evil.example` resolving to the box's address), and adds the security headers to every
+/// answer: nothing may come from anywhere but the box, and no other site may frame it.
+pub(super) async fn guard(
+    State(allowed): State<Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let mut response = match host {
+        Some(host) if host_allowed(host, &allowed) => next.run(request).await,
+        _ => error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this box does not answer to that host name (local_api.allowed_hosts)",
+        ),
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; \
+             base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// An IP address (a name can be rebound, an address cannot), `localhost`, or a name in
+/// `allowed`; with or without a port.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6] or [v6]:port
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(n, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        }),
+    };
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 async fn css() -> Response {
@@ -222,7 +289,17 @@ async fn status(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-async fn thumbnail(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
+async fn thumbnail(
+    State(state): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !signed_in(&state, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "sign in to see the cameras' pictures",
+        );
+    }
     let Some(cameras) = state.sources.cameras.clone() else {
         return error(StatusCode::NOT_FOUND, "no cameras are configured");
     };
@@ -280,7 +357,14 @@ async fn thumbnail(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
     }
 }
 
-async fn evidence(State(state): State<Arc<ApiState>>, Path(sha256): Path<String>) -> Response {
+async fn evidence(
+    State(state): State<Arc<ApiState>>,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !signed_in(&state, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "sign in to see evidence");
+    }
     let Ok(digest) = Digest::from_hex(&sha256) else {
         return error(StatusCode::BAD_REQUEST, "expected 64 hex digits");
     };
@@ -888,6 +972,29 @@ mod tests {
             read_password_hash(&dir.path().join("missing")),
             Err(LocalApiError::PasswordFile { .. })
         ));
+    }
+
+    #[test]
+    fn only_addresses_localhost_and_the_allowed_names_are_answered() {
+        let allowed = vec!["box-12.local".to_owned()];
+        for ok in [
+            "127.0.0.1:8089",
+            "192.168.1.20",
+            "[::1]:8089",
+            "localhost:8089",
+            "BOX-12.local:8089",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:8089",
+            "box-12.local.evil.example",
+            "[zz]",
+            "",
+        ] {
+            assert!(!host_allowed(refused, &allowed), "{refused}");
+        }
     }
 
     #[test]
