@@ -76,6 +76,10 @@ enum Command {
         /// ONNX Runtime library (default: ORT_DYLIB_PATH, then beside the binary).
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        /// A file holding the camera's `user:password` (first line), instead of putting them in
+        /// the URL (and so in the shell's history).
+        #[arg(long)]
+        credentials_file: Option<PathBuf>,
     },
     /// Print a sensor topic's messages decoded live by a payload profile, until --count
     /// messages or --seconds.
@@ -106,8 +110,9 @@ enum Command {
         /// The hub's ingest, HOST:PORT.
         #[arg(long)]
         hub: String,
-        /// The token `hub box add` printed (it pins the hub's CA).
-        #[arg(long)]
+        /// The token `hub box add` printed (it pins the hub's CA); `-` (the default) reads it
+        /// from standard input, so that it does not stay in the shell's history.
+        #[arg(long, default_value = "-")]
         token: String,
         /// Where to write ca.pem, box.pem and box.key (the `[uplink]` defaults).
         #[arg(long, default_value = "/var/lib/edge-agent/tls")]
@@ -115,6 +120,13 @@ enum Command {
         /// The name in the hub's certificate.
         #[arg(long, default_value = "gridsense-hub")]
         server_name: String,
+    },
+    /// Make the box page's admin password file: reads the password from standard input and
+    /// writes its argon2id hash (for `local_api.admin_password_path`).
+    AdminPassword {
+        /// The file to write (readable by its owner and group only).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Show the running agent's state (cameras, sensors, uplink, store, recent events) from its
     /// local API (`[local_api]`).
@@ -212,6 +224,7 @@ fn main() -> ExitCode {
             height,
             codec,
             ort_lib,
+            credentials_file,
         } => {
             let zone = match zone.as_deref().map(edge_agent::checks::camera::parse_zone) {
                 None => None,
@@ -233,6 +246,7 @@ fn main() -> ExitCode {
                 codec,
                 board: hardware::board::Board::default(),
                 ort_lib,
+                credentials_path: credentials_file,
             };
             match edge_agent::checks::camera::run_test_camera(&opts, &mut std::io::stdout().lock())
             {
@@ -248,7 +262,26 @@ fn main() -> ExitCode {
             token,
             tls_dir,
             server_name,
-        } => enroll(&hub, &token, &tls_dir, &server_name),
+        } => match secret_arg(token) {
+            Ok(token) => enroll(&hub, &token, &tls_dir, &server_name),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::AdminPassword { out } => match admin_password(&out) {
+            Ok(()) => {
+                println!(
+                    "wrote {}: set local_api.admin_password_path to it",
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Detect {
             model,
             images,
@@ -492,4 +525,37 @@ fn enroll(hub: &str, token: &str, tls_dir: &std::path::Path, server_name: &str) 
             ExitCode::FAILURE
         }
     }
+}
+
+/// A secret given as an argument, or `-`: read from the first line of standard input.
+fn secret_arg(value: String) -> anyhow::Result<String> {
+    if value != "-" {
+        return Ok(value);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let line = line.trim().to_owned();
+    anyhow::ensure!(!line.is_empty(), "nothing on standard input");
+    Ok(line)
+}
+
+/// Hashes the password on standard input into `out` (0640).
+fn admin_password(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let password = secret_arg("-".into())?;
+    anyhow::ensure!(
+        password.chars().count() >= 8,
+        "the password must have at least 8 characters"
+    );
+    let hash = edge_agent::status::password::hash(&password)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .open(out)?;
+    writeln!(file, "{hash}")?;
+    file.sync_all()?;
+    Ok(())
 }

@@ -45,6 +45,10 @@ pub enum CameraSource {
         /// element's own default is 20 s).
         #[serde(default = "default_tcp_timeout_ms")]
         tcp_timeout_ms: u32,
+        /// A file holding the camera's `user:password` (its first line), so that the config
+        /// file holds no secret; the URL then carries none. Default none.
+        #[serde(default)]
+        credentials_path: Option<PathBuf>,
     },
     /// A video file (MP4 or Matroska), played at its own rate.
     File {
@@ -194,6 +198,7 @@ pub fn render(
             tcp,
             latency_ms,
             tcp_timeout_ms,
+            ..
         } => {
             if !(url.starts_with("rtsp://") || url.starts_with("rtsps://")) {
                 return Err(RenderError::NotRtsp {
@@ -304,6 +309,35 @@ pub(crate) fn quote(value: &str, what: &'static str) -> Result<String, RenderErr
     Ok(out)
 }
 
+/// `url` with `user` and `password` as its user information (percent-encoded, as RFC 3986
+/// has it, so that `@`, `:` or `/` in a password cannot change the address). `None` when the
+/// URL has no scheme or carries credentials already.
+pub fn url_with_credentials(url: &str, user: &str, password: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    if rest[..authority_end].contains('@') {
+        return None;
+    }
+    Some(format!(
+        "{scheme}://{}:{}@{rest}",
+        userinfo_escape(user),
+        userinfo_escape(password)
+    ))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn userinfo_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `rtsp://user:secret@host/x` → `rtsp://user:***@host/x`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -367,6 +401,7 @@ mod tests {
             tcp: true,
             latency_ms: 200,
             tcp_timeout_ms: 5000,
+            credentials_path: None,
         }
     }
 
@@ -548,6 +583,7 @@ mod tests {
             tcp: true,
             latency_ms: 0,
             tcp_timeout_ms: 0,
+            credentials_path: None,
         };
         assert_eq!(
             render(
@@ -564,6 +600,7 @@ mod tests {
             tcp: true,
             latency_ms: 0,
             tcp_timeout_ms: 0,
+            credentials_path: None,
         };
         assert_eq!(
             render(
@@ -583,5 +620,25 @@ mod tests {
     fn redaction_hides_rtsp_passwords() {
         assert_eq!(redact_url("rtsp://a:b@h:554/p"), "rtsp://a:***@h:554/p");
         assert_eq!(redact_url("rtsp://h/p"), "rtsp://h/p");
+    }
+
+    #[test]
+    fn credentials_from_a_file_are_escaped_into_the_url_and_never_doubled() {
+        assert_eq!(
+            url_with_credentials(
+                "rtsp://10.0.0.5:554/Streaming/Channels/102",
+                "admin",
+                "p@ss:w/rd"
+            )
+            .as_deref(),
+            Some("rtsp://admin:p%40ss%3Aw%2Frd@10.0.0.5:554/Streaming/Channels/102")
+        );
+        assert_eq!(
+            url_with_credentials("rtsp://u:p@cam/x", "admin", "pw"),
+            None
+        );
+        assert_eq!(url_with_credentials("cam/x", "admin", "pw"), None);
+        let with = url_with_credentials("rtsp://cam/x", "admin", "s3cret").unwrap();
+        assert_eq!(redact_url(&with), "rtsp://admin:***@cam/x");
     }
 }

@@ -16,6 +16,7 @@ pub mod db;
 pub mod duties;
 pub mod grid;
 pub mod ingest;
+pub mod random;
 mod rate;
 pub mod registry;
 pub mod serve;

@@ -38,10 +38,17 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
-    /// Print the SHA-256 of a bearer token, for the `tokens` section of the configuration.
+    /// Print the SHA-256 of a bearer token (or an Open311 api_key), for the configuration.
+    /// Without the argument the token is read from standard input (so that it does not stay in
+    /// the shell's history or the process list).
     TokenHash {
-        /// The token.
-        token: String,
+        /// The token (default: read from standard input).
+        token: Option<String>,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Grid files: write a sample city, find the cell of a point.
     Grid {
@@ -67,6 +74,24 @@ enum Command {
         data: PathBuf,
         #[command(subcommand)]
         command: BoxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a random API token (from the OS random source): prints the token once, and the
+    /// `[[tokens]]` entry with its hash for hub.toml.
+    New {
+        /// The entry's name.
+        #[arg(long)]
+        name: String,
+        /// admin, dispatcher, department or worker.
+        #[arg(long)]
+        role: String,
+        /// The department or worker id the token acts as (for admin and dispatcher, a user
+        /// name).
+        #[arg(long)]
+        subject: String,
     },
 }
 
@@ -161,7 +186,15 @@ fn main() -> ExitCode {
                 .map_err(Into::into),
         ),
         Command::Box { data, command } => report(boxes(&data, command)),
-        Command::TokenHash { token } => report(Ok(format!("{}\n", hub::api::hash_token(&token)))),
+        Command::TokenHash { token } => report(token_hash(token)),
+        Command::Token {
+            command:
+                TokenCommand::New {
+                    name,
+                    role,
+                    subject,
+                },
+        } => report(token_new(&name, &role, &subject)),
     }
 }
 
@@ -184,6 +217,35 @@ fn boxes(data: &std::path::Path, command: BoxCommand) -> anyhow::Result<String> 
         BoxCommand::List { json } => admin::box_list(data, json)?,
         BoxCommand::Revoke { id } => admin::box_revoke(data, &id, wall_clock())?,
     })
+}
+
+fn token_hash(token: Option<String>) -> anyhow::Result<String> {
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    anyhow::ensure!(
+        !token.is_empty(),
+        "no token given (argument or standard input)"
+    );
+    Ok(format!("{}\n", hub::api::hash_token(&token)))
+}
+
+fn token_new(name: &str, role: &str, subject: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        matches!(role, "admin" | "dispatcher" | "department" | "worker"),
+        "--role: one of admin, dispatcher, department, worker"
+    );
+    let token = hub::random::api_token()?;
+    Ok(format!(
+        "# the token (shown once; give it to its holder, it is not stored):\n# {token}\n\
+         [[tokens]]\nname = {name:?}\ntoken_sha256 = \"{}\"\nrole = \"{role}\"\nsubject = {subject:?}\n",
+        hub::api::hash_token(&token)
+    ))
 }
 
 fn wall_clock() -> protocol::Timestamp {

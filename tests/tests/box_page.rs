@@ -18,9 +18,8 @@ use hardware::sim::publisher::Publisher;
 use hardware::sim::rtsp::{TestCamera, TestMedia};
 use tokio_util::sync::CancellationToken;
 
-/// `printf %s technician-secret | sha256sum`
+/// The box page's admin password (its file made by `edge-agent admin-password`).
 const PASSWORD: &str = "technician-secret";
-const PASSWORD_SHA256: &str = "9559a2c6dcb75e405de9e18741918aff44b1c4b4e87f79db4413bd65f7003644";
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -46,7 +45,7 @@ impl BoxUnderTest {
         let broker = Mosquitto::start()?;
         let dir = tempfile::tempdir()?;
         let password = dir.path().join("admin-password");
-        std::fs::write(&password, format!("{PASSWORD_SHA256}  -\n"))?;
+        admin_password_file(&password)?;
         let config = format!(
             r#"
             [site]
@@ -432,4 +431,29 @@ async fn raw_status(addr: std::net::SocketAddr, host: &str) -> anyhow::Result<u1
         .nth(1)
         .and_then(|code| code.parse().ok())
         .context(format!("no status line in {head:.80}"))
+}
+
+/// `echo PASSWORD | edge-agent admin-password --out FILE`: an argon2id hash, owner and group
+/// only.
+fn admin_password_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut child = std::process::Command::new(e2e::binary("edge-agent"))
+        .arg("admin-password")
+        .arg("--out")
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    writeln!(child.stdin.take().context("stdin")?, "{PASSWORD}")?;
+    anyhow::ensure!(child.wait()?.success(), "edge-agent admin-password failed");
+    let text = std::fs::read_to_string(path)?;
+    anyhow::ensure!(
+        text.starts_with("$argon2id$"),
+        "not an argon2id hash: {text}"
+    );
+    anyhow::ensure!(!text.contains(PASSWORD));
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    anyhow::ensure!(mode & 0o007 == 0, "readable by others: {mode:o}");
+    Ok(())
 }

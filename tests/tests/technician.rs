@@ -235,6 +235,7 @@ fn test_camera_writes_an_annotated_snapshot_and_prints_fps_and_detections() {
         codec: hardware::board::Codec::H264,
         board: hardware::board::Board::default(),
         ort_lib: None,
+        credentials_path: None,
     };
     let mut printed = Vec::new();
     edge_agent::checks::camera::run_test_camera(&opts, &mut printed).unwrap();
@@ -272,6 +273,7 @@ fn test_camera_names_a_camera_that_gives_no_frame() {
         codec: hardware::board::Codec::H264,
         board: hardware::board::Board::default(),
         ort_lib: None,
+        credentials_path: None,
     };
     let err = edge_agent::checks::camera::run_test_camera(&opts, &mut Vec::new()).unwrap_err();
     assert!(
@@ -282,6 +284,51 @@ fn test_camera_names_a_camera_that_gives_no_frame() {
         "{err:?}"
     );
     assert!(!dir.path().join("snap.jpg").exists());
+}
+
+/// A camera that asks for a user and password (as every IP camera does): the credentials come
+/// from a file of their own, so that they are typed nowhere; without them no frame comes.
+#[test]
+fn test_camera_reads_the_camera_credentials_from_their_file() {
+    let camera = TestCamera::start_with_credentials(
+        TestMedia::Pattern {
+            width_px: 320,
+            height_px: 240,
+            fps: 10,
+        },
+        "viewer",
+        "s3cret:with@odd/chars",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cam.secret");
+    std::fs::write(&secret, "viewer:s3cret:with@odd/chars\n").unwrap();
+    let opts = |credentials_path: Option<std::path::PathBuf>| {
+        edge_agent::checks::camera::TestCameraOptions {
+            url: camera.url(),
+            model: "coco-ssd".into(),
+            zone: None,
+            out: dir.path().join("snap.jpg"),
+            timeout: Duration::from_secs(10),
+            frames: 3,
+            width: std::num::NonZeroU32::new(320).unwrap(),
+            height: std::num::NonZeroU32::new(240).unwrap(),
+            codec: hardware::board::Codec::H264,
+            board: hardware::board::Board::default(),
+            ort_lib: None,
+            credentials_path,
+        }
+    };
+    let refused = edge_agent::checks::camera::run_test_camera(&opts(None), &mut Vec::new());
+    assert!(refused.is_err(), "the camera wants its password");
+    let mut printed = Vec::new();
+    edge_agent::checks::camera::run_test_camera(&opts(Some(secret)), &mut printed).unwrap();
+    let printed = String::from_utf8(printed).unwrap();
+    assert!(
+        !printed.contains("s3cret"),
+        "the password is never shown: {printed}"
+    );
+    assert!(dir.path().join("snap.jpg").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

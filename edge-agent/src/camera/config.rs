@@ -350,6 +350,17 @@ pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
         if cam.lat.is_some() != cam.lon.is_some() {
             problems.push(format!("{at}.lat/lon: set both or neither"));
         }
+        if let CameraSource::Rtsp {
+            url,
+            credentials_path: Some(_),
+            ..
+        } = &cam.source
+            && hardware::camera::redact_url(url) != *url
+        {
+            problems.push(format!(
+                "{at}.source.url: carries credentials and credentials_path is set: keep them in the file only"
+            ));
+        }
         if let (Some(lat), Some(lon)) = (cam.lat, cam.lon)
             && !(Location {
                 lat,

@@ -20,6 +20,7 @@
 //! it hands [`Observation`]s to a channel.
 
 pub mod config;
+pub mod credentials;
 mod health;
 mod look;
 mod motion;
@@ -34,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
-use hardware::camera::{FrameSpec, RenderError, render};
+use hardware::camera::{FrameSpec, render};
 use image::RgbImage;
 use models::{
     DetectError, Detection, Detector, LoadError, ManifestError, RgbView, Runtime, RuntimeError,
@@ -384,9 +385,15 @@ impl CameraStage {
                 max_fps: cam.detect_fps,
                 sink_name: SINK_NAME.to_owned(),
             };
-            let description = match render(&cam.source, cam.codec, &profile, &frames, &has_element)
-            {
-                Ok(rendered) => {
+            let rendered = credentials::resolve(&cam.source)
+                .map_err(|e| e.to_string())
+                .and_then(|source| {
+                    render(&source, cam.codec, &profile, &frames, &has_element)
+                        .map(|r| (r, redacted_source(&source)))
+                        .map_err(|e| e.to_string())
+                });
+            let description = match rendered {
+                Ok((rendered, secret_url)) => {
                     for f in &rendered.fallbacks {
                         tracing::warn!(
                             camera = %cam.id,
@@ -396,7 +403,11 @@ impl CameraStage {
                             "hardware decoder missing, falling back to software decode"
                         );
                     }
-                    tracing::debug!(camera = %cam.id, pipeline = %redacted(&rendered.description, cam), "pipeline rendered");
+                    let shown = match &secret_url {
+                        Some((url, redacted)) => rendered.description.replace(url, redacted),
+                        None => rendered.description.clone(),
+                    };
+                    tracing::debug!(camera = %cam.id, pipeline = %shown, "pipeline rendered");
                     Some(rendered.description)
                 }
                 Err(e) => {
@@ -827,7 +838,7 @@ pub fn detection_mark(d: &Detection) -> Mark {
     }
 }
 
-fn report_unrenderable(cam: &CameraConfig, error: &RenderError, counters: &CameraCounters) {
+fn report_unrenderable(cam: &CameraConfig, error: &str, counters: &CameraCounters) {
     tracing::error!(camera = %cam.id, source = %cam.source.redacted(), error = %error, "camera cannot be started");
     counters
         .state
@@ -838,13 +849,13 @@ fn report_unrenderable(cam: &CameraConfig, error: &RenderError, counters: &Camer
         .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
 }
 
-/// The description with the camera's URL replaced by its redacted form.
-fn redacted(description: &str, cam: &CameraConfig) -> String {
-    match &cam.source {
+/// An RTSP source's URL and its redacted form (to take the credentials out of logs).
+fn redacted_source(source: &hardware::camera::CameraSource) -> Option<(String, String)> {
+    match source {
         hardware::camera::CameraSource::Rtsp { url, .. } => {
-            description.replace(url.as_str(), &hardware::camera::redact_url(url))
+            Some((url.clone(), hardware::camera::redact_url(url)))
         }
-        _ => description.to_owned(),
+        _ => None,
     }
 }
 

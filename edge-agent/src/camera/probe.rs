@@ -86,8 +86,10 @@ pub fn probe(spec: &ProbeSpec) -> Result<Probe, ProbeError> {
         sink_name: SINK_NAME.to_owned(),
     };
     let has_element = |name: &str| gst::ElementFactory::find(name).is_some();
+    let source = super::credentials::resolve(&spec.source)
+        .map_err(|e| ProbeError::Pipeline(e.to_string()))?;
     let rendered = render(
-        &spec.source,
+        &source,
         spec.codec,
         &spec.board.profile(),
         &frames,

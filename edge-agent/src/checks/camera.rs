@@ -42,6 +42,8 @@ pub struct TestCameraOptions {
     pub board: Board,
     /// ONNX Runtime library, overriding the default places.
     pub ort_lib: Option<PathBuf>,
+    /// A file holding the camera's `user:password` (so that they need not be typed).
+    pub credentials_path: Option<PathBuf>,
 }
 
 /// Why `test-camera` failed.
@@ -115,6 +117,7 @@ pub fn run_test_camera(
             tcp: true,
             latency_ms: 200,
             tcp_timeout_ms: 5000,
+            credentials_path: opts.credentials_path.clone(),
         }
     } else {
         CameraSource::File {

@@ -88,6 +88,14 @@ fn referenced_files(config: &Config) -> Vec<Problem> {
                 device,
                 "a V4L2 device node",
             ),
+            CameraSource::Rtsp {
+                credentials_path: Some(path),
+                ..
+            } => need(
+                &format!("cameras[{i}].source.credentials_path"),
+                path,
+                "the camera's `user:password` file",
+            ),
             _ => {}
         }
     }

@@ -17,6 +17,7 @@
 
 pub mod cli;
 mod config;
+pub mod password;
 mod report;
 mod server;
 
@@ -80,9 +81,9 @@ pub enum LocalApiError {
         #[source]
         source: std::io::Error,
     },
-    /// The admin password file does not hold a SHA-256 (stop).
+    /// The admin password file holds neither an argon2id hash nor a SHA-256 (stop).
     #[error(
-        "admin password file `{}` must hold the password's SHA-256 as 64 hex digits (printf %s PASSWORD | sha256sum)",
+        "admin password file `{}` must hold the password's argon2id hash (edge-agent admin-password --out FILE)",
         path.display()
     )]
     PasswordHash {
@@ -114,8 +115,8 @@ impl LocalApi {
     /// [`LocalApiError`] when the port is taken or the password file is unusable.
     pub async fn bind(config: &Config, sources: StatusSources) -> Result<LocalApi, LocalApiError> {
         let local = config.local_api.clone().unwrap_or_default();
-        let password_sha256 = match &local.admin_password_path {
-            Some(path) => Some(server::read_password_hash(path)?),
+        let admin_password = match &local.admin_password_path {
+            Some(path) => Some(password::AdminPassword::read(path)?),
             None => None,
         };
         let listener = server::bind(local.listen).await?;
@@ -130,7 +131,7 @@ impl LocalApi {
             config: config.clone(),
             sources,
             started: Instant::now(),
-            password_sha256,
+            admin_password,
             renderer: EvidenceRenderer::new(
                 ev.jpeg_quality,
                 ev.privacy_blur,

@@ -26,7 +26,6 @@ use axum::routing::{get, post};
 use image::RgbImage;
 use protocol::{Catalog, Digest, Seq};
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::report::{
@@ -67,7 +66,7 @@ pub(super) struct ApiState {
     pub(super) config: Config,
     pub(super) sources: StatusSources,
     pub(super) started: Instant,
-    pub(super) password_sha256: Option<[u8; 32]>,
+    pub(super) admin_password: Option<super::password::AdminPassword>,
     pub(super) renderer: EvidenceRenderer,
     pub(super) rates: Mutex<Rates>,
     pub(super) sessions: Mutex<HashMap<String, Instant>>,
@@ -401,7 +400,7 @@ struct SignIn {
 async fn session(State(state): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
     no_store(
         axum::Json(serde_json::json!({
-            "sign_in_available": state.password_sha256.is_some(),
+            "sign_in_available": state.admin_password.is_some(),
             "signed_in": signed_in(&state, &headers),
         }))
         .into_response(),
@@ -412,14 +411,17 @@ async fn sign_in(
     State(state): State<Arc<ApiState>>,
     axum::Json(body): axum::Json<SignIn>,
 ) -> Response {
-    let Some(expected) = state.password_sha256 else {
+    let Some(expected) = state.admin_password.clone() else {
         return error(
             StatusCode::NOT_FOUND,
             "no admin password is configured (local_api.admin_password_path)",
         );
     };
-    let given: [u8; 32] = Sha256::digest(body.password.as_bytes()).into();
-    if !constant_time_eq(&given, &expected) {
+    // argon2id is slow by design: off the executor
+    let ok = tokio::task::spawn_blocking(move || expected.verify(&body.password))
+        .await
+        .unwrap_or(false);
+    if !ok {
         tracing::warn!(stage = "local_api", "failed sign-in on the box page");
         tokio::time::sleep(FAILED_SIGN_IN_DELAY).await;
         return error(StatusCode::UNAUTHORIZED, "wrong password");
@@ -535,15 +537,11 @@ fn session_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// 32 random bytes from the kernel, as hex.
-fn new_token() -> std::io::Result<String> {
-    use std::io::Read;
+/// A session token: 256 bits from the OS random source.
+fn new_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    getrandom::fill(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -666,7 +664,7 @@ fn build_report(state: &ApiState) -> Result<StatusReport, crate::store::StoreErr
         version: env!("CARGO_PKG_VERSION").to_owned(),
         generated_at_ms: now,
         uptime_secs: uptime.as_secs(),
-        sign_in_available: state.password_sha256.is_some(),
+        sign_in_available: state.admin_password.is_some(),
         cameras,
         detector,
         mqtt,
@@ -910,21 +908,6 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// Reads the admin password file: 64 hex digits (the SHA-256 of the password), surrounding
-/// whitespace and a `sha256sum`-style `  -` suffix allowed.
-pub(super) fn read_password_hash(path: &std::path::Path) -> Result<[u8; 32], LocalApiError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LocalApiError::PasswordFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    let hex = text.split_whitespace().next().unwrap_or("");
-    Digest::from_hex(hex)
-        .map(|d| d.0)
-        .map_err(|_| LocalApiError::PasswordHash {
-            path: path.to_owned(),
-        })
-}
-
 /// Binds the listener.
 pub(super) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, LocalApiError> {
     tokio::net::TcpListener::bind(addr)
@@ -952,29 +935,6 @@ mod tests {
     }
 
     #[test]
-    fn the_password_file_takes_sha256sum_output_and_refuses_anything_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let good = dir.path().join("good");
-        std::fs::write(
-            &good,
-            "9559a2c6dcb75e405de9e18741918aff44b1c4b4e87f79db4413bd65f7003644  -\n",
-        )
-        .unwrap();
-        let expected: [u8; 32] = Sha256::digest(b"technician-secret").into();
-        assert_eq!(read_password_hash(&good).unwrap(), expected);
-        let plain = dir.path().join("plain");
-        std::fs::write(&plain, "technician-secret\n").unwrap();
-        assert!(matches!(
-            read_password_hash(&plain),
-            Err(LocalApiError::PasswordHash { .. })
-        ));
-        assert!(matches!(
-            read_password_hash(&dir.path().join("missing")),
-            Err(LocalApiError::PasswordFile { .. })
-        ));
-    }
-
-    #[test]
     fn only_addresses_localhost_and_the_allowed_names_are_answered() {
         let allowed = vec!["box-12.local".to_owned()];
         for ok in [
@@ -995,14 +955,5 @@ mod tests {
         ] {
             assert!(!host_allowed(refused, &allowed), "{refused}");
         }
-    }
-
-    #[test]
-    fn constant_time_eq_compares_every_byte() {
-        let a = [7u8; 32];
-        let mut b = a;
-        assert!(constant_time_eq(&a, &b));
-        b[31] = 8;
-        assert!(!constant_time_eq(&a, &b));
     }
 }

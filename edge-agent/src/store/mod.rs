@@ -45,6 +45,8 @@
 
 mod evidence;
 pub use evidence::{disk_free_bytes, disk_space};
+mod pins;
+pub use pins::EvidencePins;
 mod reader;
 mod reserve;
 pub use reserve::RESERVE_FILE_NAME;
@@ -355,8 +357,8 @@ struct Shared {
     report: OpenReport,
     /// The store's epoch (see [`Store::epoch`]).
     epoch: u64,
-    /// Files being uploaded, which eviction takes last (see [`EvidencePins`]).
-    pinned: Arc<Mutex<HashSet<Digest>>>,
+    /// Files being uploaded (see [`EvidencePins`]).
+    pinned: pins::Pins,
     /// Published by the writer.
     disk: Arc<DiskCounters>,
 }
@@ -390,7 +392,7 @@ impl Store {
         let epoch = schema::epoch(&conn)?;
         let evidence = EvidenceDir::create(&options.data_dir.join(EVIDENCE_DIR_NAME))?;
         let disk = Arc::new(DiskCounters::default());
-        let pinned = Arc::new(Mutex::new(HashSet::new()));
+        let pinned = pins::Pins::default();
         let (writer, report) = Writer::start_up(
             conn,
             evidence.clone(),
@@ -580,12 +582,11 @@ impl Store {
         reply_rx.recv().map_err(|_| StoreError::Closed)?
     }
 
-    /// A set of files the caller is uploading: eviction takes an unconfirmed file that is
-    /// pinned only when no other can go (it may arrive yet). Files stay pinned until unpinned
-    /// or the set is dropped.
+    /// The pins of an uploader (see [`EvidencePins`]): eviction takes a file being uploaded only
+    /// when no other unconfirmed file can go, and never one whose last chunk is on its way.
     pub fn evidence_pins(&self) -> EvidencePins {
         EvidencePins {
-            store: Arc::clone(&self.shared.pinned),
+            pins: Arc::clone(&self.shared.pinned),
             mine: Mutex::new(HashSet::new()),
         }
     }
@@ -756,43 +757,6 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut reader)
     }
-}
-
-/// Files one uploader pins (see [`Store::evidence_pins`]); dropping it unpins them.
-#[derive(Debug)]
-pub struct EvidencePins {
-    store: Arc<Mutex<HashSet<Digest>>>,
-    mine: Mutex<HashSet<Digest>>,
-}
-
-impl EvidencePins {
-    /// Pins a file (it is being uploaded).
-    pub fn pin(&self, sha256: Digest) {
-        lock(&self.mine).insert(sha256);
-        lock(&self.store).insert(sha256);
-    }
-
-    /// Unpins a file (the hub confirmed it, or the upload was given up).
-    pub fn unpin(&self, sha256: &Digest) {
-        if lock(&self.mine).remove(sha256) {
-            lock(&self.store).remove(sha256);
-        }
-    }
-}
-
-impl Drop for EvidencePins {
-    fn drop(&mut self) {
-        let mine = std::mem::take(&mut *lock(&self.mine));
-        let mut store = lock(&self.store);
-        for sha in &mine {
-            store.remove(sha);
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The sets stay consistent across a panic: each change is one insert or remove.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs `work` on tokio's blocking pool (a panic in it reads as [`StoreError::Closed`]).

@@ -15,9 +15,9 @@
 //! checkpoint always fits in the room the reserve gives back.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::{
@@ -151,7 +151,7 @@ struct Policy {
     rng: fastrand::Rng,
     /// Files being uploaded (or uploaded and awaiting the hub's confirmation): evicted as lost
     /// only when no other unconfirmed file can go, since they may well arrive.
-    pinned: Arc<Mutex<HashSet<Digest>>>,
+    pinned: super::pins::Pins,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -231,7 +231,7 @@ impl Writer {
         evidence: EvidenceDir,
         options: &StoreOptions,
         disk: Arc<DiskCounters>,
-        pinned: Arc<Mutex<HashSet<Digest>>>,
+        pinned: super::pins::Pins,
     ) -> Result<(Writer, OpenReport), StoreError> {
         // invariant: the embedded catalog holds `device.data_loss` (checked by this module's
         // tests and by protocol's catalog tests).
@@ -696,6 +696,8 @@ impl Writer {
             tx.commit()
         })();
 
+        // the transaction is over: what it chose to evict is gone or back
+        super::pins::lock(&self.policy.pinned).clear_evicting();
         match outcome {
             Ok(()) => {
                 let evicted =
@@ -1086,29 +1088,37 @@ impl Policy {
         conn: &Connection,
         acked: i64,
     ) -> rusqlite::Result<Option<(Vec<u8>, i64, i64)>> {
-        let pinned = self
-            .pinned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        // The lock is held until the choice is marked, so that an uploader's claim comes
+        // either before (the file is passed by) or after (the uploader gives up).
+        let mut pins = super::pins::lock(&self.pinned);
         let mut stmt = conn.prepare_cached(
             "SELECT sha256, bytes, last_seq FROM evidence
              WHERE present = 1 AND confirmed = 0 AND last_seq <= ?1
              ORDER BY last_seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![acked, pinned.len() as i64 + 1], |r| {
+        let rows = stmt.query_map(params![acked, pins.pinned() as i64 + 1], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?))
         })?;
-        let mut first = None;
+        let mut uploading = None;
+        let mut chosen = None;
         for row in rows {
             let row = row?;
-            let is_pinned = digest(&row.0).is_some_and(|d| pinned.contains(&d));
-            if !is_pinned {
-                return Ok(Some(row));
+            let Some(sha) = digest(&row.0) else { continue };
+            if !pins.evictable(&sha) {
+                continue;
             }
-            first.get_or_insert(row);
+            if pins.uploading(&sha) {
+                uploading.get_or_insert((sha, row));
+                continue;
+            }
+            chosen = Some((sha, row));
+            break;
         }
-        Ok(first)
+        let chosen = chosen.or(uploading);
+        if let Some((sha, _)) = &chosen {
+            pins.mark_evicting(*sha);
+        }
+        Ok(chosen.map(|(_, row)| row))
     }
 
     /// Commits the `device.data_loss` events reporting this transaction's losses, if any:

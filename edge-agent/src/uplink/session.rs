@@ -728,6 +728,13 @@ async fn upload_evidence(
         let mut offset = req.received_bytes.min(total) as usize;
         while offset < data.len() {
             let end = (offset + chunk_bytes).min(data.len());
+            if end == data.len() && !may_finish(&store, &pins, sha).await {
+                // evicted meanwhile (and reported lost): the hub must not complete it
+                tracing::debug!(stage = "uplink", %sha, "evidence evicted during its upload; given up");
+                pins.unpin(&sha);
+                let _ = send.reset(0u32.into());
+                break;
+            }
             let chunk = EvidenceChunk {
                 sha256: sha,
                 offset: offset as u64,
@@ -747,6 +754,16 @@ async fn upload_evidence(
         }
         let _ = send.finish();
     }
+}
+
+/// Claims a file before its last chunk (see [`EvidencePins::claim_final`]): true when it is
+/// still held and can no longer be evicted.
+async fn may_finish(store: &Store, pins: &EvidencePins, sha: Digest) -> bool {
+    if !pins.claim_final(&sha) {
+        return false;
+    }
+    let s = store.clone();
+    matches!(blocking(move || s.has_evidence(&sha)).await, Ok(Ok(true)))
 }
 
 async fn blocking<T: Send + 'static>(

@@ -97,6 +97,8 @@ pub struct TestCamera {
     thread: Option<JoinHandle<()>>,
     /// The server and its listening source while serving; `None` while stopped.
     serving: Option<(rtsp::RTSPServer, glib::SourceId)>,
+    /// `(user, password)` a client must give (RTSP basic authentication); `None`: anyone.
+    credentials: Option<(String, String)>,
 }
 
 impl TestCamera {
@@ -105,6 +107,26 @@ impl TestCamera {
     /// # Errors
     /// [`RtspSimError`] when GStreamer or the server cannot start.
     pub fn start(media: TestMedia) -> Result<TestCamera, RtspSimError> {
+        TestCamera::start_with(media, None)
+    }
+
+    /// Starts serving `media` to clients that give `user` and `password` only, as a real
+    /// camera does (RTSP basic authentication).
+    ///
+    /// # Errors
+    /// As [`TestCamera::start`].
+    pub fn start_with_credentials(
+        media: TestMedia,
+        user: &str,
+        password: &str,
+    ) -> Result<TestCamera, RtspSimError> {
+        TestCamera::start_with(media, Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn start_with(
+        media: TestMedia,
+        credentials: Option<(String, String)>,
+    ) -> Result<TestCamera, RtspSimError> {
         gstreamer::init().map_err(RtspSimError::Init)?;
         let launch = launch_of(&media)?;
         let context = glib::MainContext::new();
@@ -129,6 +151,7 @@ impl TestCamera {
             main_loop,
             thread: Some(thread),
             serving: None,
+            credentials,
         };
         camera.serve()?;
         Ok(camera)
@@ -183,6 +206,20 @@ impl TestCamera {
         let factory = rtsp::RTSPMediaFactory::new();
         factory.set_launch(&self.launch);
         factory.set_shared(self.shared);
+        if let Some((user, password)) = &self.credentials {
+            let auth = rtsp::RTSPAuth::new();
+            let token = rtsp::RTSPToken::builder()
+                .field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE.as_str(), "viewer")
+                .build();
+            auth.add_basic(&rtsp::RTSPAuth::make_basic(user, password), &token);
+            server.set_auth(Some(&auth));
+            factory.add_role_from_structure(
+                &gstreamer::Structure::builder("viewer")
+                    .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS.as_str(), true)
+                    .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT.as_str(), true)
+                    .build(),
+            );
+        }
         mounts.add_factory("/cam", factory);
         let source = server
             .attach(Some(&self.context))

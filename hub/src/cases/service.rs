@@ -708,8 +708,7 @@ impl CaseService {
         box_id: &BoxId,
         now: Timestamp,
     ) -> Result<String, CaseError> {
-        let mut random = [0u8; 16];
-        getrandom::fill(&mut random).map_err(|e| CaseError::RecheckRefused {
+        let random = crate::random::bytes::<16>().map_err(|e| CaseError::RecheckRefused {
             reason: format!("no randomness for a request id: {e}"),
         })?;
         let id: String = random.iter().map(|b| format!("{b:02x}")).collect();

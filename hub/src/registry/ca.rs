@@ -131,7 +131,7 @@ impl HubCa {
         // Tolerate a box clock a little behind the hub's.
         params.not_before = offset_time(now_secs - 300)?;
         params.not_after = offset_time(not_after_secs)?;
-        params.serial_number = Some(rcgen::SerialNumber::from(random_serial()));
+        params.serial_number = Some(rcgen::SerialNumber::from(random_serial()?));
         let signed = CertificateSigningRequestParams {
             params,
             public_key: csr.public_key,
@@ -168,7 +168,7 @@ impl HubCa {
         params.not_before = offset_time(now_secs - 300)?;
         params.not_after =
             offset_time(now_secs.saturating_add(i64::try_from(lifetime_secs).unwrap_or(86_400)))?;
-        params.serial_number = Some(rcgen::SerialNumber::from(random_serial()));
+        params.serial_number = Some(rcgen::SerialNumber::from(random_serial()?));
         let cert = params.signed_by(&key, &self.signer, &self.key)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((vec![cert.der().clone(), self.cert_der.clone()], key_der))
@@ -211,9 +211,11 @@ fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
     None
 }
 
-fn random_serial() -> u64 {
-    // Positive, non-zero, 63 bits: enough that two certificates of this CA never share one.
-    fastrand::u64(1..i64::MAX as u64)
+/// Positive, non-zero, 63 bits from the OS random source: two certificates of this CA never
+/// share one, and nobody can predict the next.
+fn random_serial() -> Result<u64, RegistryError> {
+    let bytes = crate::random::bytes::<8>().map_err(RegistryError::Random)?;
+    Ok((u64::from_be_bytes(bytes) >> 1).max(1))
 }
 
 fn offset_time(unix_secs: i64) -> Result<time::OffsetDateTime, RegistryError> {

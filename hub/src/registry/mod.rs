@@ -69,6 +69,9 @@ pub enum RegistryError {
     /// A token string that is not `gs1-<fingerprint>-<secret>`.
     #[error("enrollment token is malformed (expected gs1-<64 hex>-<32 hex>)")]
     BadToken,
+    /// The OS random source failed (a secret or serial number cannot be made).
+    #[error("the OS random source failed: {0}")]
+    Random(getrandom::Error),
 }
 
 /// Where a box stands.
@@ -232,7 +235,7 @@ impl Registry {
         if n == 0 {
             return Err(RegistryError::BoxExists(id.clone()));
         }
-        let secret = new_secret();
+        let secret = new_secret()?;
         tx.execute(
             "INSERT INTO tokens (secret_sha256, box_id, expires_at) VALUES (?1, ?2, ?3)",
             params![
@@ -432,10 +435,10 @@ impl Registry {
     }
 }
 
-fn new_secret() -> String {
-    let mut rng = fastrand::Rng::new();
-    // fastrand seeds from the OS per thread; 128 bits of it name a token.
-    (0..16).map(|_| format!("{:02x}", rng.u8(..))).collect()
+/// 128 bits from the OS random source, in hex: an enrollment token's secret.
+fn new_secret() -> Result<String, RegistryError> {
+    let bytes = crate::random::bytes::<16>().map_err(RegistryError::Random)?;
+    Ok(hex(&bytes))
 }
 
 fn secret_hash(secret: &str) -> String {

@@ -138,3 +138,60 @@ fn grid_locate_with_a_broken_grid_file_names_the_feature_and_fails() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("feature #1 (code 12)"), "{err}");
 }
+
+/// `hub token new` makes a random token and the `[[tokens]]` entry for it; `hub token-hash`
+/// takes a token from standard input, so that no secret has to be typed on a command line.
+#[test]
+fn a_new_token_is_random_and_its_entry_holds_its_hash_which_token_hash_reads_from_stdin() {
+    use std::io::Write as _;
+    let new = |subject: &str| {
+        let out = hub(&[
+            "token",
+            "new",
+            "--name",
+            "desk",
+            "--role",
+            "dispatcher",
+            "--subject",
+            subject,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (a, b) = (new("desk-1"), new("desk-1"));
+    let token_of = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("# gst_").map(|t| format!("gst_{t}")))
+            .unwrap()
+    };
+    assert_ne!(token_of(&a), token_of(&b));
+    let entry: toml::Value = toml::from_str(&a).unwrap();
+    let entry = &entry["tokens"][0];
+    assert_eq!(entry["role"].as_str(), Some("dispatcher"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .arg("token-hash")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}", token_of(&a)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        entry["token_sha256"].as_str().unwrap()
+    );
+    assert!(
+        !hub(&[
+            "token",
+            "new",
+            "--name",
+            "x",
+            "--role",
+            "system",
+            "--subject",
+            "x"
+        ])
+        .status
+        .success()
+    );
+}
