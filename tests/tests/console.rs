@@ -195,8 +195,12 @@ async fn an_operator_follows_an_ingested_case_around_the_loop_in_the_console() {
         .goto(&format!("{base}/#/case/{case_id}"))
         .await
         .unwrap();
+    // not theirs: to them it does not exist at all
     let refused = browser.text("#case-error", T).await.unwrap();
-    assert!(refused.contains("not yours"), "{refused}");
+    assert!(
+        refused.contains(&format!("case {case_id} does not exist")),
+        "{refused}"
+    );
 
     // After the feedback the hub asked the box's camera to look again; this box runs no camera
     // pipeline, so the case says a person must verify. The dispatcher does, and closes it; the

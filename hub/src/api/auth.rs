@@ -5,7 +5,7 @@ use axum::http::request::Parts;
 use serde::Deserialize;
 
 use super::{ApiError, AppState};
-use crate::cases::{Actor, Case, Role};
+use crate::cases::{Actor, Role};
 
 /// A configured token: its SHA-256 (hex) and who it stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -49,20 +49,5 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::Unauthorized);
         }
         Ok(Caller(actor.clone()))
-    }
-}
-
-/// True when `actor` may see `case`.
-pub(super) fn may_see(actor: &Actor, case: &Case) -> bool {
-    match actor.role {
-        Role::Admin | Role::Dispatcher | Role::System => true,
-        Role::Department => case
-            .department
-            .as_ref()
-            .is_some_and(|d| d.as_str() == actor.subject),
-        Role::Worker => case
-            .worker
-            .as_ref()
-            .is_some_and(|w| w.as_str() == actor.subject),
     }
 }

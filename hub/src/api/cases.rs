@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::auth::{Caller, may_see};
+use super::auth::Caller;
 use super::{ApiError, AppState, blocking};
 use crate::assess;
 use crate::cases::{Action, CaseId, CaseState, Role};
@@ -90,7 +90,7 @@ async fn list(
     } else {
         None
     };
-    let visible: Vec<_> = cases.into_iter().filter(|c| may_see(&actor, c)).collect();
+    let visible: Vec<_> = cases.into_iter().filter(|c| c.visible_to(&actor)).collect();
     Ok(Json(json!({ "cases": visible, "next": next })))
 }
 
@@ -102,21 +102,20 @@ async fn show(
     let svc = state.cases.clone();
     let now = (state.clock)();
     let found = blocking(move || {
-        let Some((case, transitions)) = svc.case(CaseId(id))? else {
+        // a case the caller may not see answers exactly as one that does not exist
+        let Some((case, transitions)) = svc
+            .case(CaseId(id))?
+            .filter(|(case, _)| case.visible_to(&actor))
+        else {
             return Ok(None);
         };
-        if !may_see(&actor, &case) {
-            return Ok(Some(Err(ApiError::Forbidden(format!(
-                "case {id} is not yours"
-            )))));
-        }
         let events = svc.case_events(CaseId(id))?;
         let allowed = svc.allowed_actions(&case, &actor, now);
-        Ok(Some(Ok((case, transitions, events, allowed))))
+        Ok(Some((case, transitions, events, allowed)))
     })
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("case {id} does not exist")))?;
-    let (case, transitions, events, allowed) = found?;
+    let (case, transitions, events, allowed) = found;
     // Files named by the case that their box reported lost: the console says so instead of
     // waiting for them.
     let named: Vec<protocol::Digest> = events
@@ -125,6 +124,7 @@ async fn show(
         .chain(
             transitions
                 .iter()
+                .filter(|t| t.evidence_from_hub())
                 .flat_map(|t| t.evidence.iter())
                 .filter_map(|hex| protocol::Digest::from_hex(hex).ok()),
         )
@@ -170,12 +170,6 @@ async fn act(
     let svc = state.cases.clone();
     let now = (state.clock)();
     let case = blocking(move || {
-        let Some((case, _)) = svc.case(CaseId(id))? else {
-            return Err(crate::cases::CaseError::NotFound(CaseId(id)));
-        };
-        if !may_see(&actor, &case) {
-            return Ok(Err(ApiError::Forbidden(format!("case {id} is not yours"))));
-        }
         svc.act(
             CaseId(id),
             &req.action,
@@ -184,9 +178,8 @@ async fn act(
             &req.evidence,
             now,
         )
-        .map(Ok)
     })
-    .await??;
+    .await?;
     if feedback && state.cases.settings().recheck_on_feedback && state.boxes.is_some() {
         tokio::spawn(super::console::recheck_after_feedback(state.clone(), id));
     }
@@ -234,7 +227,7 @@ async fn assessment(
 async fn changes(State(state): State<AppState>, Caller(actor): Caller) -> impl IntoResponse {
     let stream = BroadcastStream::new(state.cases.subscribe()).filter_map(move |item| {
         let event = match item {
-            Ok(change) if may_see(&actor, &change.case) => {
+            Ok(change) if change.case.visible_to(&actor) => {
                 SseEvent::default().event("case").json_data(&change).ok()?
             }
             Ok(_) => return None,

@@ -25,9 +25,9 @@ use axum::routing::{get, post};
 use protocol::{BoxId, CommandAction, CommandOutcome, Digest, SourceKind};
 use serde_json::{Value, json};
 
-use super::auth::{Caller, may_see};
+use super::auth::Caller;
 use super::{ApiError, AppState, blocking};
-use crate::cases::{Actor, CaseId, Role};
+use crate::cases::{Actor, CaseId, RECHECK_TRANSITION, Role};
 use crate::ingest::EvidenceState;
 use crate::registry::Registry;
 
@@ -175,13 +175,15 @@ async fn evidence(
         .as_ref()
         .map(|b| b.data_dir.join("evidence").join(&hex));
     let found = blocking(move || {
-        let Some((case, transitions)) = svc.case(CaseId(id))? else {
+        let Some((_, transitions)) = svc
+            .case(CaseId(id))?
+            .filter(|(case, _)| case.visible_to(&actor))
+        else {
             return Ok(Err(ApiError::NotFound(format!("case {id} does not exist"))));
         };
-        if !may_see(&actor, &case) {
-            return Ok(Err(ApiError::Forbidden(format!("case {id} is not yours"))));
-        }
-        let named = transitions.iter().any(|t| t.evidence.contains(&hex))
+        let named = transitions
+            .iter()
+            .any(|t| t.evidence_from_hub() && t.evidence.contains(&hex))
             || svc
                 .case_events(CaseId(id))?
                 .iter()
@@ -255,8 +257,17 @@ async fn recheck(
     };
     let svc = state.cases.clone();
     let now = (state.clock)();
-    let case = blocking(move || svc.annotate(CaseId(id), "recheck", &actor, &note, &evidence, now))
-        .await?;
+    let case = blocking(move || {
+        svc.annotate(
+            CaseId(id),
+            RECHECK_TRANSITION,
+            &actor,
+            &note,
+            &evidence,
+            now,
+        )
+    })
+    .await?;
     Ok(Json(json!({"case": case, "result": result})))
 }
 
@@ -277,14 +288,12 @@ async fn recheck_target(
     let svc = state.cases.clone();
     let now = (state.clock)();
     let target = blocking(move || {
-        let Some((case, _)) = svc.case(CaseId(id))? else {
+        let Some((case, _)) = svc
+            .case(CaseId(id))?
+            .filter(|(case, _)| asker.as_ref().is_none_or(|who| case.visible_to(who)))
+        else {
             return Ok(Err(ApiError::NotFound(format!("case {id} does not exist"))));
         };
-        if let Some(who) = &asker
-            && !may_see(who, &case)
-        {
-            return Ok(Err(ApiError::Forbidden(format!("case {id} is not yours"))));
-        }
         let camera = svc.case_events(CaseId(id))?.into_iter().find_map(|(b, e)| {
             (e.source.kind == SourceKind::Camera).then(|| (b, e.source.id, case.category.clone()))
         });
@@ -336,7 +345,7 @@ pub(super) async fn recheck_after_feedback(state: AppState, id: i64) {
         // The answer's picture and count reach the case as the box's event (durably, and that
         // is what verifies): this records only that the system asked.
         Ok(result) if matches!(result.outcome, CommandOutcome::Done) => (
-            "recheck",
+            RECHECK_TRANSITION,
             format!("camera re-check after feedback asked of {box_id}"),
             Vec::new(),
         ),

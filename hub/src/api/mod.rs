@@ -173,9 +173,11 @@ impl From<CaseError> for ApiError {
     fn from(e: CaseError) -> ApiError {
         match e {
             CaseError::NotFound(id) => ApiError::NotFound(format!("case {id} does not exist")),
-            CaseError::Workflow(w @ WorkflowError::Forbidden { .. }) => {
-                ApiError::Forbidden(w.to_string())
-            }
+            CaseError::Workflow(
+                w @ (WorkflowError::Forbidden { .. }
+                | WorkflowError::NotTheirs { .. }
+                | WorkflowError::OwnWork),
+            ) => ApiError::Forbidden(w.to_string()),
             CaseError::Workflow(w @ WorkflowError::WrongState { .. }) => {
                 ApiError::Conflict(w.to_string())
             }

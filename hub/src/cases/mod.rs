@@ -182,11 +182,59 @@ pub struct Case {
     /// far from where its box was registered).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
+    /// Every department the case has been dispatched or escalated to, in order: each keeps
+    /// seeing it (and its outcome) afterwards.
+    #[serde(default)]
+    pub dispatched_to: Vec<DepartmentId>,
+    /// Who handed in the latest feedback: they may not verify it themselves.
+    #[serde(default)]
+    pub feedback_by: Option<Actor>,
     /// When it was created on the hub.
     pub created_at: Timestamp,
     /// When it was last changed.
     pub updated_at: Timestamp,
 }
+
+impl Case {
+    /// Whether `actor` may see this case (and so act on it as their role allows): admins,
+    /// dispatchers and the hub see every case; a department the cases dispatched or escalated
+    /// to it, from then on; a grid worker the cases of their cells.
+    pub fn visible_to(&self, actor: &Actor) -> bool {
+        match actor.role {
+            Role::Admin | Role::Dispatcher | Role::System => true,
+            Role::Department => {
+                self.dispatched_to.iter().any(|d| d.as_str() == actor.subject)
+                    // a case stored before the history was kept: its current department,
+                    // once dispatched
+                    || (self.dispatched_to.is_empty()
+                        && !matches!(
+                            self.state,
+                            CaseState::Reported | CaseState::Registered | CaseState::Rejected
+                        )
+                        && self
+                            .department
+                            .as_ref()
+                            .is_some_and(|d| d.as_str() == actor.subject))
+            }
+            Role::Worker => self
+                .worker
+                .as_ref()
+                .is_some_and(|w| w.as_str() == actor.subject),
+        }
+    }
+}
+
+impl Transition {
+    /// Whether its evidence came from the hub itself (a camera re-check's picture), not named
+    /// by a user in their action: only such files, and those of the case's events, are served
+    /// as the case's evidence, so naming a digest cannot fetch another case's picture.
+    pub fn evidence_from_hub(&self) -> bool {
+        self.actor.role == Role::System || self.action == RECHECK_TRANSITION
+    }
+}
+
+/// The name of the transition that records a camera re-check of a case.
+pub const RECHECK_TRANSITION: &str = "recheck";
 
 /// One recorded transition (or merge, warning, escalation) of a case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -845,7 +845,11 @@ impl CaseService {
         let change = self
             .lock()
             .atomically(|tx| -> Result<CaseChange, CaseError> {
-                let case = tx.case(id)?.ok_or(CaseError::NotFound(id))?;
+                // a case the actor may not see does not exist for them
+                let case = tx
+                    .case(id)?
+                    .filter(|c| c.visible_to(actor))
+                    .ok_or(CaseError::NotFound(id))?;
                 let (next, t) = workflow::apply(&case, action, actor, note, evidence, now)?;
                 tx.update_case(&next)?;
                 tx.add_transition(&t)?;
@@ -1161,6 +1165,8 @@ impl CaseService {
             } else {
                 Vec::new()
             },
+            dispatched_to: Vec::new(),
+            feedback_by: None,
             created_at: now,
             updated_at: now,
         };

@@ -101,6 +101,17 @@ pub enum WorkflowError {
     /// Dispatch without a department to dispatch to.
     #[error("no department to dispatch to")]
     NoDepartment,
+    /// A department acting on a case that is now another department's.
+    #[error("the case is now {department}'s: only they may {action} it")]
+    NotTheirs {
+        /// The action.
+        action: &'static str,
+        /// The case's department.
+        department: String,
+    },
+    /// Verifying one's own feedback.
+    #[error("whoever handed in the feedback may not verify it")]
+    OwnWork,
 }
 
 /// Applies `action` to `case`.
@@ -121,6 +132,25 @@ pub fn apply(
             action: action.name(),
         });
     }
+    if actor.role == Role::Department
+        && matches!(action, Action::Accept | Action::Feedback | Action::Return)
+        && case.department.as_ref().map(DepartmentId::as_str) != Some(actor.subject.as_str())
+    {
+        return Err(WorkflowError::NotTheirs {
+            action: action.name(),
+            department: case
+                .department
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        });
+    }
+    if matches!(action, Action::Verify { .. })
+        && actor.role != Role::System
+        && case.feedback_by.as_ref() == Some(actor)
+    {
+        return Err(WorkflowError::OwnWork);
+    }
     use CaseState::*;
     let mut next = case.clone();
     let wrong = || WorkflowError::WrongState {
@@ -134,13 +164,19 @@ pub fn apply(
             if let Some(d) = department {
                 next.department = Some(d.clone());
             }
-            if next.department.is_none() {
+            let Some(d) = next.department.clone() else {
                 return Err(WorkflowError::NoDepartment);
+            };
+            if !next.dispatched_to.contains(&d) {
+                next.dispatched_to.push(d);
             }
             next.state = Dispatched;
         }
         (Action::Accept, Dispatched) => next.state = Handling,
-        (Action::Feedback, Handling) => next.state = Handled,
+        (Action::Feedback, Handling) => {
+            next.state = Handled;
+            next.feedback_by = Some(actor.clone());
+        }
         (Action::Verify { passed: true }, Handled) => next.state = Verified,
         (Action::Verify { passed: false }, Handled) => {
             next.state = Dispatched;
@@ -162,6 +198,9 @@ pub fn apply(
             next.escalations += 1;
             next.level = (case.level + 1).min(2);
             next.department = Some(department.clone());
+            if !next.dispatched_to.contains(department) {
+                next.dispatched_to.push(department.clone());
+            }
             next.escalate_at = *next_escalation_at;
         }
         _ => return Err(wrong()),
@@ -211,15 +250,23 @@ mod tests {
             source: "test".into(),
             description: String::new(),
             flags: Vec::new(),
+            dispatched_to: Vec::new(),
+            feedback_by: None,
             created_at: Timestamp::from_unix_millis(0),
             updated_at: Timestamp::from_unix_millis(0),
         }
     }
 
+    /// Runs `a` as someone of `role`: a department as the case's department `san`.
     fn run(c: &Case, a: Action, role: Role) -> Result<Case, WorkflowError> {
+        let subject = if role == Role::Department { "san" } else { "x" };
+        run_as(c, a, role, subject)
+    }
+
+    fn run_as(c: &Case, a: Action, role: Role, subject: &str) -> Result<Case, WorkflowError> {
         let actor = Actor {
             role,
-            subject: "x".into(),
+            subject: subject.into(),
         };
         apply(c, &a, &actor, "", &[], Timestamp::from_unix_millis(1)).map(|(c, _)| c)
     }
@@ -234,7 +281,7 @@ mod tests {
             (Action::Feedback, Role::Department),
             (Action::Verify { passed: false }, Role::Worker),
             (Action::Accept, Role::Department),
-            (Action::Feedback, Role::Worker),
+            (Action::Feedback, Role::Department),
             (Action::Verify { passed: true }, Role::Worker),
             (Action::Close, Role::Dispatcher),
         ] {
@@ -288,5 +335,67 @@ mod tests {
             run(&c, Action::Dispatch { department: None }, Role::Dispatcher),
             Err(WorkflowError::NoDepartment)
         );
+    }
+
+    #[test]
+    fn whoever_hands_in_the_feedback_does_not_verify_it() {
+        let mut c = case();
+        c.state = CaseState::Handling;
+        let done = run_as(&c, Action::Feedback, Role::Worker, "w-zhang").unwrap();
+        assert_eq!(
+            run_as(
+                &done,
+                Action::Verify { passed: true },
+                Role::Worker,
+                "w-zhang"
+            ),
+            Err(WorkflowError::OwnWork)
+        );
+        let verified = run_as(&done, Action::Verify { passed: true }, Role::Worker, "w-li");
+        assert_eq!(verified.map(|c| c.state), Ok(CaseState::Verified));
+    }
+
+    #[test]
+    fn only_the_current_department_accepts_hands_in_or_returns() {
+        let mut c = case();
+        c.state = CaseState::Dispatched;
+        for a in [Action::Accept, Action::Return] {
+            assert!(matches!(
+                run_as(&c, a, Role::Department, "traffic"),
+                Err(WorkflowError::NotTheirs { .. })
+            ));
+        }
+        c.state = CaseState::Handling;
+        assert!(matches!(
+            run_as(&c, Action::Feedback, Role::Department, "traffic"),
+            Err(WorkflowError::NotTheirs { .. })
+        ));
+    }
+
+    #[test]
+    fn every_department_dispatched_or_escalated_to_is_remembered_once() {
+        let mut c = case();
+        c.state = CaseState::Registered;
+        let c = run(&c, Action::Dispatch { department: None }, Role::Dispatcher).unwrap();
+        let c = run(&c, Action::Return, Role::Department).unwrap();
+        let c = run(&c, Action::Dispatch { department: None }, Role::Dispatcher).unwrap();
+        let up = DepartmentId::parse("up").unwrap();
+        let esc = Action::Escalate {
+            department: up.clone(),
+            next_escalation_at: None,
+        };
+        let c = run(&c, esc, Role::System).unwrap();
+        let san = DepartmentId::parse("san").unwrap();
+        assert_eq!(c.dispatched_to, vec![san, up]);
+        let former = Actor {
+            role: Role::Department,
+            subject: "san".into(),
+        };
+        let stranger = Actor {
+            role: Role::Department,
+            subject: "traffic".into(),
+        };
+        assert!(c.visible_to(&former));
+        assert!(!c.visible_to(&stranger));
     }
 }

@@ -666,7 +666,11 @@ impl Tx<'_> {
         }
         if let Some(d) = &q.department {
             args.push(d.clone().into());
-            sql.push_str(&format!(" AND department = ?{}", args.len()));
+            // its current department and every one it was dispatched or escalated to before
+            let n = args.len();
+            sql.push_str(&format!(
+                " AND (department = ?{n} OR EXISTS (SELECT 1 FROM json_each(body, '$.dispatched_to') WHERE value = ?{n}))"
+            ));
         }
         if !q.states.is_empty() {
             let mut marks = Vec::new();

@@ -175,14 +175,22 @@ async fn the_whole_loop_runs_through_the_api_with_role_checks_return_and_rework(
     let path = format!("/api/v1/cases/{id}");
 
     assert_eq!(api.call("GET", &path, None, None).await.0, 401);
+    // another cell's worker: the case does not exist for them, exactly as one that does not
+    let (status, hidden) = api.call("GET", &path, Some("t-wang"), None).await;
+    let (missing_status, missing) = api
+        .call("GET", "/api/v1/cases/999999", Some("t-wang"), None)
+        .await;
+    assert_eq!((status, missing_status), (404, 404));
     assert_eq!(
-        api.call("GET", &path, Some("t-wang"), None).await.0,
-        403,
-        "another cell's worker"
+        hidden["error"]
+            .as_str()
+            .unwrap()
+            .replace(&id.to_string(), "N"),
+        missing["error"].as_str().unwrap().replace("999999", "N")
     );
     assert_eq!(
         api.act(id, "t-wang", json!({"action": "feedback"})).await.0,
-        403
+        404
     );
     let (status, listed) = api.call("GET", "/api/v1/cases", Some("t-wang"), None).await;
     assert_eq!(
@@ -367,7 +375,8 @@ async fn an_overdue_case_escalates_and_the_street_department_then_sees_it() {
     let path = format!("/api/v1/cases/{id}");
     assert_eq!(
         api.call("GET", &path, Some("t-sanit-street"), None).await.0,
-        403
+        404,
+        "not the street department's before it is escalated there"
     );
     let (_, shown) = api.call("GET", &path, Some("t-sanit"), None).await;
     let deadline = shown["case"]["deadline"].as_i64().unwrap();
@@ -379,6 +388,54 @@ async fn an_overdue_case_escalates_and_the_street_department_then_sees_it() {
     assert_eq!(s, 200);
     assert_eq!(shown["case"]["escalations"], 1);
     assert_eq!(shown["case"]["department"], "sanitation-gusu");
+    // the community department it was first dispatched to still sees it, but acts no more
+    assert_eq!(api.call("GET", &path, Some("t-sanit"), None).await.0, 200);
+    let (s, listed) = api
+        .call("GET", "/api/v1/cases", Some("t-sanit"), None)
+        .await;
+    assert_eq!((s, listed["cases"][0]["id"].as_i64()), (200, Some(id)));
+    assert_eq!(
+        api.act(id, "t-sanit", json!({"action": "accept"})).await.0,
+        403
+    );
+    assert_eq!(
+        api.act(id, "t-sanit-street", json!({"action": "accept"}))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_digest_named_in_an_action_does_not_make_its_file_the_cases_evidence() {
+    let api = TestApi::spawn().await;
+    let id = api.ingest(1, "0102"); // auto-dispatched to sanitation-pj
+    let elsewhere = "cd".repeat(32); // say, the picture of a case sanitation may not see
+    assert_eq!(
+        api.act(id, "t-sanit", json!({"action": "accept"})).await.0,
+        200
+    );
+    let (s, _) = api
+        .act(
+            id,
+            "t-sanit",
+            json!({"action": "feedback", "evidence": [elsewhere]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, body) = api
+        .call(
+            "GET",
+            &format!("/api/v1/cases/{id}/evidence/{elsewhere}"),
+            Some("t-zhang"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert!(
+        body["error"].as_str().unwrap().contains("has no evidence"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -1018,11 +1075,12 @@ async fn the_console_gets_its_bootstrap_the_grid_and_only_the_actions_the_role_m
     let (_, desk) = api.call("GET", &path, Some("t-dispatch"), None).await;
     assert_eq!(desk["allowed_actions"], json!(["dispatch"]));
 
-    // Evidence of another cell's case is refused; evidence the case does not name is not served.
+    // Evidence of another cell's case answers as if the case did not exist; evidence the case
+    // does not name is not served.
     let evidence = format!("{path}/evidence/{}", "ab".repeat(32));
     assert_eq!(
         api.call("GET", &evidence, Some("t-wang"), None).await.0,
-        403
+        404
     );
     assert_eq!(
         api.call("GET", &evidence, Some("t-zhang"), None).await.0,

@@ -51,6 +51,8 @@ fn case(
         source: "test".into(),
         description: String::new(),
         flags: Vec::new(),
+        dispatched_to: Vec::new(),
+        feedback_by: None,
         created_at: at(0),
         updated_at: at(0),
     }
