@@ -336,7 +336,15 @@ impl Agent {
 /// [`AgentError`] when it cannot start.
 pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), AgentError> {
     let agent = Agent::start(config, cancel.clone()).await?;
+    crate::systemd::ready();
+    let watchdog = tokio::spawn(crate::systemd::watchdog(
+        agent.store().clone(),
+        cancel.clone(),
+    ));
     cancel.cancelled().await;
+    crate::systemd::stopping();
+    // its store handle goes before the agent closes the store (the last handle stops the writer)
+    let _ = watchdog.await;
     agent.wait().await;
     Ok(())
 }

@@ -20,6 +20,7 @@ pub mod recheck;
 pub mod sensors;
 pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod uplink;
 pub mod vision;

@@ -20,5 +20,6 @@ pub mod random;
 mod rate;
 pub mod registry;
 pub mod serve;
+pub mod systemd;
 pub mod telemetry;
 pub mod web;

@@ -231,6 +231,15 @@ pub async fn run(
         api: addr,
         ingest: ingest_addr,
     });
+    crate::systemd::ready();
+    tracker.spawn(crate::systemd::watchdog(svc.clone(), cancel.clone()));
+    {
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            cancel.cancelled().await;
+            crate::systemd::stopping();
+        });
+    }
     let http_stats = Arc::new(api::server::HttpStats::default());
     let metrics = api::metrics::HubMetrics::new(
         svc.clone(),

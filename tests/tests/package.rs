@@ -2,7 +2,10 @@
 //! binaries cargo already built, are unpacked into a temporary root (`dpkg-deb -x`), and the
 //! installed binaries are started from the installed configuration as their systemd units start
 //! them. Only the paths change: /etc and /var/lib point into the temporary root, and the fixed
-//! ports of the shipped configuration become free ones.
+//! ports of the shipped configuration become free ones. Each binary speaks systemd's notify
+//! protocol to a socket the test holds, as under `Type=notify` with a watchdog (ready, pets,
+//! stopping); each unit's sandbox exposure (`systemd-analyze security --offline`) is printed and
+//! held to at most 3.0; the maintainer scripts are there and parse.
 //!
 //! Why not `dpkg -i` here: it would install system users and files into this machine's /etc and
 //! /var/lib on every test run, and the shipped hub configuration binds fixed ports (8080, 4433)
@@ -11,6 +14,7 @@
 #![allow(clippy::unwrap_used)] // test code
 
 use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -86,6 +90,112 @@ fn which(name: &str) -> Result<PathBuf, ()> {
         .ok_or(())
 }
 
+/// `systemd-analyze security --offline=true` of `unit`: its overall exposure (0 = locked down,
+/// 10 = exposed), with the report printed. `None` where the tool is missing.
+fn exposure(unit: &Path) -> Option<f64> {
+    let Ok(tool) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze not installed: exposure not measured");
+        return None;
+    };
+    let out = Command::new(tool)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no exposure in the report of {}", unit.display()));
+    let level = line
+        .split_once(": ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable exposure line `{line}`"));
+    println!("{}: systemd exposure {level}", unit.display());
+    Some(level)
+}
+
+/// The maintainer scripts of `deb`, each checked by `sh -n`: their names.
+fn maintainer_scripts(deb: &Path) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(dir.path()));
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ["preinst", "postinst", "prerm", "postrm"].contains(&name.as_str()) {
+            run(Command::new("sh").arg("-n").arg(entry.path()));
+            names.push(name);
+        }
+    }
+    names.sort();
+    names
+}
+
+/// A service manager's notification socket (sd_notify(3)): what the service sent, message by
+/// message.
+struct NotifySocket {
+    path: PathBuf,
+    socket: UnixDatagram,
+    _dir: tempfile::TempDir,
+}
+
+impl NotifySocket {
+    fn new() -> NotifySocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        NotifySocket {
+            path,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// The environment systemd gives a `Type=notify` service with `WatchdogSec=` (here 200 ms,
+    /// so that pets come quickly).
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("NOTIFY_SOCKET", &self.path)
+            .env("WATCHDOG_USEC", "200000")
+            .env_remove("WATCHDOG_PID");
+    }
+
+    /// Reads messages until one holds `line` (as a whole line); the messages read.
+    fn wait_for(&self, line: &str) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no `{line}` within {WAIT:?}; got {seen:?}");
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            let Ok(n) = self.socket.recv(&mut buf) else {
+                continue;
+            };
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let found = message.lines().any(|l| l == line);
+            seen.push(message);
+            if found {
+                return seen;
+            }
+        }
+    }
+
+    /// Waits for readiness, then for two watchdog pets after it.
+    fn ready_and_alive(&self, what: &str) {
+        let before = self.wait_for("READY=1");
+        assert!(
+            !before[..before.len() - 1]
+                .iter()
+                .any(|m| m.contains("WATCHDOG=1")),
+            "{what} pets the watchdog before it is ready: {before:?}"
+        );
+        self.wait_for("WATCHDOG=1");
+        self.wait_for("WATCHDOG=1");
+    }
+}
+
 /// Whether `GET /metrics` on the loopback `port` answers 200 with metrics named `prefix`.
 fn metrics_up(port: u16, prefix: &str) -> bool {
     e2e::http::request(([127, 0, 0, 1], port).into(), "GET", "/metrics", &[], b"")
@@ -141,6 +251,11 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
         assert!(control.contains(&format!("Package: {name}\n")), "{control}");
         assert!(control.contains("libc6"), "library dependencies: {control}");
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
+        assert_eq!(
+            maintainer_scripts(&deb),
+            ["postinst", "postrm", "prerm"],
+            "{name}: stopped before removal, restarted on upgrade, cleaned on purge"
+        );
     }
     for path in [
         "usr/lib/edge-agent/edge-agent",
@@ -166,6 +281,23 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     let units = root.join("lib/systemd/system");
     verify_unit(&root, &units.join("hub.service"));
     verify_unit(&root, &units.join("edge-agent.service"));
+    if let Some(hub) = exposure(&units.join("hub.service")) {
+        assert!(hub <= 3.0, "hub.service exposure {hub} > 3.0");
+    }
+    if let Some(agent) = exposure(&units.join("edge-agent.service")) {
+        assert!(agent <= 3.0, "edge-agent.service exposure {agent} > 3.0");
+    }
+    for unit in ["hub.service", "edge-agent.service"] {
+        let text = std::fs::read_to_string(units.join(unit)).unwrap();
+        for line in [
+            "Type=notify",
+            "WatchdogSec=",
+            "UMask=0027",
+            "NotifyAccess=main",
+        ] {
+            assert!(text.contains(line), "{unit} lacks {line}");
+        }
+    }
 
     // --- the hub, as hub.service starts it, after what its postinst does (`hub init`)
     let hub_cmd = exec_start(&units.join("hub.service"));
@@ -197,20 +329,21 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
         .args(["init", "--data"])
         .arg(root.join("var/lib/hub")));
     let hub_log = work.path().join("hub.log");
-    let mut hub_proc = Running(
-        Command::new(&hub)
-            .args(&hub_cmd[1..3])
-            .arg(&hub_config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&hub_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let notify = NotifySocket::new();
+    let mut cmd = Command::new(&hub);
+    cmd.args(&hub_cmd[1..3])
+        .arg(&hub_config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&hub_log).unwrap());
+    notify.env(&mut cmd);
+    let mut hub_proc = Running(cmd.spawn().unwrap());
+    notify.ready_and_alive("the hub");
     wait_until("the installed hub's /metrics", &mut hub_proc.0, || {
         metrics_up(api_port, "hub_")
     });
     let (status, log) = terminate(hub_proc, &hub_log);
     assert!(status.success(), "hub exit {status}: {log}");
+    notify.wait_for("STOPPING=1");
 
     // --- the agent, as edge-agent.service starts it (no ORT_DYLIB_PATH: the library and the
     // model are found beside the binary)
@@ -232,17 +365,17 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     .unwrap();
     let agent = root.join("usr/bin/edge-agent");
     let agent_log = work.path().join("agent.log");
-    let mut agent_proc = Running(
-        Command::new(&agent)
-            .args(&agent_cmd[1..3])
-            .arg(&agent_config)
-            .env_remove("ORT_DYLIB_PATH")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&agent_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let notify = NotifySocket::new();
+    let mut cmd = Command::new(&agent);
+    cmd.args(&agent_cmd[1..3])
+        .arg(&agent_config)
+        .env_remove("ORT_DYLIB_PATH")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&agent_log).unwrap());
+    notify.env(&mut cmd);
+    let mut agent_proc = Running(cmd.spawn().unwrap());
+    notify.ready_and_alive("the agent");
     wait_until("the installed agent", &mut agent_proc.0, || {
         std::fs::read_to_string(&agent_log).is_ok_and(|l| l.contains("agent running"))
     });
@@ -268,5 +401,6 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     let (status, log) = terminate(agent_proc, &agent_log);
     assert!(status.success(), "agent exit {status}: {log}");
     assert!(log.contains("shutdown requested"), "{log}");
+    notify.wait_for("STOPPING=1");
     assert!(root.join("var/lib/edge-agent/events.db").is_file());
 }

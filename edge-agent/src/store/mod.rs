@@ -568,6 +568,16 @@ impl Store {
         reply_rx.recv().map_err(|_| StoreError::Closed)?
     }
 
+    /// Whether the writer thread answers within `within` (it is not stuck in a commit, an fsync
+    /// or a full disk, and its queue is not full): the service watchdog's probe. Blocks up to
+    /// `within`.
+    pub fn ping(&self, within: std::time::Duration) -> bool {
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        self.sender()
+            .is_ok_and(|tx| tx.try_send(Request::Ping(reply_tx)).is_ok())
+            && reply_rx.recv_timeout(within).is_ok()
+    }
+
     /// Records that the hub holds these evidence files complete, so they may be evicted freely.
     /// Returns how many were not confirmed before (unknown files are ignored).
     ///

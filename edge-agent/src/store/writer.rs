@@ -58,6 +58,8 @@ pub(super) enum Request {
     /// A submitter found the disk full while staging evidence: relieve the disk, unless that
     /// was done since the submitter looked (`reliefs` is the count of reliefs it saw).
     DiskPressure { reliefs: u64 },
+    /// Answered as soon as the writer reaches it: the writer is turning (the service watchdog).
+    Ping(SyncSender<()>),
 }
 
 /// Where the results of a submission go: a blocked caller's channel or an awaiting task's.
@@ -329,6 +331,10 @@ impl Writer {
             batch.retain(|request| match request {
                 Request::DiskPressure { reliefs } => {
                     pressure |= self.is_current(*reliefs);
+                    false
+                }
+                Request::Ping(reply) => {
+                    let _ = reply.send(());
                     false
                 }
                 _ => true,
@@ -665,6 +671,9 @@ impl Writer {
                     Request::DiskPressure { reliefs } => {
                         pressure |= self.disk.reliefs.load(Ordering::Relaxed) == reliefs;
                     }
+                    Request::Ping(reply) => {
+                        let _ = reply.send(());
+                    }
                 }
             }
             if let Some(e) = lost {
@@ -793,6 +802,10 @@ impl Policy {
                 Some(Reply::Count(reply, Err(StoreError::Closed)))
             }
             Request::DiskPressure { .. } => None,
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+                None
+            }
         }
     }
 

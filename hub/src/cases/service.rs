@@ -1099,6 +1099,14 @@ impl CaseService {
         Ok(self.lock().atomically(|tx| tx.case_counts(now))?)
     }
 
+    /// Whether the database takes a write transaction (the service watchdog's probe).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn ping(&self) -> Result<(), CaseError> {
+        Ok(self.lock().atomically(|tx| tx.ping())?)
+    }
+
     /// Every case with its transitions (assessment).
     ///
     /// # Errors

@@ -692,6 +692,16 @@ impl Tx<'_> {
         Ok((page, more))
     }
 
+    /// A statement that touches the database and nothing else.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn ping(&self) -> Result<(), DbError> {
+        self.0
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// A case's transitions in order.
     ///
     /// # Errors
