@@ -64,6 +64,9 @@ pub struct HubConfig {
     /// Limits of the API's HTTP server.
     #[serde(default)]
     pub http: HttpSection,
+    /// How long evidence files and the ingest log are kept.
+    #[serde(default)]
+    pub retention: RetentionSection,
 }
 
 /// `[http]`: limits of the API's HTTP server.
@@ -354,6 +357,33 @@ impl Default for WebhooksSection {
             poll_interval_ms: 1000,
             ca_path: None,
             changes_retention_secs: 30 * 86_400,
+        }
+    }
+}
+
+/// `[retention]`: what the hub deletes after how long, counted in metrics
+/// (`hub_ingest_evidence_expired_*`, `hub_ingest_log_pruned_*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Evidence files of a case closed or rejected more than this many days ago are deleted
+    /// (the case and its events stay; the API answers 410 for the pictures). 0 keeps them
+    /// forever. Default 0.
+    pub evidence_days: u32,
+    /// Bodies of delivered events in the ingest log (`ingest.db`) older than this many days are
+    /// dropped: the cases hold the events; the log keeps each event's id and sequence number
+    /// (duplicates and cloned stores are still recognised). 0 keeps them. Default 30.
+    pub ingest_log_days: u32,
+    /// How often the retention sweep runs. Default 3600.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            evidence_days: 0,
+            ingest_log_days: 30,
+            sweep_interval_secs: 3600,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod random;
 mod rate;
 pub mod registry;
+pub mod retention;
 pub mod serve;
 pub mod systemd;
 pub mod telemetry;

@@ -87,6 +87,19 @@ pub async fn run(
     cancel: CancellationToken,
     on_listening: impl FnOnce(Listening),
 ) -> Result<(), ServeError> {
+    run_with_clock(config, cancel, on_listening, api::system_clock()).await
+}
+
+/// [`run`] with the clock of deadlines, case times and retention given (tests move it on).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_clock(
+    config: HubConfig,
+    cancel: CancellationToken,
+    on_listening: impl FnOnce(Listening),
+    clock: api::Clock,
+) -> Result<(), ServeError> {
     let options = ImportOptions {
         mapping: config.grid.properties.clone(),
         crs: config.grid.crs,
@@ -150,7 +163,6 @@ pub async fn run(
         Arc::clone(&webhook_stats),
         cancel.clone(),
     ));
-    let clock = api::system_clock();
     {
         let (svc, cancel, clock) = (svc.clone(), cancel.clone(), clock.clone());
         let every = Duration::from_secs(config.cases.deadline_check_interval_secs.max(1));
@@ -211,6 +223,13 @@ pub async fn run(
             ingest: server.handle()?,
             data_dir: section.data_dir.clone(),
         });
+        tracker.spawn(crate::retention::run(
+            svc.clone(),
+            server.handle()?,
+            config.retention.clone(),
+            clock.clone(),
+            cancel.clone(),
+        ));
         let cancel = cancel.clone();
         tracker.spawn(async move {
             if let Err(e) = server.run(cancel).await {

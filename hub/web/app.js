@@ -17,7 +17,7 @@ const TEXT = {
     case_title: "案件 #{id}", back: "← 返回案件列表", facts: "案件信息", category: "类别", cell: "网格",
     worker: "网格员", department: "责任部门", deadline: "处置时限", source: "来源", observed: "发现时间",
     events_n: "关联事件", level: "层级", levels: ["社区", "街道", "区"],
-    evidence: "证据照片", image_lost: "照片在设备上丢失，不会再到达", before: "处置前", after: "处置后（复核）", no_image: "暂无照片",
+    evidence: "证据照片", image_lost: "照片在设备上丢失，不会再到达", image_expired: "照片已超过保存期限，已删除", before: "处置前", after: "处置后（复核）", no_image: "暂无照片",
     image_pending: "照片尚未从设备上传", events: "关联事件", timeline: "流转记录", actions: "可执行操作",
     no_actions: "当前角色无可执行操作", note: "备注", dispatch_to: "派遣至",
     act_register: "立案", act_reject: "不予立案", act_dispatch: "派遣", act_accept: "受理",
@@ -53,7 +53,7 @@ const TEXT = {
     case_title: "Case #{id}", back: "← Back to the queue", facts: "Case", category: "Category", cell: "Cell",
     worker: "Grid worker", department: "Department", deadline: "Deadline", source: "Source",
     observed: "Observed", events_n: "Events", level: "Level", levels: ["community", "street", "district"],
-    evidence: "Evidence", image_lost: "Lost on the box before upload: it will not arrive", before: "Before", after: "After (re-check)", no_image: "No image",
+    evidence: "Evidence", image_lost: "Lost on the box before upload: it will not arrive", image_expired: "Deleted after the retention period", before: "Before", after: "After (re-check)", no_image: "No image",
     image_pending: "Image not uploaded by the box yet", events: "Merged events", timeline: "Timeline",
     actions: "Actions", no_actions: "Nothing your role can do now", note: "Note", dispatch_to: "Dispatch to",
     act_register: "Register", act_reject: "Reject", act_dispatch: "Dispatch", act_accept: "Accept",
@@ -491,12 +491,15 @@ async function renderCase(main, id) {
      [t("events_n"), c.event_count],
      [t("source"), c.source]].flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 
-  // Evidence: "before" from the events, "after" from re-checks and feedback.
+  // Evidence: "before" from the events, "after" from the hub's camera re-checks (the only
+  // transitions whose pictures the hub serves).
   const before = data.events.flatMap((e) => (e.event.evidence || []).map((r) => r.sha256));
-  const after = data.transitions.filter((tr) => tr.action !== "report").flatMap((tr) => tr.evidence || []);
+  const after = data.transitions.filter((tr) => tr.action === "recheck" || tr.actor.role === "system")
+    .flatMap((tr) => tr.evidence || []);
+  const expired = new Set(data.evidence_expired || []);
   const figure = (label, shas, cls) => el("figure", { class: cls },
     el("figcaption", {}, label),
-    shas.length ? evidenceImg(c.id, shas[shas.length - 1]) : el("div", { class: "none" }, t("no_image")));
+    shas.length ? evidenceImg(c.id, shas[shas.length - 1], expired) : el("div", { class: "none" }, t("no_image")));
   const evidence = el("div", { class: "panel" }, el("h2", {}, t("evidence")),
     el("div", { class: "evidence" }, figure(t("before"), before.slice(0, 1), "before"),
       figure(t("after"), after, "after")));
@@ -559,7 +562,7 @@ function deptName(id) {
   const d = app.boot.departments.find((d) => d.id === id);
   return d ? `${d.name} (${id})` : id;
 }
-function evidenceImg(caseId, sha) {
+function evidenceImg(caseId, sha, expired) {
   // The photo follows its event from the box: until it has arrived the hub answers 404, so ask
   // again for a while.
   const holder = el("div", { class: "none" }, "…");
@@ -573,7 +576,7 @@ function evidenceImg(caseId, sha) {
           return;
         }
         if (r.status === 410) {
-          holder.textContent = t("image_lost");
+          holder.textContent = t(expired.has(sha) ? "image_expired" : "image_lost");
           holder.classList.add("lost");
           return;
         }

@@ -18,10 +18,13 @@ use hub_support::RunningHub;
 use protocol::{
     CategoryCode, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const TOKENS: [(&str, &str, &str); 1] = [("t-admin", "admin", "admin-1")];
+const TOKENS: [(&str, &str, &str); 2] = [
+    ("t-admin", "admin", "admin-1"),
+    ("t-desk", "dispatcher", "desk-1"),
+];
 
 /// How long a box may take to deliver what the test waits for.
 const T: Duration = Duration::from_secs(60);
@@ -230,6 +233,121 @@ async fn every_picture_evicted_before_upload_is_reported_lost_on_both_sides() {
         "the quota made the box evict pictures before upload"
     );
     assert!(arrived > 0, "the budget uploaded some");
+    edge.stop().await;
+    hub.stop().await;
+}
+
+/// Retention deletes on purpose, and says so: the pictures of a case closed longer ago than
+/// `[retention] evidence_days` are deleted, counted and answered 410 "deleted after the
+/// retention period", while an open case keeps its picture; delivered events' bodies leave the
+/// ingest log after `ingest_log_days`, and the box's re-delivery is still a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pictures_of_cases_closed_past_retention_are_deleted_counted_and_answered_410() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    std::fs::create_dir_all(&data).unwrap();
+    // the hub's clock, which the test moves on
+    let offset = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let clock: hub::api::Clock = {
+        let offset = offset.clone();
+        std::sync::Arc::new(move || {
+            let now = e2e::now().as_unix_millis();
+            protocol::Timestamp::from_unix_millis(
+                now + offset.load(std::sync::atomic::Ordering::SeqCst),
+            )
+        })
+    };
+    let hub = RunningHub::start_with(
+        &data,
+        &TOKENS,
+        "[retention]\nevidence_days = 7\ningest_log_days = 7\nsweep_interval_secs = 1\n",
+        clock,
+    )
+    .await;
+    let tls = hub
+        .enroll(&data, "box-retained", &dir.path().join("tls"))
+        .await;
+    let edge = BoxUnderTest::start(&hub, &tls, &dir.path().join("box"), 1 << 30, 1 << 20);
+    let pictures: Vec<EvidenceFile> = (0..2)
+        .map(|i| EvidenceFile::new(noise(32 << 10, 100 + i), "image/jpeg"))
+        .collect();
+    let shas: Vec<String> = pictures
+        .iter()
+        .map(|p| p.reference.sha256.to_hex())
+        .collect();
+    // two cells apart: two cases
+    edge.raise(0, Some(pictures[0].clone()));
+    edge.raise(9, Some(pictures[1].clone()));
+    let h = &hub;
+    let cases = e2e::wait_for(T, "both pictures at the hub", || async move {
+        let cases = cases_with_evidence(h).await;
+        let mut served = 0;
+        for (case, files, _) in &cases {
+            for sha in files {
+                let path = format!("/api/v1/cases/{case}/evidence/{sha}");
+                served += usize::from(h.call("GET", &path, "t-admin", None).await.0 == 200);
+            }
+        }
+        (served == 2).then_some(cases)
+    })
+    .await
+    .unwrap();
+    let (closed, open) = if cases[0].1[0] == shas[0] {
+        (cases[0].0, cases[1].0)
+    } else {
+        (cases[1].0, cases[0].0)
+    };
+    for (token, action) in [
+        ("t-admin", json!({"action": "accept"})),
+        ("t-admin", json!({"action": "feedback", "note": "cleared"})),
+        ("t-desk", json!({"action": "verify", "passed": true})),
+        ("t-admin", json!({"action": "close"})),
+    ] {
+        let path = format!("/api/v1/cases/{closed}/actions");
+        let (status, body) = hub.call("POST", &path, token, Some(action)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(metric(&hub, "hub_ingest_evidence_expired_total").await, 0.0);
+
+    // eight days on
+    offset.store(8 * 86_400_000, std::sync::atomic::Ordering::SeqCst);
+    e2e::wait_for(T, "the retention sweep", || async move {
+        (metric(h, "hub_ingest_evidence_expired_total").await >= 1.0
+            && metric(h, "hub_ingest_log_pruned_total").await >= 2.0)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(metric(&hub, "hub_ingest_evidence_expired_total").await, 1.0);
+    assert_eq!(
+        metric(&hub, "hub_ingest_evidence_expired_bytes_total").await,
+        f64::from(32u32 << 10)
+    );
+    assert!(!data.join("evidence").join(&shas[0]).exists());
+    let (status, body) = hub
+        .call(
+            "GET",
+            &format!("/api/v1/cases/{closed}/evidence/{}", shas[0]),
+            "t-admin",
+            None,
+        )
+        .await;
+    assert_eq!(status, 410);
+    assert!(body.to_string().contains("retention"), "{body}");
+    let (_, shown) = hub
+        .call("GET", &format!("/api/v1/cases/{closed}"), "t-admin", None)
+        .await;
+    assert_eq!(strings(&shown["evidence_expired"]), [shas[0].clone()]);
+    assert_eq!(shown["case"]["state"], "closed", "the case itself stays");
+    let (status, _) = hub
+        .call(
+            "GET",
+            &format!("/api/v1/cases/{open}/evidence/{}", shas[1]),
+            "t-admin",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "an open case keeps its picture");
     edge.stop().await;
     hub.stop().await;
 }

@@ -116,9 +116,9 @@ async fn show(
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("case {id} does not exist")))?;
     let (case, transitions, events, allowed) = found;
-    // Files named by the case that their box reported lost: the console says so instead of
-    // waiting for them.
-    let named: Vec<protocol::Digest> = events
+    // Files named by the case that their box reported lost, or that were deleted after the
+    // case's retention: the console says so instead of waiting for them.
+    let mut named: Vec<protocol::Digest> = events
         .iter()
         .flat_map(|(_, e)| e.evidence.iter().map(|r| r.sha256))
         .chain(
@@ -129,11 +129,16 @@ async fn show(
                 .filter_map(|hex| protocol::Digest::from_hex(hex).ok()),
         )
         .collect();
-    let lost: Vec<String> = super::console::gone_evidence(&state, named)
+    // the report transition names its event's files too
+    named.sort_unstable_by_key(|d| d.0);
+    named.dedup();
+    let (expired, lost): (Vec<_>, Vec<_>) = super::console::gone_evidence(&state, named)
         .await
-        .iter()
-        .map(|(sha, _)| sha.to_hex())
-        .collect();
+        .into_iter()
+        .partition(|(_, s)| *s == crate::ingest::EvidenceState::Expired);
+    let hex = |gone: Vec<(protocol::Digest, _)>| -> Vec<String> {
+        gone.iter().map(|(sha, _)| sha.to_hex()).collect()
+    };
     let events: Vec<Value> = events
         .into_iter()
         .map(|(box_id, event)| json!({ "box_id": box_id, "event": event }))
@@ -143,7 +148,8 @@ async fn show(
         "transitions": transitions,
         "events": events,
         "allowed_actions": allowed,
-        "evidence_lost": lost,
+        "evidence_lost": hex(lost),
+        "evidence_expired": hex(expired),
     })))
 }
 

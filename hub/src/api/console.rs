@@ -198,6 +198,11 @@ async fn evidence(
     .await??;
     let Some(bytes) = found else {
         match gone_evidence(&state, vec![digest]).await.first() {
+            Some((_, EvidenceState::Expired)) => {
+                return Err(ApiError::Gone(format!(
+                    "evidence {sha} was deleted after the retention period of its finished case ([retention] evidence_days)"
+                )));
+            }
             Some((_, EvidenceState::Refused)) => {
                 return Err(ApiError::Gone(format!(
                     "evidence {sha} was refused: larger than the hub takes ([ingest] max_evidence_bytes)"
@@ -376,8 +381,8 @@ pub(super) async fn recheck_after_feedback(state: AppState, id: i64) {
     }
 }
 
-/// Which of `files` will never arrive: reported lost by their box before upload, or refused
-/// for their size (none on a hub that serves no boxes, or when the ingest log cannot be read:
+/// Which of `files` will never arrive (again): reported lost by their box before upload,
+/// refused for their size, or deleted after their retention (none on a hub that serves no boxes, or when the ingest log cannot be read:
 /// the answer is then "not arrived").
 pub(super) async fn gone_evidence(
     state: &AppState,
@@ -391,8 +396,11 @@ pub(super) async fn gone_evidence(
         .with_log(move |log| {
             let mut gone = Vec::new();
             for sha in files {
-                if let Some((_, _, s @ (EvidenceState::Lost | EvidenceState::Refused))) =
-                    log.evidence_state(&sha)?
+                if let Some((
+                    _,
+                    _,
+                    s @ (EvidenceState::Lost | EvidenceState::Refused | EvidenceState::Expired),
+                )) = log.evidence_state(&sha)?
                 {
                     gone.push((sha, s));
                 }

@@ -404,6 +404,26 @@ impl Collector for HubCollector {
                     &s.health_refused_total,
                 ),
                 (
+                    "hub_ingest_evidence_expired",
+                    "Evidence files deleted after the retention period of their finished cases",
+                    &s.evidence_expired_total,
+                ),
+                (
+                    "hub_ingest_evidence_expired_bytes",
+                    "Bytes of evidence files deleted after their retention period",
+                    &s.evidence_expired_bytes_total,
+                ),
+                (
+                    "hub_ingest_log_pruned",
+                    "Delivered events whose bodies were dropped from the ingest log after its retention",
+                    &s.log_pruned_total,
+                ),
+                (
+                    "hub_ingest_log_pruned_bytes",
+                    "Bytes of event bodies dropped from the ingest log after its retention",
+                    &s.log_pruned_bytes_total,
+                ),
+                (
                     "hub_ingest_conflicts",
                     "Sessions ended for events at sequence numbers committed with other events (a cloned box store)",
                     &s.conflicts_total,

@@ -262,7 +262,8 @@ impl std::fmt::Debug for CaseService {
     }
 }
 
-const OPEN311_BOX: &str = "open311";
+/// The box id citizen reports are stored under (reserved: no box may have it).
+const OPEN311_BOX: &str = crate::registry::RESERVED_BOX_IDS[0].0;
 
 impl CaseService {
     /// A service over an opened database. `change_capacity` bounds the live-update channel
@@ -1097,6 +1098,58 @@ impl CaseService {
     /// [`CaseError::Db`].
     pub fn case_counts(&self, now: Timestamp) -> Result<(Vec<(String, u64)>, u64), CaseError> {
         Ok(self.lock().atomically(|tx| tx.case_counts(now))?)
+    }
+
+    /// Up to `limit` cases closed or rejected before `before` whose evidence was not deleted
+    /// yet, each with the files it names that the hub serves: its events' and its camera
+    /// re-checks' (a file belongs to one event, so to one case).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn evidence_past_retention(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(CaseId, Vec<protocol::Digest>)>, CaseError> {
+        Ok(self.lock().atomically(|tx| -> Result<_, DbError> {
+            let mut out = Vec::new();
+            for id in tx.finished_unexpired(before, limit)? {
+                let mut files: Vec<protocol::Digest> = tx
+                    .case_events(id)?
+                    .iter()
+                    .flat_map(|(_, e)| e.evidence.iter().map(|r| r.sha256))
+                    .collect();
+                for t in tx.transitions(id)? {
+                    if t.evidence_from_hub() {
+                        files.extend(
+                            t.evidence
+                                .iter()
+                                .filter_map(|hex| protocol::Digest::from_hex(hex).ok()),
+                        );
+                    }
+                }
+                files.sort_unstable_by_key(|d| d.0);
+                files.dedup();
+                out.push((id, files));
+            }
+            Ok(out)
+        })?)
+    }
+
+    /// Records that the evidence of case `id` was deleted (`files` files, `bytes` bytes).
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn evidence_expired(
+        &self,
+        id: CaseId,
+        files: u64,
+        bytes: u64,
+        now: Timestamp,
+    ) -> Result<(), CaseError> {
+        Ok(self
+            .lock()
+            .atomically(|tx| tx.evidence_expired(id, now, files, bytes))?)
     }
 
     /// Whether the database takes a write transaction (the service watchdog's probe).

@@ -110,6 +110,18 @@ CREATE TABLE rechecks (
     answered_at INTEGER
 );
 "#,
+    // Finished cases whose evidence files were deleted after the retention period, with what
+    // that freed; the index finds finished cases by when they last changed.
+    r#"
+CREATE TABLE evidence_expired (
+    case_id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    files INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE INDEX cases_finished ON cases (json_extract(body, '$.updated_at'))
+    WHERE state IN ('closed', 'rejected');
+"#,
 ];
 
 /// One page of the case list: cases after a cursor, oldest first, narrowed by who asks.
@@ -699,6 +711,55 @@ impl Tx<'_> {
     pub fn ping(&self) -> Result<(), DbError> {
         self.0
             .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Up to `limit` cases closed or rejected before `before` whose evidence has not been
+    /// deleted yet, oldest change first.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn finished_unexpired(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<CaseId>, DbError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id FROM cases
+             WHERE state IN ('closed', 'rejected') AND json_extract(body, '$.updated_at') < ?1
+               AND id NOT IN (SELECT case_id FROM evidence_expired)
+             ORDER BY json_extract(body, '$.updated_at') LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                before.as_unix_millis(),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| r.get::<_, i64>(0),
+        )?;
+        Ok(rows.map(|r| r.map(CaseId)).collect::<Result<_, _>>()?)
+    }
+
+    /// Records that the evidence of case `id` was deleted: `files` files, `bytes` bytes.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn evidence_expired(
+        &self,
+        id: CaseId,
+        at: Timestamp,
+        files: u64,
+        bytes: u64,
+    ) -> Result<(), DbError> {
+        self.0.execute(
+            "INSERT OR REPLACE INTO evidence_expired (case_id, at, files, bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                id.0,
+                at.as_unix_millis(),
+                i64::try_from(files).unwrap_or(i64::MAX),
+                i64::try_from(bytes).unwrap_or(i64::MAX)
+            ],
+        )?;
         Ok(())
     }
 

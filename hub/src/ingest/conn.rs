@@ -890,13 +890,16 @@ async fn held_evidence(
         files
             .into_iter()
             .filter_map(|sha256| match log.evidence_state(&sha256) {
-                Ok(Some((owner, total, super::EvidenceState::Complete))) if owner == id => {
-                    Some(EvidenceAck {
-                        sha256,
-                        received_bytes: total,
-                        complete: true,
-                    })
-                }
+                // held, or held and deleted after its retention: either way the box may let go
+                Ok(Some((
+                    owner,
+                    total,
+                    super::EvidenceState::Complete | super::EvidenceState::Expired,
+                ))) if owner == id => Some(EvidenceAck {
+                    sha256,
+                    received_bytes: total,
+                    complete: true,
+                }),
                 _ => None,
             })
             .collect()
@@ -1028,7 +1031,9 @@ async fn evidence_chunk(
                 }
                 Ok(Some(outcome))
             }
-            Some((_, _, super::EvidenceState::Complete)) => Ok(Some(ChunkOutcome::Complete)),
+            Some((_, _, super::EvidenceState::Complete | super::EvidenceState::Expired)) => {
+                Ok(Some(ChunkOutcome::Complete))
+            }
             _ => Ok::<_, super::IngestError>(None),
         }
     })

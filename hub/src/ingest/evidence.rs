@@ -48,6 +48,40 @@ impl EvidenceStore {
         self.dir.join(format!("{}.part", sha256.to_hex()))
     }
 
+    /// Deletes the files (and part files) of `files`; ones already gone are skipped. Returns
+    /// how many files were deleted and their bytes.
+    pub(crate) fn delete(&self, files: &[Digest]) -> Result<(u64, u64), IngestError> {
+        let (mut count, mut bytes) = (0, 0);
+        for sha in files {
+            for path in [self.path_of(sha), self.part_of(sha)] {
+                let len = match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(source) => {
+                        return Err(IngestError::Io {
+                            op: "read an evidence file's length",
+                            source,
+                        });
+                    }
+                };
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        count += 1;
+                        bytes += len;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(IngestError::Io {
+                            op: "delete an evidence file",
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+        Ok((count, bytes))
+    }
+
     /// Bytes held from the start (the whole length when complete).
     pub(crate) fn received(&self, sha256: &Digest) -> u64 {
         if let Ok(m) = std::fs::metadata(self.path_of(sha256)) {

@@ -25,7 +25,7 @@ pub const INGEST_FILE: &str = "ingest.db";
 
 /// Schema versions, applied in order (`user_version` counts them). Version 1 is the schema of
 /// the first hubs, which did not set `user_version`: it creates only what is missing.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -77,6 +77,11 @@ DROP INDEX evidence_wanted;
 CREATE INDEX evidence_wanted ON evidence (box_id) WHERE complete = 0 AND lost = 0;
 "#;
 
+/// The retention sweep finds delivered events whose bodies can go by when they arrived.
+const V3: &str = r#"
+CREATE INDEX events_prunable ON events (received_at) WHERE handed_on <> 0 AND length(body) > 0;
+"#;
+
 /// An event waiting to be handed on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unhanded {
@@ -99,11 +104,14 @@ pub enum EvidenceState {
     Lost,
     /// Declared larger than the hub takes: never asked for.
     Refused,
+    /// Held once, deleted after the retention period of its finished cases.
+    Expired,
 }
 
 /// The `lost` column's values.
 const LOST: i64 = 1;
 const REFUSED: i64 = 2;
+const EXPIRED: i64 = 3;
 
 /// What a commit of delivered events did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -355,14 +363,80 @@ impl IngestLog {
         Ok(())
     }
 
+    /// Records evidence files as deleted after their retention period (their files are gone:
+    /// never asked for again). Returns how many rows were marked.
+    ///
+    /// # Errors
+    /// [`IngestError::Sqlite`].
+    pub fn evidence_expired(&mut self, files: &[Digest]) -> Result<u64, IngestError> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        for sha in files {
+            n += tx.execute(
+                "UPDATE evidence SET complete = 0, lost = ?2 WHERE sha256 = ?1",
+                params![sha.0.as_slice(), EXPIRED],
+            )? as u64;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Drops the bodies of up to `limit` events handed on (or refused by the cases) and received
+    /// before `before` (the cases hold them): each keeps its `(box, epoch, seq)` and event id, so a re-delivery is
+    /// still a duplicate and a cloned store still a conflict. Returns the events pruned and the
+    /// bytes of body dropped.
+    ///
+    /// # Errors
+    /// [`IngestError::Sqlite`].
+    pub fn prune_bodies(
+        &mut self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<(u64, u64), IngestError> {
+        let tx = self.conn.transaction()?;
+        let (mut events, mut bytes) = (0u64, 0u64);
+        {
+            let mut pick = tx.prepare_cached(
+                "SELECT box_id, epoch, seq, length(body) FROM events
+                 WHERE handed_on <> 0 AND received_at < ?1 AND length(body) > 0 LIMIT ?2",
+            )?;
+            let rows = pick
+                .query_map(
+                    params![
+                        before.as_unix_millis(),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                        ))
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut prune = tx.prepare_cached(
+                "UPDATE events SET body = x'' WHERE box_id = ?1 AND epoch = ?2 AND seq = ?3",
+            )?;
+            for (box_id, epoch, seq, len) in rows {
+                prune.execute(params![box_id, epoch, seq])?;
+                events += 1;
+                bytes += len.max(0) as u64;
+            }
+        }
+        tx.commit()?;
+        Ok((events, bytes))
+    }
+
     /// Every event of a box, by epoch, in sequence order (tests, tools).
     ///
     /// # Errors
     /// [`IngestError::Sqlite`] or [`IngestError::Decode`].
     pub fn events_of(&self, box_id: &BoxId) -> Result<Vec<Event>, IngestError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT body FROM events WHERE box_id = ?1 ORDER BY epoch, seq")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT body FROM events WHERE box_id = ?1 AND length(body) > 0 ORDER BY epoch, seq",
+        )?;
         let rows = stmt.query_map(params![box_id.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
         let mut out = Vec::new();
         for body in rows {
@@ -435,6 +509,7 @@ impl IngestLog {
                     (true, _) => EvidenceState::Complete,
                     (false, LOST) => EvidenceState::Lost,
                     (false, REFUSED) => EvidenceState::Refused,
+                    (false, EXPIRED) => EvidenceState::Expired,
                     (false, _) => EvidenceState::Wanted,
                 },
             ))),
@@ -672,6 +747,52 @@ mod tests {
         // a lost file that arrives after all is held
         log.evidence_complete(&files[2]).unwrap();
         assert_eq!(state(&log, 2), EvidenceState::Complete);
+    }
+
+    #[test]
+    fn pruned_bodies_still_make_a_redelivery_a_duplicate_and_a_copy_a_conflict() {
+        let (_dir, mut log) = open();
+        let b = BoxId::parse("box-1").unwrap();
+        let events: Vec<Event> = (1..=4).map(|s| event(s, 1)).collect();
+        let old = Timestamp::from_unix_millis(NOW.as_unix_millis() - 1000);
+        log.commit(&b, 7, &events[..3], MAX, old).unwrap();
+        log.commit(&b, 7, &events[3..], MAX, NOW).unwrap();
+        let handed: Vec<_> = (1..=3).map(|s| (b.clone(), 7, Seq(s), 1)).collect();
+        log.mark_handed(&handed[..2]).unwrap();
+        // only handed-on events received before the cut lose their bodies
+        let (n, bytes) = log.prune_bodies(NOW, 10).unwrap();
+        assert_eq!(n, 2);
+        assert!(bytes > 0);
+        assert_eq!(log.prune_bodies(NOW, 10).unwrap(), (0, 0), "once");
+        assert_eq!(log.events_of(&b).unwrap(), events[2..]);
+        assert_eq!(
+            log.unhanded(10).unwrap().len(),
+            2,
+            "waiting events keep theirs"
+        );
+        let (c, _) = log.commit(&b, 7, &events[..2], MAX, NOW).unwrap();
+        assert_eq!((c.inserted, c.duplicates), (0, 2));
+        let (c, _) = log.commit(&b, 7, &[event(1, 9)], MAX, NOW).unwrap();
+        assert!(c.conflict.is_some(), "another event at a pruned seq");
+        assert_eq!(log.last_seq(&b, 7).unwrap(), Some(Seq(4)));
+    }
+
+    #[test]
+    fn expired_evidence_is_no_longer_wanted_and_says_so() {
+        let (_dir, mut log) = open();
+        let b = BoxId::parse("box-1").unwrap();
+        let mut e = event(1, 1);
+        e.evidence = vec![EvidenceRef {
+            sha256: Digest([5; 32]),
+            bytes: 10,
+            media_type: "image/jpeg".into(),
+        }];
+        log.commit(&b, 0, &[e], MAX, NOW).unwrap();
+        log.evidence_complete(&Digest([5; 32])).unwrap();
+        assert_eq!(log.evidence_expired(&[Digest([5; 32])]).unwrap(), 1);
+        let state = log.evidence_state(&Digest([5; 32])).unwrap().unwrap().2;
+        assert_eq!(state, EvidenceState::Expired);
+        assert!(log.wanted_evidence(&b).unwrap().is_empty());
     }
 
     #[test]

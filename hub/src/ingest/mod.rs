@@ -39,7 +39,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protocol::{BoxId, Codec, Command, CommandAction, CommandId, CommandResult, Event, Timestamp};
+use protocol::{
+    BoxId, Codec, Command, CommandAction, CommandId, CommandResult, Digest, Event, Timestamp,
+};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -330,6 +332,14 @@ pub struct IngestStats {
     pub rate_limited_events_total: AtomicU64,
     /// Health reports dropped because their box sent more than `max_health_per_min`.
     pub health_refused_total: AtomicU64,
+    /// Evidence files deleted after the retention period of their finished cases.
+    pub evidence_expired_total: AtomicU64,
+    /// Bytes of those files.
+    pub evidence_expired_bytes_total: AtomicU64,
+    /// Delivered events whose bodies were dropped from the ingest log after its retention.
+    pub log_pruned_total: AtomicU64,
+    /// Bytes of those bodies.
+    pub log_pruned_bytes_total: AtomicU64,
 }
 
 /// A live box connection, as the handle sees it.
@@ -603,6 +613,54 @@ impl IngestHandle {
         }
     }
 
+    /// Deletes evidence files (their finished cases are past retention) and records them as
+    /// expired, so that the API says so and boxes are not asked for them again. Part files go
+    /// too. Returns the files deleted and their bytes (counted in the stats).
+    ///
+    /// # Errors
+    /// [`IngestError::Io`] when a file cannot be deleted, [`IngestError::Sqlite`].
+    pub async fn expire_evidence(&self, files: Vec<Digest>) -> Result<(u64, u64), IngestError> {
+        let shared = self.shared.clone();
+        let (count, bytes) = blocking(move || {
+            let (count, bytes) = shared.evidence.delete(&files)?;
+            lock(&shared.log).evidence_expired(&files)?;
+            Ok((count, bytes))
+        })
+        .await?;
+        let stats = &self.shared.stats;
+        stats
+            .evidence_expired_total
+            .fetch_add(count, Ordering::Relaxed);
+        stats
+            .evidence_expired_bytes_total
+            .fetch_add(bytes, Ordering::Relaxed);
+        Ok((count, bytes))
+    }
+
+    /// Drops the bodies of events handed on and received before `before`, in batches (see
+    /// [`IngestLog::prune_bodies`]). Returns the events pruned and the bytes dropped (counted
+    /// in the stats).
+    ///
+    /// # Errors
+    /// [`IngestError::Sqlite`].
+    pub async fn prune_log(&self, before: Timestamp) -> Result<(u64, u64), IngestError> {
+        const BATCH: usize = 5_000;
+        let (mut events, mut bytes) = (0, 0);
+        loop {
+            let shared = self.shared.clone();
+            // one batch per lock hold: sessions committing events wait for a batch at most
+            let (n, b) = blocking(move || lock(&shared.log).prune_bodies(before, BATCH)).await?;
+            events += n;
+            bytes += b;
+            let stats = &self.shared.stats;
+            stats.log_pruned_total.fetch_add(n, Ordering::Relaxed);
+            stats.log_pruned_bytes_total.fetch_add(b, Ordering::Relaxed);
+            if n < BATCH as u64 {
+                return Ok((events, bytes));
+            }
+        }
+    }
+
     /// Runs `f` on the ingest log on a blocking thread (queries for tools and tests).
     ///
     /// # Errors
@@ -612,13 +670,20 @@ impl IngestHandle {
         f: impl FnOnce(&IngestLog) -> Result<T, IngestError> + Send + 'static,
     ) -> Result<T, IngestError> {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || f(&lock(&shared.log)))
-            .await
-            .map_err(|e| IngestError::Io {
-                op: "join the log query",
-                source: std::io::Error::other(e),
-            })?
+        blocking(move || f(&lock(&shared.log))).await
     }
+}
+
+/// Runs blocking ingest-log or file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, IngestError> + Send + 'static,
+) -> Result<T, IngestError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| IngestError::Io {
+            op: "join the log query",
+            source: std::io::Error::other(e),
+        })?
 }
 
 /// Polls the registry for revoked boxes and publishes the set when it changes.

@@ -63,6 +63,22 @@ pub enum RegistryError {
     /// No such box.
     #[error("box `{0}` is not registered")]
     UnknownBox(BoxId),
+    /// The registry was written by a newer hub.
+    #[error(
+        "`{}` was written by a newer hub (schema {found}; this one knows up to {supported}): upgrade the hub",
+        path.display()
+    )]
+    SchemaTooNew {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its `user_version`.
+        found: i64,
+        /// The newest this hub knows.
+        supported: i64,
+    },
+    /// `hub box add` for an id the hub uses itself.
+    #[error("box id `{0}` is reserved (the hub uses it for {1}): choose another")]
+    Reserved(BoxId, &'static str),
     /// An enrollment was refused (unknown, expired or used token, revoked box).
     #[error("enrollment refused: {0:?}")]
     Refused(EnrollRefusal),
@@ -173,6 +189,9 @@ pub struct Registry {
     conn: Connection,
 }
 
+/// The registry's schema version (`PRAGMA user_version`): a file of a newer hub is refused.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS boxes (
     box_id TEXT PRIMARY KEY,
@@ -193,6 +212,22 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 "#;
 
+/// Box ids the hub uses for what is not a box, with what for: no box may be registered under
+/// them (an `open311` box's events would be numbered among the citizens' reports).
+pub const RESERVED_BOX_IDS: &[(&str, &str)] = &[
+    ("open311", "citizen reports"),
+    ("hub", "its own events"),
+    ("system", "automatic actions"),
+];
+
+/// What the hub uses `id` for, when it is reserved (compared without case).
+pub fn reserved(id: &BoxId) -> Option<&'static str> {
+    RESERVED_BOX_IDS
+        .iter()
+        .find(|(r, _)| r.eq_ignore_ascii_case(id.as_str()))
+        .map(|(_, why)| *why)
+}
+
 impl Registry {
     /// Opens (creating if needed) the registry database at `path`.
     ///
@@ -203,7 +238,17 @@ impl Registry {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // version 0: the first hubs' registry, the same tables without the mark
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(RegistryError::SchemaTooNew {
+                path: path.to_owned(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Registry { conn })
     }
 
@@ -227,6 +272,9 @@ impl Registry {
         token_ttl_secs: u64,
         now: Timestamp,
     ) -> Result<String, RegistryError> {
+        if let Some(why) = reserved(id) {
+            return Err(RegistryError::Reserved(id.clone(), why));
+        }
         let tx = self.conn.transaction()?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO boxes (box_id, name, grid, status, created_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
@@ -480,6 +528,38 @@ mod tests {
             reg.add_box(&id, "again", None, 60, t(0)),
             Err(RegistryError::BoxExists(_))
         ));
+    }
+
+    #[test]
+    fn a_registry_of_a_newer_hub_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Registry::open_in(dir.path()).unwrap());
+        let path = dir.path().join(REGISTRY_FILE);
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
+        assert!(matches!(
+            Registry::open_in(dir.path()),
+            Err(RegistryError::SchemaTooNew { found: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn the_ids_the_hub_uses_itself_cannot_be_registered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::open_in(dir.path()).unwrap();
+        for id in ["open311", "Open311", "hub", "system"] {
+            let id = BoxId::parse(id).unwrap();
+            let refused = reg.add_box(&id, "", None, 60, t(0));
+            assert!(
+                matches!(refused, Err(RegistryError::Reserved(..))),
+                "{id}: {refused:?}"
+            );
+        }
+        assert!(reg.list().unwrap().is_empty());
+        let box_0001 = BoxId::parse("box-0001").unwrap();
+        reg.add_box(&box_0001, "", None, 60, t(0)).unwrap();
     }
 
     #[test]

@@ -40,6 +40,16 @@ impl RunningHub {
     /// `hub init` in `data` (when not done yet), then serves it with `tokens` as
     /// `(token, role, subject)`.
     pub(crate) async fn start(data: &Path, tokens: &[(&str, &str, &str)]) -> RunningHub {
+        RunningHub::start_with(data, tokens, "", hub::api::system_clock()).await
+    }
+
+    /// [`RunningHub::start`] with more config sections (`extra`, TOML) and the hub's clock.
+    pub(crate) async fn start_with(
+        data: &Path,
+        tokens: &[(&str, &str, &str)],
+        extra: &str,
+        clock: hub::api::Clock,
+    ) -> RunningHub {
         if !data.join("ca.pem").exists() && !data.join("hub.db").exists() {
             hub::registry::admin::init(data, "test hub", "127.0.0.1:0".parse().unwrap(), now())
                 .unwrap();
@@ -58,7 +68,7 @@ impl RunningHub {
             "api_listen_addr = \"127.0.0.1:0\"\ndatabase_path = {:?}\ngrid_path = {:?}\n\
              duties_path = {:?}\ncalendar_path = {:?}\n\n\
              [ingest]\nlisten_addr = \"127.0.0.1:0\"\ndata_dir = {:?}\nrevocation_check_interval_secs = 1\n\n\
-             {DEPARTMENTS}{tokens}",
+             {extra}\n{DEPARTMENTS}{tokens}",
             p("hub.db"),
             p("grid.geojson"),
             p("duties.csv"),
@@ -68,9 +78,14 @@ impl RunningHub {
         let config = hub::config::HubConfig::from_toml_str(&text).unwrap();
         let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |at| {
-            let _ = tx.send(at);
-        }));
+        let task = tokio::spawn(hub::serve::run_with_clock(
+            config,
+            cancel.clone(),
+            move |at| {
+                let _ = tx.send(at);
+            },
+            clock,
+        ));
         let at = tokio::time::timeout(T, rx).await.unwrap().unwrap();
         RunningHub {
             api: at.api,
