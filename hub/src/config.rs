@@ -177,6 +177,24 @@ pub struct IngestSection {
     /// Retry or are refused; boxes in session are not affected. Default 256.
     #[serde(default = "default_max_pending_handshakes")]
     pub max_pending_handshakes: usize,
+    /// The same from one address (a box reconnecting behind a shared NAT address still gets
+    /// in; a flood from one address does not fill the hub). Default 32.
+    #[serde(default = "default_max_pending_per_address")]
+    pub max_pending_per_address: usize,
+    /// A QUIC handshake not done within this is dropped, giving its slot back. Default 5000.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Connections without a certificate (they may only enroll) past their handshake at once;
+    /// more are closed at once, and they never hold the handshake slots boxes need. Default 16.
+    #[serde(default = "default_max_enrolling")]
+    pub max_enrolling: usize,
+    /// The same from one address. Default 2.
+    #[serde(default = "default_max_enrolling_per_address")]
+    pub max_enrolling_per_address: usize,
+    /// A connection without a certificate must have sent its enrollment within this.
+    /// Default 5000.
+    #[serde(default = "default_enroll_timeout_ms")]
+    pub enroll_timeout_ms: u64,
     /// Events handed on to the cases per round. Default 256.
     #[serde(default = "default_handoff_batch_events")]
     pub handoff_batch_events: usize,
@@ -206,6 +224,11 @@ impl IngestSection {
             max_frame_bytes: default_max_frame_bytes(),
             handshake_rate_per_sec: default_handshake_rate_per_sec(),
             max_pending_handshakes: default_max_pending_handshakes(),
+            max_pending_per_address: default_max_pending_per_address(),
+            handshake_timeout_ms: default_handshake_timeout_ms(),
+            max_enrolling: default_max_enrolling(),
+            max_enrolling_per_address: default_max_enrolling_per_address(),
+            enroll_timeout_ms: default_enroll_timeout_ms(),
             handoff_batch_events: default_handoff_batch_events(),
             max_evidence_bytes: default_max_evidence_bytes(),
             max_events_per_sec: default_max_events_per_sec(),
@@ -237,6 +260,21 @@ fn default_handshake_rate_per_sec() -> u32 {
 }
 fn default_max_pending_handshakes() -> usize {
     256
+}
+fn default_max_pending_per_address() -> usize {
+    32
+}
+fn default_handshake_timeout_ms() -> u64 {
+    5000
+}
+fn default_max_enrolling() -> usize {
+    16
+}
+fn default_max_enrolling_per_address() -> usize {
+    2
+}
+fn default_enroll_timeout_ms() -> u64 {
+    5000
 }
 fn default_handoff_batch_events() -> usize {
     256

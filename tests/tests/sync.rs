@@ -941,3 +941,125 @@ async fn a_handshake_flood_is_retried_and_refused_while_an_enrolled_box_syncs_ex
     foreign.stop().await;
     hub.stop().await;
 }
+
+/// Connections without a certificate cannot hold what boxes need. Flood tasks on another
+/// loopback address (127.0.0.2) connect without a certificate, complete the handshake and then
+/// just wait, reconnecting whenever the hub closes them. Meanwhile an enrolled box restarts its
+/// uplink: its very first connection attempt gets in (no failed attempt, so no backoff), because
+/// such connections leave the handshake slots once their handshake is done and queue for a small
+/// enrolling pool of their own, from which the surplus is closed at once and the idle are closed
+/// after the enrollment deadline. (Before, each held a handshake slot until its enrollment timed
+/// out, and eight of them locked every box out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_without_certificates_does_not_keep_a_restarting_box_out() {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::atomic::Ordering::Relaxed;
+    const FLOODERS: usize = 32;
+    let hub = TestHub::start_with(&TestClock::default(), |s| {
+        s.max_pending_handshakes = 8;
+        s.max_pending_per_address = 4;
+        s.max_enrolling = 4;
+        s.max_enrolling_per_address = 2;
+        // idle enrolling connections hold their slots a long time: only the pool bounds them
+        s.enroll_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let edge = TestEdge::enroll(&hub, "box-r", &hub.addr().to_string()).await;
+    let mut first = edge.start_uplink();
+    wait_for_mode(
+        &mut first.status,
+        UplinkMode::Connected,
+        Duration::from_secs(20),
+    )
+    .await;
+    let ca = edge.config.identity().ca_path;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let held = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
+    for _ in 0..FLOODERS {
+        let (stop, held, addr) = (stop.clone(), held.clone(), hub.addr());
+        let config = anonymous_client_config(&ca);
+        flood.push(tokio::spawn(async move {
+            let endpoint = quinn::Endpoint::client("127.0.0.2:0".parse().unwrap()).unwrap();
+            while !stop.is_cancelled() {
+                let Ok(connecting) = endpoint.connect_with(config.clone(), addr, "gridsense-hub")
+                else {
+                    continue;
+                };
+                if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), connecting).await
+                {
+                    held.fetch_add(1, Relaxed);
+                    // hold it, saying nothing, until the hub closes it (or the flood ends)
+                    tokio::select! {
+                        _ = conn.closed() => {}
+                        _ = stop.cancelled() => {}
+                    }
+                    conn.close(0u32.into(), b"");
+                }
+                // a bounded flood: it must not starve the 2-core test machine of CPU
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            endpoint.close(0u32.into(), b"");
+        }));
+    }
+    let handle = hub.clone_handle();
+    // The flood is on: connections were held and the surplus turned away.
+    let flooding =
+        wait_until(Duration::from_secs(60), || {
+            let (h, held) = (handle.clone(), held.clone());
+            async move {
+                h.stats().certless_refused_total.load(Relaxed) >= 20 && held.load(Relaxed) >= 40
+            }
+        })
+        .await;
+    assert!(
+        flooding,
+        "the flood did not get going: {} held, {} refused",
+        held.load(Relaxed),
+        handle.stats().certless_refused_total.load(Relaxed)
+    );
+
+    // The box restarts into the flood.
+    first.stop().await;
+    let events_before = handle.stats().events_total.load(Relaxed);
+    let mut second = edge.start_uplink();
+    wait_for_mode(
+        &mut second.status,
+        UplinkMode::Connected,
+        Duration::from_secs(30),
+    )
+    .await;
+    let status = second.status.borrow().clone();
+    assert_eq!(
+        status.last_error, None,
+        "the restarted box's first connection attempt failed: {status:?}"
+    );
+    let producer = edge.produce(50, 1);
+    producer.await.unwrap();
+    edge.assert_acked(50, Duration::from_secs(30), &second)
+        .await;
+    assert_eq!(
+        handle.stats().events_total.load(Relaxed) - events_before,
+        50
+    );
+
+    stop.cancel();
+    for f in flood {
+        f.await.unwrap();
+    }
+    eprintln!(
+        "flood: {} connections held, {} closed at the enrolling cap, {} enrollment timeouts, {} refused at the handshake limits",
+        held.load(Relaxed),
+        handle.stats().certless_refused_total.load(Relaxed),
+        handle.stats().enroll_timeouts_total.load(Relaxed),
+        handle.stats().handshakes_refused_total.load(Relaxed)
+    );
+    assert_eq!(
+        handle.stats().enrollments_total.load(Relaxed),
+        1,
+        "only the real box ever enrolled"
+    );
+    second.stop().await;
+    hub.stop().await;
+}

@@ -349,6 +349,21 @@ impl Collector for HubCollector {
                     &s.handshakes_refused_total,
                 ),
                 (
+                    "hub_ingest_handshakes_timed_out",
+                    "Handshakes not done within handshake_timeout_ms",
+                    &s.handshakes_timed_out_total,
+                ),
+                (
+                    "hub_ingest_certless_refused",
+                    "Connections without a certificate closed while max_enrolling were enrolling",
+                    &s.certless_refused_total,
+                ),
+                (
+                    "hub_ingest_enroll_timeouts",
+                    "Connections without a certificate closed for sending no enrollment in time",
+                    &s.enroll_timeouts_total,
+                ),
+                (
                     "hub_ingest_certificates_expired",
                     "Sessions refused or ended because the box certificate had expired",
                     &s.expired_total,

@@ -1,8 +1,9 @@
 //! One connection: enrollment (no certificate) or a box session (certificate of the hub CA).
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use protocol::{
@@ -38,33 +39,40 @@ pub(super) enum Admission {
     Refuse,
 }
 
-/// The admission decision: a token bucket over handshakes and a cap on connections that are
-/// not authenticated yet. Pure: the caller gives the time and the counts.
+/// The admission decision: a token bucket over handshakes and caps on connections that are
+/// not authenticated yet, in all and from one address. Pure: the caller gives the time and the
+/// counts.
 pub(super) struct HandshakeGate {
     bucket: HandshakeBucket,
     max_pending: usize,
+    max_pending_per_address: usize,
 }
 
 impl HandshakeGate {
-    pub(super) fn new(rate_per_sec: u32, max_pending: usize) -> HandshakeGate {
+    pub(super) fn new(
+        rate_per_sec: u32,
+        max_pending: usize,
+        max_pending_per_address: usize,
+    ) -> HandshakeGate {
         HandshakeGate {
             bucket: HandshakeBucket::new(rate_per_sec),
             max_pending: max_pending.max(1),
+            max_pending_per_address: max_pending_per_address.max(1),
         }
     }
 
-    /// Every incoming takes a token. Without one, or with `pending` at the cap, an address QUIC
-    /// has not validated gets a Retry (when it may: a client that already answered one cannot
-    /// get another); at the cap, anything else is refused.
+    /// Every incoming takes a token. Without one, or with `pending` (in all, or `from_address`)
+    /// at its cap, an address QUIC has not validated gets a Retry (when it may: a client that
+    /// already answered one cannot get another); at a cap, anything else is refused.
     pub(super) fn decide(
         &mut self,
         now: Instant,
         validated: bool,
         may_retry: bool,
-        pending: usize,
+        (pending, from_address): (usize, usize),
     ) -> Admission {
         let within_rate = self.bucket.admit(now);
-        let full = pending >= self.max_pending;
+        let full = pending >= self.max_pending || from_address >= self.max_pending_per_address;
         if (!within_rate || full) && !validated && may_retry {
             Admission::Retry
         } else if full {
@@ -108,24 +116,71 @@ impl HandshakeBucket {
     }
 }
 
-/// One connection counted as pending (accepted, not yet authenticated as a box session) until
-/// it is released or dropped.
-pub(super) struct Pending(Option<Arc<AtomicUsize>>);
+/// Connections of one kind counted in all and per address, with caps: those not yet
+/// authenticated (handshaking, or certificate holders before their Hello), and those without a
+/// certificate past their handshake (enrolling).
+#[derive(Debug)]
+pub(super) struct SlotPool {
+    max: usize,
+    max_per_address: usize,
+    held: std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
 
-impl Pending {
-    pub(super) fn new(count: &Arc<AtomicUsize>) -> Pending {
-        count.fetch_add(1, Ordering::Relaxed);
-        Pending(Some(count.clone()))
+impl SlotPool {
+    pub(super) fn new(max: usize, max_per_address: usize) -> Arc<SlotPool> {
+        Arc::new(SlotPool {
+            max: max.max(1),
+            max_per_address: max_per_address.max(1),
+            held: std::sync::Mutex::new((0, HashMap::new())),
+        })
     }
 
-    fn release(&mut self) {
-        if let Some(c) = self.0.take() {
-            c.fetch_sub(1, Ordering::Relaxed);
+    /// Slots held in all and by `address`.
+    pub(super) fn counts(&self, address: IpAddr) -> (usize, usize) {
+        let held = lock(&self.held);
+        (held.0, held.1.get(&address).copied().unwrap_or(0))
+    }
+
+    /// A slot for `address`, whatever the caps (the admission decided already).
+    pub(super) fn take(self: &Arc<Self>, address: IpAddr) -> Slot {
+        let mut held = lock(&self.held);
+        held.0 += 1;
+        *held.1.entry(address).or_insert(0) += 1;
+        Slot(Some((Arc::clone(self), address)))
+    }
+
+    /// A slot for `address` when neither cap is reached.
+    pub(super) fn try_take(self: &Arc<Self>, address: IpAddr) -> Option<Slot> {
+        let mut held = lock(&self.held);
+        if held.0 >= self.max || held.1.get(&address).copied().unwrap_or(0) >= self.max_per_address
+        {
+            return None;
+        }
+        held.0 += 1;
+        *held.1.entry(address).or_insert(0) += 1;
+        Some(Slot(Some((Arc::clone(self), address))))
+    }
+}
+
+/// One connection counted in a [`SlotPool`] until it is released or dropped.
+pub(super) struct Slot(Option<(Arc<SlotPool>, IpAddr)>);
+
+impl Slot {
+    pub(super) fn release(&mut self) {
+        if let Some((pool, address)) = self.0.take() {
+            let mut held = lock(&pool.held);
+            held.0 = held.0.saturating_sub(1);
+            if let std::collections::hash_map::Entry::Occupied(mut e) = held.1.entry(address) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
         }
     }
 }
 
-impl Drop for Pending {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.release();
     }
@@ -134,7 +189,7 @@ impl Drop for Pending {
 /// Serves one incoming connection to its end.
 pub(super) async fn serve(
     incoming: quinn::Incoming,
-    mut pending: Pending,
+    mut pending: Slot,
     shared: Arc<Shared>,
     revoked: watch::Receiver<Arc<HashSet<BoxId>>>,
     cancel: CancellationToken,
@@ -142,20 +197,30 @@ pub(super) async fn serve(
     let peer = incoming.remote_address();
     let span = tracing::info_span!("connection", %peer, device_id = tracing::field::Empty);
     async move {
-        let conn = match incoming.accept() {
-            Ok(connecting) => match connecting.await {
-                Ok(c) => c,
-                Err(e) => {
-                    shared
-                        .stats
-                        .handshakes_failed_total
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, "handshake failed");
-                    return;
-                }
-            },
+        let connecting = match incoming.accept() {
+            Ok(connecting) => connecting,
             Err(e) => {
                 tracing::debug!(error = %e, "incoming connection failed");
+                return;
+            }
+        };
+        // A handshake holds a pending slot only so long: one left hanging gives it back.
+        let conn = match tokio::time::timeout(shared.settings.handshake_timeout, connecting).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                shared
+                    .stats
+                    .handshakes_failed_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                shared
+                    .stats
+                    .handshakes_timed_out_total
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("handshake not done in time; dropped");
                 return;
             }
         };
@@ -173,7 +238,21 @@ pub(super) async fn serve(
                 tracing::warn!("certificate names no valid box id; closing");
                 conn.close(close_code::REVOKED.into(), b"certificate names no box");
             }
-            None => enrollment(conn, shared).await,
+            None => {
+                // No certificate: it may only enroll, in a pool of its own, so that such
+                // connections never hold the slots boxes need to handshake.
+                pending.release();
+                let Some(_slot) = shared.enrolling.try_take(peer.ip()) else {
+                    shared
+                        .stats
+                        .certless_refused_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("too many connections without a certificate; closed");
+                    conn.close(close_code::BUSY.into(), b"too many enrollments at once");
+                    return;
+                };
+                enrollment(conn, shared).await;
+            }
         }
     }
     .instrument(span)
@@ -206,16 +285,23 @@ fn box_identity(conn: &quinn::Connection) -> Option<Result<(BoxId, Timestamp), (
 
 /// A connection without a certificate: one `EnrollRequest`, one `EnrollResponse`.
 async fn enrollment(conn: quinn::Connection, shared: Arc<Shared>) {
-    let Ok(Ok((mut send, mut recv))) =
-        tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await
-    else {
-        return;
+    // The request must be in within the deadline, stream opened and frame read: a client that
+    // connects and waits is closed, giving its enrolling slot back.
+    let deadline = tokio::time::Instant::now() + shared.settings.enroll_timeout;
+    let (mut send, mut recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(_)) => return, // gone
+        Err(_) => {
+            shared
+                .stats
+                .enroll_timeouts_total
+                .fetch_add(1, Ordering::Relaxed);
+            conn.close(close_code::PROTOCOL_ERROR.into(), b"no enrollment in time");
+            return;
+        }
     };
-    let request = match tokio::time::timeout(
-        Duration::from_secs(10),
-        read_frame(&mut recv, &shared.codec),
-    )
-    .await
+    let request = match tokio::time::timeout_at(deadline, read_frame(&mut recv, &shared.codec))
+        .await
     {
         Ok(Ok(Some(Message::EnrollRequest(r)))) => r,
         Ok(Ok(Some(other))) => {
@@ -249,7 +335,15 @@ async fn enrollment(conn: quinn::Connection, shared: Arc<Shared>) {
             conn.close(close_code::PROTOCOL_ERROR.into(), b"bad frame");
             return;
         }
-        _ => return,
+        Ok(Ok(None)) => return,
+        Err(_) => {
+            shared
+                .stats
+                .enroll_timeouts_total
+                .fetch_add(1, Ordering::Relaxed);
+            conn.close(close_code::PROTOCOL_ERROR.into(), b"no enrollment in time");
+            return;
+        }
     };
     let s = shared.clone();
     let response = tokio::task::spawn_blocking(move || enroll(&s, &request))
@@ -344,7 +438,7 @@ async fn session(
     conn: quinn::Connection,
     box_id: BoxId,
     not_after: Timestamp,
-    pending: &mut Pending,
+    pending: &mut Slot,
     shared: Arc<Shared>,
     mut revoked: watch::Receiver<Arc<HashSet<BoxId>>>,
     cancel: CancellationToken,
@@ -520,7 +614,7 @@ async fn run_session(
     conn: &quinn::Connection,
     box_id: &BoxId,
     not_after: Timestamp,
-    pending: &mut Pending,
+    pending: &mut Slot,
     shared: &Arc<Shared>,
     in_rx: &mut mpsc::Receiver<Result<Message, String>>,
     out_tx: &mpsc::Sender<Message>,
@@ -1083,43 +1177,56 @@ mod tests {
 
     #[test]
     fn above_the_rate_unvalidated_addresses_get_a_retry_and_validated_ones_are_let_in() {
-        let mut g = HandshakeGate::new(1, 100);
+        let mut g = HandshakeGate::new(1, 100, 100);
         let t0 = Instant::now();
-        assert_eq!(g.decide(t0, false, true, 0), Admission::Accept);
-        assert_eq!(g.decide(t0, false, true, 0), Admission::Retry);
+        assert_eq!(g.decide(t0, false, true, (0, 0)), Admission::Accept);
+        assert_eq!(g.decide(t0, false, true, (0, 0)), Admission::Retry);
         // Back with the Retry token: its address is proven, it may handshake.
-        assert_eq!(g.decide(t0, true, false, 0), Admission::Accept);
+        assert_eq!(g.decide(t0, true, false, (0, 0)), Admission::Accept);
         // A client that cannot be sent another Retry is not turned away for the rate alone.
-        assert_eq!(g.decide(t0, false, false, 0), Admission::Accept);
+        assert_eq!(g.decide(t0, false, false, (0, 0)), Admission::Accept);
         // The bucket refills.
         assert_eq!(
-            g.decide(t0 + Duration::from_secs(2), false, true, 0),
+            g.decide(t0 + Duration::from_secs(2), false, true, (0, 0)),
             Admission::Accept
         );
     }
 
     #[test]
     fn with_too_many_pending_handshakes_new_ones_are_retried_or_refused() {
-        let mut g = HandshakeGate::new(1000, 4);
+        let mut g = HandshakeGate::new(1000, 4, 2);
         let t0 = Instant::now();
-        assert_eq!(g.decide(t0, false, true, 3), Admission::Accept);
-        assert_eq!(g.decide(t0, false, true, 4), Admission::Retry);
-        assert_eq!(g.decide(t0, true, false, 4), Admission::Refuse);
-        assert_eq!(g.decide(t0, false, false, 9), Admission::Refuse);
-        assert_eq!(g.decide(t0, true, false, 3), Admission::Accept);
+        assert_eq!(g.decide(t0, false, true, (3, 1)), Admission::Accept);
+        assert_eq!(g.decide(t0, false, true, (4, 0)), Admission::Retry);
+        assert_eq!(g.decide(t0, true, false, (4, 0)), Admission::Refuse);
+        assert_eq!(g.decide(t0, false, false, (9, 0)), Admission::Refuse);
+        assert_eq!(g.decide(t0, true, false, (3, 0)), Admission::Accept);
+        // one address at its own cap, with room in all
+        assert_eq!(g.decide(t0, false, true, (2, 2)), Admission::Retry);
+        assert_eq!(g.decide(t0, true, false, (2, 2)), Admission::Refuse);
     }
 
     #[test]
-    fn a_pending_connection_is_counted_until_released_once() {
-        let count = Arc::new(AtomicUsize::new(0));
-        let mut a = Pending::new(&count);
-        let b = Pending::new(&count);
-        assert_eq!(count.load(Ordering::Relaxed), 2);
-        a.release();
-        a.release();
-        assert_eq!(count.load(Ordering::Relaxed), 1);
-        drop(a);
-        drop(b);
-        assert_eq!(count.load(Ordering::Relaxed), 0);
+    fn a_slot_is_counted_until_released_once_and_caps_hold_per_address() {
+        let pool = SlotPool::new(3, 2);
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let mut first = pool.try_take(a).unwrap();
+        let second = pool.try_take(a).unwrap();
+        assert!(pool.try_take(a).is_none(), "two per address");
+        let third = pool.try_take(b).unwrap();
+        assert!(pool.try_take(b).is_none(), "three in all");
+        assert_eq!(pool.counts(a), (3, 2));
+        first.release();
+        first.release();
+        assert_eq!(pool.counts(a), (2, 1));
+        drop(second);
+        drop(third);
+        assert_eq!(pool.counts(a), (0, 0));
+        assert!(lock(&pool.held).1.is_empty(), "no address left behind");
+        // taken whatever the caps (the admission decided)
+        let held: Vec<Slot> = (0..5).map(|_| pool.take(a)).collect();
+        assert_eq!(pool.counts(a), (5, 5));
+        drop(held);
+        assert_eq!(pool.counts(a), (0, 0));
     }
 }

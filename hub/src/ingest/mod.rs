@@ -7,10 +7,17 @@
 //!   payload. A connection without a certificate may only enroll (one `EnrollRequest` with a
 //!   one-time token).
 //! - Admission (`conn::HandshakeGate`): above `handshake_rate_per_sec`, or with
-//!   `max_pending_handshakes` connections not yet authenticated, an address QUIC has not
-//!   validated gets a Retry (stateless, so spoofed floods cost the hub nothing); a validated one
-//!   is refused while the pending limit holds. Failed handshakes (a certificate of another CA,
-//!   an expired one) are counted. Enrolled boxes with a live session are not affected.
+//!   `max_pending_handshakes` connections not yet authenticated (in all, or
+//!   `max_pending_per_address` from one address), an address QUIC has not validated gets a
+//!   Retry (stateless, so spoofed floods cost the hub nothing); a validated one is refused while
+//!   a limit holds. A handshake must finish within `handshake_timeout_ms`. Failed handshakes (a
+//!   certificate of another CA, an expired one) are counted. Enrolled boxes with a live session
+//!   are not affected.
+//! - Connections without a certificate leave the handshake slots as soon as their handshake is
+//!   done, for an enrolling pool of their own (`max_enrolling`, `max_enrolling_per_address`;
+//!   beyond it they are closed at once), and must send their enrollment within
+//!   `enroll_timeout_ms`: however many of them connect and wait, the slots boxes need to
+//!   reconnect are not theirs to hold.
 //! - Expiry: a box certificate is checked against the hub clock at the handshake, again when a
 //!   session opens (a resumed TLS session carries the certificate of its first handshake), and
 //!   during the session: an expired one ends the session, and the box reconnects with its
@@ -69,6 +76,8 @@ pub mod close_code {
     pub const DONE: u32 = 5;
     /// The certificate the session was opened with has expired; reconnect with the renewed one.
     pub const CERT_EXPIRED: u32 = 6;
+    /// Too many connections without a certificate (enrolling) at once; try again later.
+    pub const BUSY: u32 = 7;
 }
 
 /// What the ingest needs, from `[ingest]` of the hub config.
@@ -90,9 +99,20 @@ pub struct IngestSettings {
     pub max_frame_bytes: u32,
     /// Handshakes per second above which unvalidated addresses are sent a Retry.
     pub handshake_rate_per_sec: u32,
-    /// Connections not yet authenticated (handshaking, enrolling) above which new ones are
-    /// sent a Retry (unvalidated address) or refused (validated).
+    /// Connections not yet authenticated (handshaking, or a box before its Hello) above which
+    /// new ones are sent a Retry (unvalidated address) or refused (validated).
     pub max_pending_handshakes: usize,
+    /// The same, from one address.
+    pub max_pending_per_address: usize,
+    /// A handshake not done within this gives its slot back.
+    pub handshake_timeout: Duration,
+    /// Connections without a certificate past their handshake (enrolling) at once; more are
+    /// closed at once. They never count against the handshake slots.
+    pub max_enrolling: usize,
+    /// The same, from one address.
+    pub max_enrolling_per_address: usize,
+    /// An enrolling connection must have sent its request within this.
+    pub enroll_timeout: Duration,
     /// Events handed on to the sink per round.
     pub handoff_batch_events: usize,
     /// The largest evidence file a box may declare (larger ones are refused).
@@ -118,6 +138,11 @@ impl IngestSettings {
             max_frame_bytes: section.max_frame_bytes,
             handshake_rate_per_sec: section.handshake_rate_per_sec,
             max_pending_handshakes: section.max_pending_handshakes.max(1),
+            max_pending_per_address: section.max_pending_per_address.max(1),
+            handshake_timeout: Duration::from_millis(section.handshake_timeout_ms.max(100)),
+            max_enrolling: section.max_enrolling.max(1),
+            max_enrolling_per_address: section.max_enrolling_per_address.max(1),
+            enroll_timeout: Duration::from_millis(section.enroll_timeout_ms.max(100)),
             handoff_batch_events: section.handoff_batch_events.max(1),
             max_evidence_bytes: section.max_evidence_bytes,
             max_events_per_sec: section.max_events_per_sec.max(1),
@@ -297,8 +322,16 @@ pub struct IngestStats {
     /// Handshakes that did not complete (a certificate not from this CA or expired, a peer
     /// that went away).
     pub handshakes_failed_total: AtomicU64,
-    /// Incoming connections refused because `max_pending_handshakes` were pending.
+    /// Incoming connections refused because `max_pending_handshakes` were pending (in all or
+    /// from the address).
     pub handshakes_refused_total: AtomicU64,
+    /// Handshakes not done within `handshake_timeout_ms`.
+    pub handshakes_timed_out_total: AtomicU64,
+    /// Connections without a certificate closed because `max_enrolling` (in all or from the
+    /// address) were enrolling.
+    pub certless_refused_total: AtomicU64,
+    /// Connections without a certificate closed for sending no enrollment in time.
+    pub enroll_timeouts_total: AtomicU64,
     /// Sessions refused or ended because the box certificate had expired.
     pub expired_total: AtomicU64,
     /// Connections closed for a protocol error (malformed, oversized, out of order).
@@ -367,7 +400,10 @@ struct Shared {
     seen: Mutex<HashMap<BoxId, Timestamp>>,
     /// Connections accepted but not yet authenticated as a box session (see
     /// `conn::Pending`); the admission gate reads it.
-    pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections not yet authenticated.
+    pending: Arc<conn::SlotPool>,
+    /// Connections without a certificate past their handshake.
+    enrolling: Arc<conn::SlotPool>,
     /// The wall clock: certificate signing, expiry checks (the TLS verifier's too), timestamps.
     clock: Clock,
 }
@@ -446,6 +482,12 @@ impl IngestServer {
                     source,
                 }
             })?;
+        let pending = conn::SlotPool::new(
+            settings.max_pending_handshakes,
+            settings.max_pending_per_address,
+        );
+        let enrolling =
+            conn::SlotPool::new(settings.max_enrolling, settings.max_enrolling_per_address);
         Ok(IngestServer {
             endpoint,
             shared: Arc::new(Shared {
@@ -459,7 +501,8 @@ impl IngestServer {
                 seen: Mutex::new(HashMap::new()),
                 handoff: Notify::new(),
                 stats: IngestStats::default(),
-                pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                pending,
+                enrolling,
                 clock,
             }),
             sink,
@@ -511,6 +554,7 @@ impl IngestServer {
         let mut gate = conn::HandshakeGate::new(
             self.shared.settings.handshake_rate_per_sec,
             self.shared.settings.max_pending_handshakes,
+            self.shared.settings.max_pending_per_address,
         );
         loop {
             let incoming = tokio::select! {
@@ -518,15 +562,16 @@ impl IngestServer {
                 incoming = self.endpoint.accept() => incoming,
             };
             let Some(incoming) = incoming else { break };
+            let address = incoming.remote_address().ip();
             let admission = gate.decide(
                 tokio::time::Instant::now().into_std(),
                 incoming.remote_address_validated(),
                 incoming.may_retry(),
-                self.shared.pending.load(Ordering::Relaxed),
+                self.shared.pending.counts(address),
             );
             match admission {
                 conn::Admission::Accept => {
-                    let pending = conn::Pending::new(&self.shared.pending);
+                    let pending = self.shared.pending.take(address);
                     let (shared, revoked, cancel) =
                         (self.shared.clone(), revoked_rx.clone(), cancel.clone());
                     tracker.spawn(conn::serve(incoming, pending, shared, revoked, cancel));
