@@ -1063,3 +1063,87 @@ async fn a_flood_of_connections_without_certificates_does_not_keep_a_restarting_
     second.stop().await;
     hub.stop().await;
 }
+
+/// Per-box limits at ingest, each counted and none losing an event: a box delivering faster
+/// than `max_events_per_sec` is slowed down (its events wait, all arrive exactly once); health
+/// reports beyond `max_health_per_min` are dropped; a picture declared larger than
+/// `max_evidence_bytes` is refused and never asked for, while its event and a smaller picture
+/// arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_over_its_limits_is_slowed_its_extra_health_dropped_and_a_huge_picture_refused() {
+    use std::sync::atomic::Ordering::Relaxed;
+    const N: u64 = 300;
+    let hub = TestHub::start_with(&TestClock::default(), |s| {
+        s.max_events_per_sec = 100;
+        s.max_health_per_min = 1;
+        s.max_evidence_bytes = 16 << 10;
+    })
+    .await;
+    let edge = TestEdge::enroll(&hub, "box-l", &hub.addr().to_string()).await;
+    let producer = edge.produce(N, 1);
+    producer.await.unwrap();
+    let uplink = edge.start_uplink();
+    edge.assert_acked(N, Duration::from_secs(60), &uplink).await;
+    let handle = hub.clone_handle();
+    let stats = handle.stats();
+    assert!(
+        stats.rate_limited_events_total.load(Relaxed) > 0,
+        "{N} events at once were not slowed to 100/s"
+    );
+    let id = BoxId::parse("box-l").unwrap();
+    let seqs: Vec<u64> = {
+        let id = id.clone();
+        handle
+            .with_log(move |l| l.events_of(&id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq.0)
+            .collect()
+    };
+    assert_eq!(seqs, (1..=N).collect::<Vec<_>>(), "all, once, in order");
+
+    // health every second, one a minute taken
+    let health = wait_until(Duration::from_secs(30), || {
+        let h = handle.clone();
+        async move { h.stats().health_refused_total.load(Relaxed) >= 2 }
+    })
+    .await;
+    assert!(health, "extra health reports were not dropped");
+
+    let huge = edge_agent::store::EvidenceFile::new(vec![7u8; 32 << 10], "image/jpeg");
+    let small = edge_agent::store::EvidenceFile::new(vec![8u8; 8 << 10], "image/jpeg");
+    let (huge_sha, small_sha) = (huge.reference.sha256, small.reference.sha256);
+    for (i, picture) in [huge, small].into_iter().enumerate() {
+        let mut e = event(N + i as u64);
+        e.evidence = vec![picture.reference.clone()];
+        edge.store.submit(e, vec![picture]).unwrap();
+    }
+    edge.assert_acked(N + 2, Duration::from_secs(30), &uplink)
+        .await;
+    let arrived = wait_until(Duration::from_secs(30), || {
+        let h = handle.clone();
+        async move { h.stats().evidence_files_total.load(Relaxed) >= 1 }
+    })
+    .await;
+    assert!(arrived, "the small picture did not arrive");
+    assert_eq!(stats.evidence_refused_total.load(Relaxed), 1);
+    let states = handle
+        .with_log(move |l| {
+            Ok((
+                l.evidence_state(&huge_sha)?.map(|s| s.2),
+                l.evidence_state(&small_sha)?.map(|s| s.2),
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        states,
+        (
+            Some(hub::ingest::EvidenceState::Refused),
+            Some(hub::ingest::EvidenceState::Complete)
+        )
+    );
+    uplink.stop().await;
+    hub.stop().await;
+}
