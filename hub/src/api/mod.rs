@@ -34,7 +34,7 @@ mod auth;
 mod cases;
 mod console;
 pub mod metrics;
-mod open311;
+pub mod open311;
 mod openapi;
 pub mod server;
 pub mod webhooks;

@@ -18,7 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -158,32 +158,97 @@ async fn services() -> Json<Value> {
     Json(Value::Array(list))
 }
 
-#[derive(Debug, Deserialize)]
-struct NewRequest {
-    service_code: String,
-    lat: f64,
-    long: f64,
+/// A citizen's report as the body of an Open311 `POST requests` gives it
+/// (`application/x-www-form-urlencoded`, GeoReport v2).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ReportForm {
+    /// The service (category) code.
+    pub service_code: String,
+    /// Latitude (WGS84).
+    pub lat: f64,
+    /// Longitude (WGS84).
+    pub long: f64,
+    /// What the citizen says.
     #[serde(default)]
-    description: String,
+    pub description: String,
+    /// Contact fields: kept for operators, never shown in `GET requests`.
     #[serde(default)]
-    email: Option<String>,
+    pub email: Option<String>,
+    /// See `email`.
     #[serde(default)]
-    first_name: Option<String>,
+    pub first_name: Option<String>,
+    /// See `email`.
     #[serde(default)]
-    last_name: Option<String>,
+    pub last_name: Option<String>,
+    /// See `email`.
     #[serde(default)]
-    phone: Option<String>,
+    pub phone: Option<String>,
+    /// The client application's key.
     #[serde(default)]
-    api_key: Option<String>,
+    pub api_key: Option<String>,
+}
+
+/// Reads an Open311 POST body into its fields (what they say is checked by
+/// [`ReportForm::check`]). Never panics, whatever the bytes.
+///
+/// # Errors
+/// A sentence naming what does not decode, for the spec's `[{code, description}]` answer.
+pub fn parse_report_form(body: &[u8]) -> Result<ReportForm, String> {
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| format!("the request body is not a valid report form: {e}"))
+}
+
+impl ReportForm {
+    /// A finite position on the globe, a service code of sane length and a description of at
+    /// most `max_description_chars` (whether the point is in the grid and the code a service is
+    /// for the hub to say).
+    ///
+    /// # Errors
+    /// A sentence naming the field.
+    pub fn check(&self, max_description_chars: usize) -> Result<(), String> {
+        // A range check is false for NaN and the infinities too.
+        let in_range = (-90.0..=90.0).contains(&self.lat) && (-180.0..=180.0).contains(&self.long);
+        if !in_range {
+            return Err(format!(
+                "lat/long {},{} is not a position on the globe",
+                self.lat, self.long
+            ));
+        }
+        if self.description.chars().count() > max_description_chars {
+            return Err(format!(
+                "description is longer than {max_description_chars} characters"
+            ));
+        }
+        if self.service_code.is_empty() || self.service_code.len() > 64 {
+            return Err("service_code is empty or longer than 64 bytes".into());
+        }
+        Ok(())
+    }
 }
 
 async fn create(
     State(state): State<AppState>,
     extensions: Extensions,
-    form: Result<Form<NewRequest>, axum::extract::rejection::FormRejection>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), Open311Error> {
     let bad = |why: String| Open311Error(StatusCode::BAD_REQUEST, why);
-    let Form(req) = form.map_err(|e| bad(e.body_text()))?;
+    let form_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !form_type {
+        return Err(Open311Error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a report is posted as application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let req = parse_report_form(&body).map_err(bad)?;
     let intake = &state.open311;
     let Some(client) = req.api_key.as_deref().and_then(|k| intake.client(k)) else {
         return Err(Open311Error(
@@ -201,15 +266,8 @@ async fn create(
             "too many requests from this client or address: try again in a minute".into(),
         ));
     }
-    if req.description.chars().count() > intake.max_description_chars {
-        return Err(bad(format!(
-            "description is longer than {} characters",
-            intake.max_description_chars
-        )));
-    }
-    if !(req.lat.is_finite() && req.long.is_finite())
-        || state.cases.grid().locate(req.lat, req.long).is_none()
-    {
+    req.check(intake.max_description_chars).map_err(bad)?;
+    if state.cases.grid().locate(req.lat, req.long).is_none() {
         return Err(bad(format!(
             "lat/long {},{} is outside the area this hub serves",
             req.lat, req.long
