@@ -4,7 +4,7 @@ CACHE := $(CURDIR)/.cache/gridsense
 export GRIDSENSE_CACHE := $(CACHE)
 export ORT_DYLIB_PATH ?= $(CACHE)/onnxruntime/libonnxruntime.so.1.32.0
 
-.PHONY: setup demo test lint bench fuzz-build package
+.PHONY: setup demo test lint bench fuzz-build fuzz soak package
 
 setup:
 	@scripts/setup
@@ -34,5 +34,14 @@ bench: setup
 
 ## The cargo-fuzz targets (nightly toolchain; installs cargo-fuzz once).
 fuzz-build: setup
-	@command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
-	cd fuzz && cargo +nightly fuzz build
+	scripts/fuzz --build-only
+
+## Every fuzz target for FUZZ_SECS seconds (default 60), two at a time; prints a table.
+FUZZ_SECS ?= 60
+fuzz: setup
+	scripts/fuzz --seconds $(FUZZ_SECS) --jobs 2
+
+## The 30-minute soak under kills and link faults, then its report (SOAK_SECS, SOAK_SEED,
+## SOAK_REPORT=FILE; see tests/tests/soak.rs). Not part of `make test`.
+soak: setup
+	cargo test --locked -p e2e --test soak -- --ignored --nocapture

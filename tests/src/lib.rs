@@ -9,6 +9,7 @@ pub mod fault_proxy;
 pub mod http;
 pub mod media;
 pub mod mosquitto;
+pub mod process;
 pub mod workspace;
 
 pub use binaries::binary;

@@ -6,12 +6,11 @@
 
 mod sync_support;
 
-use std::io::BufRead as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
+use e2e::process::{Proc, free_udp_port};
 use edge_agent::store::{Store, StoreOptions};
 use hub::ingest::{INGEST_FILE, IngestLog};
 use protocol::{BoxId, Seq};
@@ -28,60 +27,6 @@ const EVENTS: u64 = 3000;
 /// Events the agent test adds to the box's store while the agent is down, so that every restart
 /// has a backlog to sync and every kill lands mid-sync however fast the machine is.
 const EVENTS_PER_CYCLE: u64 = 600;
-
-/// A child process whose stderr is collected, killed with SIGKILL on drop.
-struct Proc {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        Proc { child, log }
-    }
-
-    fn log_contains(&self, text: &str) -> bool {
-        self.log.lock().unwrap().contains(text)
-    }
-
-    fn kill(mut self) {
-        // `Child::kill` is SIGKILL on Unix.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn hub_count(dir: &Path, box_id: &BoxId) -> u64 {
     IngestLog::open(&dir.join(INGEST_FILE))
@@ -147,6 +92,7 @@ async fn the_hub_killed_mid_sync_many_times_loses_and_duplicates_nothing() {
                 .arg("--config")
                 .arg(&config_path),
         )
+        .unwrap()
     };
     let mut hub = start_hub();
     let ready = wait_until(Duration::from_secs(60), || {
@@ -154,7 +100,7 @@ async fn the_hub_killed_mid_sync_many_times_loses_and_duplicates_nothing() {
         async move { up }
     })
     .await;
-    assert!(ready, "hub did not start: {}", hub.log.lock().unwrap());
+    assert!(ready, "hub did not start: {}", hub.log());
 
     let box_id = BoxId::parse("box-k").unwrap();
     let token = hub::registry::admin::box_add(dir.path(), &box_id, None, None, 600, now()).unwrap();
@@ -267,6 +213,7 @@ poll_interval_ms = 20
                 .arg("--config")
                 .arg(&config_path),
         )
+        .unwrap()
     };
     let mut agent = start_agent();
     let mut rng = fastrand::Rng::with_seed(11);
@@ -293,7 +240,7 @@ poll_interval_ms = 20
         all,
         "only {} of {total} arrived; agent log:\n{}",
         hub_count(hub.dir(), &box_id),
-        agent.log.lock().unwrap()
+        agent.log()
     );
     agent.kill();
     assert_exactly_once(hub.dir(), &box_id, &ids);
