@@ -68,7 +68,11 @@ pub fn parse_collecting<T: DeserializeOwned>(text: &str) -> (Option<T>, Vec<Prob
         if !problems.is_empty() && toml::from_str::<toml::Table>(&current).is_err() {
             return (None, in_file_order(problems));
         }
-        let line_idx = error.span().map(|span| line_of(&current, span.start));
+        // An empty file has no line to name (the error's span is 0..0 of nothing).
+        let line_idx = error
+            .span()
+            .map(|span| line_of(&current, span.start))
+            .filter(|i| *i < lines.len());
         let message = error.message().trim().to_owned();
         let key = match line_idx {
             Some(i) => key_path(&lines, i),
@@ -261,5 +265,19 @@ mod tests {
         assert!(out.contains("rtsp://<redacted>@10.0.0.1:554/x"), "{out}");
         assert!(out.contains("/etc/p"), "{out}");
         assert!(!out.contains("abcd"), "{out}");
+    }
+
+    /// Found by the config fuzz targets: an empty file has no line to name.
+    #[test]
+    fn an_empty_file_reports_the_missing_key_without_a_line() {
+        for text in ["", "\n", "   "] {
+            let (value, problems) = parse_collecting::<Doc>(text);
+            assert!(value.is_none());
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].message.contains("missing field `a`"),
+                "{problems:?}"
+            );
+        }
     }
 }

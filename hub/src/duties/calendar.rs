@@ -186,8 +186,9 @@ fn parse_period(text: &str) -> Option<(i64, i64)> {
     let hm = |t: &str| {
         let (h, m) = t.trim().split_once(':')?;
         let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+        // `then`, not `then_some`: the product must not be computed for out-of-range parts.
         ((0..=24).contains(&h) && (0..60).contains(&m) && h * 60 + m <= 1440)
-            .then_some((h * 60 + m) * MINUTE_MS)
+            .then(|| (h * 60 + m) * MINUTE_MS)
     };
     let (s, e) = (hm(a)?, hm(b)?);
     (s < e).then_some((s, e))
@@ -295,6 +296,15 @@ makeup_workdays = ["2026-10-10"]
         assert_eq!(lines, [3, 4], "{err}");
         let err = WorkCalendar::from_toml_str("utc_offset_minutes = 480\nworking_hour = []\n")
             .unwrap_err();
+        assert_eq!(err.problems[0].0, 2, "{err}");
+    }
+
+    /// Found by the `work_calendar` fuzz target: the minutes were multiplied out before they
+    /// were found out of range.
+    #[test]
+    fn working_hours_with_absurd_minutes_are_a_problem_not_an_overflow() {
+        let text = "utc_offset_minutes = 480\nworking_hours = [\"08:9999999999999910-10\"]\n";
+        let err = WorkCalendar::from_toml_str(text).unwrap_err();
         assert_eq!(err.problems[0].0, 2, "{err}");
     }
 }

@@ -222,7 +222,8 @@ fn resolve(catalog: &Catalog, text: &str) -> Option<CategoryCode> {
 }
 
 fn parse_limit(text: &str) -> Option<TimeLimit> {
-    let (num, unit) = text.split_at(text.len().checked_sub(1)?);
+    let unit_char = text.chars().next_back()?;
+    let (num, unit) = text.split_at(text.len() - unit_char.len_utf8());
     let n: u32 = num.parse().ok().filter(|n| *n > 0)?;
     match unit {
         "m" => Some(TimeLimit::Minutes(n)),
@@ -278,5 +279,17 @@ mod tests {
         assert_eq!(at, [2, 3, 4, 4, 5], "{lines:?}");
         assert!(lines[0].problem.contains("environment.no_such_thing"));
         assert!(lines[1].problem.contains("nobody"));
+    }
+
+    /// Found by the `duty_list` fuzz target: the unit was cut off at a byte, not a character.
+    #[test]
+    fn a_time_limit_ending_in_a_multibyte_character_is_a_problem_not_a_panic() {
+        let text = "category,community_department,street_department,district_department,time_limit,registration\n\
+            0102,san-pj,san-gusu,cm,4\u{31b},auto\n\
+            0103,san-pj,san-gusu,cm,\u{5929},auto\n";
+        let DutyError::Lines(lines) =
+            DutyList::from_csv_str(text, Catalog::embedded(), &depts()).unwrap_err();
+        let at: Vec<usize> = lines.iter().map(|l| l.line).collect();
+        assert_eq!(at, [2, 3], "{lines:?}");
     }
 }
