@@ -6,6 +6,7 @@
 //! file it is asked to check and nothing else; it knows no config type (callers name theirs).
 
 mod problems;
+pub mod units;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -370,30 +370,9 @@ impl fmt::Display for Lines<'_> {
     }
 }
 
-/// Deserializers for unit-suffixed keys: whole seconds (`_secs`) and milliseconds (`_ms`) into
-/// `Duration`, shared by every section of the agent's configuration.
-pub(crate) mod units {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    /// `_secs` keys.
-    pub(crate) fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        u64::deserialize(deserializer).map(Duration::from_secs)
-    }
-
-    /// Optional `_secs` keys.
-    pub(crate) fn opt_secs<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(deserializer).map(|s| s.map(Duration::from_secs))
-    }
-
-    /// `_ms` keys.
-    pub(crate) fn millis<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        u64::deserialize(deserializer).map(Duration::from_millis)
-    }
-}
+/// The unit deserializers every section uses (`crate::config::units::secs`), from the leaf
+/// `confcheck` so that stage crates such as `vision` share them.
+pub(crate) use confcheck::units;
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/edge-agent")

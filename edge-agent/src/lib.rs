@@ -23,4 +23,3 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod uplink;
-pub mod vision;

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::events::{Built, EventBuilder, Observation, Snapshot};
 use crate::store::Store;
 use crate::uplink::CommandRequest;
-use crate::vision::{NormBox, Zone};
+use vision::{NormBox, Zone};
 
 /// How long a look may take (the detector serves every camera in turn).
 const LOOK_TIMEOUT: Duration = Duration::from_secs(15);
@@ -127,7 +127,7 @@ async fn recheck(
     let mut matching = 0i64;
     for d in &look.detections {
         *counts.entry(d.label.clone()).or_default() += 1;
-        let b = NormBox::from_pixels(&d.bbox, w, h);
+        let b = NormBox::from_pixels([d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2], w, h);
         let hit = if targets.is_empty() {
             true
         } else {

@@ -34,8 +34,15 @@ pub fn binary(name: &str) -> PathBuf {
     let built_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     // The crates a binary is built from (the dependency rules keep these lists short).
     let crates: &[&str] = match name {
-        "hub" => &["hub", "protocol"],
-        _ => &["edge-agent", "protocol", "models", "hardware"],
+        "hub" => &["hub", "protocol", "confcheck"],
+        _ => &[
+            "edge-agent",
+            "protocol",
+            "confcheck",
+            "models",
+            "hardware",
+            "vision",
+        ],
     };
     if built_at.is_none_or(|t| t < newest_source(&root, crates)) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

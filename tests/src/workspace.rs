@@ -18,9 +18,11 @@ pub const ALLOWED: &[(&str, Option<&[&str]>)] = &[
     ("confcheck", Some(&[])),
     ("models", Some(&["protocol"])),
     ("hardware", Some(&["protocol"])),
+    // pure: builds and tests without GStreamer, ONNX Runtime, QUIC or HTTP
+    ("vision", Some(&["protocol", "confcheck"])),
     (
         "edge-agent",
-        Some(&["protocol", "confcheck", "models", "hardware"]),
+        Some(&["protocol", "confcheck", "models", "hardware", "vision"]),
     ),
     ("hub", Some(&["protocol", "confcheck"])),
     ("e2e", None),

@@ -47,8 +47,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::events::{Mark, Observation, PixelRect, Snapshot};
-use crate::vision::rules::RuleError;
-use crate::vision::{Homography, NormBox, NormDetection, RuleEngine, Track, Tracker, Zone};
+use vision::rules::RuleError;
+use vision::{Homography, NormBox, NormDetection, RuleEngine, Track, Tracker, Zone};
 
 pub use health::{CameraState, FaultKind, Health, HealthEvent};
 pub use look::{LOOK_MAX_FRAME_AGE, Look, LookError, Looker};
@@ -216,7 +216,7 @@ pub struct TrackView {
     /// Whether it stands still.
     pub stationary: bool,
     /// The rules' latest explanations.
-    pub explanations: Vec<crate::vision::rules::Explanation>,
+    pub explanations: Vec<vision::rules::Explanation>,
 }
 
 impl CameraStats {
@@ -624,7 +624,7 @@ impl CameraAnalysis {
             .map(|d| NormDetection {
                 label: d.label.clone(),
                 score: d.score,
-                bbox: NormBox::from_pixels(&d.bbox, w, h),
+                bbox: NormBox::from_pixels([d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2], w, h),
             })
             .collect();
         let tracks = self.tracker.update(&norm, frame.captured).to_vec();

@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use super::NormBox;
-use crate::camera::config::TrackerConfig;
+use crate::config::TrackerConfig;
 
 /// One detection in normalised frame coordinates.
 #[derive(Debug, Clone, PartialEq)]

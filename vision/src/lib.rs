@@ -7,10 +7,14 @@
 //!   with stationary suppression; each rule explains, per track, why it fired or not;
 //! - [`location`]: the camera's position, or a 4-point image → map homography.
 //!
+//! - [`config`]: the `[cameras.tracker]`, `[[cameras.zones]]` and `[[cameras.rules]]` sections.
+//!
 //! Everything here is a pure core: frames' times come in as `now`, nothing blocks, nothing
-//! talks to GStreamer, the detector or the store. The camera stage
-//! ([`crate::camera`]) feeds it and turns its firings into observations.
+//! talks to GStreamer, the detector or the store, and the crate must not depend on any crate
+//! that does (its tests build without them). The agent's camera stage feeds it and turns its
+//! firings into observations.
 
+pub mod config;
 pub mod location;
 pub mod rules;
 pub mod tracker;
@@ -45,10 +49,15 @@ impl NormBox {
         }
     }
 
-    /// A box in frame pixels, normalised by the frame size.
-    pub fn from_pixels(b: &models::BBox, width: u32, height: u32) -> Self {
+    /// A box given in frame pixels (`[x1, y1, x2, y2]`), normalised by the frame size.
+    pub fn from_pixels(corners: [f32; 4], width: u32, height: u32) -> Self {
         let (w, h) = (width.max(1) as f32, height.max(1) as f32);
-        NormBox::new(b.x1 / w, b.y1 / h, b.x2 / w, b.y2 / h)
+        NormBox::new(
+            corners[0] / w,
+            corners[1] / h,
+            corners[2] / w,
+            corners[3] / h,
+        )
     }
 
     /// Width.

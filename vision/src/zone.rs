@@ -7,7 +7,7 @@
 use protocol::GridCode;
 
 use super::Track;
-use crate::camera::config::ZoneConfig;
+use crate::config::ZoneConfig;
 
 /// A zone ready to test tracks against.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,8 +103,8 @@ impl Zone {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vision::NormBox;
-    use crate::vision::tracker::{NormDetection, Tracker};
+    use crate::NormBox;
+    use crate::tracker::{NormDetection, Tracker};
     use std::time::Instant;
 
     fn track(label: &str, score: f32, bbox: NormBox) -> Track {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use protocol::{AttrValue, Catalog, CategoryCode, Severity, Timestamp};
 
 use super::{Membership, NormBox, Track, Zone};
-use crate::camera::config::{LineDirection, RuleConfig, RuleKind};
+use crate::config::{LineDirection, RuleConfig, RuleKind};
 
 /// How long a fired stationary object is remembered after its spot is last seen occupied.
 pub const SUPPRESSION_MEMORY: Duration = Duration::from_secs(120);
@@ -563,8 +563,8 @@ fn local_minute(wall: Timestamp, offset_mins: i32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::camera::config::{TrackerConfig, ZoneConfig};
-    use crate::vision::tracker::{NormDetection, Tracker};
+    use crate::config::{TrackerConfig, ZoneConfig};
+    use crate::tracker::{NormDetection, Tracker};
     use std::num::NonZeroU32;
 
     fn zone() -> Zone {
