@@ -14,11 +14,10 @@
 //! This module holds no domain logic: each stage lives in its own module and is tested there.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,7 +28,7 @@ use protocol::{ComponentHealth, ComponentState, Source, SourceKind};
 use crate::camera::{CameraError, CameraStage, CameraState, CameraStats};
 use crate::clock::now;
 use crate::config::Config;
-use crate::events::{Built, EventBuilder, Observation};
+use crate::events::{Built, EventBuilder, EventsStats, Observation};
 use crate::sensors::{SensorStage, SensorStats, SensorsError};
 use crate::status::{LocalApi, LocalApiError, StatusSources};
 use crate::store::{Store, StoreError, StoreOptions};
@@ -52,29 +51,6 @@ pub struct Agent {
     events: Arc<EventsStats>,
     local_api_addr: Option<SocketAddr>,
     metrics_addr: Option<std::net::SocketAddr>,
-}
-
-/// What the events stage has done.
-#[derive(Debug, Default, Serialize)]
-pub struct EventsStats {
-    /// Observations received from the sources.
-    pub observations: AtomicU64,
-    /// Events committed to the store.
-    pub committed: AtomicU64,
-    /// Repeats inside the cooldown, counted and not stored.
-    pub suppressed: AtomicU64,
-    /// Observations that could not become events (unknown category, evidence encoding).
-    pub build_errors: AtomicU64,
-    /// Events the store refused (disk full beyond eviction, closed).
-    pub store_errors: AtomicU64,
-    /// Events committed, by category code (bounded by the catalog).
-    pub committed_by_category: Mutex<std::collections::BTreeMap<String, u64>>,
-    /// Observation-to-commit latencies of the latest committed events, newest last, at most
-    /// [`crate::camera::LATENCY_SAMPLES`] (as the camera's own samples): from the observation's time (a camera event's frame capture,
-    /// a sensor event's reading) to the store's durable commit, on the box clock in whole
-    /// milliseconds (a clock step distorts the samples around it).
-    #[serde(skip)]
-    pub commit_latencies: Mutex<std::collections::VecDeque<Duration>>,
 }
 
 /// Why the agent could not start.
@@ -107,7 +83,11 @@ impl Agent {
     /// # Errors
     /// [`AgentError`] when the store or a stage cannot start; nothing keeps running then.
     pub async fn start(config: Config, cancel: CancellationToken) -> Result<Agent, AgentError> {
-        let options = StoreOptions::from_config(&config);
+        let options = StoreOptions::from_section(
+            &config.store,
+            config.site.location(),
+            config.site.grid.clone(),
+        );
         let store = tokio::task::spawn_blocking(move || Store::open(options)).await??;
         let report = store.open_report();
         info!(data_dir = %config.store.data_dir.display(), report = ?report, "event store open");
@@ -177,7 +157,7 @@ impl Agent {
         drop(observations_tx);
 
         let events = Arc::new(EventsStats::default());
-        let builder = EventBuilder::from_config(&config);
+        let builder = EventBuilder::from_section(&config.events, config.site.grid.clone());
         tracker.spawn(
             events_stage(
                 builder,

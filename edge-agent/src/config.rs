@@ -8,14 +8,11 @@
 //! This module reads no environment variable and opens no file other than the one it is given; it
 //! does not create the data folder (the store does, at start-up).
 
-use std::collections::BTreeSet;
 use std::fmt;
-use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use hardware::board::Board;
-use protocol::{Catalog, Crs, GridCode, Location};
+use protocol::{Crs, GridCode, Location};
 use serde::Deserialize;
 
 use crate::sensors::{MqttConfig, SensorConfig, SensorsConfig};
@@ -85,119 +82,6 @@ impl SiteConfig {
             lat: self.lat,
             lon: self.lon,
             crs: self.crs,
-        }
-    }
-}
-
-/// The `[store]` section: where events and evidence live and how much room they may take.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// Folder holding `events.db` and `evidence/`. Default `/var/lib/edge-agent`.
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-    /// Hard limit on the store's accounted bytes (event records plus evidence files). When a
-    /// commit would exceed it, the store evicts in its declared order. Default 2 GiB.
-    #[serde(default = "default_quota_bytes")]
-    pub quota_bytes: u64,
-    /// How long events the hub has acknowledged are kept on the box. Default 7 days.
-    #[serde(
-        default = "default_retention",
-        rename = "retention_secs",
-        deserialize_with = "units::secs"
-    )]
-    pub retention: Duration,
-    /// Submissions that may wait for the writer thread before `submit` blocks (backpressure).
-    /// Default 4096.
-    #[serde(default = "default_queue_capacity")]
-    pub queue_capacity: NonZeroU32,
-    /// Most submissions committed in one transaction (group commit). Default 1024.
-    #[serde(default = "default_max_batch")]
-    pub max_batch: NonZeroU32,
-    /// How long a connection waits on a lock before failing. Default 5 s.
-    #[serde(
-        default = "default_busy_timeout",
-        rename = "busy_timeout_secs",
-        deserialize_with = "units::secs"
-    )]
-    pub busy_timeout: Duration,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            data_dir: default_data_dir(),
-            quota_bytes: default_quota_bytes(),
-            retention: default_retention(),
-            queue_capacity: default_queue_capacity(),
-            max_batch: default_max_batch(),
-            busy_timeout: default_busy_timeout(),
-        }
-    }
-}
-
-/// The `[events]` section: how observations become events.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsConfig {
-    /// A repeat of the same (source, rule, zone, track) within this time raises no new event.
-    /// Default 300 s.
-    #[serde(
-        default = "default_cooldown",
-        rename = "cooldown_secs",
-        deserialize_with = "units::secs"
-    )]
-    pub cooldown: Duration,
-    /// An observation whose time (a sensor's own clock) is further than this from the box
-    /// clock, either way, is given the box's time; its own time is kept in the event's
-    /// `device_observed_at_ms` attribute. Default 86400 s (a day).
-    #[serde(
-        default = "default_time_window",
-        rename = "time_window_secs",
-        deserialize_with = "units::secs"
-    )]
-    pub time_window: Duration,
-    /// Evidence snapshots.
-    #[serde(default)]
-    pub evidence: EvidenceConfig,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        EventsConfig {
-            cooldown: default_cooldown(),
-            time_window: default_time_window(),
-            evidence: EvidenceConfig::default(),
-        }
-    }
-}
-
-/// The `[events.evidence]` section: snapshot rendering and privacy.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvidenceConfig {
-    /// JPEG quality, 1 to 100. Default 80.
-    #[serde(default = "default_jpeg_quality")]
-    pub jpeg_quality: u8,
-    /// Blur persons (and faces, where a face model is configured) in evidence. Default true.
-    #[serde(default = "default_true")]
-    pub privacy_blur: bool,
-    /// Box-blur radius in pixels of the model-independent blur. Default 12.
-    #[serde(default = "default_blur_radius_px")]
-    pub blur_radius_px: u32,
-    /// Category codes or keys whose evidence keeps persons visible (e.g. `emergency.person_fallen`).
-    /// Default: none.
-    #[serde(default)]
-    pub unblurred_categories: Vec<String>,
-}
-
-impl Default for EvidenceConfig {
-    fn default() -> Self {
-        EvidenceConfig {
-            jpeg_quality: default_jpeg_quality(),
-            privacy_blur: true,
-            blur_radius_px: default_blur_radius_px(),
-            unblurred_categories: Vec::new(),
         }
     }
 }
@@ -291,54 +175,8 @@ impl Config {
                 self.site.lat, self.site.lon
             ));
         }
-        let store = &self.store;
-        if store.data_dir.as_os_str().is_empty() {
-            problems.push("store.data_dir: must not be empty".to_owned());
-        } else if store.data_dir.is_relative() {
-            problems.push(format!(
-                "store.data_dir: `{}` must be an absolute path",
-                store.data_dir.display()
-            ));
-        }
-        if store.quota_bytes < MIN_QUOTA_BYTES {
-            problems.push(format!(
-                "store.quota_bytes: {} is below the minimum of {MIN_QUOTA_BYTES}",
-                store.quota_bytes
-            ));
-        }
-        if store.max_batch.get() > store.queue_capacity.get() {
-            problems.push(format!(
-                "store.max_batch: {} is larger than store.queue_capacity ({})",
-                store.max_batch, store.queue_capacity
-            ));
-        }
-        let ev = &self.events.evidence;
-        if !(1..=100).contains(&ev.jpeg_quality) {
-            problems.push(format!(
-                "events.evidence.jpeg_quality: {} is not between 1 and 100",
-                ev.jpeg_quality
-            ));
-        }
-        if ev.privacy_blur && ev.blur_radius_px == 0 {
-            problems.push(
-                "events.evidence.blur_radius_px: must be at least 1 while privacy_blur is on"
-                    .to_owned(),
-            );
-        }
-        let catalog = Catalog::embedded();
-        let mut seen = BTreeSet::new();
-        for (i, name) in ev.unblurred_categories.iter().enumerate() {
-            match catalog.resolve(name) {
-                None => problems.push(format!(
-                    "events.evidence.unblurred_categories[{i}]: `{name}` is not a category code or key"
-                )),
-                Some(c) if !seen.insert(c.code.clone()) => problems.push(format!(
-                    "events.evidence.unblurred_categories[{i}]: `{name}` names category {} twice",
-                    c.code
-                )),
-                Some(_) => {}
-            }
-        }
+        problems.extend(self.store.problems());
+        problems.extend(self.events.problems());
         crate::camera::config::validate(&self.cameras, &mut problems);
         for (i, sensor) in self.sensors.iter().enumerate() {
             if let Some(cam) = &sensor.camera
@@ -352,9 +190,6 @@ impl Config {
         problems
     }
 }
-
-/// The smallest quota accepted: room for a few evidence snapshots.
-pub const MIN_QUOTA_BYTES: u64 = 1024 * 1024;
 
 struct Lines<'a>(&'a [String]);
 
@@ -374,53 +209,13 @@ impl fmt::Display for Lines<'_> {
 /// `confcheck` so that stage crates such as `vision` share them.
 pub(crate) use confcheck::units;
 
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/edge-agent")
-}
-
-fn default_quota_bytes() -> u64 {
-    2 * 1024 * 1024 * 1024
-}
-
-fn default_retention() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-
-fn default_queue_capacity() -> NonZeroU32 {
-    NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN)
-}
-
-fn default_max_batch() -> NonZeroU32 {
-    NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN)
-}
-
-fn default_busy_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn default_cooldown() -> Duration {
-    Duration::from_secs(300)
-}
-
-fn default_time_window() -> Duration {
-    Duration::from_secs(86_400)
-}
-
-fn default_jpeg_quality() -> u8 {
-    80
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn default_blur_radius_px() -> u32 {
-    12
-}
+pub use crate::events::config::{EventsConfig, EvidenceConfig};
+pub use crate::store::config::{MIN_QUOTA_BYTES, StoreConfig};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const EXAMPLE: &str = include_str!("../config/example.toml");
 
@@ -442,7 +237,7 @@ mod tests {
         // The example spells out each default, so parsing it must equal the built-in defaults.
         let config = Config::from_toml_str(EXAMPLE, "example.toml").unwrap();
         let mut store = config.store.clone();
-        store.data_dir = default_data_dir();
+        store.data_dir = StoreConfig::default().data_dir;
         assert_eq!(store, StoreConfig::default());
         assert_eq!(config.events.cooldown, EventsConfig::default().cooldown);
         let mut ev = config.events.evidence.clone();

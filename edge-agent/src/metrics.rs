@@ -31,8 +31,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::EventsStats;
 use crate::camera::{CameraState, CameraStats, DETECT_BUCKETS_SECS};
+use crate::events::EventsStats;
 use crate::fusion::FusionStats;
 use crate::sensors::SensorStats;
 use crate::store::Store;

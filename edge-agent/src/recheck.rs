@@ -35,7 +35,7 @@ pub async fn serve(
     config: Arc<Config>,
     store: Store,
 ) {
-    let mut builder = EventBuilder::from_config(&config);
+    let mut builder = EventBuilder::from_section(&config.events, config.site.grid.clone());
     while let Some(request) = requests.recv().await {
         let id = request.command.id;
         let outcome = match request.command.action {

@@ -184,7 +184,7 @@ async fn persons_in_the_street_clip_over_rtsp_become_events_with_evidence() -> a
     .await?;
     let renderer = {
         let config = Config::from_toml_str(&config, "t")?;
-        edge_agent::events::EventBuilder::from_config(&config)
+        edge_agent::events::EventBuilder::from_section(&config.events, config.site.grid.clone())
             .renderer()
             .clone()
     };

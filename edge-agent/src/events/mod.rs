@@ -17,18 +17,22 @@
 //! function and randomness (for event ids) from a seedable generator, so tests are
 //! deterministic. It must not write files or touch the store.
 
+pub mod config;
 pub mod cooldown;
 pub mod render;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use serde::Serialize;
 
 use protocol::{
     AttrValue, Catalog, CategoryCode, Event, EventId, GridCode, Location, Seq, Severity, Source,
     Timestamp,
 };
 
-use crate::config::Config;
 use crate::store::EvidenceFile;
 
 pub use cooldown::{Cooldown, CooldownDecision, CooldownKey};
@@ -126,10 +130,11 @@ pub struct EventBuilder {
 pub const DEVICE_TIME_ATTRIBUTE: &str = "device_observed_at_ms";
 
 impl EventBuilder {
-    /// A builder configured by the agent config (already validated), with a random id seed.
-    pub fn from_config(config: &Config) -> Self {
+    /// A builder configured by a validated `[events]` section, with a random id seed; events
+    /// without a grid code of their own get `box_grid` (the site's).
+    pub fn from_section(section: &config::EventsConfig, box_grid: Option<GridCode>) -> Self {
         let catalog = Catalog::embedded();
-        let ev = &config.events.evidence;
+        let ev = &section.evidence;
         let unblurred: HashSet<CategoryCode> = ev
             .unblurred_categories
             .iter()
@@ -137,16 +142,16 @@ impl EventBuilder {
             .collect();
         EventBuilder {
             catalog,
-            cooldown: Cooldown::new(config.events.cooldown),
+            cooldown: Cooldown::new(section.cooldown),
             renderer: EvidenceRenderer::new(
                 ev.jpeg_quality,
                 ev.privacy_blur,
                 ev.blur_radius_px,
                 unblurred,
             ),
-            box_grid: config.site.grid.clone(),
+            box_grid,
             rng: fastrand::Rng::new(),
-            time_window: config.events.time_window,
+            time_window: section.time_window,
             clock: crate::clock::now,
         }
     }
@@ -289,4 +294,26 @@ impl EventBuilder {
             evidence,
         })
     }
+}
+/// What the events stage has done.
+#[derive(Debug, Default, Serialize)]
+pub struct EventsStats {
+    /// Observations received from the sources.
+    pub observations: AtomicU64,
+    /// Events committed to the store.
+    pub committed: AtomicU64,
+    /// Repeats inside the cooldown, counted and not stored.
+    pub suppressed: AtomicU64,
+    /// Observations that could not become events (unknown category, evidence encoding).
+    pub build_errors: AtomicU64,
+    /// Events the store refused (disk full beyond eviction, closed).
+    pub store_errors: AtomicU64,
+    /// Events committed, by category code (bounded by the catalog).
+    pub committed_by_category: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Observation-to-commit latencies of the latest committed events, newest last, at most
+    /// [`crate::camera::LATENCY_SAMPLES`] (as the camera's own samples): from the observation's time (a camera event's frame capture,
+    /// a sensor event's reading) to the store's durable commit, on the box clock in whole
+    /// milliseconds (a clock step distorts the samples around it).
+    #[serde(skip)]
+    pub commit_latencies: Mutex<std::collections::VecDeque<Duration>>,
 }

@@ -30,9 +30,9 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::EventsStats;
 use crate::camera::CameraStats;
 use crate::config::Config;
+use crate::events::EventsStats;
 use crate::events::EvidenceRenderer;
 use crate::sensors::SensorStats;
 use crate::store::Store;

@@ -43,6 +43,7 @@
 //! or delete a database it cannot read: a corrupt or foreign file is reported by
 //! [`StoreError::Corrupt`] / [`StoreError::Foreign`] and left exactly as found.
 
+pub mod config;
 mod evidence;
 pub use evidence::{disk_free_bytes, disk_space};
 mod pins;
@@ -64,8 +65,6 @@ use std::time::Duration;
 use protocol::{Digest, Event, EventId, EvidenceRef, GridCode, Location, Seq, Timestamp};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::Config;
-
 pub use reader::StoreReader;
 
 use evidence::EvidenceDir;
@@ -81,7 +80,7 @@ pub const DB_FILE_NAME: &str = "events.db";
 /// Name of the evidence folder inside the data folder.
 pub const EVIDENCE_DIR_NAME: &str = "evidence";
 
-/// What the store needs to open. Built from the agent config by [`StoreOptions::from_config`].
+/// What the store needs to open. Built from the `[store]` section by [`StoreOptions::from_section`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Folder for `events.db` and `evidence/` (created if missing).
@@ -105,7 +104,7 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Options with the config defaults for a data folder and site.
     pub fn new(data_dir: impl Into<PathBuf>, location: Location) -> Self {
-        let defaults = crate::config::StoreConfig::default();
+        let defaults = config::StoreConfig::default();
         StoreOptions {
             data_dir: data_dir.into(),
             quota_bytes: defaults.quota_bytes,
@@ -118,17 +117,22 @@ impl StoreOptions {
         }
     }
 
-    /// The options a validated agent config asks for.
-    pub fn from_config(config: &Config) -> Self {
+    /// The options a validated `[store]` section asks for; `location` and `grid` (the site's)
+    /// are stamped on the events the store raises itself.
+    pub fn from_section(
+        section: &config::StoreConfig,
+        location: Location,
+        grid: Option<GridCode>,
+    ) -> Self {
         StoreOptions {
-            data_dir: config.store.data_dir.clone(),
-            quota_bytes: config.store.quota_bytes,
-            retention: config.store.retention,
-            queue_capacity: config.store.queue_capacity.get() as usize,
-            max_batch: config.store.max_batch.get() as usize,
-            busy_timeout: config.store.busy_timeout,
-            location: config.site.location(),
-            grid: config.site.grid.clone(),
+            data_dir: section.data_dir.clone(),
+            quota_bytes: section.quota_bytes,
+            retention: section.retention,
+            queue_capacity: section.queue_capacity.get() as usize,
+            max_batch: section.max_batch.get() as usize,
+            busy_timeout: section.busy_timeout,
+            location,
+            grid,
         }
     }
 }

@@ -40,7 +40,8 @@ const PERSON: PixelRect = PixelRect {
 };
 
 fn builder() -> EventBuilder {
-    EventBuilder::from_config(&Config::from_toml_str(CONFIG, "test").unwrap())
+    let config = Config::from_toml_str(CONFIG, "test").unwrap();
+    EventBuilder::from_section(&config.events, config.site.grid.clone())
         .with_seed(42)
         .with_clock(t0)
 }
