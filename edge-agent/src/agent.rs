@@ -129,9 +129,12 @@ impl Agent {
         let mut looker = None;
         if !config.cameras.is_empty() {
             // Loading the model and probing GStreamer elements block.
-            let cfg = config.clone();
-            let stage =
-                tokio::task::spawn_blocking(move || CameraStage::from_config(&cfg)).await??;
+            let (cameras, detector) = (config.cameras.clone(), config.detector.clone());
+            let (board, site) = (config.board, config.site.location());
+            let stage = tokio::task::spawn_blocking(move || {
+                CameraStage::build(&cameras, &detector, board, site)
+            })
+            .await??;
             camera_stats = Some(stage.stats());
             looker = Some(stage.looker());
             let (tx, cancel) = (observations_tx.clone(), cancel.clone());
@@ -182,7 +185,14 @@ impl Agent {
                         crate::recheck::serve(
                             commands_rx,
                             looker,
-                            Arc::new(config.clone()),
+                            crate::recheck::Rechecks {
+                                cameras: config.cameras.clone(),
+                                site: config.site.location(),
+                                builder: EventBuilder::from_section(
+                                    &config.events,
+                                    config.site.grid.clone(),
+                                ),
+                            },
                             store.clone(),
                         )
                         .instrument(info_span!("recheck")),
@@ -211,7 +221,18 @@ impl Agent {
                 events: Arc::clone(&events),
                 uplink: uplink_status.clone(),
             };
-            let api = match LocalApi::bind(&config, sources).await {
+            let api = match LocalApi::bind(
+                crate::status::PageSettings {
+                    local_api: config.local_api.clone().unwrap_or_default(),
+                    cameras: config.cameras.clone(),
+                    sensors: config.sensors.clone(),
+                    store: config.store.clone(),
+                    evidence: config.events.evidence.clone(),
+                },
+                sources,
+            )
+            .await
+            {
                 Ok(api) => api,
                 Err(e) => {
                     // Nothing may keep running when the start fails.

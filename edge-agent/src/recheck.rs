@@ -7,19 +7,17 @@
 //! zone's minimum score. The hub decides what the count means for its case; this module must not.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::{
-    AttrValue, Catalog, CategoryCode, CommandAction, CommandOutcome, CommandResult, Source,
-    SourceKind,
+    AttrValue, Catalog, CategoryCode, CommandAction, CommandOutcome, CommandResult, Location,
+    Source, SourceKind,
 };
 use tokio::sync::mpsc;
 
 use crate::camera::config::CameraConfig;
 use crate::camera::{Look, Looker};
 use crate::clock::now;
-use crate::config::Config;
 use crate::events::{Built, EventBuilder, Observation, Snapshot};
 use crate::store::Store;
 use crate::uplink::CommandRequest;
@@ -28,14 +26,25 @@ use vision::{NormBox, Zone};
 /// How long a look may take (the detector serves every camera in turn).
 const LOOK_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// What re-checks need besides the cameras' looks: the cameras' settings (zones, rules,
+/// location), the site's location, and an event builder for the "after" pictures.
+#[derive(Debug)]
+pub struct Rechecks {
+    /// The `[[cameras]]` entries.
+    pub cameras: Vec<CameraConfig>,
+    /// The site's location (for cameras without their own).
+    pub site: Location,
+    /// Builds the re-check's event.
+    pub builder: EventBuilder,
+}
+
 /// Answers commands from the uplink until it drops its sender.
 pub async fn serve(
     mut requests: mpsc::Receiver<CommandRequest>,
     looker: Looker,
-    config: Arc<Config>,
+    mut settings: Rechecks,
     store: Store,
 ) {
-    let mut builder = EventBuilder::from_section(&config.events, config.site.grid.clone());
     while let Some(request) = requests.recv().await {
         let id = request.command.id;
         let outcome = match request.command.action {
@@ -46,9 +55,8 @@ pub async fn serve(
             } => {
                 recheck(
                     &looker,
-                    &config,
+                    &mut settings,
                     &store,
-                    &mut builder,
                     camera.as_str(),
                     &reference,
                     &categories,
@@ -96,15 +104,19 @@ type Done = (Vec<protocol::EvidenceRef>, BTreeMap<String, AttrValue>);
 
 async fn recheck(
     looker: &Looker,
-    config: &Config,
+    settings: &mut Rechecks,
     store: &Store,
-    builder: &mut EventBuilder,
     camera: &str,
     reference: &str,
     categories: &[CategoryCode],
 ) -> Result<Done, Answer> {
-    let cam = config
-        .cameras
+    let Rechecks {
+        cameras,
+        site,
+        builder,
+    } = settings;
+    let site = *site;
+    let cam = cameras
         .iter()
         .find(|c| c.id.as_str() == camera)
         .ok_or_else(|| Answer::Failed(format!("this box has no camera `{camera}`")))?;
@@ -144,7 +156,7 @@ async fn recheck(
     for (label, n) in &counts {
         attributes.insert(format!("count.{label}"), AttrValue::Int(*n));
     }
-    let observation = observation(config, cam, &look, category, attributes.clone());
+    let observation = observation(site, cam, &look, category, attributes.clone());
     let Built::Event { event, evidence } = builder
         .build_requested(observation)
         .map_err(|e| Answer::Failed(format!("could not record the look: {e}")))?
@@ -173,7 +185,7 @@ async fn recheck(
 }
 
 fn observation(
-    config: &Config,
+    site: Location,
     cam: &CameraConfig,
     look: &Look,
     category: CategoryCode,
@@ -197,7 +209,7 @@ fn observation(
         category,
         severity: None,
         observed_at: look.at,
-        location: cam.location(config.site.location()),
+        location: cam.location(site),
         grid: cam.zones.first().and_then(|z| z.grid.clone()),
         attributes,
         snapshot: Some(Snapshot {

@@ -10,7 +10,7 @@
 //! health debounce → device-fault observations
 //! ```
 //!
-//! Main types: [`CameraStage`] (build with [`CameraStage::from_config`], then
+//! Main types: [`CameraStage`] (build with [`CameraStage::build`], then
 //! [`CameraStage::run`]), [`CameraStats`] (cloneable counters and states for the status page,
 //! tests and the benchmark), [`config`] (the `[detector]` and `[[cameras]]` sections).
 //!
@@ -35,6 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
+use hardware::board::Board;
 use hardware::camera::{FrameSpec, render};
 use image::RgbImage;
 use models::{
@@ -45,7 +46,6 @@ use protocol::{CameraId, Location, Source, SourceKind, Timestamp};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::events::{Mark, Observation, PixelRect, Snapshot};
 use vision::rules::RuleError;
 use vision::{Homography, NormBox, NormDetection, RuleEngine, Track, Tracker, Zone};
@@ -55,7 +55,7 @@ pub use look::{LOOK_MAX_FRAME_AGE, Look, LookError, Looker};
 pub use motion::{GateDecision, MotionGate};
 pub use scheduler::{DetectorQueue, FairQueue};
 
-use config::CameraConfig;
+use config::{CameraConfig, DetectorConfig};
 use pipeline::{CameraWorker, SINK_NAME};
 
 /// One decoded, scaled RGB frame.
@@ -346,17 +346,19 @@ impl CameraStage {
     ///
     /// # Errors
     /// [`CameraError`] for GStreamer, ONNX Runtime, the model or a rule.
-    pub fn from_config(config: &Config) -> Result<CameraStage, CameraError> {
-        let n = config.cameras.len();
-        let queue = Arc::new(DetectorQueue::new(
-            n,
-            config.detector.queue_frames.get() as usize,
-        ));
+    pub fn build(
+        cameras_config: &[CameraConfig],
+        detector: &DetectorConfig,
+        board: Board,
+        site: Location,
+    ) -> Result<CameraStage, CameraError> {
+        let n = cameras_config.len();
+        let queue = Arc::new(DetectorQueue::new(n, detector.queue_frames.get() as usize));
         let counters: Vec<Arc<CameraCounters>> = (0..n)
             .map(|_| Arc::new(CameraCounters::default()))
             .collect();
         let stats = CameraStats {
-            ids: config.cameras.iter().map(|c| c.id.clone()).collect(),
+            ids: cameras_config.iter().map(|c| c.id.clone()).collect(),
             counters: counters.clone(),
             queue,
             timing: Arc::new(Mutex::new(Timing::default())),
@@ -373,12 +375,11 @@ impl CameraStage {
             });
         }
         gst::init().map_err(CameraError::Gstreamer)?;
-        let profile = config.board.profile();
+        let profile = board.profile();
         let has_element = |name: &str| gst::ElementFactory::find(name).is_some();
-        let site = config.site.location();
         let mut cameras = Vec::with_capacity(n);
         let mut analyses = Vec::with_capacity(n);
-        for (i, cam) in config.cameras.iter().enumerate() {
+        for (i, cam) in cameras_config.iter().enumerate() {
             let frames = FrameSpec {
                 width: cam.frame_width_px,
                 height: cam.frame_height_px,
@@ -427,12 +428,11 @@ impl CameraStage {
                 Arc::clone(&counters[i]),
             )?);
         }
-        let runtime = Runtime::locate_and_load(config.detector.ort_library_path.as_deref())?;
-        let manifest = models::zoo::resolve(&config.detector.model)?;
+        let runtime = Runtime::locate_and_load(detector.ort_library_path.as_deref())?;
+        let manifest = models::zoo::resolve(&detector.model)?;
         let session = SessionConfig {
-            intra_threads:
-                std::num::NonZeroUsize::new(config.detector.intra_threads.get() as usize)
-                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            intra_threads: std::num::NonZeroUsize::new(detector.intra_threads.get() as usize)
+                .unwrap_or(std::num::NonZeroUsize::MIN),
             execution_provider: execution_provider(profile.execution_provider),
             ..SessionConfig::default()
         };

@@ -31,7 +31,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::camera::CameraStats;
-use crate::config::Config;
 use crate::events::EventsStats;
 use crate::events::EvidenceRenderer;
 use crate::sensors::SensorStats;
@@ -107,14 +106,31 @@ impl std::fmt::Debug for LocalApi {
     }
 }
 
+/// What the box page shows and how it behaves: the settings it is given, not the whole config.
+#[derive(Debug, Clone)]
+pub struct PageSettings {
+    /// `[local_api]` (its defaults when the section is absent).
+    pub local_api: LocalApiConfig,
+    /// The cameras it lists and tests.
+    pub cameras: Vec<crate::camera::config::CameraConfig>,
+    /// The sensors it lists.
+    pub sensors: Vec<crate::sensors::SensorConfig>,
+    /// Where the store is and its quota (disk figures).
+    pub store: crate::store::config::StoreConfig,
+    /// How its snapshots are rendered.
+    pub evidence: crate::events::config::EvidenceConfig,
+}
+
 impl LocalApi {
-    /// Reads the admin password file and binds `local_api.listen`. `config.local_api` must be
-    /// set (the default section otherwise).
+    /// Reads the admin password file and binds `settings.local_api.listen`.
     ///
     /// # Errors
     /// [`LocalApiError`] when the port is taken or the password file is unusable.
-    pub async fn bind(config: &Config, sources: StatusSources) -> Result<LocalApi, LocalApiError> {
-        let local = config.local_api.clone().unwrap_or_default();
+    pub async fn bind(
+        settings: PageSettings,
+        sources: StatusSources,
+    ) -> Result<LocalApi, LocalApiError> {
+        let local = &settings.local_api;
         let admin_password = match &local.admin_password_path {
             Some(path) => Some(password::AdminPassword::read(path)?),
             None => None,
@@ -126,18 +142,19 @@ impl LocalApi {
                 addr: local.listen,
                 source,
             })?;
-        let ev = &config.events.evidence;
+        let ev = &settings.evidence;
+        let renderer = EvidenceRenderer::new(
+            ev.jpeg_quality,
+            ev.privacy_blur,
+            ev.blur_radius_px,
+            Default::default(),
+        );
         let state = Arc::new(server::ApiState {
-            config: config.clone(),
+            settings,
             sources,
             started: Instant::now(),
             admin_password,
-            renderer: EvidenceRenderer::new(
-                ev.jpeg_quality,
-                ev.privacy_blur,
-                ev.blur_radius_px,
-                Default::default(),
-            ),
+            renderer,
             rates: Mutex::new(server::Rates::default()),
             sessions: Mutex::new(HashMap::new()),
         });
@@ -160,14 +177,9 @@ impl LocalApi {
     pub async fn run(self, cancel: CancellationToken) {
         let sampler = server::sample_rates(Arc::clone(&self.state), cancel.clone());
         tracing::info!(addr = %self.addr, "box page listening");
-        let (max_connections, header_read_timeout) = self
-            .state
-            .config
-            .local_api
-            .as_ref()
-            .map_or((32, std::time::Duration::from_secs(10)), |l| {
-                (l.max_connections, l.header_read_timeout)
-            });
+        let local = &self.state.settings.local_api;
+        let (max_connections, header_read_timeout) =
+            (local.max_connections, local.header_read_timeout);
         let serve = serve_http(
             self.listener,
             server::router(self.state),

@@ -34,7 +34,6 @@ use super::report::{
 };
 use super::{LocalApiError, StatusSources};
 use crate::camera::{CameraState, CameraStats};
-use crate::config::Config;
 use crate::events::{EvidenceRenderer, Mark, PixelRect};
 use crate::sensors::RuleKind;
 use crate::uplink::UplinkMode;
@@ -63,7 +62,7 @@ const FAILED_SIGN_IN_DELAY: Duration = Duration::from_millis(500);
 
 /// State shared by the handlers.
 pub(super) struct ApiState {
-    pub(super) config: Config,
+    pub(super) settings: super::PageSettings,
     pub(super) sources: StatusSources,
     pub(super) started: Instant,
     pub(super) admin_password: Option<super::password::AdminPassword>,
@@ -94,14 +93,7 @@ struct Sample {
 }
 
 pub(super) fn router(state: Arc<ApiState>) -> Router {
-    let allowed = Arc::new(
-        state
-            .config
-            .local_api
-            .as_ref()
-            .map(|l| l.allowed_hosts.clone())
-            .unwrap_or_default(),
-    );
+    let allowed = Arc::new(state.settings.local_api.allowed_hosts.clone());
     Router::new()
         .route("/", get(page))
         .route("/page.css", get(css))
@@ -302,7 +294,7 @@ async fn thumbnail(
     let Some(cameras) = state.sources.cameras.clone() else {
         return error(StatusCode::NOT_FOUND, "no cameras are configured");
     };
-    let Some(camera) = state.config.cameras.iter().find(|c| c.id.as_str() == id) else {
+    let Some(camera) = state.settings.cameras.iter().find(|c| c.id.as_str() == id) else {
         return error(StatusCode::NOT_FOUND, "no such camera");
     };
     let Some(latest) = cameras.latest_frame(&id) else {
@@ -508,10 +500,7 @@ async fn reconnect(
 
 impl ApiState {
     fn config_session(&self) -> Duration {
-        self.config
-            .local_api
-            .as_ref()
-            .map_or(Duration::from_secs(8 * 3600), |l| l.session)
+        self.settings.local_api.session
     }
 }
 
@@ -615,8 +604,8 @@ fn build_report(state: &ApiState) -> Result<StatusReport, crate::store::StoreErr
         "revoked" => problems.push(problem("uplink_revoked", "uplink", None)),
         _ => {}
     }
-    let (disk_free, disk_total) = crate::store::disk_space(&state.config.store.data_dir).unzip();
-    let quota = state.config.store.quota_bytes;
+    let (disk_free, disk_total) = crate::store::disk_space(&state.settings.store.data_dir).unzip();
+    let quota = state.settings.store.quota_bytes;
     if quota > 0 && stats.usage_bytes as f64 >= NEARLY_FULL * quota as f64 {
         problems.push(problem(
             "store_nearly_full",
@@ -671,7 +660,7 @@ fn build_report(state: &ApiState) -> Result<StatusReport, crate::store::StoreErr
         sensors,
         uplink,
         store: StoreReport {
-            data_dir: state.config.store.data_dir.display().to_string(),
+            data_dir: state.settings.store.data_dir.display().to_string(),
             usage_bytes: stats.usage_bytes,
             quota_bytes: quota,
             events: stats.events,
@@ -702,7 +691,7 @@ fn camera_reports(state: &ApiState, problems: &mut Vec<Problem>) -> Vec<CameraRe
     stats
         .snapshot()
         .into_iter()
-        .zip(&state.config.cameras)
+        .zip(&state.settings.cameras)
         .map(|(s, cfg)| {
             let id = s.id.to_string();
             let state_word = match s.state {
@@ -784,11 +773,7 @@ fn sensor_reports(
         return (None, Vec::new());
     };
     let stats = stats.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let default_stale = state
-        .config
-        .local_api
-        .as_ref()
-        .map_or(Duration::from_secs(900), |l| l.sensor_stale);
+    let default_stale = state.settings.local_api.sensor_stale;
     let mqtt = MqttReport {
         connected: stats.link.connected,
         connections: stats.link.connections,
@@ -796,7 +781,7 @@ fn sensor_reports(
         unrouted_messages: stats.unrouted_messages,
     };
     let sensors = state
-        .config
+        .settings
         .sensors
         .iter()
         .map(|cfg| {
