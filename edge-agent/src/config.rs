@@ -205,10 +205,7 @@ impl fmt::Display for Lines<'_> {
     }
 }
 
-/// The unit deserializers every section uses (`crate::config::units::secs`), from the leaf
-/// `confcheck` so that stage crates such as `vision` share them.
-pub(crate) use confcheck::units;
-
+// Sections deserialize `_secs`/`_ms` keys with `confcheck::units` (shared with `vision`).
 pub use crate::events::config::{EventsConfig, EvidenceConfig};
 pub use crate::store::config::{MIN_QUOTA_BYTES, StoreConfig};
 

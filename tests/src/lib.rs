@@ -7,6 +7,7 @@ pub mod binaries;
 pub mod browser;
 pub mod fault_proxy;
 pub mod http;
+pub mod layers;
 pub mod media;
 pub mod mosquitto;
 pub mod process;

@@ -112,7 +112,7 @@ pub struct HealthConfig {
     #[serde(
         default = "default_stall_after",
         rename = "stall_after_secs",
-        deserialize_with = "crate::config::units::secs"
+        deserialize_with = "confcheck::units::secs"
     )]
     pub stall_after: Duration,
     /// A fault (offline, or no frames) must last this long before it raises a device-fault
@@ -120,21 +120,21 @@ pub struct HealthConfig {
     #[serde(
         default = "default_fault_debounce",
         rename = "fault_debounce_secs",
-        deserialize_with = "crate::config::units::secs"
+        deserialize_with = "confcheck::units::secs"
     )]
     pub fault_debounce: Duration,
     /// First reconnect delay; doubles up to `reconnect_max_ms`, with ±25 % jitter. Default 500 ms.
     #[serde(
         default = "default_reconnect_min",
         rename = "reconnect_min_ms",
-        deserialize_with = "crate::config::units::millis"
+        deserialize_with = "confcheck::units::millis"
     )]
     pub reconnect_min: Duration,
     /// Longest reconnect delay. Default 30 s.
     #[serde(
         default = "default_reconnect_max",
         rename = "reconnect_max_ms",
-        deserialize_with = "crate::config::units::millis"
+        deserialize_with = "confcheck::units::millis"
     )]
     pub reconnect_max: Duration,
 }
@@ -169,7 +169,7 @@ pub struct MotionConfig {
     #[serde(
         default = "default_recheck",
         rename = "recheck_secs",
-        deserialize_with = "crate::config::units::secs"
+        deserialize_with = "confcheck::units::secs"
     )]
     pub recheck: Duration,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use protocol::Catalog;
 use serde::Deserialize;
 
-use crate::config::units;
+use confcheck::units;
 
 /// The `[events]` section: how observations become events.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -51,7 +51,7 @@ pub struct MqttConfig {
     #[serde(
         default = "default_keep_alive",
         rename = "keep_alive_secs",
-        deserialize_with = "crate::config::units::secs"
+        deserialize_with = "confcheck::units::secs"
     )]
     pub keep_alive: Duration,
     /// Topic where the agent announces `online` (retained) and its last will announces
@@ -62,14 +62,14 @@ pub struct MqttConfig {
     #[serde(
         default = "default_reconnect_min",
         rename = "reconnect_min_ms",
-        deserialize_with = "crate::config::units::millis"
+        deserialize_with = "confcheck::units::millis"
     )]
     pub reconnect_min: Duration,
     /// Longest reconnect delay. Default 30 s.
     #[serde(
         default = "default_reconnect_max",
         rename = "reconnect_max_ms",
-        deserialize_with = "crate::config::units::millis"
+        deserialize_with = "confcheck::units::millis"
     )]
     pub reconnect_max: Duration,
     /// Largest payload decoded; larger ones are counted as `too_large`. Default 65536.
@@ -116,14 +116,14 @@ pub struct SensorConfig {
     #[serde(
         default,
         rename = "poll_interval_secs",
-        deserialize_with = "crate::config::units::opt_secs"
+        deserialize_with = "confcheck::units::opt_secs"
     )]
     pub poll_interval: Option<Duration>,
     /// A poll not answered within this long is counted as `poll_timeout`. Default 10 s.
     #[serde(
         default = "default_poll_timeout",
         rename = "poll_timeout_secs",
-        deserialize_with = "crate::config::units::secs"
+        deserialize_with = "confcheck::units::secs"
     )]
     pub poll_timeout: Duration,
     /// The rules, in order.

@@ -56,7 +56,7 @@ pub enum RuleKind {
         #[serde(
             default,
             rename = "debounce_secs",
-            deserialize_with = "crate::config::units::secs"
+            deserialize_with = "confcheck::units::secs"
         )]
         debounce: Duration,
     },
@@ -81,7 +81,7 @@ pub enum RuleKind {
         /// How often the device normally reports.
         #[serde(
             rename = "expected_interval_secs",
-            deserialize_with = "crate::config::units::secs"
+            deserialize_with = "confcheck::units::secs"
         )]
         expected_interval: Duration,
         /// How many intervals of silence count as offline. Default 3.
@@ -103,7 +103,7 @@ pub enum RuleKind {
         /// The value that counts as activity.
         active_value: bool,
         /// How long without activity fires.
-        #[serde(rename = "limit_secs", deserialize_with = "crate::config::units::secs")]
+        #[serde(rename = "limit_secs", deserialize_with = "confcheck::units::secs")]
         limit: Duration,
     },
 }

@@ -26,14 +26,14 @@ pub struct LocalApiConfig {
     #[serde(
         default = "default_sensor_stale",
         rename = "sensor_stale_secs",
-        deserialize_with = "crate::config::units::secs"
+        deserialize_with = "confcheck::units::secs"
     )]
     pub sensor_stale: Duration,
     /// How long a sign-in lasts. Default 8 h.
     #[serde(
         default = "default_session",
         rename = "session_secs",
-        deserialize_with = "crate::config::units::secs"
+        deserialize_with = "confcheck::units::secs"
     )]
     pub session: Duration,
     /// Host names the page answers to besides IP addresses and `localhost` (e.g. the box's own
@@ -48,7 +48,7 @@ pub struct LocalApiConfig {
     #[serde(
         default = "default_header_read_timeout",
         rename = "header_read_timeout_secs",
-        deserialize_with = "crate::config::units::secs"
+        deserialize_with = "confcheck::units::secs"
     )]
     pub header_read_timeout: Duration,
 }

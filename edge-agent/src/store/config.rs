@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::units;
+use confcheck::units;
 
 /// The smallest quota accepted: room for a few evidence snapshots.
 pub const MIN_QUOTA_BYTES: u64 = 1024 * 1024;
