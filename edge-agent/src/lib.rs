@@ -4,6 +4,13 @@
 //! `main.rs` only parses the command line and calls into this library, so that tests drive the
 //! same code in-process. This crate must not depend on the hub: the two meet only through
 //! `protocol` on the wire.
+//!
+//! Modules are layered, lowest first (checked by `tests/tests/module_layers.rs`): leaves
+//! (`clock`, `telemetry`, `detect`), `store`, `uplink`, `events`, the sources (`camera`,
+//! `sensors`), what reads them (`fusion`, `recheck`, `status`), `metrics`, `config` (composes
+//! each stage's own section), and the wiring (`agent`, `checks`). A stage is built from its own
+//! section and the facts it needs, never from the whole config. The pure vision core (tracker,
+//! zones, rules) is the `vision` crate.
 #![warn(missing_docs)]
 
 pub mod agent;
