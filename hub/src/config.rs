@@ -10,10 +10,13 @@ use std::path::PathBuf;
 use protocol::Crs;
 use serde::Deserialize;
 
-use crate::api::TokenEntry;
+pub use crate::api::open311::{Open311Client, Open311Section};
+pub use crate::api::{ConsoleSection, TokenEntry};
 use crate::cases::Role;
 use crate::duties::DepartmentId;
 use crate::grid::GridMapping;
+pub use crate::ingest::IngestSection;
+pub use crate::retention::RetentionSection;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,204 +92,6 @@ impl Default for HttpSection {
             request_timeout_ms: 30_000,
         }
     }
-}
-
-/// `[open311]`: who may file citizens' reports, how fast, and what happens to them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Open311Section {
-    /// The client applications that may POST reports, each with its `api_key` stored as a
-    /// SHA-256 hash (`hub token-hash`). Default none: POST is refused.
-    pub clients: Vec<Open311Client>,
-    /// Reports one client may file per minute (a minute's worth at once). Default 60.
-    pub posts_per_min_per_key: u32,
-    /// Reports one network address may file per minute. Default 10.
-    pub posts_per_min_per_address: u32,
-    /// The longest description taken, in characters (the specification's 4000). Default 4000.
-    pub max_description_chars: usize,
-    /// Citizens' reports wait in `reported` for an operator to accept (register) them, even in
-    /// categories the duty list registers by itself. Default true.
-    pub moderation: bool,
-    /// Categories (codes or keys) whose reports skip moderation. Default none.
-    pub unmoderated_categories: Vec<String>,
-}
-
-impl Default for Open311Section {
-    fn default() -> Self {
-        Open311Section {
-            clients: Vec::new(),
-            posts_per_min_per_key: 60,
-            posts_per_min_per_address: 10,
-            max_description_chars: 4000,
-            moderation: true,
-            unmoderated_categories: Vec::new(),
-        }
-    }
-}
-
-/// `[[open311.clients]]`: an application that files reports for citizens.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Open311Client {
-    /// Its name (logs, metrics).
-    pub name: String,
-    /// SHA-256 (hex) of its `api_key`.
-    pub api_key_sha256: String,
-}
-
-/// `[console]`: the operator web console served at `/`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ConsoleSection {
-    /// A map tile URL template (`http://tiles.local/{z}/{x}/{y}.png`) drawn under the grid.
-    /// Default none: the console draws the grid alone and needs no tile server.
-    pub tile_url: Option<String>,
-    /// Attribution shown with the tiles. Default empty.
-    pub tile_attribution: String,
-}
-
-/// `[ingest]`: where boxes enroll and deliver events (QUIC, mutual TLS).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestSection {
-    /// UDP address to listen on. Default `0.0.0.0:4433`.
-    #[serde(default = "default_ingest_listen")]
-    pub listen_addr: SocketAddr,
-    /// The hub data folder made by `hub init` (CA, registry, ingest log, evidence). Required.
-    pub data_dir: PathBuf,
-    /// DNS names or addresses in the server certificate; boxes connect with the first.
-    /// Default `["gridsense-hub"]`.
-    #[serde(default = "default_server_names")]
-    pub server_names: Vec<String>,
-    /// Lifetime of box certificates (boxes renew at two thirds). Default 2592000 (30 days).
-    #[serde(default = "default_certificate_lifetime_secs")]
-    pub certificate_lifetime_secs: u64,
-    /// How often revocations are picked up from the registry. Default 10.
-    #[serde(default = "default_revocation_check_interval_secs")]
-    pub revocation_check_interval_secs: u64,
-    /// A connection silent this long is closed. Default 30000.
-    #[serde(default = "default_idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
-    /// Largest frame accepted from a box. Default 4194304.
-    #[serde(default = "default_max_frame_bytes")]
-    pub max_frame_bytes: u32,
-    /// Above this many handshakes per second, unvalidated addresses get a Retry. Default 1000.
-    #[serde(default = "default_handshake_rate_per_sec")]
-    pub handshake_rate_per_sec: u32,
-    /// Connections not yet authenticated (handshaking or enrolling) above which new ones get a
-    /// Retry or are refused; boxes in session are not affected. Default 256.
-    #[serde(default = "default_max_pending_handshakes")]
-    pub max_pending_handshakes: usize,
-    /// The same from one address (a box reconnecting behind a shared NAT address still gets
-    /// in; a flood from one address does not fill the hub). Default 32.
-    #[serde(default = "default_max_pending_per_address")]
-    pub max_pending_per_address: usize,
-    /// A QUIC handshake not done within this is dropped, giving its slot back. Default 5000.
-    #[serde(default = "default_handshake_timeout_ms")]
-    pub handshake_timeout_ms: u64,
-    /// Connections without a certificate (they may only enroll) past their handshake at once;
-    /// more are closed at once, and they never hold the handshake slots boxes need. Default 16.
-    #[serde(default = "default_max_enrolling")]
-    pub max_enrolling: usize,
-    /// The same from one address. Default 2.
-    #[serde(default = "default_max_enrolling_per_address")]
-    pub max_enrolling_per_address: usize,
-    /// A connection without a certificate must have sent its enrollment within this.
-    /// Default 5000.
-    #[serde(default = "default_enroll_timeout_ms")]
-    pub enroll_timeout_ms: u64,
-    /// Events handed on to the cases per round. Default 256.
-    #[serde(default = "default_handoff_batch_events")]
-    pub handoff_batch_events: usize,
-    /// The largest evidence file a box may declare; larger ones are refused, never uploaded.
-    /// Default 8388608 (8 MiB).
-    #[serde(default = "default_max_evidence_bytes")]
-    pub max_evidence_bytes: u64,
-    /// Events a box may deliver per second (a burst of a second's worth on top); a faster box
-    /// is slowed down, each event held back counted. Default 500.
-    #[serde(default = "default_max_events_per_sec")]
-    pub max_events_per_sec: u32,
-    /// Health reports a box may send per minute; more are dropped and counted. Default 30.
-    #[serde(default = "default_max_health_per_min")]
-    pub max_health_per_min: u32,
-}
-
-impl IngestSection {
-    /// The section with every default, for a data folder.
-    pub fn new(data_dir: PathBuf) -> IngestSection {
-        IngestSection {
-            listen_addr: default_ingest_listen(),
-            data_dir,
-            server_names: default_server_names(),
-            certificate_lifetime_secs: default_certificate_lifetime_secs(),
-            revocation_check_interval_secs: default_revocation_check_interval_secs(),
-            idle_timeout_ms: default_idle_timeout_ms(),
-            max_frame_bytes: default_max_frame_bytes(),
-            handshake_rate_per_sec: default_handshake_rate_per_sec(),
-            max_pending_handshakes: default_max_pending_handshakes(),
-            max_pending_per_address: default_max_pending_per_address(),
-            handshake_timeout_ms: default_handshake_timeout_ms(),
-            max_enrolling: default_max_enrolling(),
-            max_enrolling_per_address: default_max_enrolling_per_address(),
-            enroll_timeout_ms: default_enroll_timeout_ms(),
-            handoff_batch_events: default_handoff_batch_events(),
-            max_evidence_bytes: default_max_evidence_bytes(),
-            max_events_per_sec: default_max_events_per_sec(),
-            max_health_per_min: default_max_health_per_min(),
-        }
-    }
-}
-
-fn default_ingest_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 4433))
-}
-fn default_server_names() -> Vec<String> {
-    vec!["gridsense-hub".to_owned()]
-}
-fn default_certificate_lifetime_secs() -> u64 {
-    30 * 86_400
-}
-fn default_revocation_check_interval_secs() -> u64 {
-    10
-}
-fn default_idle_timeout_ms() -> u64 {
-    30_000
-}
-fn default_max_frame_bytes() -> u32 {
-    protocol::DEFAULT_MAX_FRAME_BYTES
-}
-fn default_handshake_rate_per_sec() -> u32 {
-    1000
-}
-fn default_max_pending_handshakes() -> usize {
-    256
-}
-fn default_max_pending_per_address() -> usize {
-    32
-}
-fn default_handshake_timeout_ms() -> u64 {
-    5000
-}
-fn default_max_enrolling() -> usize {
-    16
-}
-fn default_max_enrolling_per_address() -> usize {
-    2
-}
-fn default_enroll_timeout_ms() -> u64 {
-    5000
-}
-fn default_handoff_batch_events() -> usize {
-    256
-}
-fn default_max_evidence_bytes() -> u64 {
-    8 << 20
-}
-fn default_max_events_per_sec() -> u32 {
-    500
-}
-fn default_max_health_per_min() -> u32 {
-    30
 }
 
 /// `[grid]`.
@@ -395,33 +200,6 @@ impl Default for WebhooksSection {
             poll_interval_ms: 1000,
             ca_path: None,
             changes_retention_secs: 30 * 86_400,
-        }
-    }
-}
-
-/// `[retention]`: what the hub deletes after how long, counted in metrics
-/// (`hub_ingest_evidence_expired_*`, `hub_ingest_log_pruned_*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetentionSection {
-    /// Evidence files of a case closed or rejected more than this many days ago are deleted
-    /// (the case and its events stay; the API answers 410 for the pictures). 0 keeps them
-    /// forever. Default 0.
-    pub evidence_days: u32,
-    /// Bodies of delivered events in the ingest log (`ingest.db`) older than this many days are
-    /// dropped: the cases hold the events; the log keeps each event's id and sequence number
-    /// (duplicates and cloned stores are still recognised). 0 keeps them. Default 30.
-    pub ingest_log_days: u32,
-    /// How often the retention sweep runs. Default 3600.
-    pub sweep_interval_secs: u64,
-}
-
-impl Default for RetentionSection {
-    fn default() -> Self {
-        RetentionSection {
-            evidence_days: 0,
-            ingest_log_days: 30,
-            sweep_interval_secs: 3600,
         }
     }
 }

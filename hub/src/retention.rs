@@ -13,9 +13,8 @@ use std::time::Duration;
 use protocol::Timestamp;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Clock;
 use crate::cases::{CaseError, CaseService};
-use crate::config::RetentionSection;
+use crate::clock::Clock;
 use crate::ingest::{IngestError, IngestHandle};
 
 /// Cases looked at per database transaction.
@@ -151,5 +150,32 @@ async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(done) => Ok(done?),
         Err(e) => Err(RetentionError::Task(e.to_string())),
+    }
+}
+
+/// `[retention]`: what the hub deletes after how long, counted in metrics
+/// (`hub_ingest_evidence_expired_*`, `hub_ingest_log_pruned_*`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Evidence files of a case closed or rejected more than this many days ago are deleted
+    /// (the case and its events stay; the API answers 410 for the pictures). 0 keeps them
+    /// forever. Default 0.
+    pub evidence_days: u32,
+    /// Bodies of delivered events in the ingest log (`ingest.db`) older than this many days are
+    /// dropped: the cases hold the events; the log keeps each event's id and sequence number
+    /// (duplicates and cloned stores are still recognised). 0 keeps them. Default 30.
+    pub ingest_log_days: u32,
+    /// How often the retention sweep runs. Default 3600.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        RetentionSection {
+            evidence_days: 0,
+            ingest_log_days: 30,
+            sweep_interval_secs: 3600,
+        }
     }
 }

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState, Boxes, webhooks};
+use crate::cases::db::{Db, DbError};
 use crate::cases::{CaseService, CaseSettings};
 use crate::config::HubConfig;
-use crate::db::{Db, DbError};
 use crate::duties::{CalendarError, DutyError, DutyList, WorkCalendar};
 use crate::grid::{Grid, GridError, ImportOptions};
 

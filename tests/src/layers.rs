@@ -21,6 +21,21 @@ pub const EDGE_AGENT_LAYERS: &[&[&str]] = &[
     &["checks", "agent"],
 ];
 
+/// The hub's layers, lowest first: leaves (clock, logging, randomness, rate buckets, the web
+/// files, the grid), duties, the cases (with their database), what stands on cases (the box
+/// registry, assessment, systemd), ingest, what serves people (the API, retention), the config
+/// that composes every section, and the commands on top.
+pub const HUB_LAYERS: &[&[&str]] = &[
+    &["clock", "telemetry", "random", "rate", "web", "grid"],
+    &["duties"],
+    &["cases"],
+    &["registry", "assess", "systemd"],
+    &["ingest"],
+    &["api", "retention"],
+    &["config"],
+    &["checks", "commands", "serve"],
+];
+
 /// The modules that may see the agent's root `Config` (the composed file): the config itself and
 /// the wiring. Every stage takes its own section.
 pub const EDGE_AGENT_CONFIG_READERS: &[&str] = &["config", "agent", "checks"];

@@ -1,4 +1,4 @@
-//! Module layers inside the edge agent (see `e2e::layers`), checked against the real sources and
+//! Module layers inside the edge agent and the hub (see `e2e::layers`), checked against the real sources and
 //! against a copy with back-edges planted (to show that the check can fail).
 #![allow(clippy::unwrap_used)] // test code
 
@@ -6,7 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use e2e::layers::{
-    EDGE_AGENT_CONFIG_READERS, EDGE_AGENT_LAYERS, config_violations, layer_violations, uses,
+    EDGE_AGENT_CONFIG_READERS, EDGE_AGENT_LAYERS, HUB_LAYERS, config_violations, layer_violations,
+    uses,
 };
 
 fn agent_src() -> PathBuf {
@@ -50,6 +51,15 @@ fn edge_agent_modules_use_only_lower_layers_and_only_the_wiring_sees_the_root_co
         found.iter().all(|u| u.to != "agent"),
         "nothing imports agent.rs"
     );
+}
+
+#[test]
+fn hub_modules_use_only_lower_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hub/src");
+    let (found, _) = uses(&src).unwrap();
+    assert!(found.len() > 20, "the check read too little: {found:?}");
+    let back = layer_violations(&found, HUB_LAYERS);
+    assert!(back.is_empty(), "uses against the layers: {back:#?}");
 }
 
 #[test]

@@ -16,8 +16,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::auth::Caller;
 use super::{ApiError, AppState, blocking};
 use crate::assess;
+use crate::cases::db::CasePageQuery;
 use crate::cases::{Action, CaseId, CaseState, Role};
-use crate::db::CasePageQuery;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()

@@ -413,3 +413,14 @@ pub(super) async fn gone_evidence(
             Vec::new()
         })
 }
+
+/// `[console]`: the operator web console served at `/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// A map tile URL template (`http://tiles.local/{z}/{x}/{y}.png`) drawn under the grid.
+    /// Default none: the console draws the grid alone and needs no tile server.
+    pub tile_url: Option<String>,
+    /// Attribution shown with the tiles. Default empty.
+    pub tile_attribution: String,
+}

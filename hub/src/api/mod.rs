@@ -22,11 +22,9 @@ use axum::Json;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use protocol::Timestamp;
 use serde_json::json;
 
 use crate::cases::{Actor, CaseError, CaseService, WorkflowError};
-use crate::config::ConsoleSection;
 use crate::duties::DepartmentId;
 use crate::ingest::IngestHandle;
 
@@ -39,10 +37,9 @@ mod openapi;
 pub mod server;
 pub mod webhooks;
 
+pub use crate::clock::{Clock, system_clock};
 pub use auth::{TokenEntry, hash_token};
-
-/// A clock returning the current time (injected so tests control it).
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+pub use console::ConsoleSection;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -88,14 +85,12 @@ impl AppState {
             departments: Arc::new(Vec::new()),
             boxes: None,
             console: Arc::new(ConsoleSection::default()),
-            open311: Arc::new(open311::Intake::new(
-                &crate::config::Open311Section::default(),
-            )),
+            open311: Arc::new(open311::Intake::new(&open311::Open311Section::default())),
         }
     }
 
     /// The same state taking Open311 reports as `section` says.
-    pub fn with_open311(mut self, section: &crate::config::Open311Section) -> AppState {
+    pub fn with_open311(mut self, section: &open311::Open311Section) -> AppState {
         self.open311 = Arc::new(open311::Intake::new(section));
         self
     }
@@ -128,16 +123,6 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .with_state(state)
         .merge(crate::web::router())
-}
-
-/// The clock of a real hub: the system time.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        let millis = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        Timestamp::from_unix_millis(millis)
-    })
 }
 
 /// An API failure, rendered as a status and a JSON body `{"error": "..."}`.

@@ -29,7 +29,6 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, blocking};
 use crate::cases::{Case, CitizenReport, Contact, IngestOutcome};
-use crate::config::Open311Section;
 use crate::rate::RateBucket;
 
 /// Who may file reports and how fast: the keys of `[open311] clients` and the rate buckets.
@@ -415,4 +414,47 @@ fn render(report: &protocol::Event, case: Option<&Case>) -> Value {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // the buckets stay consistent across a panic: each change is one update
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `[open311]`: who may file citizens' reports, how fast, and what happens to them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Open311Section {
+    /// The client applications that may POST reports, each with its `api_key` stored as a
+    /// SHA-256 hash (`hub token-hash`). Default none: POST is refused.
+    pub clients: Vec<Open311Client>,
+    /// Reports one client may file per minute (a minute's worth at once). Default 60.
+    pub posts_per_min_per_key: u32,
+    /// Reports one network address may file per minute. Default 10.
+    pub posts_per_min_per_address: u32,
+    /// The longest description taken, in characters (the specification's 4000). Default 4000.
+    pub max_description_chars: usize,
+    /// Citizens' reports wait in `reported` for an operator to accept (register) them, even in
+    /// categories the duty list registers by itself. Default true.
+    pub moderation: bool,
+    /// Categories (codes or keys) whose reports skip moderation. Default none.
+    pub unmoderated_categories: Vec<String>,
+}
+
+impl Default for Open311Section {
+    fn default() -> Self {
+        Open311Section {
+            clients: Vec::new(),
+            posts_per_min_per_key: 60,
+            posts_per_min_per_address: 10,
+            max_description_chars: 4000,
+            moderation: true,
+            unmoderated_categories: Vec::new(),
+        }
+    }
+}
+
+/// `[[open311.clients]]`: an application that files reports for citizens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Open311Client {
+    /// Its name (logs, metrics).
+    pub name: String,
+    /// SHA-256 (hex) of its `api_key`.
+    pub api_key_sha256: String,
 }

@@ -4,7 +4,7 @@
 //! - [`workflow`]: the pure state machine: which action is allowed in which state and for which
 //!   role, and what it changes. No clock, no storage;
 //! - [`CaseService`]: ingest (grid match, duty routing, deadline, merge), actions, escalation,
-//!   all committed through [`crate::db`] and announced as [`CaseChange`]s.
+//!   all committed through [`crate::cases::db`] and announced as [`CaseChange`]s.
 //!
 //! This module must not know about HTTP or QUIC: the API and the ingest call into it.
 
@@ -16,8 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::duties::DepartmentId;
 use crate::grid::WorkerId;
 
+pub mod db;
 mod service;
 pub mod workflow;
+
+/// The box id the hub files citizens' (Open311) reports under; the registry reserves it.
+pub const OPEN311_BOX: &str = "open311";
 
 pub use service::{
     BOX_TIME_ATTRIBUTE, BoxAreas, CaseChange, CaseError, CaseService, CaseSettings, CaseStats,

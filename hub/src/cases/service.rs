@@ -10,9 +10,10 @@ use protocol::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::OPEN311_BOX;
 use super::workflow::{self, Action, WorkflowError};
 use super::{Actor, Case, CaseId, CaseState, Transition};
-use crate::db::{CasePageQuery, Db, DbError};
+use crate::cases::db::{CasePageQuery, Db, DbError};
 use crate::duties::{DepartmentId, DutyList, Registration, WorkCalendar};
 use crate::grid::geometry::METRES_PER_DEGREE;
 use crate::grid::{Grid, crs};
@@ -262,9 +263,6 @@ impl std::fmt::Debug for CaseService {
     }
 }
 
-/// The box id citizen reports are stored under (reserved: no box may have it).
-const OPEN311_BOX: &str = crate::registry::RESERVED_BOX_IDS[0].0;
-
 impl CaseService {
     /// A service over an opened database. `change_capacity` bounds the live-update channel
     /// (a listener that falls further behind misses changes and is told so).
@@ -382,7 +380,7 @@ impl CaseService {
     /// it re-checks, merged into an open case nearby, or a new case.
     fn take_event(
         &self,
-        tx: &crate::db::Tx<'_>,
+        tx: &crate::cases::db::Tx<'_>,
         box_id: &BoxId,
         event: &Event,
         now: Timestamp,
@@ -398,7 +396,7 @@ impl CaseService {
     /// [`CaseService::take_event`] before its change is recorded.
     fn place_event(
         &self,
-        tx: &crate::db::Tx<'_>,
+        tx: &crate::cases::db::Tx<'_>,
         box_id: &BoxId,
         event: &Event,
         now: Timestamp,
@@ -723,10 +721,10 @@ impl CaseService {
     /// (and counted).
     fn answered_request(
         &self,
-        tx: &crate::db::Tx<'_>,
+        tx: &crate::cases::db::Tx<'_>,
         box_id: &BoxId,
         reference: &str,
-    ) -> Result<crate::db::RecheckRequest, CaseError> {
+    ) -> Result<crate::cases::db::RecheckRequest, CaseError> {
         let refuse = |reason: String| {
             self.stats
                 .recheck_refused_total
@@ -756,7 +754,7 @@ impl CaseService {
     /// not saying when it was asked, or for a case in another state, only adds the evidence.
     fn take_recheck(
         &self,
-        tx: &crate::db::Tx<'_>,
+        tx: &crate::cases::db::Tx<'_>,
         mut case: Case,
         box_id: &BoxId,
         event: &Event,

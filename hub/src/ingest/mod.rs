@@ -33,6 +33,8 @@
 //! This module must not decide what an event means (the sink does) nor trust a payload for
 //! identity.
 
+mod config;
+pub use config::IngestSection;
 mod conn;
 mod evidence;
 mod frame;
@@ -53,9 +55,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::Clock;
 use crate::cases::{CaseError, CaseService};
-use crate::config::IngestSection;
+use crate::clock::Clock;
 use crate::registry::{HubCa, Registry, RegistryError};
 
 pub use log::{Committed, Conflict, EvidenceState, INGEST_FILE, IngestLog, Unhanded};
@@ -457,7 +458,7 @@ impl IngestServer {
         settings: IngestSettings,
         sink: Option<Arc<dyn EventSink>>,
     ) -> Result<IngestServer, IngestError> {
-        IngestServer::bind_with_clock(settings, sink, crate::api::system_clock())
+        IngestServer::bind_with_clock(settings, sink, crate::clock::system_clock())
     }
 
     /// As [`IngestServer::bind`], reading the time from `clock` (tests move it to expire

@@ -14,7 +14,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::time_provider::TimeProvider;
 
 use super::{IngestError, IngestSettings};
-use crate::api::Clock;
+use crate::clock::Clock;
 use crate::registry::HubCa;
 
 /// Lifetime of the server certificate made at each start.

@@ -43,7 +43,7 @@ pub fn init(
     let ca = HubCa::create(dir, name, now)?;
     Registry::open_in(dir)?;
     let db_path = dir.join("hub.db");
-    crate::db::Db::open(&db_path).map_err(|e| RegistryError::Io {
+    crate::cases::db::Db::open(&db_path).map_err(|e| RegistryError::Io {
         path: db_path.clone(),
         source: std::io::Error::other(crate::telemetry::chain(&e)),
     })?;

@@ -215,7 +215,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 /// Box ids the hub uses for what is not a box, with what for: no box may be registered under
 /// them (an `open311` box's events would be numbered among the citizens' reports).
 pub const RESERVED_BOX_IDS: &[(&str, &str)] = &[
-    ("open311", "citizen reports"),
+    (crate::cases::OPEN311_BOX, "citizen reports"),
     ("hub", "its own events"),
     ("system", "automatic actions"),
 ];
