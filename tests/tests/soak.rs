@@ -8,7 +8,8 @@
 //! reported lost, and no process grew beyond the bounds below.
 //!
 //! `SOAK_SEED` replays a run's fault schedule (printed at the start); `SOAK_REPORT` names a file
-//! for the report as well.
+//! for the report as well; `SOAK_KILLS_PERCENT` (default 67) is the share of the run in which
+//! processes are killed (0: link faults only, one long life per process to measure growth).
 
 // Harness code unwraps: a panic there is a broken fixture, which the soak should report.
 #![allow(clippy::unwrap_used)]
@@ -425,9 +426,14 @@ listen_addr = "{metrics}"
         })
     };
 
-    // Faults. The last third has no kills, so that each process has a long life to measure.
+    // Faults. The last third has no kills, so that each process has a long life to measure
+    // (`SOAK_KILLS_PERCENT`, default 67: the share of the run with kills; 0 measures one life).
     let start = Instant::now();
-    let kills_end = length * 2 / 3;
+    let kills_percent: u32 = std::env::var("SOAK_KILLS_PERCENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(67);
+    let kills_end = length * kills_percent.min(100) / 100;
     let mut next_agent_kill = Duration::from_secs(rng.u64(60..240));
     let mut next_hub_kill = Duration::from_secs(rng.u64(90..300));
     let mut next_link = Duration::from_secs(rng.u64(20..90));
