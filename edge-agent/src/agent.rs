@@ -92,15 +92,126 @@ impl Agent {
         let report = store.open_report();
         info!(data_dir = %config.store.data_dir.display(), report = ?report, "event store open");
 
+        match Self::build(&config, &store).await {
+            Ok(stages) => Ok(stages.run(&config, store, cancel)),
+            Err(e) => {
+                // Nothing was spawned: closing the store is all there is to undo.
+                let _ = tokio::task::spawn_blocking(move || store.close()).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds every configured stage (binds the listeners, loads the model, renders the
+    /// pipelines) without spawning anything, so that a stage that cannot be built leaves nothing
+    /// running.
+    async fn build(config: &Config, store: &Store) -> Result<Stages, AgentError> {
         let metrics_listener = match &config.metrics {
             Some(m) => Some(crate::metrics::AgentMetrics::bind(m.listen_addr).await?),
             None => None,
         };
+        let sensors = if config.sensors.is_empty() {
+            None
+        } else {
+            Some(SensorStage::from_config(
+                &config.sensors_config(),
+                config.site.location(),
+                config.site.grid.as_ref(),
+            )?)
+        };
+        let cameras = if config.cameras.is_empty() {
+            None
+        } else {
+            // Loading the model and probing GStreamer elements block.
+            let (cameras, detector) = (config.cameras.clone(), config.detector.clone());
+            let (board, site) = (config.board, config.site.location());
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    CameraStage::build(&cameras, &detector, board, site)
+                })
+                .await??,
+            )
+        };
+        let sensor_stats = sensors.as_ref().map(SensorStage::stats);
+        let camera_stats = cameras.as_ref().map(CameraStage::stats);
+        let looker = cameras.as_ref().map(CameraStage::looker);
+        let events = Arc::new(EventsStats::default());
+        let mut rechecks = None;
+        let uplink = config.uplink.as_ref().map(|section| {
+            let (cams, sens) = (camera_stats.clone(), sensor_stats.clone());
+            let uplink = crate::uplink::Uplink::from_config(section, store.clone())
+                .with_components(Arc::new(move || components(cams.as_ref(), sens.as_ref())));
+            // The hub's re-check commands go to the cameras; without cameras the uplink answers
+            // them as failed itself.
+            match looker.clone() {
+                Some(looker) => {
+                    let (commands_tx, commands_rx) = mpsc::channel(8);
+                    rechecks = Some((commands_rx, looker));
+                    uplink.with_commands(commands_tx)
+                }
+                None => uplink,
+            }
+        });
+        let uplink_status = uplink.as_ref().map(crate::uplink::Uplink::status);
+        let local_api = match &config.local_api {
+            Some(local_api) => Some(
+                LocalApi::bind(
+                    crate::status::PageSettings {
+                        local_api: local_api.clone(),
+                        cameras: config.cameras.clone(),
+                        sensors: config.sensors.clone(),
+                        store: config.store.clone(),
+                        evidence: config.events.evidence.clone(),
+                    },
+                    StatusSources {
+                        store: store.clone(),
+                        cameras: camera_stats.clone(),
+                        sensors: sensor_stats.clone(),
+                        events: Arc::clone(&events),
+                        uplink: uplink_status.clone(),
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        Ok(Stages {
+            metrics_listener,
+            sensors,
+            cameras,
+            looker,
+            events,
+            uplink,
+            uplink_status,
+            rechecks,
+            local_api,
+        })
+    }
+}
+
+/// Every stage, built and not yet running.
+struct Stages {
+    metrics_listener: Option<tokio::net::TcpListener>,
+    sensors: Option<SensorStage>,
+    cameras: Option<CameraStage>,
+    looker: Option<crate::camera::Looker>,
+    events: Arc<EventsStats>,
+    uplink: Option<crate::uplink::Uplink>,
+    uplink_status: Option<tokio::sync::watch::Receiver<crate::uplink::UplinkStatus>>,
+    rechecks: Option<(
+        mpsc::Receiver<crate::uplink::CommandRequest>,
+        crate::camera::Looker,
+    )>,
+    local_api: Option<LocalApi>,
+}
+
+impl Stages {
+    /// Spawns every stage; this cannot fail.
+    fn run(self, config: &Config, store: Store, cancel: CancellationToken) -> Agent {
         let tracker = TaskTracker::new();
         let (observations_tx, observations_rx) = mpsc::channel(OBSERVATION_QUEUE);
-        let mut sensor_stats = None;
         // Sensors with a confirming camera send through fusion, which attaches the camera's
-        // look; it starts once the cameras have (validation guarantees the camera exists).
+        // look (validation guarantees the camera exists).
         let fused: std::collections::HashMap<protocol::SourceId, protocol::CameraId> = config
             .sensors
             .iter()
@@ -112,31 +223,16 @@ impl Agent {
             let (tx, rx) = mpsc::channel(OBSERVATION_QUEUE);
             (tx, Some(rx))
         };
-        if !config.sensors.is_empty() {
-            let stage = SensorStage::from_config(
-                &config.sensors_config(),
-                config.site.location(),
-                config.site.grid.as_ref(),
-            )?;
-            sensor_stats = Some(stage.stats());
+        let sensor_stats = self.sensors.as_ref().map(SensorStage::stats);
+        let camera_stats = self.cameras.as_ref().map(CameraStage::stats);
+        if let Some(stage) = self.sensors {
             tracker.spawn(
                 stage
                     .run(sensors_tx, cancel.clone())
                     .instrument(info_span!("sensors")),
             );
         }
-        let mut camera_stats = None;
-        let mut looker = None;
-        if !config.cameras.is_empty() {
-            // Loading the model and probing GStreamer elements block.
-            let (cameras, detector) = (config.cameras.clone(), config.detector.clone());
-            let (board, site) = (config.board, config.site.location());
-            let stage = tokio::task::spawn_blocking(move || {
-                CameraStage::build(&cameras, &detector, board, site)
-            })
-            .await??;
-            camera_stats = Some(stage.stats());
-            looker = Some(stage.looker());
+        if let Some(stage) = self.cameras {
             let (tx, cancel) = (observations_tx.clone(), cancel.clone());
             tracker.spawn(
                 async move {
@@ -148,7 +244,7 @@ impl Agent {
             );
         }
         let mut fusion_stats = None;
-        if let (Some(rx), Some(looker)) = (fusion_rx, looker.clone()) {
+        if let (Some(rx), Some(looker)) = (fusion_rx, self.looker) {
             let stats = Arc::new(crate::fusion::FusionStats::default());
             fusion_stats = Some(Arc::clone(&stats));
             tracker.spawn(
@@ -158,12 +254,10 @@ impl Agent {
         }
         // Only the sources hold senders now: the events stage ends when they all have stopped.
         drop(observations_tx);
-
-        let events = Arc::new(EventsStats::default());
-        let builder = EventBuilder::from_section(&config.events, config.site.grid.clone());
+        let events = self.events;
         tracker.spawn(
             events_stage(
-                builder,
+                EventBuilder::from_section(&config.events, config.site.grid.clone()),
                 store.clone(),
                 observations_rx,
                 Arc::clone(&events),
@@ -171,37 +265,25 @@ impl Agent {
             )
             .instrument(info_span!("events")),
         );
-        let mut uplink_status = None;
-        if let Some(uplink) = &config.uplink {
-            let (cams, sens) = (camera_stats.clone(), sensor_stats.clone());
-            let uplink = crate::uplink::Uplink::from_config(uplink, store.clone())
-                .with_components(Arc::new(move || components(cams.as_ref(), sens.as_ref())));
-            // The hub's re-check commands go to the cameras; without cameras the uplink answers
-            // them as failed itself.
-            let uplink = match looker.clone() {
-                Some(looker) => {
-                    let (commands_tx, commands_rx) = mpsc::channel(8);
-                    tracker.spawn(
-                        crate::recheck::serve(
-                            commands_rx,
-                            looker,
-                            crate::recheck::Rechecks {
-                                cameras: config.cameras.clone(),
-                                site: config.site.location(),
-                                builder: EventBuilder::from_section(
-                                    &config.events,
-                                    config.site.grid.clone(),
-                                ),
-                            },
-                            store.clone(),
-                        )
-                        .instrument(info_span!("recheck")),
-                    );
-                    uplink.with_commands(commands_tx)
-                }
-                None => uplink,
-            };
-            uplink_status = Some(uplink.status());
+        if let Some((commands_rx, looker)) = self.rechecks {
+            tracker.spawn(
+                crate::recheck::serve(
+                    commands_rx,
+                    looker,
+                    crate::recheck::Rechecks {
+                        cameras: config.cameras.clone(),
+                        site: config.site.location(),
+                        builder: EventBuilder::from_section(
+                            &config.events,
+                            config.site.grid.clone(),
+                        ),
+                    },
+                    store.clone(),
+                )
+                .instrument(info_span!("recheck")),
+            );
+        }
+        if let Some(uplink) = self.uplink {
             let cancel = cancel.clone();
             tracker.spawn(
                 async move {
@@ -212,42 +294,12 @@ impl Agent {
                 .instrument(info_span!("uplink")),
             );
         }
-        let mut local_api_addr = None;
-        if config.local_api.is_some() {
-            let sources = StatusSources {
-                store: store.clone(),
-                cameras: camera_stats.clone(),
-                sensors: sensor_stats.clone(),
-                events: Arc::clone(&events),
-                uplink: uplink_status.clone(),
-            };
-            let api = match LocalApi::bind(
-                crate::status::PageSettings {
-                    local_api: config.local_api.clone().unwrap_or_default(),
-                    cameras: config.cameras.clone(),
-                    sensors: config.sensors.clone(),
-                    store: config.store.clone(),
-                    evidence: config.events.evidence.clone(),
-                },
-                sources,
-            )
-            .await
-            {
-                Ok(api) => api,
-                Err(e) => {
-                    // Nothing may keep running when the start fails.
-                    cancel.cancel();
-                    tracker.close();
-                    tracker.wait().await;
-                    let _ = tokio::task::spawn_blocking(move || store.close()).await;
-                    return Err(e.into());
-                }
-            };
-            local_api_addr = Some(api.local_addr());
+        let local_api_addr = self.local_api.as_ref().map(LocalApi::local_addr);
+        if let Some(api) = self.local_api {
             tracker.spawn(api.run(cancel.clone()).instrument(info_span!("local_api")));
         }
         let mut metrics_addr = None;
-        if let Some(listener) = metrics_listener {
+        if let Some(listener) = self.metrics_listener {
             let metrics = crate::metrics::AgentMetrics::new(crate::metrics::MetricsSources {
                 store: store.clone(),
                 quota_bytes: config.store.quota_bytes,
@@ -255,7 +307,7 @@ impl Agent {
                 sensors: sensor_stats.clone(),
                 cameras: camera_stats.clone(),
                 fusion: fusion_stats,
-                uplink: uplink_status,
+                uplink: self.uplink_status,
             });
             metrics_addr = listener.local_addr().ok();
             info!(addr = ?metrics_addr, "metrics listening");
@@ -271,7 +323,7 @@ impl Agent {
             cameras = config.cameras.len(),
             "agent running"
         );
-        Ok(Agent {
+        Agent {
             store,
             tracker,
             cancel,
@@ -280,9 +332,11 @@ impl Agent {
             events,
             local_api_addr,
             metrics_addr,
-        })
+        }
     }
+}
 
+impl Agent {
     /// Where the box page listens (none without `[local_api]`).
     pub fn local_api_addr(&self) -> Option<SocketAddr> {
         self.local_api_addr

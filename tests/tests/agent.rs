@@ -187,3 +187,33 @@ fn a_config_with_problems_is_refused_naming_each_key() {
         assert!(err.contains(key), "{key} not named in: {err}");
     }
 }
+
+/// Build, then run: a stage that cannot be built (here the cameras' model) fails the start
+/// before anything is spawned, so the sensors configured beside it are not left running.
+#[test]
+fn a_stage_that_cannot_be_built_leaves_nothing_running() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A broker port nobody listens on: the sensor stage, once running, keeps retrying.
+    let port = e2e::mosquitto::free_port().unwrap();
+    let text = format!(
+        "{}\n[detector]\nmodel = \"{}\"\n\n[[cameras]]\nid = \"cam\"\nsource = {{ kind = \"rtsp\", url = \"rtsp://127.0.0.1:1/none\" }}\n",
+        config_text(port, dir.path()),
+        dir.path().join("no-such-model.onnx").display()
+    );
+    let config = Config::from_toml_str(&text, "test").unwrap();
+    runtime.block_on(async {
+        let before = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        let started = Agent::start(config, CancellationToken::new()).await;
+        assert!(started.is_err(), "the model does not exist");
+        let after = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        assert_eq!(after, before, "tasks left running after a failed start");
+    });
+}
