@@ -146,7 +146,6 @@ pub async fn run_with_clock(
         None => None,
     };
     let client = webhooks::client(ca.as_deref())?;
-    let tracker = TaskTracker::new();
     let policy = webhooks::WebhookPolicy {
         max_attempts: config.webhooks.max_attempts,
         first_retry: Duration::from_millis(config.webhooks.first_retry_ms),
@@ -155,6 +154,48 @@ pub async fn run_with_clock(
         poll_interval: Duration::from_millis(config.webhooks.poll_interval_ms.max(10)),
     };
     let webhook_stats = Arc::new(webhooks::WebhookStats::default());
+    let mut state = AppState::new(svc.clone(), &config.tokens, clock.clone())
+        .with_departments(
+            config
+                .departments
+                .iter()
+                .map(|d| (d.id.clone(), d.name.clone()))
+                .collect(),
+        )
+        .with_console(config.console.clone())
+        .with_open311(&config.open311);
+    let mut ingest_addr = None;
+    let mut ingest_handle = None;
+    let mut ingest = None;
+    if let Some(section) = &config.ingest {
+        let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
+        let server = crate::ingest::IngestServer::bind(
+            crate::ingest::IngestSettings::from_config(section),
+            Some(sink),
+        )?;
+        let addr = server.local_addr()?;
+        ingest_handle = Some(server.handle()?);
+        tracing::info!(%addr, "ingest listening");
+        ingest_addr = Some(addr);
+        state = state.with_boxes(Boxes {
+            ingest: server.handle()?,
+            data_dir: section.data_dir.clone(),
+        });
+        let retention_handle = server.handle()?;
+        ingest = Some((server, retention_handle));
+    }
+    let tls = match (&config.api_tls_cert_path, &config.api_tls_key_path) {
+        (Some(cert), Some(key)) => Some(api::server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.api_listen_addr)
+        .await
+        .map_err(ServeError::Io)?;
+    let addr = listener.local_addr().map_err(ServeError::Io)?;
+    tracing::info!(%addr, "api listening");
+
+    // Everything above may fail and spawns nothing; from here on nothing fails to start.
+    let tracker = TaskTracker::new();
     tracker.spawn(webhooks::run(
         svc.clone(),
         client,
@@ -197,35 +238,10 @@ pub async fn run_with_clock(
             }
         });
     }
-    let mut state = AppState::new(svc.clone(), &config.tokens, clock.clone())
-        .with_departments(
-            config
-                .departments
-                .iter()
-                .map(|d| (d.id.clone(), d.name.clone()))
-                .collect(),
-        )
-        .with_console(config.console.clone())
-        .with_open311(&config.open311);
-    let mut ingest_addr = None;
-    let mut ingest_handle = None;
-    if let Some(section) = &config.ingest {
-        let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
-        let server = crate::ingest::IngestServer::bind(
-            crate::ingest::IngestSettings::from_config(section),
-            Some(sink),
-        )?;
-        let addr = server.local_addr()?;
-        ingest_handle = Some(server.handle()?);
-        tracing::info!(%addr, "ingest listening");
-        ingest_addr = Some(addr);
-        state = state.with_boxes(Boxes {
-            ingest: server.handle()?,
-            data_dir: section.data_dir.clone(),
-        });
+    if let Some((server, retention_handle)) = ingest {
         tracker.spawn(crate::retention::run(
             svc.clone(),
-            server.handle()?,
+            retention_handle,
             config.retention.clone(),
             clock.clone(),
             cancel.clone(),
@@ -237,15 +253,6 @@ pub async fn run_with_clock(
             }
         });
     }
-    let tls = match (&config.api_tls_cert_path, &config.api_tls_key_path) {
-        (Some(cert), Some(key)) => Some(api::server::tls_acceptor(cert, key)?),
-        _ => None,
-    };
-    let listener = tokio::net::TcpListener::bind(config.api_listen_addr)
-        .await
-        .map_err(ServeError::Io)?;
-    let addr = listener.local_addr().map_err(ServeError::Io)?;
-    tracing::info!(%addr, "api listening");
     on_listening(Listening {
         api: addr,
         ingest: ingest_addr,

@@ -8,10 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{CALENDAR, DUTIES};
 
-#[tokio::test]
-async fn serve_loads_its_files_answers_on_its_port_and_stops_on_cancel() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name);
+/// The text of a minimal hub config over the files it writes to `dir`, listening on `api`.
+fn minimal_config(dir: &std::path::Path, api: &str) -> String {
+    let p = |name: &str| dir.join(name);
     std::fs::write(p("grid.geojson"), hub::grid::sample::sample_city_geojson()).unwrap();
     std::fs::write(p("duties.csv"), DUTIES).unwrap();
     std::fs::write(p("calendar.toml"), CALENDAR).unwrap();
@@ -19,16 +18,21 @@ async fn serve_loads_its_files_answers_on_its_port_and_stops_on_cancel() {
         .iter()
         .map(|d| format!("[[departments]]\nid = \"{d}\"\nname = \"{d}\"\n"))
         .collect();
-    let text = format!(
-        "api_listen_addr = \"127.0.0.1:0\"\ndatabase_path = {:?}\ngrid_path = {:?}\nduties_path = {:?}\ncalendar_path = {:?}\n{departments}\
+    format!(
+        "api_listen_addr = \"{api}\"\ndatabase_path = {:?}\ngrid_path = {:?}\nduties_path = {:?}\ncalendar_path = {:?}\n{departments}\
          [[tokens]]\nname = \"desk\"\ntoken_sha256 = \"{}\"\nrole = \"dispatcher\"\nsubject = \"desk\"\n",
         p("hub.db"),
         p("grid.geojson"),
         p("duties.csv"),
         p("calendar.toml"),
         hub::api::hash_token("desk-token"),
-    );
-    let config = HubConfig::from_toml_str(&text).unwrap();
+    )
+}
+
+#[tokio::test]
+async fn serve_loads_its_files_answers_on_its_port_and_stops_on_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = HubConfig::from_toml_str(&minimal_config(dir.path(), "127.0.0.1:0")).unwrap();
     let cancel = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(hub::serve::run(config, cancel.clone(), move |at| {
@@ -46,6 +50,31 @@ async fn serve_loads_its_files_answers_on_its_port_and_stops_on_cancel() {
     assert_eq!(&body[..], br#"{"cases":[],"next":null}"#);
     cancel.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// Build, then run: a listener that cannot be bound fails `hub serve` before any of its tasks
+/// (webhooks, deadline checks) is spawned, so nothing is left running.
+#[test]
+fn a_taken_api_port_fails_the_start_and_leaves_nothing_running() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(async {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = taken.local_addr().unwrap().to_string();
+        let config = HubConfig::from_toml_str(&minimal_config(dir.path(), &api)).unwrap();
+        let before = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        let served = hub::serve::run(config, CancellationToken::new(), |_| {}).await;
+        assert!(served.is_err(), "the port is taken");
+        let after = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        assert_eq!(after, before, "tasks left running after a failed start");
+    });
 }
 
 #[tokio::test]
