@@ -57,6 +57,20 @@ fn exec_start(unit: &Path) -> Vec<String> {
 
 /// `systemd-analyze verify` on a copy of `unit` whose ExecStart points into `root` (the tool
 /// checks that the command exists). Skipped where the tool is missing.
+/// The `Environment=NAME=VALUE` settings of a unit, as systemd gives them to the service.
+fn environment(unit: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(unit)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
 fn verify_unit(root: &Path, unit: &Path) {
     let Ok(tool) = which("systemd-analyze") else {
         eprintln!("systemd-analyze not installed: unit check skipped");
@@ -349,6 +363,13 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     // model are found beside the binary)
     let agent_cmd = exec_start(&units.join("edge-agent.service"));
     assert_eq!(agent_cmd[..3], ["/usr/bin/edge-agent", "run", "--config"]);
+    // Two malloc arenas: a camera pipeline rebuilt every minute otherwise leaves ~5 MiB of its
+    // threads' arenas behind each time (measured; see the unit's comment).
+    let agent_env = environment(&units.join("edge-agent.service"));
+    assert!(
+        agent_env.contains(&("MALLOC_ARENA_MAX".to_owned(), "2".to_owned())),
+        "{agent_env:?}"
+    );
     let installed =
         std::fs::read_to_string(root.join(agent_cmd[3].trim_start_matches('/'))).unwrap();
     let agent_config = work.path().join("edge-agent.toml");
@@ -370,6 +391,7 @@ fn the_packages_unpack_and_their_binaries_start_from_the_installed_configuration
     cmd.args(&agent_cmd[1..3])
         .arg(&agent_config)
         .env_remove("ORT_DYLIB_PATH")
+        .envs(agent_env)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&agent_log).unwrap());

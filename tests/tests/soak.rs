@@ -190,7 +190,9 @@ impl Agent {
             Command::new(&self.bin)
                 .arg("run")
                 .arg("--config")
-                .arg(&self.config),
+                .arg(&self.config)
+                // as edge-agent.service runs it
+                .env("MALLOC_ARENA_MAX", "2"),
         )
         .unwrap();
         lives.lock().unwrap().born("edge-agent", proc.pid());
