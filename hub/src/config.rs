@@ -329,6 +329,24 @@ impl HubConfig {
                 );
             }
         }
+        // Timer periods: a tokio interval adds its period to an `Instant`, and a period a clock
+        // cannot add panics the task that runs it.
+        for (key, secs) in [
+            (
+                "cases.deadline_check_interval_secs",
+                self.cases.deadline_check_interval_secs,
+            ),
+            (
+                "retention.sweep_interval_secs",
+                self.retention.sweep_interval_secs,
+            ),
+        ] {
+            if !(1..=MAX_TIMER_PERIOD_SECS).contains(&secs) {
+                problems.push(format!(
+                    "{key}: {secs} is outside 1..={MAX_TIMER_PERIOD_SECS} (a year)"
+                ));
+            }
+        }
         if self.cases.merge_radius_m < 0.0 || self.grid.edge_distance_m < 0.0 {
             problems
                 .push("cases.merge_radius_m / grid.edge_distance_m: must not be negative".into());
@@ -340,6 +358,9 @@ impl HubConfig {
         }
     }
 }
+
+/// The longest period of the hub's timers (deadline checks, retention sweeps): a year.
+const MAX_TIMER_PERIOD_SECS: u64 = 365 * 86_400;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -394,5 +415,25 @@ mod tests {
             panic!("expected invalid")
         };
         assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    /// A timer period beyond what a clock can add (`u64::MAX` seconds) panicked the task that
+    /// runs it (tokio's interval adds it to an `Instant`), silently ending retention or the
+    /// deadline checks; such periods are refused with their key instead.
+    #[test]
+    fn timer_periods_beyond_a_year_are_refused_naming_the_key() {
+        let base = "database_path = \"a\"\ngrid_path = \"b\"\nduties_path = \"c\"\ncalendar_path = \"d\"\n";
+        let text = format!(
+            "{base}[retention]\nsweep_interval_secs = 18446744073709551615\n[cases]\ndeadline_check_interval_secs = 40000000\n"
+        );
+        let Err(ConfigError::Invalid(p)) = HubConfig::from_toml_str(&text) else {
+            panic!("expected invalid")
+        };
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].starts_with("cases.deadline_check_interval_secs:"),
+            "{p:?}"
+        );
+        assert!(p[1].starts_with("retention.sweep_interval_secs:"), "{p:?}");
     }
 }
