@@ -16,6 +16,35 @@ pub mod workspace;
 pub use binaries::binary;
 pub use mosquitto::free_port;
 
+/// Copies the folder `from` into `to` (created), recursively: a test's copy of a data folder or a
+/// source tree to change.
+///
+/// # Errors
+/// When a folder cannot be read or a file copied.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The value of the sample `name` (with its labels, if any, as written) in a Prometheus text
+/// exposition: `metric_value(text, "hub_ingest_conflicts_total")`.
+#[must_use]
+pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// The wall clock now, as a protocol timestamp (what the hub and the agent stamp events with).
 ///
 /// # Panics

@@ -106,7 +106,7 @@ async fn a_cloned_store_is_refused_at_the_first_conflicting_event_and_keeps_its_
     }
     original.wait_synced().await;
     original.stop().await;
-    copy_dir(&data, &clone_data);
+    e2e::copy_dir(&data, &clone_data).unwrap();
 
     // The original goes on: seqs 4 and 5 at the hub.
     let original = BoxUnderTest::start(&hub, &tls, &data, 1 << 30, 1 << 20);
@@ -511,10 +511,7 @@ fn strings(v: &Value) -> Vec<String> {
 /// The value of an unlabelled counter in the hub's `/metrics` (0 when absent).
 async fn metric(hub: &RunningHub, name: &str) -> f64 {
     let (_, body) = hub.call("GET", "/metrics", "t-admin", None).await;
-    let text = body.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    e2e::metric_value(body.as_str().unwrap_or_default(), name).unwrap_or(0.0)
 }
 
 /// `len` reproducible incompressible bytes.
@@ -523,17 +520,4 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];
     rng.fill(&mut v);
     v
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

@@ -14,19 +14,6 @@ fn agent_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge-agent/src")
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    fs::create_dir_all(dst).unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let path = entry.unwrap().path();
-        let to = dst.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &to);
-        } else {
-            fs::copy(&path, &to).unwrap();
-        }
-    }
-}
-
 fn plant(file: &Path, line: &str) {
     let text = fs::read_to_string(file).unwrap();
     fs::write(file, format!("{line}\n{text}")).unwrap();
@@ -65,7 +52,7 @@ fn hub_modules_use_only_lower_layers() {
 #[test]
 fn a_planted_back_edge_and_a_stage_reading_the_root_config_are_caught() {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&agent_src(), tmp.path());
+    e2e::copy_dir(&agent_src(), tmp.path()).unwrap();
     plant(&tmp.path().join("store/mod.rs"), "use crate::agent::Agent;");
     plant(
         &tmp.path().join("sensors/core.rs"),

@@ -14,7 +14,7 @@
 // Harness code unwraps: a panic there is a broken fixture, which the soak should report.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -119,31 +119,12 @@ fn growth(life: &Life) -> Option<(Duration, i64, i64, u64)> {
     ))
 }
 
-struct Metrics(HashMap<String, f64>);
-
-impl Metrics {
-    async fn fetch(addr: SocketAddr) -> Option<Metrics> {
-        let answer = e2e::http::send(addr, "GET", "/metrics", &[], &[])
-            .await
-            .ok()?;
-        if answer.status != 200 {
-            return None;
-        }
-        let map = answer
-            .text()
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                Some((name.to_owned(), value.parse().ok()?))
-            })
-            .collect();
-        Some(Metrics(map))
-    }
-
-    fn get(&self, name: &str) -> Option<f64> {
-        self.0.get(name).copied()
-    }
+/// The agent's `/metrics` exposition, or `None` while it does not answer.
+async fn agent_metrics(addr: SocketAddr) -> Option<String> {
+    let answer = e2e::http::send(addr, "GET", "/metrics", &[], &[])
+        .await
+        .ok()?;
+    (answer.status == 200).then(|| answer.text())
 }
 
 struct Hub {
@@ -444,8 +425,7 @@ listen_addr = "{metrics}"
     let (mut agent_kills, mut hub_kills, mut outages, mut lossy) = (0, 0, 0, 0);
     while start.elapsed() < length {
         let now = start.elapsed();
-        if let Some(at) = link_restore.filter(|at| now >= *at) {
-            let _ = at;
+        if link_restore.is_some_and(|at| now >= at) {
             proxy.set(Faults::default());
             link_restore = None;
         }
@@ -527,12 +507,12 @@ listen_addr = "{metrics}"
             break false;
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let Some(m) = Metrics::fetch(metrics).await else {
+        let Some(m) = agent_metrics(metrics).await else {
             continue;
         };
         let (Some(last_seq), Some(acked)) = (
-            m.get("edge_agent_store_last_seq"),
-            m.get("edge_agent_uplink_acked_seq"),
+            e2e::metric_value(&m, "edge_agent_store_last_seq"),
+            e2e::metric_value(&m, "edge_agent_uplink_acked_seq"),
         ) else {
             continue;
         };
