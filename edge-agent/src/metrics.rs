@@ -36,7 +36,7 @@ use crate::events::EventsStats;
 use crate::fusion::FusionStats;
 use crate::sensors::SensorStats;
 use crate::store::Store;
-use crate::uplink::{UplinkMode, UplinkStatus};
+use crate::uplink::UplinkStatus;
 
 /// The OpenMetrics content type Prometheus negotiates.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -243,10 +243,7 @@ impl Collector for AgentCollector {
                 &mut enc,
                 "edge_agent_uplink_connected",
                 "1 while a session with the hub is open",
-                u64::from(matches!(
-                    status.mode,
-                    UplinkMode::Connected | UplinkMode::CatchingUp
-                )),
+                u64::from(status.mode.in_session()),
             )?;
             gauge(
                 &mut enc,

@@ -10,9 +10,11 @@ use anyhow::Context;
 use e2e::browser::Browser;
 use e2e::mosquitto::Mosquitto;
 use edge_agent::agent::Agent;
+use edge_agent::camera::CameraState;
 use edge_agent::config::Config;
 use edge_agent::status::StatusReport;
 use edge_agent::status::cli::{StatusCliError, fetch, render_table};
+use edge_agent::uplink::UplinkMode;
 use hardware::sim::Zigbee2MqttDevice;
 use hardware::sim::publisher::Publisher;
 use hardware::sim::rtsp::{TestCamera, TestMedia};
@@ -121,7 +123,7 @@ impl BoxUnderTest {
                 let (report, _) = fetch(&self.base).await.ok()?;
                 let gate = report.cameras.first()?;
                 let sensor = report.sensors.first()?;
-                (gate.state == "streaming"
+                (gate.state == CameraState::Streaming
                     && gate.last_frame_ms.is_some()
                     && gate.fps > 0.0
                     && sensor.values.contains_key("temperature"))
@@ -137,7 +139,7 @@ impl BoxUnderTest {
         let base = &self.base;
         e2e::wait_for(WAIT, "the stopped camera reported offline", || async move {
             let (report, _) = fetch(base).await.ok()?;
-            (report.cameras.first()?.state == "offline").then_some(report)
+            (report.cameras.first()?.state == CameraState::Offline).then_some(report)
         })
         .await
     }
@@ -167,7 +169,7 @@ async fn the_local_api_reports_cameras_sensors_and_a_stopped_camera_and_guards_i
     );
     assert!(sensor.last_seen_ms.is_some());
     assert_eq!(report.mqtt.as_ref().map(|m| m.connected), Some(true));
-    assert_eq!(report.uplink.mode, "disabled");
+    assert_eq!(report.uplink.mode, UplinkMode::Disabled);
     assert!(report.store.disk_free_bytes.is_some());
     assert!(report.sign_in_available);
     assert!(

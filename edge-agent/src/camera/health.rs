@@ -12,8 +12,10 @@
 
 use std::time::{Duration, Instant};
 
-/// What a camera is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a camera is doing. Written in snake case (`streaming`) on the status page, in its
+/// JSON and in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum CameraState {
     /// Building the pipeline or waiting for its first frame.
@@ -35,6 +37,22 @@ impl CameraState {
             2 => CameraState::Stalled,
             _ => CameraState::Offline,
         }
+    }
+
+    /// The name the status page, its JSON and the log use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Streaming => "streaming",
+            CameraState::Stalled => "stalled",
+            CameraState::Offline => "offline",
+        }
+    }
+}
+
+impl std::fmt::Display for CameraState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::camera::CameraState;
+use crate::uplink::UplinkMode;
+
 /// Everything the box page shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -47,7 +50,7 @@ pub struct CameraReport {
     /// Its id.
     pub id: String,
     /// `connecting`, `streaming`, `stalled` or `offline`.
-    pub state: String,
+    pub state: CameraState,
     /// The latest error (cleared by the next frame).
     pub last_error: Option<String>,
     /// Frames per second out of the pipeline, over the last few seconds.
@@ -158,7 +161,7 @@ pub struct SensorReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UplinkReport {
     /// `disabled` (no `[uplink]`), `offline`, `catching_up`, `connected` or `revoked`.
-    pub mode: String,
+    pub mode: UplinkMode,
     /// Round-trip time of the session, ms.
     pub rtt_ms: Option<f64>,
     /// Events not yet acknowledged by the hub.

@@ -595,14 +595,14 @@ fn build_report(state: &ApiState) -> Result<StatusReport, crate::store::StoreErr
         problems.push(problem("mqtt_down", "mqtt", None));
     }
     let uplink = uplink_report(state, &stats, oldest, now);
-    match uplink.mode.as_str() {
-        "offline" => problems.push(problem(
+    match uplink.mode {
+        UplinkMode::Offline => problems.push(problem(
             "uplink_offline",
             "uplink",
             uplink.last_error.clone(),
         )),
-        "revoked" => problems.push(problem("uplink_revoked", "uplink", None)),
-        _ => {}
+        UplinkMode::Revoked => problems.push(problem("uplink_revoked", "uplink", None)),
+        UplinkMode::Disabled | UplinkMode::CatchingUp | UplinkMode::Connected => {}
     }
     let (disk_free, disk_total) = crate::store::disk_space(&state.settings.store.data_dir).unzip();
     let quota = state.settings.store.quota_bytes;
@@ -694,12 +694,6 @@ fn camera_reports(state: &ApiState, problems: &mut Vec<Problem>) -> Vec<CameraRe
         .zip(&state.settings.cameras)
         .map(|(s, cfg)| {
             let id = s.id.to_string();
-            let state_word = match s.state {
-                CameraState::Connecting => "connecting",
-                CameraState::Streaming => "streaming",
-                CameraState::Stalled => "stalled",
-                CameraState::Offline => "offline",
-            };
             match s.state {
                 CameraState::Offline => {
                     problems.push(problem("camera_offline", &id, s.last_error.clone()));
@@ -725,7 +719,7 @@ fn camera_reports(state: &ApiState, problems: &mut Vec<Problem>) -> Vec<CameraRe
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
             CameraReport {
-                state: state_word.to_owned(),
+                state: s.state,
                 last_error: s.last_error,
                 fps: round2(fps),
                 detect_fps: round2(detect_fps),
@@ -844,7 +838,7 @@ fn uplink_report(
     let age = oldest_ms.map(|t| u64::try_from(now_ms.saturating_sub(t) / 1000).unwrap_or(0));
     let Some(rx) = &state.sources.uplink else {
         return UplinkReport {
-            mode: "disabled".to_owned(),
+            mode: UplinkMode::Disabled,
             rtt_ms: None,
             backlog_events: stats.unsynced_events,
             oldest_unsynced_ms: oldest_ms,
@@ -856,13 +850,7 @@ fn uplink_report(
     };
     let s = rx.borrow().clone();
     UplinkReport {
-        mode: match s.mode {
-            UplinkMode::Offline => "offline",
-            UplinkMode::CatchingUp => "catching_up",
-            UplinkMode::Connected => "connected",
-            UplinkMode::Revoked => "revoked",
-        }
-        .to_owned(),
+        mode: s.mode,
         rtt_ms: s.rtt.map(|d| round2(d.as_secs_f64() * 1000.0)),
         backlog_events: stats.unsynced_events,
         oldest_unsynced_ms: oldest_ms,

@@ -22,6 +22,7 @@ pub(crate) mod frame;
 mod probe;
 mod session;
 pub(crate) mod tls;
+mod window;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,9 +40,13 @@ pub use probe::{HubProbe, probe_hub};
 pub(crate) use tls::validity as cert_validity;
 pub use tls::{IdentityPaths, install_identity};
 
-/// How the uplink stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the uplink stands. Shown as written in snake case (`catching_up`) on the status page,
+/// in its JSON and in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum UplinkMode {
+    /// No `[uplink]` in the config: the box keeps its events and sends nothing.
+    Disabled,
     /// No session with the hub (never connected, link down, or refused).
     Offline,
     /// In session, with events still to deliver.
@@ -50,6 +55,30 @@ pub enum UplinkMode {
     Connected,
     /// The hub said this box is revoked; retrying slowly in case it is re-enrolled.
     Revoked,
+}
+
+impl UplinkMode {
+    /// The name the status page, its JSON and the log use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UplinkMode::Disabled => "disabled",
+            UplinkMode::Offline => "offline",
+            UplinkMode::CatchingUp => "catching_up",
+            UplinkMode::Connected => "connected",
+            UplinkMode::Revoked => "revoked",
+        }
+    }
+
+    /// Whether a session with the hub is open.
+    pub fn in_session(self) -> bool {
+        matches!(self, UplinkMode::CatchingUp | UplinkMode::Connected)
+    }
+}
+
+impl std::fmt::Display for UplinkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// What the status page and health reports show about the uplink.
@@ -322,16 +351,23 @@ impl Uplink {
         Ok(())
     }
 
+    /// Publishes the mode (and why the last session failed, when given); a change of mode is
+    /// logged once, in the style of bytebeamio/uplink, so the log tells the link's story.
     fn set_mode(&self, mode: UplinkMode, error: Option<String>) {
+        let mut was = mode;
         self.status_tx.send_modify(|s| {
+            was = s.mode;
             s.mode = mode;
-            if mode != UplinkMode::CatchingUp && mode != UplinkMode::Connected {
+            if !mode.in_session() {
                 s.rtt = None;
             }
             if error.is_some() {
                 s.last_error = error;
             }
         });
+        if was != mode {
+            tracing::info!(stage = "uplink", from = %was, to = %mode, "uplink mode changed");
+        }
     }
 
     pub(crate) fn transport(&self) -> Arc<quinn::TransportConfig> {

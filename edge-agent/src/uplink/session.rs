@@ -1,6 +1,5 @@
 //! One session with the hub, from connect to close.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{read_frame, write_frame};
+use super::window::{SyncWindow, Welcomed};
 use super::{CommandRequest, Uplink, UplinkError, UplinkMode, now, resolve, tls};
 use crate::store::{EvidencePins, Store};
 
@@ -145,25 +145,22 @@ async fn session(
     up.status_tx.send_modify(|st| st.sessions_total += 1);
     tracing::info!(stage = "uplink", device_id = %welcome.box_id, hub_last = ?welcome.last_committed_seq, acked = stats.acked_seq, "session open");
 
-    // Events the hub committed but whose ack never arrived are sent again: the hub answers a
-    // duplicate with an ack, and another event at the same sequence number (a copy of this
-    // store on a second box) with a refusal, so nothing is marked synced on the hub's word
-    // alone.
-    let hub_last = welcome.last_committed_seq.map_or(0, |q| q.0);
-    let mut acked = stats.acked_seq;
-    if hub_last > stats.last_seq {
+    let hub_last = welcome.last_committed_seq.map(|q| q.0);
+    let (mut window, welcomed) = SyncWindow::open(
+        stats.acked_seq,
+        stats.last_seq,
+        hub_last,
+        s.max_batches_in_flight,
+    );
+    if let Welcomed::HubAhead { hub_last, box_last } = welcomed {
         tracing::error!(
             stage = "uplink",
             hub_last,
-            box_last = stats.last_seq,
+            box_last,
             epoch = up.store.epoch(),
             "the hub holds more events of this store epoch than the store; is it a copy of another box's store?"
         );
     }
-    let mut next = acked + 1;
-    let mut in_flight: VecDeque<u64> = VecDeque::new();
-    let mut exhausted = false;
-    let mut progressed = false;
 
     // Files being uploaded stay pinned until the hub's confirmation is recorded, so that
     // eviction does not report lost a file that arrives after all (unpinned at session end).
@@ -194,7 +191,7 @@ async fn session(
 
     // Acks are committed to the store by a task of their own, so that the next batches go out
     // while the box's fsync runs; acks that arrive meanwhile are folded into one commit.
-    let (ack_tx, ack_rx) = tokio::sync::watch::channel(acked);
+    let (ack_tx, ack_rx) = tokio::sync::watch::channel(window.acked());
     let acker = tokio::spawn(commit_acks(up.store.clone(), ack_rx));
 
     let mut poll = tokio::time::interval(s.poll_interval);
@@ -205,15 +202,10 @@ async fn session(
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = Instant::now() - STATUS_REFRESH;
     let mut pending_key: Option<String> = None;
-    // Set once a renewed certificate is installed: no new batches, and the session closes when
-    // those in flight are acknowledged (or at this deadline) to reconnect with the new one.
-    let mut swap_by: Option<tokio::time::Instant> = None;
     let (results_tx, mut results_rx) = mpsc::channel::<CommandResult>(16);
 
     let end = loop {
-        if let Some(t) = swap_by
-            && (in_flight.is_empty() || tokio::time::Instant::now() >= t)
-        {
+        if window.should_close(tokio::time::Instant::now()) {
             let _ = out_tx.try_send(Outgoing::Message(Message::Bye(Bye {
                 reason: ByeReason::Shutdown,
                 message: Some("reconnecting with a renewed certificate".into()),
@@ -221,18 +213,17 @@ async fn session(
             break End::Renewed;
         }
         // Fill the window with pending events, in sequence order.
-        while in_flight.len() < s.max_batches_in_flight && !exhausted && swap_by.is_none() {
+        while let Some(from) = window.next_batch() {
             let store = up.store.clone();
             let (max_events, max_bytes) = (s.batch_max_events, s.batch_max_bytes);
             let batch =
-                blocking(move || read_batch(&store, &codec, Seq(next), max_events, max_bytes))
+                blocking(move || read_batch(&store, &codec, Seq(from), max_events, max_bytes))
                     .await??;
             let Some((last, frame)) = batch else {
-                exhausted = true;
+                window.on_exhausted();
                 break;
             };
-            next = last + 1;
-            in_flight.push_back(last);
+            window.on_sent(last);
             out_tx
                 .send(Outgoing::Frame(frame))
                 .await
@@ -240,7 +231,7 @@ async fn session(
         }
         if last_status.elapsed() >= STATUS_REFRESH {
             last_status = Instant::now();
-            refresh_status(up, conn.rtt(), in_flight.is_empty() && exhausted).await;
+            refresh_status(up, conn.rtt(), &window).await;
         }
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -248,21 +239,14 @@ async fn session(
                 break End::Shutdown;
             }
             m = in_rx.recv() => match m {
-                None => break End::Lost { progressed, why: close_reason(conn, "the hub closed the session") },
+                None => break End::Lost { progressed: window.progressed(), why: close_reason(conn, "the hub closed the session") },
                 Some(Err(e)) => return Err(UplinkError::Session(e)),
                 Some(Ok(msg)) => match msg {
                     Message::Ack(ack) => {
-                        let up_to = ack.up_to.0.min(next.saturating_sub(1));
-                        if up_to > acked {
-                            acked = up_to;
-                            progressed = true;
+                        if let Some(acked) = window.on_ack(ack.up_to.0) {
                             let _ = ack_tx.send(acked);
+                            tracing::debug!(stage = "uplink", seq = acked, "acked");
                         }
-                        while in_flight.front().is_some_and(|&l| l <= acked) {
-                            in_flight.pop_front();
-                        }
-                        exhausted = false;
-                        tracing::debug!(stage = "uplink", seq = acked, "acked");
                     }
                     Message::Command(command) => {
                         tracing::info!(stage = "uplink", command = %command.id, "command from the hub");
@@ -281,10 +265,10 @@ async fn session(
                     Message::EnrollResponse(response) => {
                         if install_renewal(up, pending_key.take(), response).await {
                             *lock(&up.last_renewal) = Some(Instant::now());
-                            swap_by = Some(tokio::time::Instant::now() + RENEWAL_DRAIN);
+                            window.start_drain(tokio::time::Instant::now() + RENEWAL_DRAIN);
                         }
                     }
-                    Message::Bye(bye) => break bye_end(&bye, progressed),
+                    Message::Bye(bye) => break bye_end(&bye, window.progressed()),
                     Message::Unknown => tracing::debug!(stage = "uplink", "skipped a message of an unknown type"),
                     other => return Err(UplinkError::Session(format!("unexpected {} from the hub", other.kind()))),
                 },
@@ -292,14 +276,14 @@ async fn session(
             Some(result) = results_rx.recv() => {
                 send_or_lost(&out_tx, Message::CommandResult(result)).await?;
             }
-            _ = poll.tick() => exhausted = false,
+            _ = poll.tick() => window.on_poll(),
             _ = health.tick() => {
                 let report = health_report(up).await;
                 send_or_lost(&out_tx, Message::Health(report)).await?;
             }
-            () = sleep_until_some(swap_by) => {}
+            () = sleep_until_some(window.drain_deadline()) => {}
             _ = renew.tick() => {
-                if pending_key.is_none() && swap_by.is_none() && renewal_due(up) {
+                if pending_key.is_none() && !window.draining() && renewal_due(up) {
                     let (key, csr_pem) = tls::new_key_and_csr()?;
                     pending_key = Some(key);
                     tracing::info!(stage = "uplink", "renewing the box certificate");
@@ -310,7 +294,7 @@ async fn session(
                     })).await?;
                 }
             }
-            reason = conn.closed() => break End::Lost { progressed, why: reason.to_string() },
+            reason = conn.closed() => break End::Lost { progressed: window.progressed(), why: reason.to_string() },
         }
     };
     drop(out_tx);
@@ -320,10 +304,7 @@ async fn session(
     // synced); a failure here only means those events are offered again next session.
     drop(ack_tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
-    up.status_tx.send_modify(|st| {
-        st.mode = UplinkMode::Offline;
-        st.rtt = None;
-    });
+    up.set_mode(UplinkMode::Offline, None);
     Ok(end)
 }
 
@@ -419,7 +400,7 @@ fn read_batch(
     }
 }
 
-async fn refresh_status(up: &Uplink, rtt: Duration, idle: bool) {
+async fn refresh_status(up: &Uplink, rtt: Duration, window: &SyncWindow<tokio::time::Instant>) {
     let store = up.store.clone();
     let found = blocking(move || -> Result<_, crate::store::StoreError> {
         let stats = store.stats()?;
@@ -433,12 +414,8 @@ async fn refresh_status(up: &Uplink, rtt: Duration, idle: bool) {
             st.acked_seq = stats.acked_seq;
             st.oldest_unsynced_at = oldest;
             st.rtt = Some(rtt);
-            st.mode = if stats.unsynced_events == 0 && idle {
-                UplinkMode::Connected
-            } else {
-                UplinkMode::CatchingUp
-            };
         });
+        up.set_mode(window.mode(stats.unsynced_events), None);
     }
 }
 

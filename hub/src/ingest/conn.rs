@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use protocol::{
     Ack, BoxId, Bye, ByeReason, CommandResult, EnrollRefusal, EnrollRequest, EnrollResponse, Event,
-    EvidenceAck, EvidenceChunk, Message, Timestamp, VersionRange, Welcome,
+    EvidenceAck, EvidenceChunk, Message, Timestamp, Welcome,
 };
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -17,11 +17,10 @@ use tracing::Instrument as _;
 
 use super::evidence::ChunkOutcome;
 use super::frame::{read_frame, write_frame};
+use super::session::{BoxSession, End, Limits, Step};
 use super::{LiveConn, Shared, close_code, lock};
 use crate::registry::{BoxStatus, RegistryError};
 
-/// Most events committed in one transaction when batches queue up.
-const MAX_COALESCED_EVENTS: usize = 8192;
 /// Messages queued from the reader task before it stops reading (backpressure to the box).
 const INBOX_CAPACITY: usize = 32;
 /// Messages queued for the writer task.
@@ -416,22 +415,6 @@ fn refused(reason: EnrollRefusal, message: &str) -> EnrollResponse {
     }
 }
 
-/// Why a session ended, for the close.
-enum End {
-    PeerClosed,
-    Protocol(String),
-    Revoked,
-    Replaced,
-    Shutdown,
-    Internal,
-    /// The certificate the session was opened with has expired.
-    Expired,
-    /// The certificate is good but the registry says the box is revoked or unknown.
-    NotEnrolled,
-    /// The box sent another event at a sequence number already committed (a cloned store).
-    Conflict(String),
-}
-
 /// A box session: Hello/Welcome, then batches, health, evidence, commands.
 #[allow(clippy::too_many_arguments)]
 async fn session(
@@ -608,7 +591,18 @@ async fn session(
     reader.abort();
 }
 
-#[allow(clippy::too_many_lines)]
+/// What one session works with: the box, the hub's shared state, and the channels to its
+/// reader and writer tasks.
+struct Pump<'a> {
+    box_id: &'a BoxId,
+    shared: &'a Arc<Shared>,
+    in_rx: &'a mut mpsc::Receiver<Result<Message, String>>,
+    out_tx: &'a mpsc::Sender<Message>,
+    cancel: &'a CancellationToken,
+}
+
+type Reply = oneshot::Sender<CommandResult>;
+
 #[allow(clippy::too_many_arguments)]
 async fn run_session(
     conn: &quinn::Connection,
@@ -621,71 +615,17 @@ async fn run_session(
     revoked: &mut watch::Receiver<Arc<HashSet<BoxId>>>,
     cancel: &CancellationToken,
 ) -> End {
-    // Hello first.
-    let hello = match tokio::time::timeout(Duration::from_secs(10), in_rx.recv()).await {
-        Ok(Some(Ok(Message::Hello(h)))) => h,
-        Ok(Some(Ok(other))) => {
-            return End::Protocol(format!("expected hello, got {}", other.kind()));
-        }
-        Ok(Some(Err(e))) => return End::Protocol(e),
-        _ => return End::PeerClosed,
+    let mut pump = Pump {
+        box_id,
+        shared,
+        in_rx,
+        out_tx,
+        cancel,
     };
-    let theirs = VersionRange {
-        min: hello.min_protocol_version,
-        max: hello.protocol_version,
+    let mut state = match pump.open(not_after, pending).await {
+        Ok(state) => state,
+        Err(end) => return end,
     };
-    let version = match VersionRange::CURRENT.negotiate(theirs) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(error = %e, "no common protocol version");
-            let _ = out_tx
-                .send(Message::Bye(Bye {
-                    reason: ByeReason::UnsupportedVersion,
-                    message: Some(e.to_string()),
-                }))
-                .await;
-            return End::PeerClosed;
-        }
-    };
-    // Sequence numbers count within the epoch of the box's store (0: an agent that sends none).
-    let epoch = hello.store_epoch.unwrap_or(0);
-    // One trip to the blocking pool per session open: is the box still enrolled (a revocation
-    // may not have reached the revocation poll yet), and what does the log hold of it.
-    let (s, id) = (shared.clone(), box_id.clone());
-    let opened = tokio::task::spawn_blocking(move || {
-        let status = lock(&s.registry).status(&id)?;
-        if status != Some(BoxStatus::Enrolled) {
-            return Ok(None);
-        }
-        let log = lock(&s.log);
-        Ok::<_, super::IngestError>(Some((log.last_seq(&id, epoch)?, log.wanted_evidence(&id)?)))
-    })
-    .await;
-    let (last_committed, wanted) = match opened {
-        Ok(Ok(Some(v))) => v,
-        Ok(Ok(None)) => return End::NotEnrolled,
-        _ => return End::Internal,
-    };
-    shared.mark_seen(box_id);
-    // Authenticated: no longer counts against the handshake admission limit.
-    pending.release();
-    let welcome = Message::Welcome(Welcome {
-        protocol_version: version,
-        hub_version: env!("CARGO_PKG_VERSION").to_owned(),
-        box_id: box_id.clone(),
-        last_committed_seq: last_committed,
-    });
-    if out_tx.send(welcome).await.is_err() {
-        return End::PeerClosed;
-    }
-    tracing::debug!(
-        epoch,
-        last_acked = ?hello.last_acked_seq,
-        last_committed = ?last_committed,
-        "session open"
-    );
-    request_evidence(shared, out_tx, wanted).await;
-
     // Register for commands; a previous connection of this box is replaced.
     let (commands_tx, mut commands_rx) = mpsc::channel(16);
     let replaced = lock(&shared.live).insert(
@@ -701,9 +641,6 @@ async fn run_session(
             b"replaced by a newer connection",
         );
     }
-    let mut pending_commands: HashMap<protocol::CommandId, oneshot::Sender<CommandResult>> =
-        HashMap::new();
-
     // Evidence streams.
     let evidence_task = tokio::spawn(
         accept_evidence(conn.clone(), box_id.clone(), shared.clone(), out_tx.clone())
@@ -714,23 +651,12 @@ async fn run_session(
     // Expiry is looked at as often as revocations.
     let mut expiry = tokio::time::interval(shared.settings.revocation_check_interval);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut deferred: Option<Message> = None;
-    let mut events_bucket = crate::rate::RateBucket::new(
-        f64::from(shared.settings.max_events_per_sec),
-        f64::from(shared.settings.max_events_per_sec),
-    );
-    let mut health_bucket = crate::rate::RateBucket::new(
-        f64::from(shared.settings.max_health_per_min) / 60.0,
-        f64::from(shared.settings.max_health_per_min),
-    );
     loop {
-        if revoked.borrow_and_update().contains(box_id) {
-            return End::Revoked;
+        let is_revoked = revoked.borrow_and_update().contains(box_id);
+        if let Some(end) = state.check(shared.now(), is_revoked) {
+            return end;
         }
-        if shared.now() >= not_after {
-            return End::Expired;
-        }
-        let msg = if let Some(m) = deferred.take() {
+        let msg = if let Some(m) = state.take_deferred() {
             m
         } else {
             tokio::select! {
@@ -748,108 +674,129 @@ async fn run_session(
                 }
                 cmd = commands_rx.recv() => {
                     let Some((command, reply)) = cmd else { continue };
-                    pending_commands.insert(command.id, reply);
+                    state.command_sent(command.id, reply);
                     if out_tx.send(Message::Command(command)).await.is_err() {
                         return End::PeerClosed;
                     }
                     continue;
                 }
-                m = in_rx.recv() => match m {
+                m = pump.in_rx.recv() => match m {
                     None => return End::PeerClosed,
                     Some(Err(e)) => return End::Protocol(e),
                     Some(Ok(m)) => m,
                 },
             }
         };
-        match msg {
-            Message::EventBatch(batch) => {
-                let mut events = batch.events;
-                while events.len() < MAX_COALESCED_EVENTS {
-                    match in_rx.try_recv() {
-                        Ok(Ok(Message::EventBatch(more))) => events.extend(more.events),
-                        Ok(Ok(other)) => {
-                            deferred = Some(other);
-                            break;
-                        }
-                        Ok(Err(e)) => return End::Protocol(e),
-                        Err(_) => break,
-                    }
-                }
-                if let Some(problem) = batch_problem(&events) {
-                    return End::Protocol(problem);
-                }
-                // Faster than allowed: wait until the batch fits the rate (the box's window
-                // fills and it slows down; catching up after an outage just takes longer).
-                let wait = events_bucket.take(events.len() as f64, std::time::Instant::now());
-                if !wait.is_zero() {
-                    shared
-                        .stats
-                        .rate_limited_events_total
-                        .fetch_add(events.len() as u64, Ordering::Relaxed);
-                    tokio::select! {
-                        _ = cancel.cancelled() => return End::Shutdown,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
-                match commit(shared, box_id, epoch, events).await {
-                    Ok((ack, wanted, conflict)) => {
-                        if let Some(ack) = ack
-                            && out_tx.send(Message::Ack(ack)).await.is_err()
-                        {
-                            return End::PeerClosed;
-                        }
-                        request_evidence(shared, out_tx, wanted).await;
-                        if let Some(c) = conflict {
-                            return End::Conflict(format!(
-                                "seq {} of store epoch {epoch} is committed with event {}, not {}",
-                                c.seq, c.held, c.sent
-                            ));
-                        }
-                    }
-                    Err(()) => return End::Internal,
+        let in_rx = &mut *pump.in_rx;
+        let step = state.on_message(msg, || in_rx.try_recv().ok(), Instant::now());
+        if let Err(end) = pump.step(step, state.epoch()).await {
+            return end;
+        }
+    }
+}
+
+impl Pump<'_> {
+    /// `Hello` → `Welcome`: agrees the version, checks the box is still enrolled (a revocation
+    /// may not have reached the revocation poll yet), tells the box what the log holds of it,
+    /// and asks for the evidence still wanted.
+    async fn open(
+        &mut self,
+        not_after: Timestamp,
+        pending: &mut Slot,
+    ) -> Result<BoxSession<Reply>, End> {
+        let hello = match tokio::time::timeout(Duration::from_secs(10), self.in_rx.recv()).await {
+            Ok(Some(Ok(Message::Hello(h)))) => h,
+            Ok(Some(Ok(other))) => {
+                return Err(End::Protocol(format!(
+                    "expected hello, got {}",
+                    other.kind()
+                )));
+            }
+            Ok(Some(Err(e))) => return Err(End::Protocol(e)),
+            _ => return Err(End::PeerClosed),
+        };
+        let agreed = match BoxSession::<Reply>::agree(&hello) {
+            Ok(agreed) => agreed,
+            Err(e) => {
+                tracing::warn!(error = %e, "no common protocol version");
+                let _ = self
+                    .out_tx
+                    .send(Message::Bye(Bye {
+                        reason: ByeReason::UnsupportedVersion,
+                        message: Some(e),
+                    }))
+                    .await;
+                return Err(End::PeerClosed);
+            }
+        };
+        let epoch = agreed.epoch;
+        // One trip to the blocking pool per session open.
+        let (s, id) = (self.shared.clone(), self.box_id.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            let status = lock(&s.registry).status(&id)?;
+            if status != Some(BoxStatus::Enrolled) {
+                return Ok(None);
+            }
+            let log = lock(&s.log);
+            Ok::<_, super::IngestError>(Some((
+                log.last_seq(&id, epoch)?,
+                log.wanted_evidence(&id)?,
+            )))
+        })
+        .await;
+        let (last_committed, wanted) = match opened {
+            Ok(Ok(Some(v))) => v,
+            Ok(Ok(None)) => return Err(End::NotEnrolled),
+            _ => return Err(End::Internal),
+        };
+        self.shared.mark_seen(self.box_id);
+        // Authenticated: no longer counts against the handshake admission limit.
+        pending.release();
+        let welcome = Message::Welcome(Welcome {
+            protocol_version: agreed.version,
+            hub_version: env!("CARGO_PKG_VERSION").to_owned(),
+            box_id: self.box_id.clone(),
+            last_committed_seq: last_committed,
+        });
+        self.send(welcome).await?;
+        tracing::debug!(
+            epoch,
+            last_acked = ?hello.last_acked_seq,
+            last_committed = ?last_committed,
+            "session open"
+        );
+        request_evidence(self.shared, self.out_tx, wanted).await;
+        let settings = &self.shared.settings;
+        let limits = Limits {
+            max_events_per_sec: settings.max_events_per_sec,
+            max_health_per_min: settings.max_health_per_min,
+        };
+        Ok(BoxSession::new(agreed, not_after, limits))
+    }
+
+    async fn send(&self, msg: Message) -> Result<(), End> {
+        self.out_tx.send(msg).await.map_err(|_| End::PeerClosed)
+    }
+
+    /// Does what one message of the box calls for.
+    async fn step(&mut self, step: Step<Reply>, epoch: u64) -> Result<(), End> {
+        let (shared, box_id) = (self.shared, self.box_id);
+        match step {
+            Step::Commit { events, wait } => self.commit(events, wait, epoch).await?,
+            Step::Query(files) => {
+                for ack in held_evidence(shared, box_id, files).await {
+                    self.send(Message::EvidenceAck(ack)).await?;
                 }
             }
-            Message::EvidenceQuery(query) => {
-                for ack in held_evidence(shared, box_id, query.sha256s).await {
-                    if out_tx.send(Message::EvidenceAck(ack)).await.is_err() {
-                        return End::PeerClosed;
-                    }
-                }
-            }
-            Message::EvidenceLost(lost) => {
-                let (s, id) = (shared.clone(), box_id.clone());
-                let files = lost.sha256s;
-                let marked =
-                    tokio::task::spawn_blocking(move || lock(&s.log).evidence_lost(&id, &files))
-                        .await;
-                match marked {
-                    Ok(Ok(n)) => {
-                        shared
-                            .stats
-                            .evidence_lost_total
-                            .fetch_add(n, Ordering::Relaxed);
-                        if n > 0 {
-                            tracing::warn!(
-                                count = n,
-                                "the box reports evidence lost before upload"
-                            );
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record lost evidence");
-                        return End::Internal;
-                    }
-                    Err(_) => return End::Internal,
-                }
-            }
-            Message::Health(_) if !health_bucket.try_take(1.0, std::time::Instant::now()) => {
+            Step::Lost(files) => evidence_lost(shared, box_id, files).await?,
+            Step::HealthDropped => {
                 shared
                     .stats
                     .health_refused_total
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("health report over the box's rate dropped");
             }
-            Message::Health(health) => {
+            Step::Health(health) => {
                 let (s, id) = (shared.clone(), box_id.clone());
                 let _ = tokio::task::spawn_blocking(move || {
                     let at = s.now();
@@ -860,30 +807,81 @@ async fn run_session(
                 })
                 .await;
             }
-            Message::CommandResult(result) => {
-                if let Some(reply) = pending_commands.remove(&result.id) {
-                    let _ = reply.send(result);
-                } else {
-                    tracing::debug!(command = %result.id, "result for an unknown command");
-                }
+            Step::Answer(reply, result) => {
+                let _ = reply.send(result);
             }
-            Message::EnrollRequest(request) => {
+            Step::UnknownResult(id) => {
+                tracing::debug!(command = %id, "result for an unknown command");
+            }
+            Step::Renew(request) => {
                 let response = renew(shared, box_id, request).await;
-                if out_tx
-                    .send(Message::EnrollResponse(response))
-                    .await
-                    .is_err()
-                {
-                    return End::PeerClosed;
-                }
+                self.send(Message::EnrollResponse(response)).await?;
             }
-            Message::Bye(bye) => {
-                tracing::debug!(reason = ?bye.reason, "box said bye");
-                return End::PeerClosed;
+            Step::Skip => tracing::debug!("skipped a message of an unknown type"),
+            Step::Close(End::PeerClosed) => {
+                tracing::debug!("box said bye");
+                return Err(End::PeerClosed);
             }
-            Message::Unknown => tracing::debug!("skipped a message of an unknown type"),
-            other => return End::Protocol(format!("unexpected {} from a box", other.kind())),
+            Step::Close(end) => return Err(end),
         }
+        Ok(())
+    }
+
+    /// Commits a batch after the wait its rate asks, then acknowledges it and asks for the
+    /// evidence it names.
+    async fn commit(&mut self, events: Vec<Event>, wait: Duration, epoch: u64) -> Result<(), End> {
+        let shared = self.shared;
+        if !wait.is_zero() {
+            shared
+                .stats
+                .rate_limited_events_total
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(End::Shutdown),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        let (ack, wanted, conflict) = commit(shared, self.box_id, epoch, events)
+            .await
+            .map_err(|()| End::Internal)?;
+        if let Some(ack) = ack {
+            self.send(Message::Ack(ack)).await?;
+        }
+        request_evidence(shared, self.out_tx, wanted).await;
+        match conflict {
+            Some(c) => Err(End::Conflict(format!(
+                "seq {} of store epoch {epoch} is committed with event {}, not {}",
+                c.seq, c.held, c.sent
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Records files the box reports lost before their upload.
+async fn evidence_lost(
+    shared: &Arc<Shared>,
+    box_id: &BoxId,
+    files: Vec<protocol::Digest>,
+) -> Result<(), End> {
+    let (s, id) = (shared.clone(), box_id.clone());
+    let marked = tokio::task::spawn_blocking(move || lock(&s.log).evidence_lost(&id, &files)).await;
+    match marked {
+        Ok(Ok(n)) => {
+            shared
+                .stats
+                .evidence_lost_total
+                .fetch_add(n, Ordering::Relaxed);
+            if n > 0 {
+                tracing::warn!(count = n, "the box reports evidence lost before upload");
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record lost evidence");
+            Err(End::Internal)
+        }
+        Err(_) => Err(End::Internal),
     }
 }
 
@@ -893,19 +891,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Sequence numbers must rise strictly within what was received together.
-fn batch_problem(events: &[Event]) -> Option<String> {
-    if events.iter().any(|e| e.seq.0 == 0) {
-        return Some("event with sequence number 0".into());
-    }
-    events.windows(2).find(|w| w[1].seq <= w[0].seq).map(|w| {
-        format!(
-            "sequence numbers out of order ({} then {})",
-            w[0].seq, w[1].seq
-        )
-    })
 }
 
 /// What a committed batch answers: the ack (if any event of this epoch is committed), the

@@ -39,6 +39,7 @@ mod conn;
 mod evidence;
 mod frame;
 mod log;
+mod session;
 mod tls;
 
 use std::collections::{HashMap, HashSet};
