@@ -118,11 +118,11 @@ async fn exchange(
         csr_pem,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     });
-    crate::uplink::frame::write_frame(&mut send, &codec, &request)
+    wire::frame::write_frame(&mut send, &codec, &request)
         .await
         .map_err(|e| UplinkError::Session(crate::uplink::chain(&e)))?;
     let _ = send.finish();
-    let answer = crate::uplink::frame::read_frame(&mut recv, &codec)
+    let answer = wire::frame::read_frame(&mut recv, &codec)
         .await
         .map_err(|e| UplinkError::Session(crate::uplink::chain(&e)))?;
     let out = match answer {

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use protocol::{
-    AttrValue, Catalog, CategoryCode, CommandAction, CommandOutcome, CommandResult, Location,
-    Source, SourceKind,
+    AttrValue, Catalog, CategoryCode, CommandAction, CommandOutcome, CommandResult, Event,
+    Location, RecheckAnswer, Source, SourceKind,
 };
 use tokio::sync::mpsc;
 
@@ -66,29 +66,15 @@ pub async fn serve(
             _ => Err(Answer::Unsupported),
         };
         let result = match outcome {
-            Ok((evidence, attributes)) => CommandResult {
-                id,
-                outcome: CommandOutcome::Done,
-                at: now(),
+            Ok((evidence, answer)) => CommandResult {
                 evidence,
-                attributes,
+                recheck: Some(answer),
+                ..CommandResult::new(id, CommandOutcome::Done, now())
             },
-            Err(Answer::Unsupported) => CommandResult {
-                id,
-                outcome: CommandOutcome::Unsupported,
-                at: now(),
-                evidence: Vec::new(),
-                attributes: BTreeMap::new(),
-            },
+            Err(Answer::Unsupported) => CommandResult::new(id, CommandOutcome::Unsupported, now()),
             Err(Answer::Failed(reason)) => {
                 tracing::warn!(stage = "recheck", %reason, "re-check failed");
-                CommandResult {
-                    id,
-                    outcome: CommandOutcome::Failed { reason },
-                    at: now(),
-                    evidence: Vec::new(),
-                    attributes: BTreeMap::new(),
-                }
+                CommandResult::new(id, CommandOutcome::Failed { reason }, now())
             }
         };
         let _ = request.reply.send(result);
@@ -100,7 +86,7 @@ enum Answer {
     Failed(String),
 }
 
-type Done = (Vec<protocol::EvidenceRef>, BTreeMap<String, AttrValue>);
+type Done = (Vec<protocol::EvidenceRef>, RecheckAnswer);
 
 async fn recheck(
     looker: &Looker,
@@ -135,8 +121,8 @@ async fn recheck(
             ))
         })?;
     let (w, h) = look.image.dimensions();
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    let mut matching = 0i64;
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    let mut matching = 0u32;
     for d in &look.detections {
         *counts.entry(d.label.clone()).or_default() += 1;
         let b = NormBox::from_pixels([d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2], w, h);
@@ -145,18 +131,19 @@ async fn recheck(
         } else {
             targets.iter().any(|t| t.matches(&d.label, d.score, &b))
         };
-        matching += i64::from(hit);
+        matching += u32::from(hit);
     }
+    // The event records the look with the same figures, as attributes a case page shows.
     let mut attributes = BTreeMap::new();
     attributes.insert(
-        "recheck_reference".to_owned(),
+        Event::RECHECK_REFERENCE.to_owned(),
         AttrValue::Text(reference.to_owned()),
     );
-    attributes.insert("matching".to_owned(), AttrValue::Int(matching));
+    attributes.insert("matching".to_owned(), AttrValue::Int(i64::from(matching)));
     for (label, n) in &counts {
-        attributes.insert(format!("count.{label}"), AttrValue::Int(*n));
+        attributes.insert(format!("count.{label}"), AttrValue::Int(i64::from(*n)));
     }
-    let observation = observation(site, cam, &look, category, attributes.clone());
+    let observation = observation(site, cam, &look, category, attributes);
     let Built::Event { event, evidence } = builder
         .build_requested(observation)
         .map_err(|e| Answer::Failed(format!("could not record the look: {e}")))?
@@ -169,11 +156,13 @@ async fn recheck(
         .submit_async(*event, evidence)
         .await
         .map_err(|e| Answer::Failed(format!("could not store the look: {e}")))?;
-    attributes.insert("event_id".to_owned(), AttrValue::Text(event_id.to_string()));
-    attributes.insert(
-        "seq".to_owned(),
-        AttrValue::Int(i64::try_from(committed.seq.0).unwrap_or(i64::MAX)),
-    );
+    let answer = RecheckAnswer {
+        reference: reference.to_owned(),
+        matching,
+        counts,
+        event_id,
+        seq: committed.seq,
+    };
     tracing::info!(
         stage = "recheck",
         camera,
@@ -181,7 +170,7 @@ async fn recheck(
         matching,
         "re-check answered"
     );
-    Ok((refs, attributes))
+    Ok((refs, answer))
 }
 
 fn observation(

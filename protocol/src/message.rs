@@ -277,9 +277,45 @@ pub struct CommandResult {
     /// Evidence produced (uploaded as evidence chunks like any other).
     #[serde(default)]
     pub evidence: Vec<EvidenceRef>,
-    /// Result details (e.g. detection counts by label).
+    /// Result details of actions without a typed answer.
     #[serde(default)]
     pub attributes: BTreeMap<String, AttrValue>,
+    /// A camera re-check's answer (outcome [`CommandOutcome::Done`] of a
+    /// [`CommandAction::Recheck`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<RecheckAnswer>,
+}
+
+impl CommandResult {
+    /// A result with no evidence and no details.
+    pub fn new(id: CommandId, outcome: CommandOutcome, at: Timestamp) -> CommandResult {
+        CommandResult {
+            id,
+            outcome,
+            at,
+            evidence: Vec::new(),
+            attributes: BTreeMap::new(),
+            recheck: None,
+        }
+    }
+}
+
+/// What a camera re-check found. The look is also recorded as an event of the box that names
+/// the same reference ([`Event::RECHECK_REFERENCE`]), so the hub learns it durably even when
+/// this answer is lost with the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecheckAnswer {
+    /// The hub's reference from the command, echoed.
+    pub reference: String,
+    /// Objects that match the asked categories' rules (all objects when none were asked).
+    pub matching: u32,
+    /// Objects seen, by detector label.
+    #[serde(default)]
+    pub counts: BTreeMap<String, u32>,
+    /// The event the look was recorded as.
+    pub event_id: EventId,
+    /// Its sequence number in the box's store.
+    pub seq: Seq,
 }
 
 /// How a command went.
@@ -377,6 +413,20 @@ pub enum ByeReason {
     /// A reason this build does not know.
     #[serde(other)]
     Unknown,
+}
+
+impl Event {
+    /// The attribute of an event that records a camera re-check: the hub's reference from the
+    /// command ([`RecheckAnswer::reference`]), as text.
+    pub const RECHECK_REFERENCE: &'static str = "recheck_reference";
+
+    /// The re-check request this event answers, if it records one.
+    pub fn recheck_reference(&self) -> Option<&str> {
+        match self.attributes.get(Self::RECHECK_REFERENCE) {
+            Some(AttrValue::Text(reference)) => Some(reference),
+            _ => None,
+        }
+    }
 }
 
 /// Something a box observed, durable on the box once committed and delivered to the hub exactly

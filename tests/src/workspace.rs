@@ -20,11 +20,20 @@ pub const ALLOWED: &[(&str, Option<&[&str]>)] = &[
     ("hardware", Some(&["protocol"])),
     // pure: builds and tests without GStreamer, ONNX Runtime, QUIC or HTTP
     ("vision", Some(&["protocol", "confcheck"])),
+    // what both binaries share at run time over protocol: no store, no cases, no config
+    ("wire", Some(&["protocol"])),
     (
         "edge-agent",
-        Some(&["protocol", "confcheck", "models", "hardware", "vision"]),
+        Some(&[
+            "protocol",
+            "confcheck",
+            "models",
+            "hardware",
+            "vision",
+            "wire",
+        ]),
     ),
-    ("hub", Some(&["protocol", "confcheck"])),
+    ("hub", Some(&["protocol", "confcheck", "wire"])),
     ("e2e", None),
 ];
 

@@ -76,16 +76,19 @@ fn adding_a_forbidden_dependency_is_caught() {
     add_dependency(tmp.path(), "edge-agent", "hub = { path = \"../hub\" }");
     // the pure vision core must not pull in the detector (ONNX Runtime)
     add_dependency(tmp.path(), "vision", "models = { path = \"../models\" }");
+    // the shared runtime must not know what the box keeps (its store lives in edge-agent)
+    add_dependency(tmp.path(), "wire", "hardware = { path = \"../hardware\" }");
     let found = violations(&metadata(&tmp.path().join("Cargo.toml")).unwrap());
     let edge = |from: &str, to: &str| Violation {
         from: from.into(),
         to: to.into(),
     };
-    assert_eq!(found.len(), 4, "{found:?}");
+    assert_eq!(found.len(), 5, "{found:?}");
     assert!(found.contains(&edge("protocol", "models")));
     assert!(found.contains(&edge("hub", "hardware")));
     assert!(found.contains(&edge("edge-agent", "hub")));
     assert!(found.contains(&edge("vision", "models")));
+    assert!(found.contains(&edge("wire", "hardware")));
 }
 
 #[test]

@@ -549,18 +549,14 @@ key_path = "{key}"
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(
-        parked.attributes.get("matching"),
-        Some(&AttrValue::Int(1)),
+        parked.recheck.as_ref().map(|r| r.matching),
+        Some(1),
         "{parked:?}"
     );
     assert_eq!(parked.evidence.len(), 1);
     let sky = ask("case 8", "street_order.intrusion").await.unwrap();
     assert_eq!(sky.outcome, CommandOutcome::Done);
-    assert_eq!(
-        sky.attributes.get("matching"),
-        Some(&AttrValue::Int(0)),
-        "{sky:?}"
-    );
+    assert_eq!(sky.recheck.as_ref().map(|r| r.matching), Some(0), "{sky:?}");
 
     // The look was recorded as an event naming the case, and its picture reaches the hub.
     let sha = parked.evidence[0].sha256;
@@ -571,7 +567,7 @@ key_path = "{key}"
                 return false;
             };
             let named = events.iter().any(|e| {
-                e.attributes.get("recheck_reference") == Some(&AttrValue::Text("case 7".into()))
+                e.recheck_reference() == Some("case 7")
                     && e.evidence.iter().any(|r| r.sha256 == sha)
             });
             let complete = handle

@@ -18,7 +18,6 @@
 
 mod backoff;
 mod config;
-pub(crate) mod frame;
 mod probe;
 mod session;
 pub(crate) mod tls;
@@ -201,7 +200,7 @@ pub(crate) struct Settings {
 pub type ComponentsFn = Arc<dyn Fn() -> Vec<protocol::ComponentHealth> + Send + Sync>;
 
 /// A wall clock (tests move it to bring a certificate into its renewal window).
-pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+pub use crate::clock::Clock;
 
 /// The uplink stage.
 pub struct Uplink {

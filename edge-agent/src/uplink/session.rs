@@ -11,10 +11,11 @@ use protocol::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::{read_frame, write_frame};
 use super::window::{SyncWindow, Welcomed};
 use super::{CommandRequest, Uplink, UplinkError, UplinkMode, now, resolve, tls};
 use crate::store::{EvidencePins, Store};
+use wire::frame::write_frame;
+use wire::pump::{self, Outgoing};
 
 /// How long the hub has to answer the handshake and the `Hello`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,38 +81,11 @@ async fn session(
 ) -> Result<End, UplinkError> {
     let s = &up.settings;
     let codec = Codec::new(s.max_frame_bytes);
-    let (send, mut recv) = conn.open_bi().await?;
+    let (send, recv) = conn.open_bi().await?;
 
     // The reader and writer own the stream halves: their reads and writes are not cancel safe.
-    let (in_tx, mut in_rx) = mpsc::channel::<Result<Message, String>>(64);
-    let reader = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            let item = match read_frame(&mut recv, &codec).await {
-                Ok(Some(m)) => Ok(m),
-                Ok(None) => break,
-                Err(e) => Err(super::chain(&e)),
-            };
-            let stop = item.is_err();
-            if in_tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    }));
-    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(64);
-    let writer = tokio::spawn(async move {
-        let mut send = send;
-        while let Some(out) = out_rx.recv().await {
-            let written = match out {
-                Outgoing::Message(msg) => write_frame(&mut send, &codec, &msg).await,
-                Outgoing::Frame(bytes) => send.write_all(&bytes).await.map_err(Into::into),
-            };
-            if let Err(e) = written {
-                tracing::debug!(error = %super::chain(&e), "control stream write failed");
-                return;
-            }
-        }
-        let _ = send.finish();
-    });
+    let (mut in_rx, reader) = pump::spawn_reader(recv, codec, 64);
+    let (out_tx, writer) = pump::spawn_writer::<Outgoing>(send, codec, 64);
 
     let store = up.store.clone();
     let stats = blocking(move || store.stats()).await??;
@@ -298,7 +272,7 @@ async fn session(
         }
     };
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    writer.finish(Duration::from_secs(1)).await;
     drop(reader);
     // The last ack is committed before the session counts as over (what the hub holds is
     // synced); a failure here only means those events are offered again next session.
@@ -327,14 +301,6 @@ fn bye_end(bye: &Bye, progressed: bool) -> End {
 fn close_reason(conn: &quinn::Connection, fallback: &str) -> String {
     conn.close_reason()
         .map_or_else(|| fallback.to_owned(), |r| r.to_string())
-}
-
-/// What the writer task puts on the control stream.
-enum Outgoing {
-    /// A message to encode.
-    Message(Message),
-    /// A frame encoded already (event batches, encoded off the executor where they are read).
-    Frame(Vec<u8>),
 }
 
 async fn send_or_lost(out_tx: &mpsc::Sender<Outgoing>, msg: Message) -> Result<(), UplinkError> {
@@ -570,14 +536,9 @@ async fn answer_command(
     results_tx: mpsc::Sender<CommandResult>,
 ) {
     let id = command.id;
-    let failed = |reason: &str| CommandResult {
-        id,
-        outcome: CommandOutcome::Failed {
-            reason: reason.to_owned(),
-        },
-        at: now(),
-        evidence: Vec::new(),
-        attributes: Default::default(),
+    let failed = |reason: &str| {
+        let reason = reason.to_owned();
+        CommandResult::new(id, CommandOutcome::Failed { reason }, now())
     };
     let result = match (&command.action, commands_tx) {
         (CommandAction::Recheck { .. }, Some(tx)) => {
@@ -593,13 +554,7 @@ async fn answer_command(
             }
         }
         (CommandAction::Recheck { .. }, None) => failed("no camera pipeline runs on this agent"),
-        _ => CommandResult {
-            id,
-            outcome: CommandOutcome::Unsupported,
-            at: now(),
-            evidence: Vec::new(),
-            attributes: Default::default(),
-        },
+        _ => CommandResult::new(id, CommandOutcome::Unsupported, now()),
     };
     let _ = results_tx.send(result).await;
 }

@@ -62,13 +62,10 @@ impl Default for CaseSettings {
 /// The attribute that keeps a box's own time of an event whose time the hub replaced.
 pub const BOX_TIME_ATTRIBUTE: &str = "box_observed_at_ms";
 
-/// The re-check request a box's event answers: its `recheck_reference` attribute, which the
-/// box echoes from the hub's command (see [`CaseService::ask_recheck`]).
+/// The re-check request a box's event answers ([`Event::recheck_reference`]), which the box
+/// echoes from the hub's command (see [`CaseService::ask_recheck`]).
 fn recheck_of(event: &Event) -> Option<&str> {
-    match event.attributes.get("recheck_reference") {
-        Some(AttrValue::Text(reference)) => Some(reference),
-        _ => None,
-    }
+    event.recheck_reference()
 }
 
 /// What became of an ingested event.

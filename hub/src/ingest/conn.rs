@@ -16,10 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::evidence::ChunkOutcome;
-use super::frame::{read_frame, write_frame};
 use super::session::{BoxSession, End, Limits, Step};
 use super::{LiveConn, Shared, close_code, lock};
 use crate::registry::{BoxStatus, RegistryError};
+use wire::frame::{read_frame, write_frame};
+use wire::pump;
 
 /// Messages queued from the reader task before it stops reading (backpressure to the box).
 const INBOX_CAPACITY: usize = 32;
@@ -435,49 +436,14 @@ async fn session(
         conn.close(close_code::CERT_EXPIRED.into(), b"certificate expired");
         return;
     }
-    let Ok(Ok((send, mut recv))) =
+    let Ok(Ok((send, recv))) =
         tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await
     else {
         return;
     };
-    // Reader task: frames in order into a bounded inbox (its read is not cancel safe).
-    let (in_tx, mut in_rx) = mpsc::channel::<Result<Message, String>>(INBOX_CAPACITY);
-    let codec = shared.codec;
-    let reader = tokio::spawn(
-        async move {
-            loop {
-                let item = match read_frame(&mut recv, &codec).await {
-                    Ok(Some(m)) => Ok(m),
-                    Ok(None) => break,
-                    Err(super::frame::FrameError::Read(e)) => {
-                        tracing::debug!(error = %e, "control stream ended");
-                        break;
-                    }
-                    Err(e) => Err(crate::telemetry::chain(&e)),
-                };
-                let stop = item.is_err();
-                if in_tx.send(item).await.is_err() || stop {
-                    break;
-                }
-            }
-        }
-        .in_current_span(),
-    );
-    // Writer task: owns the send half.
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
-    let writer = tokio::spawn(
-        async move {
-            let mut send = send;
-            while let Some(msg) = out_rx.recv().await {
-                if let Err(e) = write_frame(&mut send, &codec, &msg).await {
-                    tracing::debug!(error = %crate::telemetry::chain(&e), "control stream write failed");
-                    break;
-                }
-            }
-            let _ = send.finish();
-        }
-        .in_current_span(),
-    );
+    // The reader and writer own the stream halves: their reads and writes are not cancel safe.
+    let (mut in_rx, reader) = pump::spawn_reader(recv, shared.codec, INBOX_CAPACITY);
+    let (out_tx, writer) = pump::spawn_writer::<Message>(send, shared.codec, OUTBOX_CAPACITY);
 
     let end = run_session(
         &conn,
@@ -586,9 +552,9 @@ async fn session(
         let _ = out_tx.try_send(Message::Bye(bye));
     }
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    writer.finish(Duration::from_secs(1)).await;
     conn.close(code.into(), why);
-    reader.abort();
+    drop(reader);
 }
 
 /// What one session works with: the box, the hub's shared state, and the channels to its

@@ -37,7 +37,6 @@ mod config;
 pub use config::IngestSection;
 mod conn;
 mod evidence;
-mod frame;
 mod log;
 mod session;
 mod tls;

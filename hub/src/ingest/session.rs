@@ -274,13 +274,11 @@ mod tests {
     }
 
     fn result(id: CommandId) -> CommandResult {
-        CommandResult {
+        CommandResult::new(
             id,
-            outcome: CommandOutcome::Unsupported,
-            at: Timestamp::from_unix_millis(0),
-            evidence: Vec::new(),
-            attributes: Default::default(),
-        }
+            CommandOutcome::Unsupported,
+            Timestamp::from_unix_millis(0),
+        )
     }
 
     #[test]

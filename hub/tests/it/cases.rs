@@ -278,7 +278,7 @@ fn a_camera_recheck_answer_is_attached_to_its_case_not_merged_or_opened() {
     // A reference to no request the hub issued: refused, no case opened.
     let mut stray = event(3, "0102", lat + 0.05, lon, FRIDAY_4PM + 120_000);
     stray.attributes.insert(
-        "recheck_reference".into(),
+        protocol::Event::RECHECK_REFERENCE.into(),
         protocol::AttrValue::Text("case 999".into()),
     );
     let other = svc.ingest(&box_id(), &stray, ts(FRIDAY_4PM + 121_000));
@@ -322,7 +322,7 @@ fn recheck_answer(
     let mut answer = event(seq, "0102", 31.281, 120.581, at);
     let reference = svc.ask_recheck(case, &box_id(), ts(asked)).unwrap();
     answer.attributes.insert(
-        "recheck_reference".into(),
+        protocol::Event::RECHECK_REFERENCE.into(),
         protocol::AttrValue::Text(reference),
     );
     answer
@@ -645,7 +645,7 @@ fn a_recheck_answer_counts_only_from_the_box_asked_for_a_request_the_hub_issued(
     let answer = |seq: u64, reference: &str| {
         let mut a = event(seq, "0102", 31.281, 120.581, t);
         a.attributes.insert(
-            "recheck_reference".into(),
+            protocol::Event::RECHECK_REFERENCE.into(),
             protocol::AttrValue::Text(reference.to_owned()),
         );
         a.attributes

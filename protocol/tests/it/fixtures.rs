@@ -2,8 +2,8 @@
 //!
 //! `protocol/tests/fixtures/v1/*.bin` hold frames written by version 1: the first set, and the
 //! frames of fields and messages added later under the codec's rules (`hello_store_epoch`,
-//! `evidence_query`, `evidence_lost`). To add the fixtures of a new version or a new message
-//! (never to rewrite old ones), run
+//! `evidence_query`, `evidence_lost`, `command_result_recheck`). To add the fixtures of a new
+//! version or a new message (never to rewrite old ones), run
 //! `GRIDSENSE_WRITE_FIXTURES=v2 cargo test -p protocol --test it fixtures` and keep only the new
 //! files.
 

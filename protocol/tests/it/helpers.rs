@@ -52,6 +52,23 @@ fn attrs() -> impl Strategy<Value = BTreeMap<String, AttrValue>> {
     btree_map("[a-z_]{1,12}", attr(), 0..5)
 }
 
+fn recheck_answer() -> impl Strategy<Value = RecheckAnswer> {
+    (
+        text(),
+        any::<u32>(),
+        btree_map(text(), any::<u32>(), 0..3),
+        any::<u64>(),
+        seq(),
+    )
+        .prop_map(|(reference, matching, counts, at, seq)| RecheckAnswer {
+            reference,
+            matching,
+            counts,
+            event_id: EventId::v7(at % (1 << 47), [7; 10]),
+            seq,
+        })
+}
+
 fn evidence() -> impl Strategy<Value = EvidenceRef> {
     (digest(), any::<u64>(), "image/(jpeg|png)").prop_map(|(sha256, bytes, media_type)| {
         EvidenceRef {
@@ -266,15 +283,17 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
             ],
             ts(),
             vec(evidence(), 0..2),
-            attrs()
+            attrs(),
+            proptest::option::of(recheck_answer())
         )
-            .prop_map(|(id, outcome, at, evidence, attributes)| {
+            .prop_map(|(id, outcome, at, evidence, attributes, recheck)| {
                 Message::CommandResult(CommandResult {
                     id: CommandId::from_uuid(Uuid::from_u128(id)),
                     outcome,
                     at,
                     evidence,
                     attributes,
+                    recheck,
                 })
             }),
         (text(), text(), text()).prop_map(
@@ -455,6 +474,24 @@ pub(crate) fn samples() -> Vec<(&'static str, Message)> {
                 at: Timestamp::from_unix_millis(1_764_057_800_000),
                 evidence: vec![EvidenceRef { sha256: digest, bytes: 48_213, media_type: "image/jpeg".into() }],
                 attributes: BTreeMap::from([("car".to_owned(), AttrValue::Int(0))]),
+                recheck: None,
+            }),
+        ),
+        (
+            "command_result_recheck",
+            Message::CommandResult(CommandResult {
+                id: command_id,
+                outcome: CommandOutcome::Done,
+                at: Timestamp::from_unix_millis(1_764_057_800_000),
+                evidence: vec![EvidenceRef { sha256: digest, bytes: 48_213, media_type: "image/jpeg".into() }],
+                attributes: BTreeMap::new(),
+                recheck: Some(RecheckAnswer {
+                    reference: "C-2026-000123".into(),
+                    matching: 1,
+                    counts: BTreeMap::from([("bicycle".to_owned(), 1), ("person".to_owned(), 2)]),
+                    event_id: EventId::v7(1_764_057_800_000, [3; 10]),
+                    seq: Seq(4242),
+                }),
             }),
         ),
         (

@@ -5,7 +5,7 @@ use quinn::{ReadExactError, RecvStream, SendStream};
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FrameError {
+pub enum FrameError {
     /// The stream or connection failed.
     #[error("stream read failed")]
     Read(#[from] quinn::ReadExactError),
@@ -21,7 +21,7 @@ pub(crate) enum FrameError {
 ///
 /// # Cancel safety
 /// Not cancel safe: a cancelled read loses the bytes it consumed. Call it from a task of its own.
-pub(crate) async fn read_frame(
+pub async fn read_frame(
     recv: &mut RecvStream,
     codec: &Codec,
 ) -> Result<Option<Message>, FrameError> {
@@ -46,7 +46,7 @@ pub(crate) async fn read_frame(
 ///
 /// # Errors
 /// A description of what failed (encoding or the stream), for the log.
-pub(crate) async fn write_frame(
+pub async fn write_frame(
     send: &mut SendStream,
     codec: &Codec,
     msg: &Message,
@@ -58,7 +58,7 @@ pub(crate) async fn write_frame(
 
 /// Why a frame could not be written.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WriteError {
+pub enum WriteError {
     /// The message does not encode (too large, ...).
     #[error("message does not encode")]
     Encode(#[from] protocol::EncodeError),
