@@ -32,15 +32,6 @@ impl<T> ConfigCheck<T> {
     pub fn is_valid(&self) -> bool {
         self.problems.is_empty()
     }
-
-    /// Adds the problems of `validate` lines (`key.path: problem`).
-    pub fn add_validation_lines<S: AsRef<str>>(&mut self, lines: impl IntoIterator<Item = S>) {
-        self.problems.extend(
-            lines
-                .into_iter()
-                .map(|l| Problem::from_validation_line(l.as_ref())),
-        );
-    }
 }
 
 impl<T: fmt::Debug> ConfigCheck<T> {
@@ -145,7 +136,7 @@ mod tests {
         let mut check = parse_text::<Doc>("a = 1\n", Path::new("x.toml"));
         assert!(check.is_valid());
         assert!(check.render().contains("is valid"), "{}", check.render());
-        check.add_validation_lines(["a: must be even"]);
+        check.problems.push(Problem::at("a", "must be even"));
         assert!(!check.is_valid());
         assert!(
             check.render().contains("has 1 problem:\n  a: must be even"),

@@ -32,19 +32,13 @@ impl fmt::Display for Problem {
 }
 
 impl Problem {
-    /// A problem from a `key.path: problem` line of a config's `validate`.
-    pub fn from_validation_line(line: &str) -> Problem {
-        match line.split_once(": ") {
-            Some((key, message)) => Problem {
-                line: None,
-                key: key.to_owned(),
-                message: message.to_owned(),
-            },
-            None => Problem {
-                line: None,
-                key: String::new(),
-                message: line.to_owned(),
-            },
+    /// A problem a validator found at a key path (no line: the value is wrong, not its place
+    /// in the file).
+    pub fn at(key: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            line: None,
+            key: key.into(),
+            message: message.into(),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! This module reads no environment variable and opens no file other than the one it is given; it
 //! does not create the data folder (the store does, at start-up).
 
+use confcheck::Problem;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -108,13 +109,13 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
-    /// Cross-field rules failed: one `key.path: problem` line per problem.
+    /// Cross-field rules failed: one line per problem, `key.path: problem`.
     #[error("config `{origin}` is invalid:\n{}", Lines(.problems))]
     Invalid {
         /// The file name, or what the text came from.
         origin: String,
-        /// Each problem as `key.path: problem`.
-        problems: Vec<String>,
+        /// Each problem at its key path.
+        problems: Vec<Problem>,
     },
 }
 
@@ -159,31 +160,35 @@ impl Config {
         }
     }
 
-    /// Every cross-field problem, as `key.path: problem` lines (empty when the config is usable).
-    pub fn validate(&self) -> Vec<String> {
+    /// Every cross-field problem, each at its key path (empty when the config is usable).
+    pub fn validate(&self) -> Vec<Problem> {
         let mut problems = self.sensors_config().problems();
         if let Some(uplink) = &self.uplink {
-            problems.extend(uplink.validate());
+            problems.extend(uplink.problems());
         }
         if let Some(local_api) = &self.local_api {
-            problems.extend(local_api.validate());
+            problems.extend(local_api.problems());
         }
         let site = self.site.location();
         if !site.is_valid() {
-            problems.push(format!(
-                "site.lat/site.lon: ({}, {}) is not a point on earth",
-                self.site.lat, self.site.lon
+            problems.push(Problem::at(
+                "site.lat/site.lon",
+                format!(
+                    "({}, {}) is not a point on earth",
+                    self.site.lat, self.site.lon
+                ),
             ));
         }
         problems.extend(self.store.problems());
         problems.extend(self.events.problems());
-        crate::camera::config::validate(&self.cameras, &mut problems);
+        problems.extend(crate::camera::config::problems(&self.cameras));
         for (i, sensor) in self.sensors.iter().enumerate() {
             if let Some(cam) = &sensor.camera
                 && !self.cameras.iter().any(|c| &c.id == cam)
             {
-                problems.push(format!(
-                    "sensors[{i}].camera: `{cam}` is not the id of any [[cameras]] entry"
+                problems.push(Problem::at(
+                    format!("sensors[{i}].camera"),
+                    format!("`{cam}` is not the id of any [[cameras]] entry"),
                 ));
             }
         }
@@ -191,7 +196,7 @@ impl Config {
     }
 }
 
-struct Lines<'a>(&'a [String]);
+struct Lines<'a>(&'a [Problem]);
 
 impl fmt::Display for Lines<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -261,7 +266,7 @@ mod tests {
         };
         let keys: Vec<&str> = problems
             .iter()
-            .map(|p| p.split(": ").next().unwrap_or(""))
+            .map(|p| p.key.as_str())
             .collect();
         assert_eq!(
             keys,
@@ -302,7 +307,7 @@ mod tests {
         };
         let keys: Vec<&str> = problems
             .iter()
-            .map(|p| p.split(": ").next().unwrap_or(""))
+            .map(|p| p.key.as_str())
             .collect();
         assert_eq!(
             keys,

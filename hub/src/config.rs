@@ -3,6 +3,7 @@
 //! Every key is documented with its default; `config/example.toml` is complete and parsed by a
 //! unit test. This module parses and validates; it must not open sockets or databases.
 
+use confcheck::Problem;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -228,9 +229,9 @@ pub enum ConfigError {
     /// Not valid TOML of the expected shape.
     #[error("configuration is not valid")]
     Syntax(#[source] toml::de::Error),
-    /// Cross-field problems, as `key.path: problem` lines.
-    #[error("configuration is invalid: {}", .0.join("; "))]
-    Invalid(Vec<String>),
+    /// Cross-field problems, each at its key path.
+    #[error("configuration is invalid: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Problem>),
 }
 
 impl HubConfig {
@@ -253,80 +254,94 @@ impl HubConfig {
         let mut problems = Vec::new();
         let ids = self.department_ids();
         if ids.len() != self.departments.len() {
-            problems.push("departments: an id is used twice".to_owned());
+            problems.push(Problem::at("departments", "an id is used twice"));
         }
         for (i, d) in self.departments.iter().enumerate() {
             match (&d.webhook_url, &d.webhook_secret_path) {
                 (Some(url), Some(_))
                     if !(url.starts_with("http://") || url.starts_with("https://")) =>
                 {
-                    problems.push(format!(
-                        "departments[{i}].webhook_url: must be http:// or https://"
+                    problems.push(Problem::at(
+                        format!("departments[{i}].webhook_url"),
+                        "must be http:// or https://",
                     ));
                 }
-                (Some(_), None) => problems.push(format!(
-                    "departments[{i}].webhook_secret_path: required with webhook_url"
+                (Some(_), None) => problems.push(Problem::at(
+                    format!("departments[{i}].webhook_secret_path"),
+                    "required with webhook_url",
                 )),
                 _ => {}
             }
         }
         if self.api_tls_cert_path.is_some() != self.api_tls_key_path.is_some() {
-            problems.push(
-                "api_tls_cert_path / api_tls_key_path: give both for HTTPS, or neither".into(),
-            );
+            problems.push(Problem::at(
+                "api_tls_cert_path / api_tls_key_path",
+                "give both for HTTPS, or neither",
+            ));
         }
         for (i, c) in self.open311.clients.iter().enumerate() {
             let h = &c.api_key_sha256;
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                problems.push(format!(
-                    "open311.clients[{i}].api_key_sha256: expected 64 hex digits"
+                problems.push(Problem::at(
+                    format!("open311.clients[{i}].api_key_sha256"),
+                    "expected 64 hex digits",
                 ));
             }
         }
         for (i, name) in self.open311.unmoderated_categories.iter().enumerate() {
             if protocol::Catalog::embedded().resolve(name).is_none() {
-                problems.push(format!(
-                    "open311.unmoderated_categories[{i}]: unknown category `{name}`"
+                problems.push(Problem::at(
+                    format!("open311.unmoderated_categories[{i}]"),
+                    format!("unknown category `{name}`"),
                 ));
             }
         }
         for (i, t) in self.tokens.iter().enumerate() {
             if t.token_sha256.len() != 64 || !t.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
             {
-                problems.push(format!("tokens[{i}].token_sha256: expected 64 hex digits"));
+                problems.push(Problem::at(
+                    format!("tokens[{i}].token_sha256"),
+                    "expected 64 hex digits",
+                ));
             }
             if t.actor.role == Role::System {
-                problems.push(format!("tokens[{i}].role: `system` is the hub's own"));
+                problems.push(Problem::at(
+                    format!("tokens[{i}].role"),
+                    "`system` is the hub's own",
+                ));
             }
             if t.actor.role == Role::Department
                 && !ids.iter().any(|d| d.as_str() == t.actor.subject)
             {
-                problems.push(format!(
-                    "tokens[{i}].subject: unknown department `{}`",
-                    t.actor.subject
+                problems.push(Problem::at(
+                    format!("tokens[{i}].subject"),
+                    format!("unknown department `{}`", t.actor.subject),
                 ));
             }
         }
         if let Some(ingest) = &self.ingest {
             if ingest.server_names.is_empty() {
-                problems.push("ingest.server_names: name at least one".into());
+                problems.push(Problem::at("ingest.server_names", "name at least one"));
             }
             if ingest.revocation_check_interval_secs == 0
                 || ingest.revocation_check_interval_secs > 60
             {
-                problems.push(
-                    "ingest.revocation_check_interval_secs: must be 1 to 60 (revocation within 60 s)"
-                        .into(),
-                );
+                problems.push(Problem::at(
+                    "ingest.revocation_check_interval_secs",
+                    "must be 1 to 60 (revocation within 60 s)",
+                ));
             }
             if ingest.certificate_lifetime_secs < 3600 {
-                problems.push("ingest.certificate_lifetime_secs: at least 3600".into());
+                problems.push(Problem::at(
+                    "ingest.certificate_lifetime_secs",
+                    "at least 3600",
+                ));
             }
             if ingest.handshake_rate_per_sec == 0 || ingest.max_pending_handshakes == 0 {
-                problems.push(
-                    "ingest.handshake_rate_per_sec / max_pending_handshakes: must be at least 1"
-                        .into(),
-                );
+                problems.push(Problem::at(
+                    "ingest.handshake_rate_per_sec / max_pending_handshakes",
+                    "must be at least 1",
+                ));
             }
         }
         // Timer periods: a tokio interval adds its period to an `Instant`, and a period a clock
@@ -342,14 +357,17 @@ impl HubConfig {
             ),
         ] {
             if !(1..=MAX_TIMER_PERIOD_SECS).contains(&secs) {
-                problems.push(format!(
-                    "{key}: {secs} is outside 1..={MAX_TIMER_PERIOD_SECS} (a year)"
+                problems.push(Problem::at(
+                    key,
+                    format!("{secs} is outside 1..={MAX_TIMER_PERIOD_SECS} (a year)"),
                 ));
             }
         }
         if self.cases.merge_radius_m < 0.0 || self.grid.edge_distance_m < 0.0 {
-            problems
-                .push("cases.merge_radius_m / grid.edge_distance_m: must not be negative".into());
+            problems.push(Problem::at(
+                "cases.merge_radius_m / grid.edge_distance_m",
+                "must not be negative",
+            ));
         }
         if problems.is_empty() {
             Ok(())
@@ -431,9 +449,9 @@ mod tests {
         };
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(
-            p[0].starts_with("cases.deadline_check_interval_secs:"),
+            p[0].key == "cases.deadline_check_interval_secs",
             "{p:?}"
         );
-        assert!(p[1].starts_with("retention.sweep_interval_secs:"), "{p:?}");
+        assert!(p[1].key == "retention.sweep_interval_secs", "{p:?}");
     }
 }

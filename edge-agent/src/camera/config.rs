@@ -4,6 +4,7 @@
 //! Every default is stated on its field and in `edge-agent/config/example.toml`. This module
 //! must not open cameras or load models: it only describes them.
 
+use confcheck::Problem;
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -195,17 +196,21 @@ impl CameraConfig {
     }
 }
 
-/// Cross-field problems of the camera part, appended as `key.path: problem` lines.
-pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
+/// Cross-field problems of the camera part, each at its key path.
+pub(crate) fn problems(cameras: &[CameraConfig]) -> Vec<Problem> {
+    let mut problems = Vec::new();
     let catalog = Catalog::embedded();
     let mut ids = BTreeSet::new();
     for (c, cam) in cameras.iter().enumerate() {
         let at = format!("cameras[{c}]");
         if !ids.insert(cam.id.as_str()) {
-            problems.push(format!("{at}.id: `{}` is used twice", cam.id));
+            problems.push(Problem::at(
+                format!("{at}.id"),
+                format!("`{}` is used twice", cam.id),
+            ));
         }
         if cam.lat.is_some() != cam.lon.is_some() {
-            problems.push(format!("{at}.lat/lon: set both or neither"));
+            problems.push(Problem::at(format!("{at}.lat/lon"), "set both or neither"));
         }
         if let CameraSource::Rtsp {
             url,
@@ -214,8 +219,9 @@ pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
         } = &cam.source
             && hardware::camera::redact_url(url) != *url
         {
-            problems.push(format!(
-                "{at}.source.url: carries credentials and credentials_path is set: keep them in the file only"
+            problems.push(Problem::at(
+                format!("{at}.source.url"),
+                "carries credentials and credentials_path is set: keep them in the file only",
             ));
         }
         if let (Some(lat), Some(lon)) = (cam.lat, cam.lon)
@@ -226,47 +232,64 @@ pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
             })
             .is_valid()
         {
-            problems.push(format!(
-                "{at}.lat/lon: ({lat}, {lon}) is not a point on earth"
+            problems.push(Problem::at(
+                format!("{at}.lat/lon"),
+                format!("({lat}, {lon}) is not a point on earth"),
             ));
         }
         if let Some(h) = &cam.homography
             && vision::Homography::from_points(&h.image, &h.map).is_none()
         {
-            problems.push(format!(
-                "{at}.homography: the four image points must be distinct with no three on a line"
+            problems.push(Problem::at(
+                format!("{at}.homography"),
+                "the four image points must be distinct with no three on a line",
             ));
         }
         let health = &cam.health;
         if health.stall_after.is_zero() {
-            problems.push(format!("{at}.health.stall_after_secs: must be at least 1"));
+            problems.push(Problem::at(
+                format!("{at}.health.stall_after_secs"),
+                "must be at least 1",
+            ));
         }
         if health.reconnect_min > health.reconnect_max || health.reconnect_min.is_zero() {
-            problems.push(format!(
-                "{at}.health.reconnect_min_ms: must be positive and not above reconnect_max_ms"
+            problems.push(Problem::at(
+                format!("{at}.health.reconnect_min_ms"),
+                "must be positive and not above reconnect_max_ms",
             ));
         }
         if !(0.0..=1.0).contains(&cam.motion.min_changed_ratio) {
-            problems.push(format!(
-                "{at}.motion.min_changed_ratio: must be between 0 and 1"
+            problems.push(Problem::at(
+                format!("{at}.motion.min_changed_ratio"),
+                "must be between 0 and 1",
             ));
         }
         if !(0.0..=1.0).contains(&cam.tracker.iou_min) {
-            problems.push(format!("{at}.tracker.iou_min: must be between 0 and 1"));
+            problems.push(Problem::at(
+                format!("{at}.tracker.iou_min"),
+                "must be between 0 and 1",
+            ));
         }
         if !(0.0..=2.0).contains(&cam.tracker.reacquire_distance_ratio) {
-            problems.push(format!(
-                "{at}.tracker.reacquire_distance_ratio: must be between 0 and 2"
+            problems.push(Problem::at(
+                format!("{at}.tracker.reacquire_distance_ratio"),
+                "must be between 0 and 2",
             ));
         }
         let mut zones = BTreeSet::new();
         for (z, zone) in cam.zones.iter().enumerate() {
             let at = format!("{at}.zones[{z}]");
             if !zones.insert(zone.id.as_str()) {
-                problems.push(format!("{at}.id: `{}` is used twice", zone.id));
+                problems.push(Problem::at(
+                    format!("{at}.id"),
+                    format!("`{}` is used twice", zone.id),
+                ));
             }
             if zone.polygon.len() < 3 {
-                problems.push(format!("{at}.polygon: needs at least 3 points"));
+                problems.push(Problem::at(
+                    format!("{at}.polygon"),
+                    "needs at least 3 points",
+                ));
             }
             if zone
                 .polygon
@@ -274,8 +297,9 @@ pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
                 .flatten()
                 .any(|v| !(0.0..=1.0).contains(v))
             {
-                problems.push(format!(
-                    "{at}.polygon: coordinates are normalised and must lie in 0..1"
+                problems.push(Problem::at(
+                    format!("{at}.polygon"),
+                    "coordinates are normalised and must lie in 0..1",
                 ));
             }
             if let Some([lat, lon]) = zone.location
@@ -286,8 +310,9 @@ pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
                 })
                 .is_valid()
             {
-                problems.push(format!(
-                    "{at}.location: ({lat}, {lon}) is not a point on earth"
+                problems.push(Problem::at(
+                    format!("{at}.location"),
+                    format!("({lat}, {lon}) is not a point on earth"),
                 ));
             }
         }
@@ -295,44 +320,64 @@ pub(crate) fn validate(cameras: &[CameraConfig], problems: &mut Vec<String>) {
         for (r, rule) in cam.rules.iter().enumerate() {
             let at = format!("{at}.rules[{r}]");
             if !rules.insert(rule.id.as_str()) {
-                problems.push(format!("{at}.id: `{}` is used twice", rule.id));
+                problems.push(Problem::at(
+                    format!("{at}.id"),
+                    format!("`{}` is used twice", rule.id),
+                ));
             }
             match catalog.resolve(&rule.category) {
                 Some(c) if c.code.is_minor() => {}
-                _ => problems.push(format!(
-                    "{at}.category: `{}` is not a minor category code or key",
-                    rule.category
+                _ => problems.push(Problem::at(
+                    format!("{at}.category"),
+                    format!("`{}` is not a minor category code or key", rule.category),
                 )),
             }
             let needs_zone = rule.kind != RuleKind::LineCrossing;
             match &rule.zone {
                 Some(z) if !zones.contains(z.as_str()) => {
-                    problems.push(format!("{at}.zone: `{z}` is not a zone of this camera"));
+                    problems.push(Problem::at(
+                        format!("{at}.zone"),
+                        format!("`{z}` is not a zone of this camera"),
+                    ));
                 }
-                None if needs_zone => {
-                    problems.push(format!("{at}.zone: required for kind = {:?}", rule.kind))
-                }
+                None if needs_zone => problems.push(Problem::at(
+                    format!("{at}.zone"),
+                    format!("required for kind = {:?}", rule.kind),
+                )),
                 _ => {}
             }
             if rule.kind == RuleKind::LineCrossing {
                 match rule.line {
-                    None => problems.push(format!("{at}.line: required for kind = line_crossing")),
+                    None => problems.push(Problem::at(
+                        format!("{at}.line"),
+                        "required for kind = line_crossing",
+                    )),
                     Some([a, b]) if a == b => {
-                        problems.push(format!("{at}.line: the two points must differ"));
+                        problems.push(Problem::at(
+                            format!("{at}.line"),
+                            "the two points must differ",
+                        ));
                     }
                     Some(_) => {}
                 }
             }
             for (w, window) in rule.windows.iter().enumerate() {
                 if vision::TimeWindow::parse(window).is_none() {
-                    problems.push(format!("{at}.windows[{w}]: `{window}` is not HH:MM-HH:MM"));
+                    problems.push(Problem::at(
+                        format!("{at}.windows[{w}]"),
+                        format!("`{window}` is not HH:MM-HH:MM"),
+                    ));
                 }
             }
             if !rule.windows.is_empty() && rule.kind != RuleKind::Intrusion {
-                problems.push(format!("{at}.windows: only intrusion rules have windows"));
+                problems.push(Problem::at(
+                    format!("{at}.windows"),
+                    "only intrusion rules have windows",
+                ));
             }
         }
     }
+    problems
 }
 
 fn default_model() -> String {
@@ -458,7 +503,7 @@ mod tests {
         };
         let keys: Vec<&str> = problems
             .iter()
-            .map(|p| p.split(": ").next().unwrap_or(""))
+            .map(|p| p.key.as_str())
             .collect();
         assert_eq!(
             keys,

@@ -25,7 +25,7 @@ pub fn check_config_text(text: &str, path: &Path) -> ConfigCheck {
     let mut check = confcheck::parse_text::<Config>(text, path);
     if let Some(config) = &check.config {
         let (rules, files) = (config.validate(), referenced_files(config));
-        check.add_validation_lines(rules);
+        check.problems.extend(rules);
         check.problems.extend(files);
     }
     check

@@ -2,6 +2,7 @@
 //! and how evidence snapshots are rendered. Types, defaults and the section's own checks; the
 //! agent's `config` composes it.
 
+use confcheck::Problem;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -78,31 +79,32 @@ impl Default for EvidenceConfig {
 
 impl EventsConfig {
     /// The section's problems, as `events.key: problem` lines.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let ev = &self.evidence;
         if !(1..=100).contains(&ev.jpeg_quality) {
-            problems.push(format!(
-                "events.evidence.jpeg_quality: {} is not between 1 and 100",
-                ev.jpeg_quality
+            problems.push(Problem::at(
+                "events.evidence.jpeg_quality",
+                format!("{} is not between 1 and 100", ev.jpeg_quality),
             ));
         }
         if ev.privacy_blur && ev.blur_radius_px == 0 {
-            problems.push(
-                "events.evidence.blur_radius_px: must be at least 1 while privacy_blur is on"
-                    .to_owned(),
-            );
+            problems.push(Problem::at(
+                "events.evidence.blur_radius_px",
+                "must be at least 1 while privacy_blur is on",
+            ));
         }
         let catalog = Catalog::embedded();
         let mut seen = BTreeSet::new();
         for (i, name) in ev.unblurred_categories.iter().enumerate() {
             match catalog.resolve(name) {
-                None => problems.push(format!(
-                    "events.evidence.unblurred_categories[{i}]: `{name}` is not a category code or key"
+                None => problems.push(Problem::at(
+                    format!("events.evidence.unblurred_categories[{i}]"),
+                    format!("`{name}` is not a category code or key"),
                 )),
-                Some(c) if !seen.insert(c.code.clone()) => problems.push(format!(
-                    "events.evidence.unblurred_categories[{i}]: `{name}` names category {} twice",
-                    c.code
+                Some(c) if !seen.insert(c.code.clone()) => problems.push(Problem::at(
+                    format!("events.evidence.unblurred_categories[{i}]"),
+                    format!("`{name}` names category {} twice", c.code),
                 )),
                 Some(_) => {}
             }

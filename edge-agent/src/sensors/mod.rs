@@ -14,6 +14,7 @@ mod client;
 mod core;
 pub mod rules;
 
+use confcheck::Problem;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -178,74 +179,97 @@ impl MqttConfig {
 impl SensorsConfig {
     /// Cross-field problems as `key.path: problem` lines (categories are checked against the
     /// catalog; duplicate sensor ids and devices are refused).
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let catalog = protocol::Catalog::embedded();
         let mut out = Vec::new();
         let m = &self.mqtt;
         if m.qos > 1 {
-            out.push(format!("mqtt.qos: {} must be 0 or 1", m.qos));
+            out.push(Problem::at("mqtt.qos", format!("{} must be 0 or 1", m.qos)));
         }
         if m.client_id.is_empty() {
-            out.push("mqtt.client_id: must not be empty".into());
+            out.push(Problem::at("mqtt.client_id", "must not be empty"));
         }
         if m.reconnect_min.is_zero() || m.reconnect_min > m.reconnect_max {
-            out.push(
-                "mqtt.reconnect_min_ms: must be at least 1 and at most reconnect_max_ms".into(),
-            );
+            out.push(Problem::at(
+                "mqtt.reconnect_min_ms",
+                "must be at least 1 and at most reconnect_max_ms",
+            ));
         }
         if m.max_payload_bytes == 0 {
-            out.push("mqtt.max_payload_bytes: must be at least 1".into());
+            out.push(Problem::at("mqtt.max_payload_bytes", "must be at least 1"));
         }
         if let Some(tls) = &m.tls
             && tls.cert_path.is_some() != tls.key_path.is_some()
         {
-            out.push("mqtt.tls: cert_path and key_path go together".into());
+            out.push(Problem::at(
+                "mqtt.tls",
+                "cert_path and key_path go together",
+            ));
         }
         let mut ids = std::collections::HashSet::new();
         let mut devices = std::collections::HashSet::new();
         for (i, s) in self.sensors.iter().enumerate() {
             let at = format!("sensors[{i}]");
             if !ids.insert(&s.id) {
-                out.push(format!("{at}.id: `{}` is used twice", s.id));
+                out.push(Problem::at(
+                    format!("{at}.id"),
+                    format!("`{}` is used twice", s.id),
+                ));
             }
             if !devices.insert((s.profile.name(), &s.device)) {
-                out.push(format!(
-                    "{at}.device: `{}` of profile {} is used twice",
-                    s.device,
-                    s.profile.name()
+                out.push(Problem::at(
+                    format!("{at}.device"),
+                    format!(
+                        "`{}` of profile {} is used twice",
+                        s.device,
+                        s.profile.name()
+                    ),
                 ));
             }
             if s.device.is_empty() || s.device.contains(['+', '#']) {
-                out.push(format!(
-                    "{at}.device: `{}` must be a plain name without MQTT wildcards",
-                    s.device
+                out.push(Problem::at(
+                    format!("{at}.device"),
+                    format!("`{}` must be a plain name without MQTT wildcards", s.device),
                 ));
             }
             if let PayloadProfile::GenericJson(g) = &s.profile {
                 out.extend(
-                    g.problems()
-                        .into_iter()
-                        .map(|p| format!("{at}.profile.{p}")),
+                    g.problems().into_iter().map(|(field, message)| {
+                        Problem::at(format!("{at}.profile.{field}"), message)
+                    }),
                 );
             }
             if let Some(loc) = &s.location
                 && !loc.is_valid()
             {
-                out.push(format!("{at}.location: latitude/longitude out of range"));
+                out.push(Problem::at(
+                    format!("{at}.location"),
+                    "latitude/longitude out of range",
+                ));
             }
             let mut names = std::collections::HashSet::new();
             for (j, r) in s.rules.iter().enumerate() {
                 let rat = format!("{at}.rules[{j}]");
                 if !names.insert(&r.name) {
-                    out.push(format!(
-                        "{rat}.name: `{}` is used twice in this sensor",
-                        r.name
+                    out.push(Problem::at(
+                        format!("{rat}.name"),
+                        format!("`{}` is used twice in this sensor", r.name),
                     ));
                 }
                 if catalog.resolve(&r.category).is_none() {
-                    out.push(format!("{rat}.category: `{}` is not a category code or key (see `edge-agent categories`)", r.category));
+                    out.push(Problem::at(
+                        format!("{rat}.category"),
+                        format!(
+                            "`{}` is not a category code or key (see `edge-agent categories`)",
+                            r.category
+                        ),
+                    ));
                 }
-                out.extend(r.problems().into_iter().map(|p| format!("{rat}.{p}")));
+                out.extend(
+                    r.problems()
+                        .into_iter()
+                        .map(|p| Problem::at(format!("{rat}.{}", p.key), p.message)),
+                );
             }
         }
         out
@@ -359,7 +383,7 @@ mod tests {
             "sensors[1].profile.value_pointer",
         ] {
             assert!(
-                p.iter().any(|l| l.starts_with(expected)),
+                p.iter().any(|l| l.to_string().starts_with(expected)),
                 "{expected} missing from {p:?}"
             );
         }

@@ -11,6 +11,7 @@
 //! This module does no I/O and builds no events: the sensor task turns triggers into
 //! observations for the event builder.
 
+use confcheck::Problem;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -416,10 +417,10 @@ impl RuleSet {
 
 impl SensorRule {
     /// Configuration problems of this rule alone, as `field: problem` lines.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         if self.name.trim().is_empty() {
-            out.push("name: must not be empty".to_owned());
+            out.push(Problem::at("name", "must not be empty"));
         }
         match &self.kind {
             RuleKind::Threshold {
@@ -429,19 +430,24 @@ impl SensorRule {
                 ..
             } => {
                 if above.is_none() && below.is_none() {
-                    out.push("above/below: a threshold rule needs at least one of them".to_owned());
+                    out.push(Problem::at(
+                        "above/below",
+                        "a threshold rule needs at least one of them",
+                    ));
                 }
                 if !(hysteresis.is_finite() && *hysteresis >= 0.0) {
-                    out.push(format!(
-                        "hysteresis: {hysteresis} must be a finite number ≥ 0"
+                    out.push(Problem::at(
+                        "hysteresis",
+                        format!("{hysteresis} must be a finite number ≥ 0"),
                     ));
                 }
             }
             RuleKind::RateOfChange { max_per_min, .. }
                 if !(max_per_min.is_finite() && *max_per_min > 0.0) =>
             {
-                out.push(format!(
-                    "max_per_min: {max_per_min} must be a positive number"
+                out.push(Problem::at(
+                    "max_per_min",
+                    format!("{max_per_min} must be a positive number"),
                 ));
             }
             RuleKind::Offline {
@@ -449,14 +455,17 @@ impl SensorRule {
                 factor,
             } => {
                 if expected_interval.is_zero() {
-                    out.push("expected_interval_secs: must be at least 1".to_owned());
+                    out.push(Problem::at("expected_interval_secs", "must be at least 1"));
                 }
                 if !(factor.is_finite() && *factor >= 1.0) {
-                    out.push(format!("factor: {factor} must be at least 1"));
+                    out.push(Problem::at(
+                        "factor",
+                        format!("{factor} must be at least 1"),
+                    ));
                 }
             }
             RuleKind::Inactivity { limit, .. } if limit.is_zero() => {
-                out.push("limit_secs: must be at least 1".to_owned())
+                out.push(Problem::at("limit_secs", "must be at least 1"))
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! The `[local_api]` section: where the box page and its JSON API listen, and the technician's
 //! admin password.
 
+use confcheck::Problem;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,21 +70,24 @@ impl Default for LocalApiConfig {
 
 impl LocalApiConfig {
     /// Cross-field problems as `local_api.key: problem` lines.
-    pub fn validate(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         if let Some(path) = &self.admin_password_path
             && !path.is_absolute()
         {
-            problems.push(format!(
-                "local_api.admin_password_path: `{}` must be an absolute path",
-                path.display()
+            problems.push(Problem::at(
+                "local_api.admin_password_path",
+                format!("`{}` must be an absolute path", path.display()),
             ));
         }
         if self.sensor_stale.is_zero() {
-            problems.push("local_api.sensor_stale_secs: must be at least 1".to_owned());
+            problems.push(Problem::at(
+                "local_api.sensor_stale_secs",
+                "must be at least 1",
+            ));
         }
         if self.session.is_zero() {
-            problems.push("local_api.session_secs: must be at least 1".to_owned());
+            problems.push(Problem::at("local_api.session_secs", "must be at least 1"));
         }
         problems
     }

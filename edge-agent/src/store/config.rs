@@ -1,6 +1,7 @@
 //! The `[store]` section: where events and evidence live and how much room they may take. Types,
 //! defaults and the section's own checks; the agent's `config` composes it.
 
+use confcheck::Problem;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -61,27 +62,33 @@ impl Default for StoreConfig {
 
 impl StoreConfig {
     /// The section's problems, as `store.key: problem` lines.
-    pub fn problems(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let store = self;
         if store.data_dir.as_os_str().is_empty() {
-            problems.push("store.data_dir: must not be empty".to_owned());
+            problems.push(Problem::at("store.data_dir", "must not be empty"));
         } else if store.data_dir.is_relative() {
-            problems.push(format!(
-                "store.data_dir: `{}` must be an absolute path",
-                store.data_dir.display()
+            problems.push(Problem::at(
+                "store.data_dir",
+                format!("`{}` must be an absolute path", store.data_dir.display()),
             ));
         }
         if store.quota_bytes < MIN_QUOTA_BYTES {
-            problems.push(format!(
-                "store.quota_bytes: {} is below the minimum of {MIN_QUOTA_BYTES}",
-                store.quota_bytes
+            problems.push(Problem::at(
+                "store.quota_bytes",
+                format!(
+                    "{} is below the minimum of {MIN_QUOTA_BYTES}",
+                    store.quota_bytes
+                ),
             ));
         }
         if store.max_batch.get() > store.queue_capacity.get() {
-            problems.push(format!(
-                "store.max_batch: {} is larger than store.queue_capacity ({})",
-                store.max_batch, store.queue_capacity
+            problems.push(Problem::at(
+                "store.max_batch",
+                format!(
+                    "{} is larger than store.queue_capacity ({})",
+                    store.max_batch, store.queue_capacity
+                ),
             ));
         }
         problems

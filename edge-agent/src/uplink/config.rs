@@ -1,5 +1,6 @@
 //! `[uplink]` of the agent config. Each default is stated here and in `config/example.toml`.
 
+use confcheck::Problem;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -99,28 +100,43 @@ impl UplinkConfig {
     }
 
     /// Cross-field problems as `uplink.key: problem` lines.
-    pub fn validate(&self) -> Vec<String> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         if !self.hub_addr.contains(':') {
-            p.push("uplink.hub_addr: expected HOST:PORT".to_owned());
+            p.push(Problem::at("uplink.hub_addr", "expected HOST:PORT"));
         }
         if self.batch_max_events == 0 || self.max_batches_in_flight == 0 {
-            p.push("uplink.batch_max_events / max_batches_in_flight: must be at least 1".into());
+            p.push(Problem::at(
+                "uplink.batch_max_events / max_batches_in_flight",
+                "must be at least 1",
+            ));
         }
         if self.batch_max_bytes > u64::from(protocol::DEFAULT_MAX_FRAME_BYTES) / 2 {
-            p.push(format!(
-                "uplink.batch_max_bytes: at most {} (half the hub's default frame limit)",
-                protocol::DEFAULT_MAX_FRAME_BYTES / 2
+            p.push(Problem::at(
+                "uplink.batch_max_bytes",
+                format!(
+                    "at most {} (half the hub's default frame limit)",
+                    protocol::DEFAULT_MAX_FRAME_BYTES / 2
+                ),
             ));
         }
         if self.keep_alive_interval_ms >= self.idle_timeout_ms {
-            p.push("uplink.keep_alive_interval_ms: must be below idle_timeout_ms".into());
+            p.push(Problem::at(
+                "uplink.keep_alive_interval_ms",
+                "must be below idle_timeout_ms",
+            ));
         }
         if !(10..=95).contains(&self.renew_at_lifetime_percent) {
-            p.push("uplink.renew_at_lifetime_percent: must be 10 to 95".into());
+            p.push(Problem::at(
+                "uplink.renew_at_lifetime_percent",
+                "must be 10 to 95",
+            ));
         }
         if self.evidence_chunk_bytes == 0 || self.evidence_chunk_bytes > 1024 * 1024 {
-            p.push("uplink.evidence_chunk_bytes: must be 1 to 1048576".into());
+            p.push(Problem::at(
+                "uplink.evidence_chunk_bytes",
+                "must be 1 to 1048576",
+            ));
         }
         p
     }

@@ -33,22 +33,28 @@ pub struct GenericJsonProfile {
 }
 
 impl GenericJsonProfile {
-    /// Configuration problems, as `field: problem` lines.
-    pub fn problems(&self) -> Vec<String> {
+    /// Configuration problems, each as the field and what is wrong with it.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         let segments: Vec<&str> = self.topic.split('/').collect();
         if segments.iter().filter(|s| **s == "{device}").count() != 1
             || self.topic.matches("{device}").count() != 1
         {
-            out.push(format!(
-                "topic: `{}` must contain exactly one whole `{{device}}` segment",
-                self.topic
+            out.push((
+                "topic",
+                format!(
+                    "`{}` must contain exactly one whole `{{device}}` segment",
+                    self.topic
+                ),
             ));
         }
         if self.topic.contains(['+', '#']) {
-            out.push(format!(
-                "topic: `{}` must not contain MQTT wildcards; use `{{device}}`",
-                self.topic
+            out.push((
+                "topic",
+                format!(
+                    "`{}` must not contain MQTT wildcards; use `{{device}}`",
+                    self.topic
+                ),
             ));
         }
         for (key, pointer) in [
@@ -59,16 +65,18 @@ impl GenericJsonProfile {
             if let Some(p) = pointer
                 && !(p.is_empty() || p.starts_with('/'))
             {
-                out.push(format!(
-                    "{key}: `{p}` is not a JSON pointer (it must start with `/`)"
+                out.push((
+                    key,
+                    format!("`{p}` is not a JSON pointer (it must start with `/`)"),
                 ));
             }
         }
         if let Some(poll) = &self.poll_topic
             && poll.matches("{device}").count() != 1
         {
-            out.push(format!(
-                "poll_topic: `{poll}` must contain `{{device}}` once"
+            out.push((
+                "poll_topic",
+                format!("`{poll}` must contain `{{device}}` once"),
             ));
         }
         out

@@ -32,7 +32,7 @@ pub fn check_config_text(text: &str, path: &Path) -> ConfigCheck {
             _ => Vec::new(),
         };
         let files = referenced_files(config);
-        check.add_validation_lines(rules);
+        check.problems.extend(rules);
         check.problems.extend(files);
     }
     check
