@@ -264,10 +264,7 @@ mod tests {
         let Err(ConfigError::Invalid { problems, .. }) = Config::from_toml_str(text, "t") else {
             panic!("expected an invalid config");
         };
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|p| p.key.as_str())
-            .collect();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
             [
@@ -305,10 +302,7 @@ mod tests {
         let Err(ConfigError::Invalid { problems, .. }) = Config::from_toml_str(text, "t") else {
             panic!("expected an invalid config");
         };
-        let keys: Vec<&str> = problems
-            .iter()
-            .map(|p| p.key.as_str())
-            .collect();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
             [

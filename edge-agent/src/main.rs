@@ -492,11 +492,7 @@ fn print_categories(json: bool) -> ExitCode {
 }
 
 fn enroll(hub: &str, token: &str, tls_dir: &std::path::Path, server_name: &str) -> ExitCode {
-    let paths = edge_agent::uplink::IdentityPaths {
-        ca_path: tls_dir.join("ca.pem"),
-        cert_path: tls_dir.join("box.pem"),
-        key_path: tls_dir.join("box.key"),
-    };
+    let paths = edge_agent::uplink::IdentityPaths::in_dir(tls_dir);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

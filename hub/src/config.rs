@@ -448,10 +448,7 @@ mod tests {
             panic!("expected invalid")
         };
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(
-            p[0].key == "cases.deadline_check_interval_secs",
-            "{p:?}"
-        );
+        assert!(p[0].key == "cases.deadline_check_interval_secs", "{p:?}");
         assert!(p[1].key == "retention.sweep_interval_secs", "{p:?}");
     }
 }

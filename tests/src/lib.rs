@@ -58,7 +58,23 @@ pub fn now() -> protocol::Timestamp {
     protocol::Timestamp::from_unix_millis(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-/// How often [`wait_for`] and [`wait_until`] look again.
+/// How long a test waits for what takes well under a second on an idle machine (a frame, an
+/// event, a subscription): long enough for a machine running every test at once.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The test site: a point in Suzhou's Gusu district, where the demo city's grid lies.
+pub const SITE: protocol::Location = protocol::Location {
+    lat: 31.2989,
+    lon: 120.5853,
+    crs: protocol::Crs::Wgs84,
+};
+
+/// The `[site]` section of a box config at [`SITE`].
+pub fn site_toml() -> String {
+    format!("[site]\nlat = {}\nlon = {}\n", SITE.lat, SITE.lon)
+}
+
+/// How often [`wait_for`], [`wait_until`] and [`wait_blocking`] look again.
 const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Runs `check` until it returns `Some` (looking again every 50 ms), and returns that; fails
@@ -86,6 +102,29 @@ where
             "{what}: not seen within {timeout:?}"
         );
         tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// [`wait_for`] for a thread outside an async runtime (a test driving processes): blocks,
+/// looking again every 50 ms.
+///
+/// # Errors
+/// When `timeout` passes first.
+pub fn wait_blocking<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{what}: not seen within {timeout:?}"
+        );
+        std::thread::sleep(POLL_EVERY);
     }
 }
 

@@ -4,7 +4,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -73,22 +73,22 @@ impl Mosquitto {
             .spawn()
             .context("failed to start mosquitto (is it installed? run scripts/setup)")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
+        let port = self.port;
+        let mut child = self.child.as_mut();
+        let up = crate::wait_blocking(Duration::from_secs(10), "mosquitto accepting", || {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Ok(()));
             }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                bail!("mosquitto exited at start-up with {status}");
+            match child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(status))) => Some(Err(status)),
+                _ => None,
             }
-            std::thread::sleep(Duration::from_millis(10));
+        });
+        match up {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => bail!("mosquitto exited at start-up with {status}"),
+            Err(_) => bail!("mosquitto did not accept connections on port {port} within 10 s"),
         }
-        bail!(
-            "mosquitto did not accept connections on port {} within 10 s",
-            self.port
-        )
     }
 }
 

@@ -80,12 +80,12 @@ impl Proc {
             .arg("-TERM")
             .arg(self.pid().to_string())
             .status();
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if !self.running() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if crate::wait_blocking(grace, "the process to end", || {
+            (!self.running()).then_some(())
+        })
+        .is_ok()
+        {
+            return true;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

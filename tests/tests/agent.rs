@@ -13,14 +13,12 @@ use hardware::sim::publisher::Publisher;
 use protocol::{AttrValue, SourceKind};
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(20);
+use e2e::WAIT;
 
 fn config_text(port: u16, data_dir: &std::path::Path) -> String {
     format!(
         r#"
-        [site]
-        lat = 31.2989
-        lon = 120.5853
+        {site}
         grid = "32050800100101"
 
         [store]
@@ -51,7 +49,8 @@ fn config_text(port: u16, data_dir: &std::path::Path) -> String {
         quantity = "smoke"
         category = "emergency.fire"
         "#,
-        data_dir.display()
+        data_dir.display(),
+        site = e2e::site_toml()
     )
 }
 

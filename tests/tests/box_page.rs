@@ -4,7 +4,6 @@
 //! the `edge-agent status` client code, and by headless Chromium.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use e2e::browser::Browser;
@@ -23,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// The box page's admin password (its file made by `edge-agent admin-password`).
 const PASSWORD: &str = "technician-secret";
 
-const WAIT: Duration = Duration::from_secs(20);
+use e2e::WAIT;
 
 /// A running agent with one camera, one sensor and the box page.
 struct BoxUnderTest {
@@ -50,9 +49,7 @@ impl BoxUnderTest {
         admin_password_file(&password)?;
         let config = format!(
             r#"
-            [site]
-            lat = 31.2989
-            lon = 120.5853
+            {site}
             [store]
             data_dir = "{data}"
             [local_api]
@@ -91,6 +88,7 @@ impl BoxUnderTest {
             password = password.display(),
             mqtt = broker.port(),
             url = camera.url(),
+            site = e2e::site_toml()
         );
         let config = Config::from_toml_str(&config, "box-page-e2e").context("config")?;
         let agent = Agent::start(config, CancellationToken::new()).await?;

@@ -21,15 +21,14 @@ mod pixels;
 fn site(data_dir: &std::path::Path) -> String {
     format!(
         r#"
-        [site]
-        lat = 31.2989
-        lon = 120.5853
+        {site}
         [store]
         data_dir = "{}"
         [events]
         cooldown_secs = 300
         "#,
-        data_dir.display()
+        data_dir.display(),
+        site = e2e::site_toml()
     )
 }
 

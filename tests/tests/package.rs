@@ -216,16 +216,16 @@ fn metrics_up(port: u16, prefix: &str) -> bool {
         .is_ok_and(|a| a.status == 200 && a.text().contains(prefix))
 }
 
+/// Waits until `ready` holds, failing at once when the process exits meanwhile.
 fn wait_until(what: &str, child: &mut Child, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !ready() {
+    e2e::wait_blocking(WAIT, what, || {
         assert!(
             child.try_wait().unwrap().is_none(),
             "{what}: the process exited"
         );
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        ready().then_some(())
+    })
+    .unwrap();
 }
 
 /// SIGTERM (what systemd sends), then the exit status and the log.

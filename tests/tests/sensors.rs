@@ -17,7 +17,7 @@ use protocol::{Crs, Location};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(20);
+use e2e::WAIT;
 
 struct Harness {
     broker: Mosquitto,

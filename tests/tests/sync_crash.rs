@@ -103,14 +103,13 @@ async fn the_hub_killed_mid_sync_many_times_loses_and_duplicates_nothing() {
     assert!(ready, "hub did not start: {}", hub.log());
 
     let box_id = BoxId::parse("box-k").unwrap();
-    let token = hub::registry::admin::box_add(dir.path(), &box_id, None, None, 600, now()).unwrap();
     let tls = tempfile::tempdir().unwrap();
-    let paths = identity(tls.path());
-    edge_agent::enroll::enroll(
+    boxes::add_and_enroll(
+        dir.path(),
         &format!("127.0.0.1:{port}"),
-        "gridsense-hub",
-        token.trim(),
-        &paths,
+        box_id.as_str(),
+        tls.path(),
+        now(),
     )
     .await
     .unwrap();

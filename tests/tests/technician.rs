@@ -14,18 +14,12 @@ use hardware::sim::publisher::Publisher;
 use hardware::sim::rtsp::{TestCamera, TestMedia};
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(20);
+use e2e::WAIT;
 
 /// `GET path`: the status and the body.
 fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let answer = e2e::http::request(addr, "GET", path, &[], b"").unwrap();
     (answer.status, answer.text())
-}
-
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    e2e::wait_until(WAIT, what, || check().then_some(()))
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,9 +29,7 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
-        [site]
-        lat = 31.2989
-        lon = 120.5853
+        {site}
         [store]
         data_dir = "{data}"
         [metrics]
@@ -66,6 +58,7 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
         data = dir.path().display(),
         port = broker.port(),
         url = camera.url(),
+        site = e2e::site_toml()
     );
     let config = Config::from_toml_str(&text, "metrics-e2e").unwrap();
     let agent = Agent::start(config, CancellationToken::new())
@@ -76,11 +69,13 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
     let cameras = agent.camera_stats().unwrap();
     // The leak sensor names the camera: its event waits for the camera's look, which needs a
     // frame.
-    wait_until("the MQTT subscription and a camera frame", || {
-        sensors.lock().unwrap().link.subscribed > 0
-            && cameras.camera("kerb-cam").is_some_and(|c| c.frames > 0)
+    e2e::wait_until(WAIT, "the MQTT subscription and a camera frame", || {
+        (sensors.lock().unwrap().link.subscribed > 0
+            && cameras.camera("kerb-cam").is_some_and(|c| c.frames > 0))
+        .then_some(())
     })
-    .await;
+    .await
+    .unwrap();
     let publisher = Publisher::connect("devices", "127.0.0.1", broker.port());
     let leak = Zigbee2MqttDevice::new("kitchen_leak_301");
     publisher.publish(&leak.water_leak(true), WAIT).unwrap();
@@ -94,18 +89,24 @@ async fn agent_metrics_answer_with_camera_sensor_store_and_event_metrics_after_a
             WAIT,
         )
         .unwrap();
-    wait_until("an event, a bad payload and two detected frames", || {
-        let s = sensors.lock().unwrap();
-        let bad = s
-            .sensors
-            .values()
-            .map(|c| c.bad_input.values().sum::<u64>())
-            .sum::<u64>();
-        agent.store().stats().unwrap().last_seq >= 1
-            && bad >= 1
-            && cameras.camera("kerb-cam").is_some_and(|c| c.detected >= 2)
-    })
-    .await;
+    e2e::wait_until(
+        WAIT,
+        "an event, a bad payload and two detected frames",
+        || {
+            let s = sensors.lock().unwrap();
+            let bad = s
+                .sensors
+                .values()
+                .map(|c| c.bad_input.values().sum::<u64>())
+                .sum::<u64>();
+            (agent.store().stats().unwrap().last_seq >= 1
+                && bad >= 1
+                && cameras.camera("kerb-cam").is_some_and(|c| c.detected >= 2))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
 
     let (code, body) = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
         .await
@@ -169,9 +170,7 @@ async fn doctor_reports_a_stopped_camera_and_a_missing_broker_and_says_the_box_i
         &config,
         format!(
             r#"
-            [site]
-            lat = 31.2989
-            lon = 120.5853
+            {site}
             [store]
             data_dir = "{data}"
             [mqtt]
@@ -190,6 +189,7 @@ async fn doctor_reports_a_stopped_camera_and_a_missing_broker_and_says_the_box_i
             "#,
             data = dir.path().join("data").display(),
             live = live.url(),
+            site = e2e::site_toml()
         ),
     )
     .unwrap();

@@ -69,12 +69,17 @@ pub struct UplinkConfig {
 impl UplinkConfig {
     /// A config with every default for a hub address and a TLS folder (tests, tools).
     pub fn new(hub_addr: impl Into<String>, tls_dir: &std::path::Path) -> UplinkConfig {
+        let IdentityPaths {
+            ca_path,
+            cert_path,
+            key_path,
+        } = IdentityPaths::in_dir(tls_dir);
         UplinkConfig {
             hub_addr: hub_addr.into(),
             server_name: default_server_name(),
-            ca_path: tls_dir.join("ca.pem"),
-            cert_path: tls_dir.join("box.pem"),
-            key_path: tls_dir.join("box.key"),
+            ca_path,
+            cert_path,
+            key_path,
             batch_max_events: default_batch_max_events(),
             batch_max_bytes: default_batch_max_bytes(),
             max_batches_in_flight: default_max_batches_in_flight(),

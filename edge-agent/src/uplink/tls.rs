@@ -36,6 +36,18 @@ pub struct IdentityPaths {
     pub key_path: PathBuf,
 }
 
+impl IdentityPaths {
+    /// The files under their usual names in `dir`: `ca.pem`, `box.pem`, `box.key` (what
+    /// `edge-agent enroll --tls-dir` writes and `[uplink]` reads by default).
+    pub fn in_dir(dir: &std::path::Path) -> IdentityPaths {
+        IdentityPaths {
+            ca_path: dir.join("ca.pem"),
+            cert_path: dir.join("box.pem"),
+            key_path: dir.join("box.key"),
+        }
+    }
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

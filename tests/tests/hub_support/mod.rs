@@ -6,12 +6,14 @@
 
 #![allow(dead_code)]
 
+#[path = "../boxes_support/mod.rs"]
+pub(crate) mod boxes;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use edge_agent::uplink::IdentityPaths;
-use protocol::BoxId;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -120,29 +122,10 @@ impl RunningHub {
     /// Enrolls box `id` with a one-time token from the registry; its identity files land in
     /// `tls`.
     pub(crate) async fn enroll(&self, data: &Path, id: &str, tls: &Path) -> IdentityPaths {
-        let token = hub::registry::admin::box_add(
-            data,
-            &BoxId::parse(id).unwrap(),
-            Some("平江路 1 号杆"),
-            None,
-            3600,
-            now(),
-        )
-        .unwrap();
-        let paths = IdentityPaths {
-            ca_path: tls.join("ca.pem"),
-            cert_path: tls.join("box.pem"),
-            key_path: tls.join("box.key"),
-        };
-        edge_agent::enroll::enroll(
-            &self.ingest.to_string(),
-            "gridsense-hub",
-            token.trim(),
-            &paths,
-        )
-        .await
-        .unwrap();
-        paths
+        let token = boxes::add_box(data, id, Some("平江路 1 号杆"), now()).unwrap();
+        boxes::enroll(&self.ingest.to_string(), &token, tls)
+            .await
+            .unwrap()
     }
 }
 

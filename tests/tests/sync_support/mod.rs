@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../boxes_support/mod.rs"]
+pub(crate) mod boxes;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -46,11 +49,7 @@ impl TestClock {
 }
 
 pub(crate) fn identity(dir: &Path) -> IdentityPaths {
-    IdentityPaths {
-        ca_path: dir.join("ca.pem"),
-        cert_path: dir.join("box.pem"),
-        key_path: dir.join("box.key"),
-    }
+    IdentityPaths::in_dir(dir)
 }
 
 /// Whether `check` comes to hold within `timeout` ([`e2e::wait_for`], for callers that say
@@ -139,17 +138,7 @@ impl TestHub {
     }
 
     pub(crate) fn add_box(&self, id: &str) -> String {
-        hub::registry::admin::box_add(
-            self.dir(),
-            &protocol::BoxId::parse(id).unwrap(),
-            None,
-            None,
-            3600,
-            now(),
-        )
-        .unwrap()
-        .trim()
-        .to_owned()
+        boxes::add_box(self.dir(), id, None, now()).unwrap()
     }
 
     pub(crate) async fn stop(self) {
@@ -162,12 +151,9 @@ impl TestHub {
 }
 
 pub(crate) async fn enroll_into(hub: &TestHub, id: &str, dir: &Path) -> IdentityPaths {
-    let token = hub.add_box(id);
-    let paths = identity(dir);
-    edge_agent::enroll::enroll(&hub.addr().to_string(), "gridsense-hub", &token, &paths)
+    boxes::add_and_enroll(hub.dir(), &hub.addr().to_string(), id, dir, now())
         .await
-        .unwrap();
-    paths
+        .unwrap()
 }
 
 pub(crate) struct TestEdge {
