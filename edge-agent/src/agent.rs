@@ -209,52 +209,21 @@ impl Stages {
     /// Spawns every stage; this cannot fail.
     fn run(self, config: &Config, store: Store, cancel: CancellationToken) -> Agent {
         let tracker = TaskTracker::new();
-        let (observations_tx, observations_rx) = mpsc::channel(OBSERVATION_QUEUE);
-        // Sensors with a confirming camera send through fusion, which attaches the camera's
-        // look (validation guarantees the camera exists).
-        let fused: std::collections::HashMap<protocol::SourceId, protocol::CameraId> = config
-            .sensors
-            .iter()
-            .filter_map(|s| Some((s.id.clone().into(), s.camera.clone()?)))
-            .collect();
-        let (sensors_tx, fusion_rx) = if fused.is_empty() {
-            (observations_tx.clone(), None)
-        } else {
-            let (tx, rx) = mpsc::channel(OBSERVATION_QUEUE);
-            (tx, Some(rx))
-        };
         let sensor_stats = self.sensors.as_ref().map(SensorStage::stats);
         let camera_stats = self.cameras.as_ref().map(CameraStage::stats);
-        if let Some(stage) = self.sensors {
-            tracker.spawn(
-                stage
-                    .run(sensors_tx, cancel.clone())
-                    .instrument(info_span!("sensors")),
-            );
-        }
-        if let Some(stage) = self.cameras {
-            let (tx, cancel) = (observations_tx.clone(), cancel.clone());
-            tracker.spawn(
-                async move {
-                    if let Err(e) = stage.run(tx, cancel).await {
-                        tracing::error!(error = %chain(&e), "camera stage failed");
-                    }
-                }
-                .instrument(info_span!("cameras")),
-            );
-        }
-        let mut fusion_stats = None;
-        if let (Some(rx), Some(looker)) = (fusion_rx, self.looker) {
-            let stats = Arc::new(crate::fusion::FusionStats::default());
-            fusion_stats = Some(Arc::clone(&stats));
-            tracker.spawn(
-                crate::fusion::run(rx, observations_tx.clone(), fused, looker, stats)
-                    .instrument(info_span!("fusion")),
-            );
-        }
-        // Only the sources hold senders now: the events stage ends when they all have stopped.
-        drop(observations_tx);
-        let events = self.events;
+        let Stages {
+            metrics_listener,
+            sensors,
+            cameras,
+            looker,
+            events,
+            uplink,
+            uplink_status,
+            rechecks,
+            local_api,
+        } = self;
+        let (observations_rx, fusion_stats) =
+            spawn_sources(&tracker, config, sensors, cameras, looker, &cancel);
         tracker.spawn(
             events_stage(
                 EventBuilder::from_section(&config.events, config.site.grid.clone()),
@@ -265,25 +234,18 @@ impl Stages {
             )
             .instrument(info_span!("events")),
         );
-        if let Some((commands_rx, looker)) = self.rechecks {
+        if let Some((commands_rx, looker)) = rechecks {
+            let rechecks = crate::recheck::Rechecks {
+                cameras: config.cameras.clone(),
+                site: config.site.location(),
+                builder: EventBuilder::from_section(&config.events, config.site.grid.clone()),
+            };
             tracker.spawn(
-                crate::recheck::serve(
-                    commands_rx,
-                    looker,
-                    crate::recheck::Rechecks {
-                        cameras: config.cameras.clone(),
-                        site: config.site.location(),
-                        builder: EventBuilder::from_section(
-                            &config.events,
-                            config.site.grid.clone(),
-                        ),
-                    },
-                    store.clone(),
-                )
-                .instrument(info_span!("recheck")),
+                crate::recheck::serve(commands_rx, looker, rechecks, store.clone())
+                    .instrument(info_span!("recheck")),
             );
         }
-        if let Some(uplink) = self.uplink {
+        if let Some(uplink) = uplink {
             let cancel = cancel.clone();
             tracker.spawn(
                 async move {
@@ -294,12 +256,11 @@ impl Stages {
                 .instrument(info_span!("uplink")),
             );
         }
-        let local_api_addr = self.local_api.as_ref().map(LocalApi::local_addr);
-        if let Some(api) = self.local_api {
+        let local_api_addr = local_api.as_ref().map(LocalApi::local_addr);
+        if let Some(api) = local_api {
             tracker.spawn(api.run(cancel.clone()).instrument(info_span!("local_api")));
         }
-        let mut metrics_addr = None;
-        if let Some(listener) = self.metrics_listener {
+        let metrics_addr = metrics_listener.and_then(|listener| {
             let metrics = crate::metrics::AgentMetrics::new(crate::metrics::MetricsSources {
                 store: store.clone(),
                 quota_bytes: config.store.quota_bytes,
@@ -307,16 +268,17 @@ impl Stages {
                 sensors: sensor_stats.clone(),
                 cameras: camera_stats.clone(),
                 fusion: fusion_stats,
-                uplink: self.uplink_status,
+                uplink: uplink_status,
             });
-            metrics_addr = listener.local_addr().ok();
-            info!(addr = ?metrics_addr, "metrics listening");
+            let addr = listener.local_addr().ok();
+            info!(addr = ?addr, "metrics listening");
             tracker.spawn(
                 metrics
                     .serve(listener, cancel.clone())
                     .instrument(info_span!("metrics")),
             );
-        }
+            addr
+        });
         tracker.close();
         info!(
             sensors = config.sensors.len(),
@@ -334,6 +296,65 @@ impl Stages {
             metrics_addr,
         }
     }
+}
+
+/// Spawns the observation sources (sensors, cameras, and fusion for sensors that name a
+/// confirming camera); returns where their observations arrive, which closes once every
+/// source has stopped, and the fusion's counters.
+fn spawn_sources(
+    tracker: &TaskTracker,
+    config: &Config,
+    sensors: Option<SensorStage>,
+    cameras: Option<CameraStage>,
+    looker: Option<crate::camera::Looker>,
+    cancel: &CancellationToken,
+) -> (
+    mpsc::Receiver<crate::events::Observation>,
+    Option<Arc<crate::fusion::FusionStats>>,
+) {
+    let (observations_tx, observations_rx) = mpsc::channel(OBSERVATION_QUEUE);
+    // Sensors with a confirming camera send through fusion, which attaches the camera's look
+    // (validation guarantees the camera exists).
+    let fused: std::collections::HashMap<protocol::SourceId, protocol::CameraId> = config
+        .sensors
+        .iter()
+        .filter_map(|s| Some((s.id.clone().into(), s.camera.clone()?)))
+        .collect();
+    let (sensors_tx, fusion_rx) = if fused.is_empty() {
+        (observations_tx.clone(), None)
+    } else {
+        let (tx, rx) = mpsc::channel(OBSERVATION_QUEUE);
+        (tx, Some(rx))
+    };
+    if let Some(stage) = sensors {
+        tracker.spawn(
+            stage
+                .run(sensors_tx, cancel.clone())
+                .instrument(info_span!("sensors")),
+        );
+    }
+    if let Some(stage) = cameras {
+        let (tx, cancel) = (observations_tx.clone(), cancel.clone());
+        tracker.spawn(
+            async move {
+                if let Err(e) = stage.run(tx, cancel).await {
+                    tracing::error!(error = %chain(&e), "camera stage failed");
+                }
+            }
+            .instrument(info_span!("cameras")),
+        );
+    }
+    let mut fusion_stats = None;
+    if let (Some(rx), Some(looker)) = (fusion_rx, looker) {
+        let stats = Arc::new(crate::fusion::FusionStats::default());
+        fusion_stats = Some(Arc::clone(&stats));
+        tracker.spawn(
+            crate::fusion::run(rx, observations_tx, fused, looker, stats)
+                .instrument(info_span!("fusion")),
+        );
+    }
+    // Only the sources hold senders now: the events stage ends when they all have stopped.
+    (observations_rx, fusion_stats)
 }
 
 impl Agent {

@@ -27,6 +27,7 @@ mod rate;
 pub mod registry;
 pub mod retention;
 pub mod serve;
+pub mod sink;
 pub mod systemd;
 pub mod telemetry;
 pub mod web;

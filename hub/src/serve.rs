@@ -100,6 +100,105 @@ pub async fn run_with_clock(
     on_listening: impl FnOnce(Listening),
     clock: api::Clock,
 ) -> Result<(), ServeError> {
+    let svc = Arc::new(case_service(&config)?);
+    let (targets, client, policy) = webhook_parts(&config)?;
+    let webhook_stats = Arc::new(webhooks::WebhookStats::default());
+    let state = AppState::new(svc.clone(), &config.tokens, clock.clone())
+        .with_departments(
+            config
+                .departments
+                .iter()
+                .map(|d| (d.id.clone(), d.name.clone()))
+                .collect(),
+        )
+        .with_console(config.console.clone())
+        .with_open311(&config.open311);
+    let (state, ingest) = bind_ingest(&config, &svc, state)?;
+    let tls = match (&config.api_tls_cert_path, &config.api_tls_key_path) {
+        (Some(cert), Some(key)) => Some(api::server::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(config.api_listen_addr)
+        .await
+        .map_err(ServeError::Io)?;
+    let addr = listener.local_addr().map_err(ServeError::Io)?;
+    tracing::info!(%addr, "api listening");
+
+    // Everything above may fail and spawns nothing; from here on nothing fails to start.
+    let tracker = TaskTracker::new();
+    tracker.spawn(webhooks::run(
+        svc.clone(),
+        client,
+        targets,
+        policy,
+        Arc::clone(&webhook_stats),
+        cancel.clone(),
+    ));
+    spawn_deadline_checks(&tracker, &config, &svc, &clock, &cancel);
+    let ingest_addr = ingest.as_ref().map(|i| i.addr);
+    let ingest_handle = ingest.as_ref().map(|i| i.metrics.clone());
+    if let Some(ingest) = ingest {
+        tracker.spawn(crate::retention::run(
+            svc.clone(),
+            ingest.retention,
+            config.retention.clone(),
+            clock.clone(),
+            cancel.clone(),
+        ));
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(e) = ingest.server.run(cancel).await {
+                tracing::error!(error = %crate::telemetry::chain(&e), "ingest stopped");
+            }
+        });
+    }
+    on_listening(Listening {
+        api: addr,
+        ingest: ingest_addr,
+    });
+    crate::systemd::ready();
+    tracker.spawn(crate::systemd::watchdog(svc.clone(), cancel.clone()));
+    {
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            cancel.cancelled().await;
+            crate::systemd::stopping();
+        });
+    }
+    let http_stats = Arc::new(api::server::HttpStats::default());
+    let metrics = api::metrics::HubMetrics::new(
+        svc.clone(),
+        ingest_handle,
+        webhook_stats,
+        Arc::clone(&http_stats),
+        clock.clone(),
+    );
+    let limits = api::server::HttpLimits {
+        max_connections: config.http.max_connections,
+        header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms.max(1)),
+        request_timeout: Duration::from_millis(config.http.request_timeout_ms.max(1)),
+    };
+    let app = http_app(&config, state, metrics, &limits, &http_stats);
+    let served = api::server::serve(
+        listener,
+        app,
+        limits,
+        tls,
+        http_stats,
+        cancel.clone(),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(ServeError::Io);
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    served
+}
+
+/// The case service over the configured grid, duty list, work calendar and database (and the
+/// registered areas of the boxes, with an ingest).
+fn case_service(config: &HubConfig) -> Result<CaseService, ServeError> {
     let options = ImportOptions {
         mapping: config.grid.properties.clone(),
         crs: config.grid.crs,
@@ -139,8 +238,20 @@ pub async fn run_with_clock(
     if let Some(ingest) = &config.ingest {
         svc = svc.with_box_areas(box_areas(&ingest.data_dir)?);
     }
-    let svc = Arc::new(svc);
-    let targets = webhook_targets(&config)?;
+    Ok(svc)
+}
+
+/// Webhook targets by department, the HTTP client, the retry policy.
+type WebhookParts = (
+    HashMap<crate::duties::DepartmentId, webhooks::WebhookTarget>,
+    reqwest::Client,
+    webhooks::WebhookPolicy,
+);
+
+/// The departments' webhook targets, the HTTP client (with the configured CA) and the retry
+/// policy.
+fn webhook_parts(config: &HubConfig) -> Result<WebhookParts, ServeError> {
+    let targets = webhook_targets(config)?;
     let ca = match &config.webhooks.ca_path {
         Some(path) => Some(read(path)?.into_bytes()),
         None => None,
@@ -153,142 +264,109 @@ pub async fn run_with_clock(
         timeout: Duration::from_millis(config.webhooks.timeout_ms),
         poll_interval: Duration::from_millis(config.webhooks.poll_interval_ms.max(10)),
     };
-    let webhook_stats = Arc::new(webhooks::WebhookStats::default());
-    let mut state = AppState::new(svc.clone(), &config.tokens, clock.clone())
-        .with_departments(
-            config
-                .departments
-                .iter()
-                .map(|d| (d.id.clone(), d.name.clone()))
-                .collect(),
-        )
-        .with_console(config.console.clone())
-        .with_open311(&config.open311);
-    let mut ingest_addr = None;
-    let mut ingest_handle = None;
-    let mut ingest = None;
-    if let Some(section) = &config.ingest {
-        let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
-        let server = crate::ingest::IngestServer::bind(
-            crate::ingest::IngestSettings::from_config(section),
-            Some(sink),
-        )?;
-        let addr = server.local_addr()?;
-        ingest_handle = Some(server.handle()?);
-        tracing::info!(%addr, "ingest listening");
-        ingest_addr = Some(addr);
-        state = state.with_boxes(Boxes {
-            ingest: server.handle()?,
-            data_dir: section.data_dir.clone(),
-        });
-        let retention_handle = server.handle()?;
-        ingest = Some((server, retention_handle));
-    }
-    let tls = match (&config.api_tls_cert_path, &config.api_tls_key_path) {
-        (Some(cert), Some(key)) => Some(api::server::tls_acceptor(cert, key)?),
-        _ => None,
-    };
-    let listener = tokio::net::TcpListener::bind(config.api_listen_addr)
-        .await
-        .map_err(ServeError::Io)?;
-    let addr = listener.local_addr().map_err(ServeError::Io)?;
-    tracing::info!(%addr, "api listening");
+    Ok((targets, client, policy))
+}
 
-    // Everything above may fail and spawns nothing; from here on nothing fails to start.
-    let tracker = TaskTracker::new();
-    tracker.spawn(webhooks::run(
-        svc.clone(),
-        client,
-        targets,
-        policy,
-        Arc::clone(&webhook_stats),
-        cancel.clone(),
-    ));
-    {
-        let (svc, cancel, clock) = (svc.clone(), cancel.clone(), clock.clone());
-        let every = Duration::from_secs(config.cases.deadline_check_interval_secs.max(1));
-        let changes_retention_ms = secs_to_ms(config.webhooks.changes_retention_secs);
-        tracker.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                let (svc, now) = (svc.clone(), clock());
-                match tokio::task::spawn_blocking(move || {
-                    // changes every webhook is done with, past their retention
-                    let before = protocol::Timestamp::from_unix_millis(
-                        now.as_unix_millis().saturating_sub(changes_retention_ms),
-                    );
-                    if let Err(e) = svc.prune_changes(before) {
-                        tracing::warn!(error = %crate::telemetry::chain(&e), "pruning the change outbox failed");
-                    }
-                    svc.check_deadlines(now)
-                })
-                .await
-                {
-                    Ok(Ok(escalated)) if !escalated.is_empty() => {
-                        tracing::info!(count = escalated.len(), "cases escalated");
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %crate::telemetry::chain(&e), "deadline check failed"),
-                    Err(e) => tracing::warn!(error = %e, "deadline check task failed"),
-                }
-            }
-        });
-    }
-    if let Some((server, retention_handle)) = ingest {
-        tracker.spawn(crate::retention::run(
-            svc.clone(),
-            retention_handle,
-            config.retention.clone(),
-            clock.clone(),
-            cancel.clone(),
-        ));
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            if let Err(e) = server.run(cancel).await {
-                tracing::error!(error = %crate::telemetry::chain(&e), "ingest stopped");
-            }
-        });
-    }
-    on_listening(Listening {
-        api: addr,
-        ingest: ingest_addr,
-    });
-    crate::systemd::ready();
-    tracker.spawn(crate::systemd::watchdog(svc.clone(), cancel.clone()));
-    {
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            cancel.cancelled().await;
-            crate::systemd::stopping();
-        });
-    }
-    let http_stats = Arc::new(api::server::HttpStats::default());
-    let metrics = api::metrics::HubMetrics::new(
-        svc.clone(),
-        ingest_handle,
-        webhook_stats,
-        Arc::clone(&http_stats),
-        clock.clone(),
-    );
-    let limits = api::server::HttpLimits {
-        max_connections: config.http.max_connections,
-        header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms.max(1)),
-        request_timeout: Duration::from_millis(config.http.request_timeout_ms.max(1)),
+/// The bound QUIC ingest and the handles the other tasks take of it.
+struct BoundIngest {
+    server: crate::ingest::IngestServer,
+    addr: SocketAddr,
+    retention: crate::ingest::IngestHandle,
+    metrics: crate::ingest::IngestHandle,
+}
+
+/// Binds the QUIC ingest when `[ingest]` is configured, handing its events to the cases, and
+/// gives the API its handle.
+fn bind_ingest(
+    config: &HubConfig,
+    svc: &Arc<CaseService>,
+    state: AppState,
+) -> Result<(AppState, Option<BoundIngest>), ServeError> {
+    let Some(section) = &config.ingest else {
+        return Ok((state, None));
     };
+    let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
+    let server = crate::ingest::IngestServer::bind(
+        crate::ingest::IngestSettings::from_config(section),
+        Some(sink),
+    )?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, "ingest listening");
+    let state = state.with_boxes(Boxes {
+        ingest: server.handle()?,
+        data_dir: section.data_dir.clone(),
+    });
+    let bound = BoundIngest {
+        addr,
+        retention: server.handle()?,
+        metrics: server.handle()?,
+        server,
+    };
+    Ok((state, Some(bound)))
+}
+
+/// Every `deadline_check_interval_secs`: prunes the change outbox past its retention and
+/// checks the deadlines (warnings, escalations).
+fn spawn_deadline_checks(
+    tracker: &TaskTracker,
+    config: &HubConfig,
+    svc: &Arc<CaseService>,
+    clock: &api::Clock,
+    cancel: &CancellationToken,
+) {
+    let (svc, cancel, clock) = (svc.clone(), cancel.clone(), clock.clone());
+    let every = Duration::from_secs(config.cases.deadline_check_interval_secs.max(1));
+    let changes_retention_ms = secs_to_ms(config.webhooks.changes_retention_secs);
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let (svc, now) = (svc.clone(), clock());
+            match tokio::task::spawn_blocking(move || {
+                // changes every webhook is done with, past their retention
+                let before = protocol::Timestamp::from_unix_millis(
+                    now.as_unix_millis().saturating_sub(changes_retention_ms),
+                );
+                if let Err(e) = svc.prune_changes(before) {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "pruning the change outbox failed");
+                }
+                svc.check_deadlines(now)
+            })
+            .await
+            {
+                Ok(Ok(escalated)) if !escalated.is_empty() => {
+                    tracing::info!(count = escalated.len(), "cases escalated");
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %crate::telemetry::chain(&e), "deadline check failed"),
+                Err(e) => tracing::warn!(error = %e, "deadline check task failed"),
+            }
+        }
+    });
+}
+
+/// The API's router with the metrics endpoint and the layers every answer passes: the
+/// request time limit, the request counters and the security headers.
+fn http_app(
+    config: &HubConfig,
+    state: AppState,
+    metrics: api::metrics::HubMetrics,
+    limits: &api::server::HttpLimits,
+    http_stats: &Arc<api::server::HttpStats>,
+) -> axum::Router {
     let tiles = config
         .console
         .tile_url
         .as_deref()
         .and_then(api::server::origin_of);
     let csp = Arc::new(api::server::content_security_policy(tiles.as_deref()));
-    let app = api::router(state)
+    api::router(state)
         .merge(metrics.router())
         .layer(axum::middleware::from_fn_with_state(
-            (limits.request_timeout, Arc::clone(&http_stats)),
+            (limits.request_timeout, Arc::clone(http_stats)),
             api::server::answer_in_time,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -298,22 +376,7 @@ pub async fn run_with_clock(
         .layer(axum::middleware::from_fn_with_state(
             csp,
             api::server::security_headers,
-        ));
-    let served = api::server::serve(
-        listener,
-        app,
-        limits,
-        tls,
-        http_stats,
-        cancel.clone(),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(ServeError::Io);
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
-    served
+        ))
 }
 
 fn read(path: &Path) -> Result<String, ServeError> {

@@ -26,7 +26,15 @@ pub const EDGE_AGENT_LAYERS: &[&[&str]] = &[
 /// registry, assessment, systemd), ingest, what serves people (the API, retention), the config
 /// that composes every section, and the commands on top.
 pub const HUB_LAYERS: &[&[&str]] = &[
-    &["clock", "telemetry", "random", "rate", "web", "grid"],
+    &[
+        "clock",
+        "telemetry",
+        "random",
+        "rate",
+        "web",
+        "grid",
+        "sink",
+    ],
     &["duties"],
     &["cases"],
     &["registry", "assess", "systemd"],

@@ -125,6 +125,14 @@ pub async fn fetch(base: &str) -> Result<(StatusReport, String), StatusCliError>
 /// The report as a table for a terminal.
 pub fn render_table(r: &StatusReport) -> String {
     let mut out = String::new();
+    for section in [headline, cameras, sensors, uplink_and_store, recent_events] {
+        section(&mut out, r);
+    }
+    out
+}
+
+/// The version, uptime, verdict and problems.
+fn headline(out: &mut String, r: &StatusReport) {
     let verdict = if r.problems.is_empty() {
         "healthy".to_owned()
     } else {
@@ -144,6 +152,10 @@ pub fn render_table(r: &StatusReport) -> String {
             .unwrap_or_default();
         let _ = writeln!(out, "  ! {} {}{detail}", p.kind, p.subject);
     }
+}
+
+/// The cameras and the detector.
+fn cameras(out: &mut String, r: &StatusReport) {
     let _ = writeln!(out, "\nCAMERAS");
     if r.cameras.is_empty() {
         let _ = writeln!(out, "  (none configured)");
@@ -178,6 +190,10 @@ pub fn render_table(r: &StatusReport) -> String {
             r.detector.queue_len
         );
     }
+}
+
+/// The broker link and the sensors.
+fn sensors(out: &mut String, r: &StatusReport) {
     let _ = writeln!(out, "\nSENSORS");
     if let Some(m) = &r.mqtt {
         let _ = writeln!(
@@ -220,6 +236,10 @@ pub fn render_table(r: &StatusReport) -> String {
             );
         }
     }
+}
+
+/// The uplink's mode and backlog, and the store's use of its disk.
+fn uplink_and_store(out: &mut String, r: &StatusReport) {
     let u = &r.uplink;
     let _ = writeln!(out, "\nUPLINK");
     let _ = writeln!(
@@ -246,6 +266,10 @@ pub fn render_table(r: &StatusReport) -> String {
         s.unsynced_events,
         s.disk_free_bytes.map_or("-".to_owned(), bytes)
     );
+}
+
+/// The ten newest events.
+fn recent_events(out: &mut String, r: &StatusReport) {
     let _ = writeln!(out, "\nRECENT EVENTS");
     if r.recent_events.is_empty() {
         let _ = writeln!(out, "  (none)");
@@ -262,7 +286,6 @@ pub fn render_table(r: &StatusReport) -> String {
             if e.synced { "" } else { "  (unsynced)" }
         );
     }
-    out
 }
 
 fn duration(secs: u64) -> String {

@@ -605,74 +605,17 @@ impl Writer {
             let mut requests = batch.into_iter().chain(late_joiners);
             // A statement failed: the transaction is lost for every request in it.
             let mut lost = None;
+            let reliefs = self.disk.reliefs.load(Ordering::Relaxed);
             for request in requests.by_ref() {
-                match request {
-                    Request::Submit { items, reply } => {
-                        let mut results = Vec::with_capacity(items.len());
-                        let mut items = items.into_iter();
-                        let mut failed = None;
-                        for (event, staged) in items.by_ref() {
-                            match self.policy.submit(&mut tx, &mut work, event, staged) {
-                                Ok(c) => results.push(Ok(c)),
-                                Err(Failure::Item(e)) => results.push(Err(e)),
-                                Err(Failure::Batch(e)) => {
-                                    failed = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        if let Some(e) = failed {
-                            // This item and the rest get the transaction's error (`Closed`
-                            // stands for "no error of its own" until the replies are sent).
-                            results.push(Err(StoreError::Closed));
-                            for (_, staged) in items {
-                                self.policy.discard_all(staged);
-                                results.push(Err(StoreError::Closed));
-                            }
-                            replies.push(Reply::Submit(reply, results));
-                            lost = Some(e);
-                            break;
-                        }
-                        replies.push(Reply::Submit(reply, results));
-                    }
-                    Request::Ack { up_to, reply } => {
-                        let result = if up_to.0 > work.meta.last_seq {
-                            Err(StoreError::AckBeyondCommitted {
-                                up_to,
-                                last_seq: work.meta.last_seq,
-                            })
-                        } else {
-                            work.meta.acked_seq = work.meta.acked_seq.max(up_to.0);
-                            Ok(())
-                        };
-                        replies.push(Reply::Ack(reply, result));
-                    }
-                    Request::Sweep { now, reply } => {
-                        self.policy.reconsider_disk_quota(work.meta.usage_bytes);
-                        match self.policy.sweep(&tx, &mut work, now) {
-                            Ok(n) => replies.push(Reply::Count(reply, Ok(n))),
-                            Err(e) => {
-                                replies.push(Reply::Count(reply, Err(StoreError::Closed)));
-                                lost = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    Request::Confirm { files, reply } => {
-                        match self.policy.confirm(&tx, &mut work, &files) {
-                            Ok(n) => replies.push(Reply::Count(reply, Ok(n))),
-                            Err(e) => {
-                                replies.push(Reply::Count(reply, Err(StoreError::Closed)));
-                                lost = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    Request::DiskPressure { reliefs } => {
-                        pressure |= self.disk.reliefs.load(Ordering::Relaxed) == reliefs;
-                    }
-                    Request::Ping(reply) => {
-                        let _ = reply.send(());
+                let applied = self
+                    .policy
+                    .apply(&mut tx, &mut work, request, &mut replies, reliefs);
+                match applied {
+                    Ok(Applied::Done) => {}
+                    Ok(Applied::DiskPressure) => pressure = true,
+                    Err(e) => {
+                        lost = Some(e);
+                        break;
                     }
                 }
             }
@@ -709,59 +652,39 @@ impl Writer {
         super::pins::lock(&self.policy.pinned).clear_evicting();
         match outcome {
             Ok(()) => {
-                let evicted =
-                    !work.unlink.is_empty() || work.lost.is_some() || !work.lost_files.is_empty();
-                self.meta = work.meta;
-                self.policy.must_evict = work.capped;
-                for sha in &work.unlink {
-                    if let Err(e) = self.policy.evidence.remove(sha) {
-                        // Left as an orphan; start-up removes it.
-                        tracing::warn!(stage = "store", error = %crate::telemetry::chain(&e), "evicted evidence file not removed");
-                    }
-                }
-                if evicted {
-                    // Give freed pages back to the file system; failure only delays that.
-                    let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
-                }
+                self.committed(work);
                 self.answer(replies);
                 pressure
             }
-            Err(e) => {
-                for sha in &work.placed {
-                    let _ = self.policy.evidence.remove(sha);
-                }
-                let disk_full = is_disk_full(&e);
-                if !disk_full {
-                    tracing::warn!(stage = "store", error = %e, "store commit failed");
-                }
-                let shared = Arc::new(e);
-                let fail = |prior: Option<StoreError>| -> StoreError {
-                    match prior {
-                        Some(item) if !matches!(item, StoreError::Closed) => item,
-                        _ if disk_full => StoreError::DiskFull,
-                        _ => StoreError::Sqlite {
-                            op: "commit events",
-                            source: Arc::clone(&shared),
-                        },
-                    }
-                };
-                for reply in replies {
-                    match reply {
-                        Reply::Submit(tx, results) => {
-                            tx.send(results.into_iter().map(|r| Err(fail(r.err()))).collect());
-                        }
-                        Reply::Ack(tx, r) => {
-                            let _ = tx.send(Err(fail(r.err())));
-                        }
-                        Reply::Count(tx, r) => {
-                            let _ = tx.send(Err(fail(r.err())));
-                        }
-                    }
-                }
-                disk_full || pressure
-            }
+            Err(e) => self.policy.failed(e, &work, replies) || pressure,
         }
     }
+
+    /// After a commit: the new state is this writer's, evicted files are removed, and freed
+    /// pages go back to the file system.
+    fn committed(&mut self, work: Work) {
+        let evicted = !work.unlink.is_empty() || work.lost.is_some() || !work.lost_files.is_empty();
+        self.meta = work.meta;
+        self.policy.must_evict = work.capped;
+        for sha in &work.unlink {
+            if let Err(e) = self.policy.evidence.remove(sha) {
+                // Left as an orphan; start-up removes it.
+                tracing::warn!(stage = "store", error = %crate::telemetry::chain(&e), "evicted evidence file not removed");
+            }
+        }
+        if evicted {
+            // Give freed pages back to the file system; failure only delays that.
+            let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
+        }
+    }
+}
+
+/// What applying one request asks of the batch.
+enum Applied {
+    /// Applied (or answered).
+    Done,
+    /// A submitter found the disk full since the last relief: relieve it after this batch.
+    DiskPressure,
 }
 
 impl Reply {
@@ -776,6 +699,122 @@ impl Reply {
 }
 
 impl Policy {
+    /// Applies one request of a batch in `tx`, putting its answer in `replies`. An error is
+    /// the transaction's: it is lost for every request in it (this one is answered
+    /// [`StoreError::Closed`] until the replies are sent).
+    fn apply(
+        &mut self,
+        tx: &mut rusqlite::Transaction<'_>,
+        work: &mut Work,
+        request: Request,
+        replies: &mut Vec<Reply>,
+        reliefs_now: u64,
+    ) -> Result<Applied, rusqlite::Error> {
+        match request {
+            Request::Submit { items, reply } => {
+                let mut results = Vec::with_capacity(items.len());
+                let mut items = items.into_iter();
+                let mut failed = None;
+                for (event, staged) in items.by_ref() {
+                    match self.submit(tx, work, event, staged) {
+                        Ok(c) => results.push(Ok(c)),
+                        Err(Failure::Item(e)) => results.push(Err(e)),
+                        Err(Failure::Batch(e)) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    // This item and the rest get the transaction's error (`Closed` stands for
+                    // "no error of its own" until the replies are sent).
+                    results.push(Err(StoreError::Closed));
+                    for (_, staged) in items {
+                        self.discard_all(staged);
+                        results.push(Err(StoreError::Closed));
+                    }
+                    replies.push(Reply::Submit(reply, results));
+                    return Err(e);
+                }
+                replies.push(Reply::Submit(reply, results));
+            }
+            Request::Ack { up_to, reply } => {
+                let result = if up_to.0 > work.meta.last_seq {
+                    Err(StoreError::AckBeyondCommitted {
+                        up_to,
+                        last_seq: work.meta.last_seq,
+                    })
+                } else {
+                    work.meta.acked_seq = work.meta.acked_seq.max(up_to.0);
+                    Ok(())
+                };
+                replies.push(Reply::Ack(reply, result));
+            }
+            Request::Sweep { now, reply } => {
+                self.reconsider_disk_quota(work.meta.usage_bytes);
+                match self.sweep(tx, work, now) {
+                    Ok(n) => replies.push(Reply::Count(reply, Ok(n))),
+                    Err(e) => {
+                        replies.push(Reply::Count(reply, Err(StoreError::Closed)));
+                        return Err(e);
+                    }
+                }
+            }
+            Request::Confirm { files, reply } => match self.confirm(tx, work, &files) {
+                Ok(n) => replies.push(Reply::Count(reply, Ok(n))),
+                Err(e) => {
+                    replies.push(Reply::Count(reply, Err(StoreError::Closed)));
+                    return Err(e);
+                }
+            },
+            Request::DiskPressure { reliefs } if reliefs == reliefs_now => {
+                return Ok(Applied::DiskPressure);
+            }
+            Request::DiskPressure { .. } => {}
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+            }
+        }
+        Ok(Applied::Done)
+    }
+
+    /// After a failed commit: the files it placed are removed and every request gets the
+    /// failure (its own error where it had one). True when the disk is full.
+    fn failed(&self, e: rusqlite::Error, work: &Work, replies: Vec<Reply>) -> bool {
+        for sha in &work.placed {
+            let _ = self.evidence.remove(sha);
+        }
+        let disk_full = is_disk_full(&e);
+        if !disk_full {
+            tracing::warn!(stage = "store", error = %e, "store commit failed");
+        }
+        let shared = Arc::new(e);
+        let fail = |prior: Option<StoreError>| -> StoreError {
+            match prior {
+                Some(item) if !matches!(item, StoreError::Closed) => item,
+                _ if disk_full => StoreError::DiskFull,
+                _ => StoreError::Sqlite {
+                    op: "commit events",
+                    source: Arc::clone(&shared),
+                },
+            }
+        };
+        for reply in replies {
+            match reply {
+                Reply::Submit(tx, results) => {
+                    tx.send(results.into_iter().map(|r| Err(fail(r.err()))).collect());
+                }
+                Reply::Ack(tx, r) => {
+                    let _ = tx.send(Err(fail(r.err())));
+                }
+                Reply::Count(tx, r) => {
+                    let _ = tx.send(Err(fail(r.err())));
+                }
+            }
+        }
+        disk_full
+    }
+
     /// Removes the staged files of a submission that will not be applied.
     fn discard_all(&self, staged: Vec<Staged>) {
         for s in staged {

@@ -73,20 +73,59 @@ pub(super) async fn run(
     result
 }
 
-#[allow(clippy::too_many_lines)]
+/// A session: `Hello`/`Welcome`, then the pump until it ends.
 async fn session(
     up: &Uplink,
     conn: &quinn::Connection,
     cancel: &CancellationToken,
 ) -> Result<End, UplinkError> {
-    let s = &up.settings;
-    let codec = Codec::new(s.max_frame_bytes);
+    let codec = Codec::new(up.settings.max_frame_bytes);
     let (send, recv) = conn.open_bi().await?;
-
     // The reader and writer own the stream halves: their reads and writes are not cancel safe.
     let (mut in_rx, reader) = pump::spawn_reader(recv, codec, 64);
     let (out_tx, writer) = pump::spawn_writer::<Outgoing>(send, codec, 64);
 
+    let window = match welcome(up, conn, &mut in_rx, &out_tx).await? {
+        Ok(window) => window,
+        Err(end) => return Ok(end),
+    };
+    let (ack_tx, ack_rx) = tokio::sync::watch::channel(window.acked());
+    // Acks are committed to the store by a task of their own, so that the next batches go out
+    // while the box's fsync runs; acks that arrive meanwhile are folded into one commit.
+    let acker = tokio::spawn(commit_acks(up.store.clone(), ack_rx));
+    let (results_tx, results_rx) = mpsc::channel::<CommandResult>(16);
+    let mut pump = Pump {
+        evidence: Evidence::start(up, conn, codec, &out_tx),
+        up,
+        conn,
+        codec,
+        out_tx,
+        window,
+        ack_tx,
+        results_tx,
+        pending_key: None,
+    };
+    let end = pump.run(&mut in_rx, results_rx, cancel).await;
+    let Pump { out_tx, ack_tx, .. } = pump;
+    drop(out_tx);
+    writer.finish(Duration::from_secs(1)).await;
+    drop(reader);
+    // The last ack is committed before the session counts as over (what the hub holds is
+    // synced); a failure here only means those events are offered again next session.
+    drop(ack_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
+    up.set_mode(UplinkMode::Offline, None);
+    end
+}
+
+/// Says `Hello` with what the store holds and takes the hub's `Welcome`: the session's send
+/// window, or how the session ended before it.
+async fn welcome(
+    up: &Uplink,
+    conn: &quinn::Connection,
+    in_rx: &mut mpsc::Receiver<Result<Message, String>>,
+    out_tx: &mpsc::Sender<Outgoing>,
+) -> Result<Result<SyncWindow<tokio::time::Instant>, End>, UplinkError> {
     let store = up.store.clone();
     let stats = blocking(move || store.stats()).await??;
     let hello = Hello {
@@ -97,10 +136,10 @@ async fn session(
         last_committed_seq: (stats.last_seq > 0).then_some(Seq(stats.last_seq)),
         store_epoch: Some(up.store.epoch()).filter(|&e| e != 0),
     };
-    send_or_lost(&out_tx, Message::Hello(hello)).await?;
+    send_or_lost(out_tx, Message::Hello(hello)).await?;
     let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, in_rx.recv()).await {
         Ok(Some(Ok(Message::Welcome(w)))) => w,
-        Ok(Some(Ok(Message::Bye(bye)))) => return Ok(bye_end(&bye, false)),
+        Ok(Some(Ok(Message::Bye(bye)))) => return Ok(Err(bye_end(&bye, false))),
         Ok(Some(Ok(other))) => {
             return Err(UplinkError::Session(format!(
                 "expected welcome, got {}",
@@ -109,22 +148,20 @@ async fn session(
         }
         Ok(Some(Err(e))) => return Err(UplinkError::Session(e)),
         Ok(None) => {
-            return Ok(End::Lost {
+            return Ok(Err(End::Lost {
                 progressed: false,
                 why: close_reason(conn, "the hub closed the session before welcome"),
-            });
+            }));
         }
         Err(_) => return Err(UplinkError::Timeout(HANDSHAKE_TIMEOUT)),
     };
     up.status_tx.send_modify(|st| st.sessions_total += 1);
     tracing::info!(stage = "uplink", device_id = %welcome.box_id, hub_last = ?welcome.last_committed_seq, acked = stats.acked_seq, "session open");
-
-    let hub_last = welcome.last_committed_seq.map(|q| q.0);
-    let (mut window, welcomed) = SyncWindow::open(
+    let (window, welcomed) = SyncWindow::open(
         stats.acked_seq,
         stats.last_seq,
-        hub_last,
-        s.max_batches_in_flight,
+        welcome.last_committed_seq.map(|q| q.0),
+        up.settings.max_batches_in_flight,
     );
     if let Welcomed::HubAhead { hub_last, box_last } = welcomed {
         tracing::error!(
@@ -135,151 +172,236 @@ async fn session(
             "the hub holds more events of this store epoch than the store; is it a copy of another box's store?"
         );
     }
+    Ok(Ok(window))
+}
 
-    // Files being uploaded stay pinned until the hub's confirmation is recorded, so that
-    // eviction does not report lost a file that arrives after all (unpinned at session end).
-    let pins = Arc::new(up.store.evidence_pins());
-    let (evidence_tx, evidence_rx) = mpsc::channel::<EvidenceAck>(1024);
-    let _evidence = AbortOnDrop(tokio::spawn(upload_evidence(
-        conn.clone(),
-        up.store.clone(),
-        Arc::clone(&pins),
-        codec,
-        s.evidence_chunk_bytes,
-        s.evidence_budget_bytes_per_sec,
-        evidence_rx,
-        out_tx.clone(),
-    )));
-    // Files the hub confirmed are recorded by a task of their own (a commit each batch).
-    let (confirmed_tx, confirmed_rx) = mpsc::channel::<Digest>(1024);
-    let _confirmer = AbortOnDrop(tokio::spawn(confirm_evidence(
-        up.store.clone(),
-        Arc::clone(&pins),
-        confirmed_rx,
-    )));
-    // Files sent in earlier sessions whose confirmation never arrived: ask the hub.
-    let _query = AbortOnDrop(tokio::spawn(query_evidence(
-        up.store.clone(),
-        out_tx.clone(),
-    )));
+/// The evidence side of a session: uploads the hub asks for, confirmations to record, and the
+/// question about files of earlier sessions (tasks aborted with the session).
+struct Evidence {
+    /// Requests for files (or the rest of one).
+    requests: mpsc::Sender<EvidenceAck>,
+    /// Files the hub holds complete.
+    confirmed: mpsc::Sender<Digest>,
+    _tasks: [AbortOnDrop<()>; 3],
+}
 
-    // Acks are committed to the store by a task of their own, so that the next batches go out
-    // while the box's fsync runs; acks that arrive meanwhile are folded into one commit.
-    let (ack_tx, ack_rx) = tokio::sync::watch::channel(window.acked());
-    let acker = tokio::spawn(commit_acks(up.store.clone(), ack_rx));
-
-    let mut poll = tokio::time::interval(s.poll_interval);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut health = tokio::time::interval(s.health_interval);
-    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut renew = tokio::time::interval(RENEW_CHECK);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_status = Instant::now() - STATUS_REFRESH;
-    let mut pending_key: Option<String> = None;
-    let (results_tx, mut results_rx) = mpsc::channel::<CommandResult>(16);
-
-    let end = loop {
-        if window.should_close(tokio::time::Instant::now()) {
-            let _ = out_tx.try_send(Outgoing::Message(Message::Bye(Bye {
-                reason: ByeReason::Shutdown,
-                message: Some("reconnecting with a renewed certificate".into()),
-            })));
-            break End::Renewed;
+impl Evidence {
+    fn start(
+        up: &Uplink,
+        conn: &quinn::Connection,
+        codec: Codec,
+        out_tx: &mpsc::Sender<Outgoing>,
+    ) -> Evidence {
+        let s = &up.settings;
+        // Files being uploaded stay pinned until the hub's confirmation is recorded, so that
+        // eviction does not report lost a file that arrives after all (unpinned at session end).
+        let pins = Arc::new(up.store.evidence_pins());
+        let (requests, evidence_rx) = mpsc::channel::<EvidenceAck>(1024);
+        let upload = AbortOnDrop(tokio::spawn(upload_evidence(
+            conn.clone(),
+            up.store.clone(),
+            Arc::clone(&pins),
+            codec,
+            s.evidence_chunk_bytes,
+            s.evidence_budget_bytes_per_sec,
+            evidence_rx,
+            out_tx.clone(),
+        )));
+        // Files the hub confirmed are recorded by a task of their own (a commit each batch).
+        let (confirmed, confirmed_rx) = mpsc::channel::<Digest>(1024);
+        let confirm = AbortOnDrop(tokio::spawn(confirm_evidence(
+            up.store.clone(),
+            Arc::clone(&pins),
+            confirmed_rx,
+        )));
+        // Files sent in earlier sessions whose confirmation never arrived: ask the hub.
+        let query = AbortOnDrop(tokio::spawn(query_evidence(
+            up.store.clone(),
+            out_tx.clone(),
+        )));
+        Evidence {
+            requests,
+            confirmed,
+            _tasks: [upload, confirm, query],
         }
-        // Fill the window with pending events, in sequence order.
-        while let Some(from) = window.next_batch() {
-            let store = up.store.clone();
+    }
+}
+
+/// The session after `Welcome`: fills the window, handles the hub's messages and the timers.
+struct Pump<'a> {
+    up: &'a Uplink,
+    conn: &'a quinn::Connection,
+    codec: Codec,
+    out_tx: mpsc::Sender<Outgoing>,
+    window: SyncWindow<tokio::time::Instant>,
+    /// The acknowledged position, for the ack committer.
+    ack_tx: tokio::sync::watch::Sender<u64>,
+    evidence: Evidence,
+    /// Answers of commands, from their tasks.
+    results_tx: mpsc::Sender<CommandResult>,
+    /// The key of a renewal asked for and not yet answered.
+    pending_key: Option<String>,
+}
+
+impl Pump<'_> {
+    async fn run(
+        &mut self,
+        in_rx: &mut mpsc::Receiver<Result<Message, String>>,
+        mut results_rx: mpsc::Receiver<CommandResult>,
+        cancel: &CancellationToken,
+    ) -> Result<End, UplinkError> {
+        let s = &self.up.settings;
+        let mut poll = interval(s.poll_interval);
+        let mut health = interval(s.health_interval);
+        let mut renew = interval(RENEW_CHECK);
+        let mut last_status = Instant::now() - STATUS_REFRESH;
+        loop {
+            if self.window.should_close(tokio::time::Instant::now()) {
+                self.bye(Some("reconnecting with a renewed certificate"));
+                return Ok(End::Renewed);
+            }
+            self.fill_window().await?;
+            if last_status.elapsed() >= STATUS_REFRESH {
+                last_status = Instant::now();
+                refresh_status(self.up, self.conn.rtt(), &self.window).await;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.bye(None);
+                    return Ok(End::Shutdown);
+                }
+                m = in_rx.recv() => match m {
+                    None => return Ok(self.lost(close_reason(self.conn, "the hub closed the session"))),
+                    Some(Err(e)) => return Err(UplinkError::Session(e)),
+                    Some(Ok(msg)) => if let Some(end) = self.on_message(msg).await? {
+                        return Ok(end);
+                    },
+                },
+                Some(result) = results_rx.recv() => {
+                    send_or_lost(&self.out_tx, Message::CommandResult(result)).await?;
+                }
+                _ = poll.tick() => self.window.on_poll(),
+                _ = health.tick() => {
+                    let report = health_report(self.up).await;
+                    send_or_lost(&self.out_tx, Message::Health(report)).await?;
+                }
+                () = sleep_until_some(self.window.drain_deadline()) => {}
+                _ = renew.tick() => self.maybe_renew().await?,
+                reason = self.conn.closed() => return Ok(self.lost(reason.to_string())),
+            }
+        }
+    }
+
+    /// Sends pending events, in sequence order, while the window has room.
+    async fn fill_window(&mut self) -> Result<(), UplinkError> {
+        let s = &self.up.settings;
+        while let Some(from) = self.window.next_batch() {
+            let (store, codec) = (self.up.store.clone(), self.codec);
             let (max_events, max_bytes) = (s.batch_max_events, s.batch_max_bytes);
             let batch =
                 blocking(move || read_batch(&store, &codec, Seq(from), max_events, max_bytes))
                     .await??;
             let Some((last, frame)) = batch else {
-                window.on_exhausted();
+                self.window.on_exhausted();
                 break;
             };
-            window.on_sent(last);
-            out_tx
+            self.window.on_sent(last);
+            self.out_tx
                 .send(Outgoing::Frame(frame))
                 .await
                 .map_err(|_| UplinkError::Session("control stream closed".into()))?;
         }
-        if last_status.elapsed() >= STATUS_REFRESH {
-            last_status = Instant::now();
-            refresh_status(up, conn.rtt(), &window).await;
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                let _ = out_tx.try_send(Outgoing::Message(Message::Bye(Bye { reason: ByeReason::Shutdown, message: None })));
-                break End::Shutdown;
-            }
-            m = in_rx.recv() => match m {
-                None => break End::Lost { progressed: window.progressed(), why: close_reason(conn, "the hub closed the session") },
-                Some(Err(e)) => return Err(UplinkError::Session(e)),
-                Some(Ok(msg)) => match msg {
-                    Message::Ack(ack) => {
-                        if let Some(acked) = window.on_ack(ack.up_to.0) {
-                            let _ = ack_tx.send(acked);
-                            tracing::debug!(stage = "uplink", seq = acked, "acked");
-                        }
-                    }
-                    Message::Command(command) => {
-                        tracing::info!(stage = "uplink", command = %command.id, "command from the hub");
-                        tokio::spawn(answer_command(command, up.commands_tx.clone(), results_tx.clone()));
-                    }
-                    Message::EvidenceAck(ev) if ev.complete => {
-                        if confirmed_tx.try_send(ev.sha256).is_err() {
-                            tracing::debug!(stage = "uplink", "confirmation queue full; the box asks again at the next session");
-                        }
-                    }
-                    Message::EvidenceAck(ev) => {
-                        if evidence_tx.try_send(ev).is_err() {
-                            tracing::debug!(stage = "uplink", "evidence queue full; the hub asks again at the next session");
-                        }
-                    }
-                    Message::EnrollResponse(response) => {
-                        if install_renewal(up, pending_key.take(), response).await {
-                            *lock(&up.last_renewal) = Some(Instant::now());
-                            window.start_drain(tokio::time::Instant::now() + RENEWAL_DRAIN);
-                        }
-                    }
-                    Message::Bye(bye) => break bye_end(&bye, window.progressed()),
-                    Message::Unknown => tracing::debug!(stage = "uplink", "skipped a message of an unknown type"),
-                    other => return Err(UplinkError::Session(format!("unexpected {} from the hub", other.kind()))),
-                },
-            },
-            Some(result) = results_rx.recv() => {
-                send_or_lost(&out_tx, Message::CommandResult(result)).await?;
-            }
-            _ = poll.tick() => window.on_poll(),
-            _ = health.tick() => {
-                let report = health_report(up).await;
-                send_or_lost(&out_tx, Message::Health(report)).await?;
-            }
-            () = sleep_until_some(window.drain_deadline()) => {}
-            _ = renew.tick() => {
-                if pending_key.is_none() && !window.draining() && renewal_due(up) {
-                    let (key, csr_pem) = tls::new_key_and_csr()?;
-                    pending_key = Some(key);
-                    tracing::info!(stage = "uplink", "renewing the box certificate");
-                    send_or_lost(&out_tx, Message::EnrollRequest(EnrollRequest {
-                        token: String::new(),
-                        csr_pem,
-                        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                    })).await?;
+        Ok(())
+    }
+
+    /// Handles one message of the hub; the session's end when it ends it.
+    async fn on_message(&mut self, msg: Message) -> Result<Option<End>, UplinkError> {
+        match msg {
+            Message::Ack(ack) => {
+                if let Some(acked) = self.window.on_ack(ack.up_to.0) {
+                    let _ = self.ack_tx.send(acked);
+                    tracing::debug!(stage = "uplink", seq = acked, "acked");
                 }
             }
-            reason = conn.closed() => break End::Lost { progressed: window.progressed(), why: reason.to_string() },
+            Message::Command(command) => {
+                tracing::info!(stage = "uplink", command = %command.id, "command from the hub");
+                let (commands, results) = (self.up.commands_tx.clone(), self.results_tx.clone());
+                tokio::spawn(answer_command(command, commands, results));
+            }
+            Message::EvidenceAck(ev) if ev.complete => {
+                if self.evidence.confirmed.try_send(ev.sha256).is_err() {
+                    tracing::debug!(
+                        stage = "uplink",
+                        "confirmation queue full; the box asks again at the next session"
+                    );
+                }
+            }
+            Message::EvidenceAck(ev) => {
+                if self.evidence.requests.try_send(ev).is_err() {
+                    tracing::debug!(
+                        stage = "uplink",
+                        "evidence queue full; the hub asks again at the next session"
+                    );
+                }
+            }
+            Message::EnrollResponse(response) => {
+                if install_renewal(self.up, self.pending_key.take(), response).await {
+                    *lock(&self.up.last_renewal) = Some(Instant::now());
+                    self.window
+                        .start_drain(tokio::time::Instant::now() + RENEWAL_DRAIN);
+                }
+            }
+            Message::Bye(bye) => return Ok(Some(bye_end(&bye, self.window.progressed()))),
+            Message::Unknown => {
+                tracing::debug!(stage = "uplink", "skipped a message of an unknown type");
+            }
+            other => {
+                return Err(UplinkError::Session(format!(
+                    "unexpected {} from the hub",
+                    other.kind()
+                )));
+            }
         }
-    };
-    drop(out_tx);
-    writer.finish(Duration::from_secs(1)).await;
-    drop(reader);
-    // The last ack is committed before the session counts as over (what the hub holds is
-    // synced); a failure here only means those events are offered again next session.
-    drop(ack_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
-    up.set_mode(UplinkMode::Offline, None);
-    Ok(end)
+        Ok(None)
+    }
+
+    /// Asks the hub for a renewed certificate when it is due and none is on its way.
+    async fn maybe_renew(&mut self) -> Result<(), UplinkError> {
+        if self.pending_key.is_some() || self.window.draining() || !renewal_due(self.up) {
+            return Ok(());
+        }
+        let (key, csr_pem) = tls::new_key_and_csr()?;
+        self.pending_key = Some(key);
+        tracing::info!(stage = "uplink", "renewing the box certificate");
+        let request = Message::EnrollRequest(EnrollRequest {
+            token: String::new(),
+            csr_pem,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        });
+        send_or_lost(&self.out_tx, request).await
+    }
+
+    /// Says `Bye` (shutting down) if the writer has room; the close follows either way.
+    fn bye(&self, message: Option<&str>) {
+        let _ = self.out_tx.try_send(Outgoing::Message(Message::Bye(Bye {
+            reason: ByeReason::Shutdown,
+            message: message.map(str::to_owned),
+        })));
+    }
+
+    fn lost(&self, why: String) -> End {
+        End::Lost {
+            progressed: self.window.progressed(),
+            why,
+        }
+    }
+}
+
+/// A timer that waits its period again after a late tick rather than catching up.
+fn interval(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
 }
 
 fn bye_end(bye: &Bye, progressed: bool) -> End {

@@ -158,6 +158,20 @@ impl fmt::Debug for HubCollector {
 
 impl Collector for HubCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        self.encode_case_counts(&mut enc)?;
+        self.encode_case_stats(&mut enc)?;
+        self.encode_http(&mut enc)?;
+        self.encode_webhooks(&mut enc)?;
+        if let Some(ingest) = &self.ingest {
+            encode_ingest(ingest, &mut enc)?;
+        }
+        Ok(())
+    }
+}
+
+impl HubCollector {
+    /// Cases by state and overdue, read from the database at each scrape.
+    fn encode_case_counts(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         match self.cases.case_counts((self.clock)()) {
             Ok((by_state, overdue)) => {
                 let mut m = enc.encode_descriptor(
@@ -171,7 +185,7 @@ impl Collector for HubCollector {
                     ConstGauge::new(*n as i64).encode(m.encode_family(&labels)?)?;
                 }
                 gauge(
-                    &mut enc,
+                    enc,
                     "hub_cases_overdue",
                     "Open cases past their deadline",
                     overdue,
@@ -183,11 +197,16 @@ impl Collector for HubCollector {
             }
         }
         counter(
-            &mut enc,
+            enc,
             "hub_metrics_collect_errors",
             "Scrapes whose case query failed",
             &self.collect_errors,
         )?;
+        Ok(())
+    }
+
+    /// The case service's counters.
+    fn encode_case_stats(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let c = self.cases.stats();
         for (name, help, v) in [
             (
@@ -247,8 +266,13 @@ impl Collector for HubCollector {
                 &c.recheck_unavailable_total,
             ),
         ] {
-            counter(&mut enc, name, help, v)?;
+            counter(enc, name, help, v)?;
         }
+        Ok(())
+    }
+
+    /// The API server's counters.
+    fn encode_http(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let h = &self.http;
         for (name, help, v) in [
             (
@@ -267,8 +291,13 @@ impl Collector for HubCollector {
                 &h.timeouts_total,
             ),
         ] {
-            counter(&mut enc, name, help, v)?;
+            counter(enc, name, help, v)?;
         }
+        Ok(())
+    }
+
+    /// The webhook delivery's counters.
+    fn encode_webhooks(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let w = &self.webhooks;
         for (name, help, v) in [
             (
@@ -297,158 +326,162 @@ impl Collector for HubCollector {
                 &w.outbox_errors_total,
             ),
         ] {
-            counter(&mut enc, name, help, v)?;
-        }
-        if let Some(ingest) = &self.ingest {
-            gauge(
-                &mut enc,
-                "hub_ingest_connections",
-                "Boxes connected now",
-                ingest.connected().len() as u64,
-            )?;
-            let s = ingest.stats();
-            for (name, help, v) in [
-                (
-                    "hub_ingest_events",
-                    "Events from boxes committed (new)",
-                    &s.events_total,
-                ),
-                (
-                    "hub_ingest_duplicate_events",
-                    "Events from boxes received again",
-                    &s.duplicates_total,
-                ),
-                (
-                    "hub_ingest_handed_on_events",
-                    "Events handed on to the cases",
-                    &s.handed_on_total,
-                ),
-                (
-                    "hub_ingest_handoff_refused_events",
-                    "Events the cases refused",
-                    &s.handoff_refused_total,
-                ),
-                (
-                    "hub_ingest_connections_accepted",
-                    "Box connections accepted",
-                    &s.connections_total,
-                ),
-                (
-                    "hub_ingest_connections_refused",
-                    "Box connections refused (revoked, unknown)",
-                    &s.refused_total,
-                ),
-                (
-                    "hub_ingest_handshakes_failed",
-                    "Handshakes that did not complete (certificate of another CA or expired, peer gone)",
-                    &s.handshakes_failed_total,
-                ),
-                (
-                    "hub_ingest_handshakes_refused",
-                    "Incoming connections refused while too many handshakes were pending",
-                    &s.handshakes_refused_total,
-                ),
-                (
-                    "hub_ingest_handshakes_timed_out",
-                    "Handshakes not done within handshake_timeout_ms",
-                    &s.handshakes_timed_out_total,
-                ),
-                (
-                    "hub_ingest_certless_refused",
-                    "Connections without a certificate closed while max_enrolling were enrolling",
-                    &s.certless_refused_total,
-                ),
-                (
-                    "hub_ingest_enroll_timeouts",
-                    "Connections without a certificate closed for sending no enrollment in time",
-                    &s.enroll_timeouts_total,
-                ),
-                (
-                    "hub_ingest_certificates_expired",
-                    "Sessions refused or ended because the box certificate had expired",
-                    &s.expired_total,
-                ),
-                (
-                    "hub_ingest_protocol_errors",
-                    "Connections closed for a protocol error",
-                    &s.protocol_errors_total,
-                ),
-                (
-                    "hub_ingest_retries",
-                    "Handshakes answered with a QUIC Retry",
-                    &s.retries_total,
-                ),
-                (
-                    "hub_ingest_enrollments",
-                    "Box enrollments accepted",
-                    &s.enrollments_total,
-                ),
-                (
-                    "hub_ingest_enrollments_refused",
-                    "Enrollments and renewals refused",
-                    &s.enrollments_refused_total,
-                ),
-                (
-                    "hub_ingest_renewals",
-                    "Box certificates renewed",
-                    &s.renewals_total,
-                ),
-                (
-                    "hub_ingest_evidence_files",
-                    "Evidence files completed",
-                    &s.evidence_files_total,
-                ),
-                (
-                    "hub_ingest_evidence_lost",
-                    "Evidence files boxes reported gone before upload when asked for them",
-                    &s.evidence_lost_total,
-                ),
-                (
-                    "hub_ingest_evidence_refused",
-                    "Evidence files refused for declaring more than max_evidence_bytes",
-                    &s.evidence_refused_total,
-                ),
-                (
-                    "hub_ingest_rate_limited_events",
-                    "Events held back because their box delivered faster than max_events_per_sec",
-                    &s.rate_limited_events_total,
-                ),
-                (
-                    "hub_ingest_health_refused",
-                    "Health reports dropped because their box sent more than max_health_per_min",
-                    &s.health_refused_total,
-                ),
-                (
-                    "hub_ingest_evidence_expired",
-                    "Evidence files deleted after the retention period of their finished cases",
-                    &s.evidence_expired_total,
-                ),
-                (
-                    "hub_ingest_evidence_expired_bytes",
-                    "Bytes of evidence files deleted after their retention period",
-                    &s.evidence_expired_bytes_total,
-                ),
-                (
-                    "hub_ingest_log_pruned",
-                    "Delivered events whose bodies were dropped from the ingest log after its retention",
-                    &s.log_pruned_total,
-                ),
-                (
-                    "hub_ingest_log_pruned_bytes",
-                    "Bytes of event bodies dropped from the ingest log after its retention",
-                    &s.log_pruned_bytes_total,
-                ),
-                (
-                    "hub_ingest_conflicts",
-                    "Sessions ended for events at sequence numbers committed with other events (a cloned box store)",
-                    &s.conflicts_total,
-                ),
-            ] {
-                counter(&mut enc, name, help, v)?;
-            }
+            counter(enc, name, help, v)?;
         }
         Ok(())
     }
+}
+
+/// The QUIC ingest's connected boxes and counters. (Long as a table: one entry per counter,
+/// name and help beside the value.)
+fn encode_ingest(ingest: &IngestHandle, enc: &mut DescriptorEncoder) -> fmt::Result {
+    gauge(
+        enc,
+        "hub_ingest_connections",
+        "Boxes connected now",
+        ingest.connected().len() as u64,
+    )?;
+    let s = ingest.stats();
+    for (name, help, v) in [
+        (
+            "hub_ingest_events",
+            "Events from boxes committed (new)",
+            &s.events_total,
+        ),
+        (
+            "hub_ingest_duplicate_events",
+            "Events from boxes received again",
+            &s.duplicates_total,
+        ),
+        (
+            "hub_ingest_handed_on_events",
+            "Events handed on to the cases",
+            &s.handed_on_total,
+        ),
+        (
+            "hub_ingest_handoff_refused_events",
+            "Events the cases refused",
+            &s.handoff_refused_total,
+        ),
+        (
+            "hub_ingest_connections_accepted",
+            "Box connections accepted",
+            &s.connections_total,
+        ),
+        (
+            "hub_ingest_connections_refused",
+            "Box connections refused (revoked, unknown)",
+            &s.refused_total,
+        ),
+        (
+            "hub_ingest_handshakes_failed",
+            "Handshakes that did not complete (certificate of another CA or expired, peer gone)",
+            &s.handshakes_failed_total,
+        ),
+        (
+            "hub_ingest_handshakes_refused",
+            "Incoming connections refused while too many handshakes were pending",
+            &s.handshakes_refused_total,
+        ),
+        (
+            "hub_ingest_handshakes_timed_out",
+            "Handshakes not done within handshake_timeout_ms",
+            &s.handshakes_timed_out_total,
+        ),
+        (
+            "hub_ingest_certless_refused",
+            "Connections without a certificate closed while max_enrolling were enrolling",
+            &s.certless_refused_total,
+        ),
+        (
+            "hub_ingest_enroll_timeouts",
+            "Connections without a certificate closed for sending no enrollment in time",
+            &s.enroll_timeouts_total,
+        ),
+        (
+            "hub_ingest_certificates_expired",
+            "Sessions refused or ended because the box certificate had expired",
+            &s.expired_total,
+        ),
+        (
+            "hub_ingest_protocol_errors",
+            "Connections closed for a protocol error",
+            &s.protocol_errors_total,
+        ),
+        (
+            "hub_ingest_retries",
+            "Handshakes answered with a QUIC Retry",
+            &s.retries_total,
+        ),
+        (
+            "hub_ingest_enrollments",
+            "Box enrollments accepted",
+            &s.enrollments_total,
+        ),
+        (
+            "hub_ingest_enrollments_refused",
+            "Enrollments and renewals refused",
+            &s.enrollments_refused_total,
+        ),
+        (
+            "hub_ingest_renewals",
+            "Box certificates renewed",
+            &s.renewals_total,
+        ),
+        (
+            "hub_ingest_evidence_files",
+            "Evidence files completed",
+            &s.evidence_files_total,
+        ),
+        (
+            "hub_ingest_evidence_lost",
+            "Evidence files boxes reported gone before upload when asked for them",
+            &s.evidence_lost_total,
+        ),
+        (
+            "hub_ingest_evidence_refused",
+            "Evidence files refused for declaring more than max_evidence_bytes",
+            &s.evidence_refused_total,
+        ),
+        (
+            "hub_ingest_rate_limited_events",
+            "Events held back because their box delivered faster than max_events_per_sec",
+            &s.rate_limited_events_total,
+        ),
+        (
+            "hub_ingest_health_refused",
+            "Health reports dropped because their box sent more than max_health_per_min",
+            &s.health_refused_total,
+        ),
+        (
+            "hub_ingest_evidence_expired",
+            "Evidence files deleted after the retention period of their finished cases",
+            &s.evidence_expired_total,
+        ),
+        (
+            "hub_ingest_evidence_expired_bytes",
+            "Bytes of evidence files deleted after their retention period",
+            &s.evidence_expired_bytes_total,
+        ),
+        (
+            "hub_ingest_log_pruned",
+            "Delivered events whose bodies were dropped from the ingest log after its retention",
+            &s.log_pruned_total,
+        ),
+        (
+            "hub_ingest_log_pruned_bytes",
+            "Bytes of event bodies dropped from the ingest log after its retention",
+            &s.log_pruned_bytes_total,
+        ),
+        (
+            "hub_ingest_conflicts",
+            "Sessions ended for events at sequence numbers committed with other events (a cloned box store)",
+            &s.conflicts_total,
+        ),
+    ] {
+        counter(enc, name, help, v)?;
+    }
+    Ok(())
 }
 
 /// A counter (the encoder appends `_total`).

@@ -18,6 +18,7 @@ use crate::grid::WorkerId;
 
 pub mod db;
 mod service;
+mod sink;
 pub mod workflow;
 
 /// The box id the hub files citizens' (Open311) reports under; the registry reserves it.

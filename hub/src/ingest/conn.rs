@@ -242,7 +242,7 @@ pub(super) async fn serve(
                 // No certificate: it may only enroll, in a pool of its own, so that such
                 // connections never hold the slots boxes need to handshake.
                 pending.release();
-                let Some(_slot) = shared.enrolling.try_take(peer.ip()) else {
+                let Some(_slot) = shared.admission.enrolling.try_take(peer.ip()) else {
                     shared
                         .stats
                         .certless_refused_total
@@ -379,7 +379,7 @@ async fn enrollment(conn: quinn::Connection, shared: Arc<Shared>) {
 fn enroll(shared: &Shared, request: &EnrollRequest) -> EnrollResponse {
     let at = shared.now();
     let lifetime = shared.settings.certificate_lifetime.as_secs();
-    let result = lock(&shared.registry).enroll(&request.token, at, |id| {
+    let result = lock(&shared.boxes.registry).enroll(&request.token, at, |id| {
         shared.ca.sign_box(&request.csr_pem, id, at, lifetime)
     });
     match result {
@@ -458,7 +458,7 @@ async fn session(
     )
     .await;
     {
-        let mut live = lock(&shared.live);
+        let mut live = lock(&shared.boxes.live);
         if live
             .get(&box_id)
             .is_some_and(|c| c.conn.stable_id() == conn.stable_id())
@@ -466,7 +466,21 @@ async fn session(
             live.remove(&box_id);
         }
     }
-    let (bye, code, why): (Option<Bye>, u32, &[u8]) = match &end {
+    let (bye, code, why) = close_of(&end, &shared, not_after);
+    if let Some(bye) = bye {
+        let _ = out_tx.try_send(Message::Bye(bye));
+    }
+    drop(out_tx);
+    writer.finish(Duration::from_secs(1)).await;
+    conn.close(code.into(), why);
+    drop(reader);
+}
+
+/// How a session that ended with `end` is closed: the `Bye` the box is told (if any), the
+/// QUIC close code and reason. Counts and logs what the close says about the box. (Long as
+/// one flat arm per way a session ends, which reads best side by side.)
+fn close_of(end: &End, shared: &Shared, not_after: Timestamp) -> (Option<Bye>, u32, &'static [u8]) {
+    match end {
         End::PeerClosed => (None, close_code::SHUTDOWN, b"bye"),
         End::Protocol(reason) => {
             shared
@@ -547,14 +561,31 @@ async fn session(
                 b"certificate expired",
             )
         }
-    };
-    if let Some(bye) = bye {
-        let _ = out_tx.try_send(Message::Bye(bye));
     }
-    drop(out_tx);
-    writer.finish(Duration::from_secs(1)).await;
-    conn.close(code.into(), why);
-    drop(reader);
+}
+
+/// Registers the connection of `box_id` for commands (closing a previous one of the same
+/// box: the newer connection wins); the commands for it arrive on the returned receiver.
+fn register_live(
+    shared: &Shared,
+    box_id: &BoxId,
+    conn: &quinn::Connection,
+) -> mpsc::Receiver<(protocol::Command, Reply)> {
+    let (commands_tx, commands_rx) = mpsc::channel(16);
+    let replaced = lock(&shared.boxes.live).insert(
+        box_id.clone(),
+        LiveConn {
+            conn: conn.clone(),
+            commands_tx,
+        },
+    );
+    if let Some(old) = replaced {
+        old.conn.close(
+            close_code::REPLACED.into(),
+            b"replaced by a newer connection",
+        );
+    }
+    commands_rx
 }
 
 /// What one session works with: the box, the hub's shared state, and the channels to its
@@ -592,21 +623,7 @@ async fn run_session(
         Ok(state) => state,
         Err(end) => return end,
     };
-    // Register for commands; a previous connection of this box is replaced.
-    let (commands_tx, mut commands_rx) = mpsc::channel(16);
-    let replaced = lock(&shared.live).insert(
-        box_id.clone(),
-        LiveConn {
-            conn: conn.clone(),
-            commands_tx,
-        },
-    );
-    if let Some(old) = replaced {
-        old.conn.close(
-            close_code::REPLACED.into(),
-            b"replaced by a newer connection",
-        );
-    }
+    let mut commands_rx = register_live(shared, box_id, conn);
     // Evidence streams.
     let evidence_task = tokio::spawn(
         accept_evidence(conn.clone(), box_id.clone(), shared.clone(), out_tx.clone())
@@ -699,11 +716,11 @@ impl Pump<'_> {
         // One trip to the blocking pool per session open.
         let (s, id) = (self.shared.clone(), self.box_id.clone());
         let opened = tokio::task::spawn_blocking(move || {
-            let status = lock(&s.registry).status(&id)?;
+            let status = lock(&s.boxes.registry).status(&id)?;
             if status != Some(BoxStatus::Enrolled) {
                 return Ok(None);
             }
-            let log = lock(&s.log);
+            let log = lock(&s.delivery.log);
             Ok::<_, super::IngestError>(Some((
                 log.last_seq(&id, epoch)?,
                 log.wanted_evidence(&id)?,
@@ -766,7 +783,7 @@ impl Pump<'_> {
                 let (s, id) = (shared.clone(), box_id.clone());
                 let _ = tokio::task::spawn_blocking(move || {
                     let at = s.now();
-                    if let Err(e) = lock(&s.log).record_health(&id, &health, at) {
+                    if let Err(e) = lock(&s.delivery.log).record_health(&id, &health, at) {
                         tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record health");
                     }
                     s.mark_seen(&id);
@@ -831,7 +848,8 @@ async fn evidence_lost(
     files: Vec<protocol::Digest>,
 ) -> Result<(), End> {
     let (s, id) = (shared.clone(), box_id.clone());
-    let marked = tokio::task::spawn_blocking(move || lock(&s.log).evidence_lost(&id, &files)).await;
+    let marked =
+        tokio::task::spawn_blocking(move || lock(&s.delivery.log).evidence_lost(&id, &files)).await;
     match marked {
         Ok(Ok(n)) => {
             shared
@@ -880,7 +898,7 @@ async fn commit(
     let n = events.len();
     let done = tokio::task::spawn_blocking(move || {
         let max = s.settings.max_evidence_bytes;
-        lock(&s.log).commit(&id, epoch, &events, max, s.now())
+        lock(&s.delivery.log).commit(&id, epoch, &events, max, s.now())
     })
     .await;
     match done {
@@ -904,7 +922,7 @@ async fn commit(
                     "evidence declared larger than the hub takes: refused"
                 );
             }
-            shared.handoff.notify_one();
+            shared.delivery.handoff.notify_one();
             tracing::debug!(count = n, up_to = ?committed.up_to, "batch committed");
             Ok((
                 committed.up_to.map(|up_to| Ack { up_to }),
@@ -931,7 +949,7 @@ async fn held_evidence(
 ) -> Vec<EvidenceAck> {
     let (s, id) = (shared.clone(), box_id.clone());
     tokio::task::spawn_blocking(move || {
-        let log = lock(&s.log);
+        let log = lock(&s.delivery.log);
         files
             .into_iter()
             .filter_map(|sha256| match log.evidence_state(&sha256) {
@@ -959,7 +977,7 @@ async fn request_evidence(
     wanted: Vec<(protocol::Digest, u64)>,
 ) {
     for (sha256, _) in wanted {
-        let received_bytes = shared.evidence.received(&sha256);
+        let received_bytes = shared.delivery.evidence.received(&sha256);
         let _ = out_tx
             .send(Message::EvidenceAck(EvidenceAck {
                 sha256,
@@ -978,7 +996,7 @@ async fn renew(shared: &Arc<Shared>, box_id: &BoxId, request: EnrollRequest) -> 
         let lifetime = s.settings.certificate_lifetime.as_secs();
         // A box revoked since its session opened is not given a new certificate, even before
         // the revocation reaches this connection.
-        match lock(&s.registry).status(&id) {
+        match lock(&s.boxes.registry).status(&id) {
             Ok(Some(BoxStatus::Enrolled)) => {}
             Ok(_) => return refused(EnrollRefusal::Revoked, "this box is revoked"),
             Err(e) => {
@@ -988,7 +1006,7 @@ async fn renew(shared: &Arc<Shared>, box_id: &BoxId, request: EnrollRequest) -> 
         }
         match s.ca.sign_box(&request.csr_pem, &id, at, lifetime) {
             Ok((certificate_pem, not_after)) => {
-                if let Err(e) = lock(&s.registry).renewed(&id, not_after) {
+                if let Err(e) = lock(&s.boxes.registry).renewed(&id, not_after) {
                     tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record a renewal");
                     return refused(EnrollRefusal::Unknown, "internal error");
                 }
@@ -1061,17 +1079,20 @@ async fn evidence_chunk(
     let (s, id) = (shared.clone(), box_id.clone());
     let sha256 = chunk.sha256;
     let outcome = tokio::task::spawn_blocking(move || {
-        let state = lock(&s.log).evidence_state(&chunk.sha256)?;
+        let state = lock(&s.delivery.log).evidence_state(&chunk.sha256)?;
         match state {
             // a file reported lost that turns up after all is taken too
             Some((owner, total, super::EvidenceState::Wanted | super::EvidenceState::Lost))
                 if owner == id && total == chunk.total_bytes =>
             {
-                let outcome =
-                    s.evidence
-                        .write_chunk(&chunk.sha256, chunk.offset, &chunk.data, total)?;
+                let outcome = s.delivery.evidence.write_chunk(
+                    &chunk.sha256,
+                    chunk.offset,
+                    &chunk.data,
+                    total,
+                )?;
                 if outcome == ChunkOutcome::Complete {
-                    lock(&s.log).evidence_complete(&chunk.sha256)?;
+                    lock(&s.delivery.log).evidence_complete(&chunk.sha256)?;
                     s.stats.evidence_files_total.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Some(outcome))
@@ -1086,7 +1107,7 @@ async fn evidence_chunk(
     let ack = match outcome {
         Ok(Ok(Some(ChunkOutcome::Complete))) => EvidenceAck {
             sha256,
-            received_bytes: shared.evidence.received(&sha256),
+            received_bytes: shared.delivery.evidence.received(&sha256),
             complete: true,
         },
         Ok(Ok(Some(ChunkOutcome::Partial(_)))) => return true,

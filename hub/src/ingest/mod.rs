@@ -55,9 +55,9 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cases::{CaseError, CaseService};
 use crate::clock::Clock;
 use crate::registry::{HubCa, Registry, RegistryError};
+pub use crate::sink::{EventSink, HandOffError};
 
 pub use log::{Committed, Conflict, EvidenceState, INGEST_FILE, IngestLog, Unhanded};
 
@@ -207,100 +207,6 @@ pub enum IngestError {
     },
 }
 
-/// Why a hand-off to the sink did not take.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum HandOffError {
-    /// A passing failure (storage busy): the event is offered again later.
-    #[error("hand-off failed, will retry: {reason}")]
-    Retry {
-        /// Why, for the log.
-        reason: String,
-    },
-    /// The sink will never take this event (e.g. an invalid location): it is marked refused.
-    #[error("hand-off refused: {reason}")]
-    Refused {
-        /// Why, for the log.
-        reason: String,
-    },
-}
-
-/// Where committed events go next. Called from a blocking thread, once per event in effect:
-/// an implementation must be idempotent on `(box, seq)`, because a crash between its commit
-/// and the hub's mark repeats the call.
-pub trait EventSink: Send + Sync + 'static {
-    /// Takes one event of `box_id`.
-    ///
-    /// # Errors
-    /// [`HandOffError`] saying whether to retry.
-    fn hand_on(&self, box_id: &BoxId, event: &Event, now: Timestamp) -> Result<(), HandOffError>;
-
-    /// Takes several events, in order; the result of each. A sink that can take a batch at
-    /// once (one commit) overrides this; by default they are taken one at a time.
-    fn hand_on_many(
-        &self,
-        events: &[(BoxId, Event)],
-        now: Timestamp,
-    ) -> Vec<Result<(), HandOffError>> {
-        one_at_a_time(events, |(box_id, event)| self.hand_on(box_id, event, now))
-    }
-}
-
-/// Takes `events` in order with `hand_on`, up to the first that must be retried: the ones
-/// after it get the same answer without being tried, so that a retry takes them in order.
-fn one_at_a_time<T>(
-    events: &[T],
-    mut hand_on: impl FnMut(&T) -> Result<(), HandOffError>,
-) -> Vec<Result<(), HandOffError>> {
-    let mut results = Vec::with_capacity(events.len());
-    for event in events {
-        let result = hand_on(event);
-        if let Err(retry @ HandOffError::Retry { .. }) = &result {
-            let retry = retry.clone();
-            results.push(result);
-            results.resize_with(events.len(), || Err(retry.clone()));
-            return results;
-        }
-        results.push(result);
-    }
-    results
-}
-
-fn hand_off_error(e: CaseError) -> HandOffError {
-    match e {
-        CaseError::Db(e) => HandOffError::Retry {
-            reason: crate::telemetry::chain(&e),
-        },
-        e => HandOffError::Refused {
-            reason: crate::telemetry::chain(&e),
-        },
-    }
-}
-
-impl EventSink for CaseService {
-    fn hand_on(&self, box_id: &BoxId, event: &Event, now: Timestamp) -> Result<(), HandOffError> {
-        self.ingest(box_id, event, now)
-            .map(|_| ())
-            .map_err(hand_off_error)
-    }
-
-    fn hand_on_many(
-        &self,
-        events: &[(BoxId, Event)],
-        now: Timestamp,
-    ) -> Vec<Result<(), HandOffError>> {
-        match self.ingest_many(events, now) {
-            Ok(outcomes) => outcomes.iter().map(|_| Ok(())).collect(),
-            // storage failed: the whole batch again later
-            Err(e @ CaseError::Db(_)) => {
-                let failed = hand_off_error(e);
-                events.iter().map(|_| Err(failed.clone())).collect()
-            }
-            // one event is at fault: one at a time, so the others still go through
-            Err(_) => one_at_a_time(events, |(box_id, event)| self.hand_on(box_id, event, now)),
-        }
-    }
-}
-
 /// Why a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -382,31 +288,49 @@ struct LiveConn {
     commands_tx: mpsc::Sender<(Command, oneshot::Sender<CommandResult>)>,
 }
 
-/// State shared by the accept loop, connection tasks and handles.
+/// State shared by the accept loop, connection tasks and handles, by concern.
 struct Shared {
     settings: IngestSettings,
     codec: Codec,
     ca: HubCa,
+    /// Who the boxes are, when each was seen, which are connected.
+    boxes: Boxes,
+    /// What the boxes delivered.
+    delivery: Delivery,
+    /// Connections not yet sessions.
+    admission: Admission,
+    stats: IngestStats,
+    /// The wall clock: certificate signing, expiry checks (the TLS verifier's too), timestamps.
+    clock: Clock,
+}
+
+/// The boxes: the registry, when each was last seen, and the live connections.
+struct Boxes {
     /// Blocking: used from `spawn_blocking` only.
     registry: Mutex<Registry>,
-    /// Blocking: used from `spawn_blocking` only.
-    log: Mutex<IngestLog>,
-    evidence: evidence::EvidenceStore,
-    live: Mutex<HashMap<BoxId, LiveConn>>,
-    /// Woken after each commit so the hand-off runs promptly.
-    handoff: Notify,
-    stats: IngestStats,
     /// When each box was last seen (session opened, health), written to the registry in one
     /// transaction at each revocation poll rather than one flush per connection.
     seen: Mutex<HashMap<BoxId, Timestamp>>,
-    /// Connections accepted but not yet authenticated as a box session (see
-    /// `conn::Pending`); the admission gate reads it.
-    /// Connections not yet authenticated.
+    /// The connection of each connected box, for commands.
+    live: Mutex<HashMap<BoxId, LiveConn>>,
+}
+
+/// What the boxes delivered: the ingest log, the evidence files, and the wake-up of the
+/// hand-off to the sink.
+struct Delivery {
+    /// Blocking: used from `spawn_blocking` only.
+    log: Mutex<IngestLog>,
+    evidence: evidence::EvidenceStore,
+    /// Woken after each commit so the hand-off runs promptly.
+    handoff: Notify,
+}
+
+/// Connections on their way to a session, which the admission gate counts.
+struct Admission {
+    /// Connections not yet authenticated (see `conn::Slot`).
     pending: Arc<conn::SlotPool>,
     /// Connections without a certificate past their handshake.
     enrolling: Arc<conn::SlotPool>,
-    /// The wall clock: certificate signing, expiry checks (the TLS verifier's too), timestamps.
-    clock: Clock,
 }
 
 impl Shared {
@@ -415,9 +339,11 @@ impl Shared {
     }
 
     fn mark_seen(&self, id: &BoxId) {
-        lock(&self.seen).insert(id.clone(), self.now());
+        lock(&self.boxes.seen).insert(id.clone(), self.now());
     }
+}
 
+impl Boxes {
     /// Writes the boxes seen since the last call to the registry (blocking). On failure they
     /// are kept for the next call.
     fn flush_seen(&self) -> Result<(), RegistryError> {
@@ -495,15 +421,18 @@ impl IngestServer {
                 codec: Codec::new(settings.max_frame_bytes),
                 settings,
                 ca,
-                registry: Mutex::new(registry),
-                log: Mutex::new(log),
-                evidence,
-                live: Mutex::new(HashMap::new()),
-                seen: Mutex::new(HashMap::new()),
-                handoff: Notify::new(),
+                boxes: Boxes {
+                    registry: Mutex::new(registry),
+                    seen: Mutex::new(HashMap::new()),
+                    live: Mutex::new(HashMap::new()),
+                },
+                delivery: Delivery {
+                    log: Mutex::new(log),
+                    evidence,
+                    handoff: Notify::new(),
+                },
+                admission: Admission { pending, enrolling },
                 stats: IngestStats::default(),
-                pending,
-                enrolling,
                 clock,
             }),
             sink,
@@ -568,11 +497,11 @@ impl IngestServer {
                 tokio::time::Instant::now().into_std(),
                 incoming.remote_address_validated(),
                 incoming.may_retry(),
-                self.shared.pending.counts(address),
+                self.shared.admission.pending.counts(address),
             );
             match admission {
                 conn::Admission::Accept => {
-                    let pending = self.shared.pending.take(address);
+                    let pending = self.shared.admission.pending.take(address);
                     let (shared, revoked, cancel) =
                         (self.shared.clone(), revoked_rx.clone(), cancel.clone());
                     tracker.spawn(conn::serve(incoming, pending, shared, revoked, cancel));
@@ -599,7 +528,7 @@ impl IngestServer {
         tracker.close();
         tracker.wait().await;
         let shared = self.shared.clone();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || shared.flush_seen()).await {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || shared.boxes.flush_seen()).await {
             tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record when boxes were last seen");
         }
         self.endpoint.close(
@@ -629,7 +558,7 @@ impl IngestHandle {
 
     /// Boxes with a live connection.
     pub fn connected(&self) -> Vec<BoxId> {
-        let mut v: Vec<BoxId> = lock(&self.shared.live).keys().cloned().collect();
+        let mut v: Vec<BoxId> = lock(&self.shared.boxes.live).keys().cloned().collect();
         v.sort();
         v
     }
@@ -644,7 +573,7 @@ impl IngestHandle {
         action: CommandAction,
         timeout: Duration,
     ) -> Result<CommandResult, CommandError> {
-        let tx = lock(&self.shared.live)
+        let tx = lock(&self.shared.boxes.live)
             .get(box_id)
             .map(|c| c.commands_tx.clone())
             .ok_or_else(|| CommandError::NotConnected(box_id.clone()))?;
@@ -668,8 +597,8 @@ impl IngestHandle {
     pub async fn expire_evidence(&self, files: Vec<Digest>) -> Result<(u64, u64), IngestError> {
         let shared = self.shared.clone();
         let (count, bytes) = blocking(move || {
-            let (count, bytes) = shared.evidence.delete(&files)?;
-            lock(&shared.log).evidence_expired(&files)?;
+            let (count, bytes) = shared.delivery.evidence.delete(&files)?;
+            lock(&shared.delivery.log).evidence_expired(&files)?;
             Ok((count, bytes))
         })
         .await?;
@@ -695,7 +624,8 @@ impl IngestHandle {
         loop {
             let shared = self.shared.clone();
             // one batch per lock hold: sessions committing events wait for a batch at most
-            let (n, b) = blocking(move || lock(&shared.log).prune_bodies(before, BATCH)).await?;
+            let (n, b) =
+                blocking(move || lock(&shared.delivery.log).prune_bodies(before, BATCH)).await?;
             events += n;
             bytes += b;
             let stats = &self.shared.stats;
@@ -716,7 +646,7 @@ impl IngestHandle {
         f: impl FnOnce(&IngestLog) -> Result<T, IngestError> + Send + 'static,
     ) -> Result<T, IngestError> {
         let shared = self.shared.clone();
-        blocking(move || f(&lock(&shared.log))).await
+        blocking(move || f(&lock(&shared.delivery.log))).await
     }
 }
 
@@ -748,10 +678,10 @@ async fn poll_revocations(
         }
         let s = shared.clone();
         let found = tokio::task::spawn_blocking(move || {
-            if let Err(e) = s.flush_seen() {
+            if let Err(e) = s.boxes.flush_seen() {
                 tracing::debug!(error = %crate::telemetry::chain(&e), "failed to record when boxes were last seen");
             }
-            lock(&s.registry).revoked()
+            lock(&s.boxes.registry).revoked()
         })
         .await;
         match found {
@@ -801,7 +731,7 @@ async fn hand_off(
         let delay = wait.unwrap_or(Duration::from_secs(5));
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = shared.handoff.notified(), if wait.is_none() => {}
+            _ = shared.delivery.handoff.notified(), if wait.is_none() => {}
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -809,7 +739,7 @@ async fn hand_off(
 
 /// One round: returns how many events were marked.
 fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, IngestError> {
-    let batch = lock(&shared.log).unhanded(shared.settings.handoff_batch_events)?;
+    let batch = lock(&shared.delivery.log).unhanded(shared.settings.handoff_batch_events)?;
     let epochs: Vec<u64> = batch.iter().map(|u| u.epoch).collect();
     let batch: Vec<(BoxId, Event)> = batch.into_iter().map(|u| (u.box_id, u.event)).collect();
     let mut done = Vec::with_capacity(batch.len());
@@ -837,7 +767,7 @@ fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, Ingest
         }
     }
     let n = done.len();
-    lock(&shared.log).mark_handed(&done)?;
+    lock(&shared.delivery.log).mark_handed(&done)?;
     match retry {
         Some(reason) if n == 0 => Err(IngestError::Io {
             op: "hand events on",
@@ -850,40 +780,4 @@ fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, Ingest
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock leaves SQLite consistent (its transaction rolled back).
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_after_one_to_retry_are_not_taken_before_it() {
-        let answers = ["ok", "refused", "retry", "ok"];
-        let mut tried = Vec::new();
-        let results = one_at_a_time(&answers, |&answer| {
-            tried.push(answer);
-            match answer {
-                "ok" => Ok(()),
-                "refused" => Err(HandOffError::Refused {
-                    reason: "bad".into(),
-                }),
-                _ => Err(HandOffError::Retry {
-                    reason: "busy".into(),
-                }),
-            }
-        });
-        assert_eq!(tried, ["ok", "refused", "retry"]);
-        let kinds: Vec<&str> = results
-            .iter()
-            .map(|r| match r {
-                Ok(()) => "ok",
-                Err(HandOffError::Refused { .. }) => "refused",
-                Err(HandOffError::Retry { reason }) => {
-                    assert_eq!(reason, "busy");
-                    "retry"
-                }
-            })
-            .collect();
-        assert_eq!(kinds, ["ok", "refused", "retry", "retry"]);
-    }
 }
