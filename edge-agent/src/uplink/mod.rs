@@ -8,9 +8,13 @@
 //!   lower priority, resumable by SHA-256 and offset, under a bandwidth budget. `Health` goes
 //!   every `health_interval_secs`. Commands are answered (unknown ones as unsupported). The
 //!   certificate is renewed over the session before it expires.
+//! - What a session knows about delivery (next, acknowledged, in flight, exhausted, renewal
+//!   drain) is `window::SyncWindow`, pure and property-tested; `session` is the pump around it
+//!   (frames through `wire::pump`).
 //! - Reconnects use exponential backoff with jitter. The mode ([`UplinkMode`]: offline,
-//!   catching up, connected) with the backlog and the age of the oldest unsynced event is
-//!   published on a watch channel ([`UplinkStatus`]), so "connected but not syncing" shows.
+//!   catching up, connected, revoked) with the backlog and the age of the oldest unsynced event
+//!   is published on a watch channel ([`UplinkStatus`]), so "connected but not syncing" shows;
+//!   each change of mode is logged once.
 //! - `enroll`: the one-time enrollment with a token (see `crate::enroll`).
 //!
 //! This module must not decide what an event is, nor write events: it reads pending events and

@@ -28,6 +28,9 @@
 //!   cases), marking it after, so a crash repeats a hand-off that the sink ignores as a duplicate.
 //! - Revocation: the registry is polled every `revocation_check_interval_secs`; a revoked box's
 //!   live connection is told `Bye { Revoked }` and closed, and new ones are refused.
+//! - A session's rules (version and epoch, expiry and revocation, coalescing and order, rate
+//!   limits, command answers) are `session::BoxSession`, pure and property-tested; `conn` is the
+//!   pump around it (frames through `wire::pump`).
 //! - [`IngestHandle`]: commands to a connected box, counters.
 //!
 //! This module must not decide what an event means (the sink does) nor trust a payload for
