@@ -10,6 +10,7 @@ pub mod http;
 pub mod layers;
 pub mod media;
 pub mod mosquitto;
+pub mod postgres;
 pub mod process;
 pub mod workspace;
 
