@@ -2,4 +2,4 @@
 //! stamps) so that tests control it (the type is shared with the box in `wire::clock`). A leaf:
 //! it uses nothing of the hub.
 
-pub use wire::clock::{Clock, system_clock};
+pub use wire::clock::{Clock, now, system_clock};

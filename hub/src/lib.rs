@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod assess;
+pub mod backup;
 pub mod cases;
 pub mod checks;
 pub mod clock;

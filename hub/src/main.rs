@@ -31,6 +31,17 @@ enum Command {
         #[arg(long, default_value = "/etc/hub/hub.toml")]
         config: PathBuf,
     },
+    /// Copy a hub online (it keeps serving) into a new folder: its databases through SQLite's
+    /// backup API, each checked, then its CA, evidence, configuration and the files it names,
+    /// with a MANIFEST of where each came from. Restore by copying the files back (README).
+    Backup {
+        /// The hub's configuration file.
+        #[arg(long, default_value = "/etc/hub/hub.toml")]
+        config: PathBuf,
+        /// The new folder to write (must not exist, or be empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Check a config file: every problem at once (with its key path and what is expected),
     /// the files it names parsed as `hub serve` would, or the validated config with secrets
     /// redacted. Exit status 1 when it has problems.
@@ -168,6 +179,7 @@ fn main() -> ExitCode {
         Command::Categories { json } => print_categories(json),
         Command::Grid { command } => report(grid(command)),
         Command::Serve { config } => report(serve(config)),
+        Command::Backup { config, to } => report(backup(&config, &to)),
         Command::CheckConfig { file } => {
             let check = hub::checks::check_config_file(&file);
             print!("{}", check.render());
@@ -249,10 +261,7 @@ fn token_new(name: &str, role: &str, subject: &str) -> anyhow::Result<String> {
 }
 
 fn wall_clock() -> protocol::Timestamp {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    protocol::Timestamp::from_unix_millis(millis)
+    hub::clock::now()
 }
 
 fn grid(command: GridCommand) -> anyhow::Result<String> {
@@ -305,6 +314,19 @@ fn serve(path: PathBuf) -> anyhow::Result<String> {
         .await
     })?;
     Ok(String::new())
+}
+
+fn backup(config_path: &std::path::Path, to: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|e| anyhow::anyhow!("failed to read `{}`: {e}", config_path.display()))?;
+    let config = hub::config::HubConfig::from_toml_str(&text)?;
+    let report = hub::backup::backup(&config, config_path, to, &mut |line| eprintln!("{line}"))?;
+    Ok(format!(
+        "{} files, {} bytes in {}\n",
+        report.files.len(),
+        report.bytes(),
+        to.display()
+    ))
 }
 
 fn report(result: anyhow::Result<String>) -> ExitCode {

@@ -41,7 +41,7 @@ pub const HUB_LAYERS: &[&[&str]] = &[
     &["ingest"],
     &["api", "retention"],
     &["config"],
-    &["checks", "commands", "serve"],
+    &["backup", "checks", "commands", "serve"],
 ];
 
 /// The modules that may see the agent's root `Config` (the composed file): the config itself and

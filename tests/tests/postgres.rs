@@ -1,5 +1,6 @@
 //! The private PostgreSQL cluster the hub's PostgreSQL tests run on: it starts on a free port,
 //! keeps what was committed across a crash restart, and goes away with its folder.
+#![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
 use e2e::postgres::Postgres;
 
@@ -7,8 +8,11 @@ use e2e::postgres::Postgres;
 fn a_private_cluster_starts_keeps_commits_across_a_crash_and_stops() {
     let mut pg = Postgres::start().unwrap();
     pg.create_db("hub").unwrap();
-    pg.psql("hub", "CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2)")
-        .unwrap();
+    pg.psql(
+        "hub",
+        "CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2)",
+    )
+    .unwrap();
     assert_eq!(pg.psql("hub", "SELECT sum(n) FROM t").unwrap(), "3");
     assert!(pg.url("hub").contains(&format!(":{}/hub", pg.port())));
     pg.restart().unwrap();

@@ -34,6 +34,8 @@ pub(crate) struct RunningHub {
     pub(crate) api: SocketAddr,
     /// The QUIC ingest's address.
     pub(crate) ingest: SocketAddr,
+    /// The configuration it serves, as a file.
+    pub(crate) config_path: std::path::PathBuf,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), hub::serve::ServeError>>,
 }
@@ -77,6 +79,9 @@ impl RunningHub {
             p("calendar.toml"),
             data,
         );
+        // written where an operator keeps it, so that tools reading the file (backup) see it
+        let config_path = data.join("hub-test.toml");
+        std::fs::write(&config_path, &text).unwrap();
         let config = hub::config::HubConfig::from_toml_str(&text).unwrap();
         let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -92,6 +97,7 @@ impl RunningHub {
         RunningHub {
             api: at.api,
             ingest: at.ingest.unwrap(),
+            config_path,
             cancel,
             task,
         }
