@@ -29,8 +29,9 @@ use crate::camera::{CameraError, CameraStage, CameraState, CameraStats};
 use crate::clock::now;
 use crate::config::Config;
 use crate::events::{Built, EventBuilder, EventsStats, Observation};
+use crate::probes::Probes;
 use crate::sensors::{SensorStage, SensorStats, SensorsError};
-use crate::status::{LocalApi, LocalApiError, StatusSources};
+use crate::status::{LocalApi, LocalApiError};
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::chain;
 
@@ -152,7 +153,17 @@ impl Agent {
                 None => uplink,
             }
         });
-        let uplink_status = uplink.as_ref().map(crate::uplink::Uplink::status);
+        // Fusion runs when a sensor names a confirming camera and the cameras run.
+        let fusion = (looker.is_some() && config.sensors.iter().any(|s| s.camera.is_some()))
+            .then(|| Arc::new(crate::fusion::FusionStats::default()));
+        let probes = Probes {
+            store: store.clone(),
+            events: Arc::clone(&events),
+            sensors: sensor_stats.clone(),
+            cameras: camera_stats.clone(),
+            fusion,
+            uplink: uplink.as_ref().map(crate::uplink::Uplink::status),
+        };
         let local_api = match &config.local_api {
             Some(local_api) => Some(
                 LocalApi::bind(
@@ -163,13 +174,7 @@ impl Agent {
                         store: config.store.clone(),
                         evidence: config.events.evidence.clone(),
                     },
-                    StatusSources {
-                        store: store.clone(),
-                        cameras: camera_stats.clone(),
-                        sensors: sensor_stats.clone(),
-                        events: Arc::clone(&events),
-                        uplink: uplink_status.clone(),
-                    },
+                    probes.clone(),
                 )
                 .await?,
             ),
@@ -180,9 +185,8 @@ impl Agent {
             sensors,
             cameras,
             looker,
-            events,
+            probes,
             uplink,
-            uplink_status,
             rechecks,
             local_api,
         })
@@ -195,9 +199,9 @@ struct Stages {
     sensors: Option<SensorStage>,
     cameras: Option<CameraStage>,
     looker: Option<crate::camera::Looker>,
-    events: Arc<EventsStats>,
+    /// What the box page and the metrics read, built once.
+    probes: Probes,
     uplink: Option<crate::uplink::Uplink>,
-    uplink_status: Option<tokio::sync::watch::Receiver<crate::uplink::UplinkStatus>>,
     rechecks: Option<(
         mpsc::Receiver<crate::uplink::CommandRequest>,
         crate::camera::Looker,
@@ -209,21 +213,24 @@ impl Stages {
     /// Spawns every stage; this cannot fail.
     fn run(self, config: &Config, store: Store, cancel: CancellationToken) -> Agent {
         let tracker = TaskTracker::new();
-        let sensor_stats = self.sensors.as_ref().map(SensorStage::stats);
-        let camera_stats = self.cameras.as_ref().map(CameraStage::stats);
         let Stages {
             metrics_listener,
             sensors,
             cameras,
             looker,
-            events,
+            probes,
             uplink,
-            uplink_status,
             rechecks,
             local_api,
         } = self;
-        let (observations_rx, fusion_stats) =
-            spawn_sources(&tracker, config, sensors, cameras, looker, &cancel);
+        let events = Arc::clone(&probes.events);
+        let observations_rx = spawn_sources(
+            &tracker,
+            config,
+            (sensors, cameras, looker),
+            probes.fusion.clone(),
+            &cancel,
+        );
         tracker.spawn(
             events_stage(
                 EventBuilder::from_section(&config.events, config.site.grid.clone()),
@@ -260,16 +267,9 @@ impl Stages {
         if let Some(api) = local_api {
             tracker.spawn(api.run(cancel.clone()).instrument(info_span!("local_api")));
         }
+        let (sensor_stats, camera_stats) = (probes.sensors.clone(), probes.cameras.clone());
         let metrics_addr = metrics_listener.and_then(|listener| {
-            let metrics = crate::metrics::AgentMetrics::new(crate::metrics::MetricsSources {
-                store: store.clone(),
-                quota_bytes: config.store.quota_bytes,
-                events: Arc::clone(&events),
-                sensors: sensor_stats.clone(),
-                cameras: camera_stats.clone(),
-                fusion: fusion_stats,
-                uplink: uplink_status,
-            });
+            let metrics = crate::metrics::AgentMetrics::new(probes, config.store.quota_bytes);
             let addr = listener.local_addr().ok();
             info!(addr = ?addr, "metrics listening");
             tracker.spawn(
@@ -298,20 +298,23 @@ impl Stages {
     }
 }
 
-/// Spawns the observation sources (sensors, cameras, and fusion for sensors that name a
-/// confirming camera); returns where their observations arrive, which closes once every
-/// source has stopped, and the fusion's counters.
+/// The observation sources, built: sensors, cameras, and the cameras' looker for fusion.
+type Sources = (
+    Option<SensorStage>,
+    Option<CameraStage>,
+    Option<crate::camera::Looker>,
+);
+
+/// Spawns the observation sources (sensors, cameras, and fusion counted in `fusion` for sensors
+/// that name a confirming camera); returns where their observations arrive, which closes once
+/// every source has stopped.
 fn spawn_sources(
     tracker: &TaskTracker,
     config: &Config,
-    sensors: Option<SensorStage>,
-    cameras: Option<CameraStage>,
-    looker: Option<crate::camera::Looker>,
+    (sensors, cameras, looker): Sources,
+    fusion: Option<Arc<crate::fusion::FusionStats>>,
     cancel: &CancellationToken,
-) -> (
-    mpsc::Receiver<crate::events::Observation>,
-    Option<Arc<crate::fusion::FusionStats>>,
-) {
+) -> mpsc::Receiver<crate::events::Observation> {
     let (observations_tx, observations_rx) = mpsc::channel(OBSERVATION_QUEUE);
     // Sensors with a confirming camera send through fusion, which attaches the camera's look
     // (validation guarantees the camera exists).
@@ -344,17 +347,14 @@ fn spawn_sources(
             .instrument(info_span!("cameras")),
         );
     }
-    let mut fusion_stats = None;
-    if let (Some(rx), Some(looker)) = (fusion_rx, looker) {
-        let stats = Arc::new(crate::fusion::FusionStats::default());
-        fusion_stats = Some(Arc::clone(&stats));
+    if let (Some(rx), Some(looker), Some(stats)) = (fusion_rx, looker, fusion) {
         tracker.spawn(
             crate::fusion::run(rx, observations_tx, fused, looker, stats)
                 .instrument(info_span!("fusion")),
         );
     }
     // Only the sources hold senders now: the events stage ends when they all have stopped.
-    (observations_rx, fusion_stats)
+    observations_rx
 }
 
 impl Agent {

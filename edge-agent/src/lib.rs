@@ -23,6 +23,7 @@ pub mod enroll;
 pub mod events;
 pub mod fusion;
 pub mod metrics;
+pub mod probes;
 pub mod recheck;
 pub mod sensors;
 pub mod status;

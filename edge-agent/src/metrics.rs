@@ -13,8 +13,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -28,15 +28,11 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::camera::{CameraState, CameraStats, DETECT_BUCKETS_SECS};
-use crate::events::EventsStats;
-use crate::fusion::FusionStats;
+use crate::probes::Probes;
 use crate::sensors::SensorStats;
-use crate::store::Store;
-use crate::uplink::UplinkStatus;
 
 /// The OpenMetrics content type Prometheus negotiates.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -57,25 +53,6 @@ impl Default for MetricsConfig {
             listen_addr: default_listen_addr(),
         }
     }
-}
-
-/// What the metrics read; each part is absent when that stage is not configured.
-#[derive(Debug, Clone)]
-pub struct MetricsSources {
-    /// The event store (size, backlog, evictions).
-    pub store: Store,
-    /// The store's quota, for the usage ratio.
-    pub quota_bytes: u64,
-    /// The events stage's counters.
-    pub events: Arc<EventsStats>,
-    /// The sensors' counters and the broker link.
-    pub sensors: Option<Arc<Mutex<SensorStats>>>,
-    /// The cameras' counters and the detector's timings.
-    pub cameras: Option<CameraStats>,
-    /// Sensor–camera fusion's counters, when a sensor names a confirming camera.
-    pub fusion: Option<Arc<FusionStats>>,
-    /// The uplink's state.
-    pub uplink: Option<watch::Receiver<UplinkStatus>>,
 }
 
 /// Why the metrics listener could not start.
@@ -106,11 +83,13 @@ impl fmt::Debug for AgentMetrics {
 }
 
 impl AgentMetrics {
-    /// Metrics reading `sources` at each scrape.
-    pub fn new(sources: MetricsSources) -> AgentMetrics {
+    /// Metrics reading `probes` at each scrape; `quota_bytes` is the store's quota, for the
+    /// usage ratio.
+    pub fn new(probes: Probes, quota_bytes: u64) -> AgentMetrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(AgentCollector {
-            sources,
+            sources: probes,
+            quota_bytes,
             collect_errors: AtomicU64::new(0),
         }));
         AgentMetrics {
@@ -168,7 +147,9 @@ async fn scrape(State(metrics): State<AgentMetrics>) -> Response {
 /// Reads the stages' counters at scrape time.
 #[derive(Debug)]
 struct AgentCollector {
-    sources: MetricsSources,
+    sources: Probes,
+    /// The store's quota.
+    quota_bytes: u64,
     /// Scrapes whose store read failed (store metrics are then left out).
     collect_errors: AtomicU64,
 }
@@ -303,7 +284,7 @@ impl AgentCollector {
             enc,
             "edge_agent_store_quota_bytes",
             "The store's quota",
-            self.sources.quota_bytes,
+            self.quota_bytes,
         )?;
         gauge(
             enc,

@@ -27,36 +27,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::camera::CameraStats;
-use crate::events::EventsStats;
 use crate::events::EvidenceRenderer;
-use crate::sensors::SensorStats;
-use crate::store::Store;
-use crate::uplink::UplinkStatus;
+use crate::probes::Probes;
 
 pub use config::LocalApiConfig;
 pub use report::{
     CameraReport, DetectorReport, EventCounts, EventReport, ExplanationReport, MqttReport, Problem,
     SensorReport, StatusReport, StoreReport, TrackReport, UplinkReport,
 };
-
-/// What the page reads: the stages' shared counters and the store.
-#[derive(Debug, Clone)]
-pub struct StatusSources {
-    /// The event store.
-    pub store: Store,
-    /// The cameras (none when none are configured).
-    pub cameras: Option<CameraStats>,
-    /// The sensors (none when none are configured).
-    pub sensors: Option<Arc<Mutex<SensorStats>>>,
-    /// The events stage.
-    pub events: Arc<EventsStats>,
-    /// The uplink's status (none without `[uplink]`).
-    pub uplink: Option<watch::Receiver<UplinkStatus>>,
-}
 
 /// Why the local API could not start.
 #[derive(Debug, thiserror::Error)]
@@ -126,10 +106,7 @@ impl LocalApi {
     ///
     /// # Errors
     /// [`LocalApiError`] when the port is taken or the password file is unusable.
-    pub async fn bind(
-        settings: PageSettings,
-        sources: StatusSources,
-    ) -> Result<LocalApi, LocalApiError> {
+    pub async fn bind(settings: PageSettings, sources: Probes) -> Result<LocalApi, LocalApiError> {
         let local = &settings.local_api;
         let admin_password = match &local.admin_password_path {
             Some(path) => Some(password::AdminPassword::read(path)?),

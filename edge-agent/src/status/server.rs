@@ -28,13 +28,14 @@ use protocol::{Catalog, Digest, Seq};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::LocalApiError;
 use super::report::{
     CameraReport, DetectorReport, EventCounts, EventReport, ExplanationReport, MqttReport, Problem,
     SensorReport, StatusReport, StoreReport, TrackReport, UplinkReport,
 };
-use super::{LocalApiError, StatusSources};
 use crate::camera::{CameraState, CameraStats};
 use crate::events::{EvidenceRenderer, Mark, PixelRect};
+use crate::probes::Probes;
 use crate::sensors::RuleKind;
 use crate::uplink::UplinkMode;
 
@@ -63,7 +64,7 @@ const FAILED_SIGN_IN_DELAY: Duration = Duration::from_millis(500);
 /// State shared by the handlers.
 pub(super) struct ApiState {
     pub(super) settings: super::PageSettings,
-    pub(super) sources: StatusSources,
+    pub(super) sources: Probes,
     pub(super) started: Instant,
     pub(super) admin_password: Option<super::password::AdminPassword>,
     pub(super) renderer: EvidenceRenderer,
