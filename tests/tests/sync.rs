@@ -1143,3 +1143,53 @@ async fn a_box_over_its_limits_is_slowed_its_extra_health_dropped_and_a_huge_pic
     uplink.stop().await;
     hub.stop().await;
 }
+
+/// A box given two hub addresses besides a dead one moves on from the dead one, and when the
+/// hub process it syncs with goes away, fails over to the other: every event arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_fails_over_between_hub_processes_and_delivers_every_event_once() {
+    let first = TestHub::start().await;
+    let second = TestHub::start_beside(&first).await;
+    // an address nobody answers on (a UDP port just given back)
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut edge = TestEdge::enroll(&first, "box-failover", &dead.to_string()).await;
+    edge.config.hubs = vec![first.addr().to_string(), second.addr().to_string()];
+    edge.produce(300, 4).await.unwrap();
+    let uplink = edge.start_uplink();
+    edge.assert_acked(300, Duration::from_secs(60), &uplink)
+        .await;
+    let on_first = first.handle.connected().len() == 1;
+    let (gone, survivor) = if on_first {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let _data = gone.stop().await;
+    edge.produce_range(300..600, 4).await.unwrap();
+    edge.assert_acked(600, Duration::from_secs(60), &uplink)
+        .await;
+    assert_eq!(
+        survivor.handle.connected().len(),
+        1,
+        "the box is on the survivor"
+    );
+    let id = protocol::BoxId::parse("box-failover").unwrap();
+    let seqs: Vec<u64> = survivor
+        .handle
+        .with_log(move |log| log.events_of(&id))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=600).collect::<Vec<_>>(),
+        "each event once, in order"
+    );
+    uplink.stop().await;
+    survivor.stop().await;
+}

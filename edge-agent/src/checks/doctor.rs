@@ -482,19 +482,22 @@ async fn check_hub(config: &Config, options: &DoctorOptions, report: &mut Doctor
         ),
         Some((_, not_after)) => report.push("hub enrollment", Status::Ok, format!("enrolled; certificate valid until {}", time_text(not_after)), ""),
     }
-    match crate::uplink::probe_hub(up, options.hub_timeout).await {
-        Ok(p) => report.push(
-            "hub",
-            Status::Ok,
-            format!("{} reachable at {}: handshake {} ms, rtt {} ms", up.hub_addr, p.addr, p.handshake.as_millis(), p.rtt.as_millis()),
-            "",
-        ),
-        Err(e) => report.push(
-            "hub",
-            Status::Fail,
-            format!("{}: {}", up.hub_addr, crate::telemetry::chain(&e)),
-            "check uplink.hub_addr, the network and firewall (UDP), and that the hub runs and this box is not revoked",
-        ),
+    // Every hub process the box may use: a dead one is where the box fails over to the next.
+    for hub in up.hub_addrs() {
+        match crate::uplink::probe_hub(up, &hub, options.hub_timeout).await {
+            Ok(p) => report.push(
+                "hub",
+                Status::Ok,
+                format!("{hub} reachable at {}: handshake {} ms, rtt {} ms", p.addr, p.handshake.as_millis(), p.rtt.as_millis()),
+                "",
+            ),
+            Err(e) => report.push(
+                "hub",
+                Status::Fail,
+                format!("{hub}: {}", crate::telemetry::chain(&e)),
+                "check uplink.hub_addr and uplink.hubs, the network and firewall (UDP), and that the hub runs and this box is not revoked",
+            ),
+        }
     }
 }
 

@@ -14,6 +14,11 @@ use super::{IdentityPaths, Settings};
 pub struct UplinkConfig {
     /// The hub's ingest, `HOST:PORT`. Required.
     pub hub_addr: String,
+    /// Further hub processes (`HOST:PORT` each) serving the same hub: when a session cannot be
+    /// opened or is lost, the next address is tried (after the reconnect backoff), in the order
+    /// `hub_addr`, then these; every address a name resolves to counts as one. Default none.
+    #[serde(default)]
+    pub hubs: Vec<String>,
     /// The name in the hub's server certificate. Default `gridsense-hub`.
     #[serde(default = "default_server_name")]
     pub server_name: String,
@@ -76,6 +81,7 @@ impl UplinkConfig {
         } = IdentityPaths::in_dir(tls_dir);
         UplinkConfig {
             hub_addr: hub_addr.into(),
+            hubs: Vec::new(),
             server_name: default_server_name(),
             ca_path,
             cert_path,
@@ -95,6 +101,17 @@ impl UplinkConfig {
         }
     }
 
+    /// Every hub address, `hub_addr` first, each once.
+    pub fn hub_addrs(&self) -> Vec<String> {
+        let mut all = vec![self.hub_addr.clone()];
+        for h in &self.hubs {
+            if !all.contains(h) {
+                all.push(h.clone());
+            }
+        }
+        all
+    }
+
     /// The identity files.
     pub fn identity(&self) -> IdentityPaths {
         IdentityPaths {
@@ -109,6 +126,14 @@ impl UplinkConfig {
         let mut p = Vec::new();
         if !self.hub_addr.contains(':') {
             p.push(Problem::at("uplink.hub_addr", "expected HOST:PORT"));
+        }
+        for (i, h) in self.hubs.iter().enumerate() {
+            if !h.contains(':') {
+                p.push(Problem::at(
+                    format!("uplink.hubs[{i}]"),
+                    format!("`{h}`: expected HOST:PORT"),
+                ));
+            }
         }
         if self.batch_max_events == 0 || self.max_batches_in_flight == 0 {
             p.push(Problem::at(
@@ -148,7 +173,7 @@ impl UplinkConfig {
 
     pub(crate) fn settings(&self) -> Settings {
         Settings {
-            hub_addr: self.hub_addr.clone(),
+            hub_addrs: self.hub_addrs(),
             server_name: self.server_name.clone(),
             identity: self.identity(),
             batch_max_events: self.batch_max_events.max(1) as usize,

@@ -182,7 +182,8 @@ pub enum UplinkError {
 /// Settings derived from the config.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub(crate) hub_addr: String,
+    /// `hub_addr`, then `hubs`.
+    pub(crate) hub_addrs: Vec<String>,
     pub(crate) server_name: String,
     pub(crate) identity: IdentityPaths,
     pub(crate) batch_max_events: usize,
@@ -295,11 +296,33 @@ impl Uplink {
             seed,
         );
         let mut last_logged: Option<String> = None;
+        // Which of the hub's addresses the next session goes to; moves on when a session fails
+        // or ends without delivering anything (so a dead hub process is left for the next).
+        let mut turn = 0usize;
         loop {
             if cancel.is_cancelled() {
                 break;
             }
-            let outcome = session::run(&self, &endpoint, &cancel).await;
+            let outcome = match resolve_all(&self.settings.hub_addrs).await {
+                Ok(addrs) => {
+                    let addr = addrs[turn % addrs.len()];
+                    let outcome = session::run(&self, &endpoint, addr, &cancel).await;
+                    let stay = matches!(
+                        &outcome,
+                        Ok(session::End::Renewed
+                            | session::End::Lost {
+                                progressed: true,
+                                ..
+                            })
+                    );
+                    if !stay && addrs.len() > 1 {
+                        turn = turn.wrapping_add(1);
+                        tracing::debug!(stage = "uplink", next = %addrs[turn % addrs.len()], "trying the next hub address");
+                    }
+                    outcome
+                }
+                Err(e) => Err(e),
+            };
             match outcome {
                 Ok(session::End::Shutdown) => break,
                 Ok(session::End::Renewed) => {
@@ -400,6 +423,30 @@ pub(crate) async fn resolve(addr: &str) -> Result<SocketAddr, UplinkError> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| UplinkError::Resolve(addr.to_owned()))
+}
+
+/// Every address the hub names resolve to, in the order given (each once); names that do not
+/// resolve now are left out. Resolved again before each session, so a DNS change is followed.
+async fn resolve_all(names: &[String]) -> Result<Vec<SocketAddr>, UplinkError> {
+    let mut all = Vec::new();
+    for name in names {
+        match tokio::net::lookup_host(name.as_str()).await {
+            Ok(addrs) => {
+                for a in addrs {
+                    if !all.contains(&a) {
+                        all.push(a);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(stage = "uplink", hub = %name, error = %e, "hub address does not resolve")
+            }
+        }
+    }
+    if all.is_empty() {
+        return Err(UplinkError::Resolve(names.join(", ")));
+    }
+    Ok(all)
 }
 
 pub(crate) use crate::clock::now;

@@ -27,14 +27,18 @@ pub struct HubProbe {
 ///
 /// # Errors
 /// [`UplinkError`]: identity files unusable, address unresolved, handshake refused or timed out.
-pub async fn probe_hub(config: &UplinkConfig, timeout: Duration) -> Result<HubProbe, UplinkError> {
+pub async fn probe_hub(
+    config: &UplinkConfig,
+    hub_addr: &str,
+    timeout: Duration,
+) -> Result<HubProbe, UplinkError> {
     let identity = IdentityPaths {
         ca_path: config.ca_path.clone(),
         cert_path: config.cert_path.clone(),
         key_path: config.key_path.clone(),
     };
     let (client, cert_not_after) = tls::session_config(&identity, transport(timeout, timeout / 2))?;
-    let addr = resolve(&config.hub_addr).await?;
+    let addr = resolve(hub_addr).await?;
     let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
         .map_err(UplinkError::Socket)?;
     let started = std::time::Instant::now();

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::window::{SyncWindow, Welcomed};
-use super::{CommandRequest, Uplink, UplinkError, UplinkMode, now, resolve, tls};
+use super::{CommandRequest, Uplink, UplinkError, UplinkMode, now, tls};
 use crate::store::{EvidencePins, Store};
 use wire::frame::write_frame;
 use wire::pump::{self, Outgoing};
@@ -50,11 +50,11 @@ pub(super) enum End {
 pub(super) async fn run(
     up: &Uplink,
     endpoint: &quinn::Endpoint,
+    addr: std::net::SocketAddr,
     cancel: &CancellationToken,
 ) -> Result<End, UplinkError> {
     let s = &up.settings;
     let config = up.session_configs.config(&s.identity, up.transport())?;
-    let addr = resolve(&s.hub_addr).await?;
     let connecting = endpoint.connect_with(config, addr, &s.server_name)?;
     let conn = tokio::select! {
         _ = cancel.cancelled() => return Ok(End::Shutdown),
@@ -156,7 +156,7 @@ async fn welcome(
         Err(_) => return Err(UplinkError::Timeout(HANDSHAKE_TIMEOUT)),
     };
     up.status_tx.send_modify(|st| st.sessions_total += 1);
-    tracing::info!(stage = "uplink", device_id = %welcome.box_id, hub_last = ?welcome.last_committed_seq, acked = stats.acked_seq, "session open");
+    tracing::info!(stage = "uplink", device_id = %welcome.box_id, hub = %conn.remote_address(), hub_last = ?welcome.last_committed_seq, acked = stats.acked_seq, "session open");
     let (window, welcomed) = SyncWindow::open(
         stats.acked_seq,
         stats.last_seq,

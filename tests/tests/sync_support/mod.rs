@@ -84,7 +84,9 @@ pub(crate) async fn wait_for_mode(
 }
 
 pub(crate) struct TestHub {
-    dir: tempfile::TempDir,
+    /// The data folder, owned by the first hub process on it.
+    dir: Option<tempfile::TempDir>,
+    path: std::path::PathBuf,
     pub(crate) handle: IngestHandle,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -108,7 +110,19 @@ impl TestHub {
             now(),
         )
         .unwrap();
-        let mut settings = IngestSettings::for_tests(dir.path());
+        let mut hub = TestHub::serve(dir.path(), clock, tweak);
+        hub.dir = Some(dir);
+        hub
+    }
+
+    /// A second hub process on `other`'s data folder (its CA, registry and ingest log), on a
+    /// port of its own: what a box with several hub addresses fails over between.
+    pub(crate) async fn start_beside(other: &TestHub) -> TestHub {
+        TestHub::serve(other.dir(), &TestClock::default(), |_| {})
+    }
+
+    fn serve(path: &Path, clock: &TestClock, tweak: impl FnOnce(&mut IngestSettings)) -> TestHub {
+        let mut settings = IngestSettings::for_tests(path);
         settings.revocation_check_interval = Duration::from_secs(1);
         settings.idle_timeout = Duration::from_millis(1500);
         tweak(&mut settings);
@@ -118,7 +132,8 @@ impl TestHub {
         let c = cancel.clone();
         let task = tokio::spawn(async move { server.run(c).await.unwrap() });
         TestHub {
-            dir,
+            dir: None,
+            path: path.to_owned(),
             handle,
             cancel,
             task,
@@ -130,7 +145,7 @@ impl TestHub {
     }
 
     pub(crate) fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     pub(crate) fn clone_handle(&self) -> IngestHandle {
@@ -141,12 +156,15 @@ impl TestHub {
         boxes::add_box(self.dir(), id, None, now()).unwrap()
     }
 
-    pub(crate) async fn stop(self) {
+    /// Stops this hub process; gives back the data folder it owns (if it is the first on it),
+    /// for a test whose other hub process still uses it.
+    pub(crate) async fn stop(self) -> Option<tempfile::TempDir> {
         self.cancel.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("hub ingest stops")
             .unwrap();
+        self.dir
     }
 }
 
