@@ -6,9 +6,11 @@
 //! CONVENTIONS §6): per-camera and per-sensor detail is on the box page and in `doctor`.
 //!
 //! Nothing is counted here. The stages already count what they do ([`CameraStats`],
-//! [`SensorStats`], [`FusionStats`], [`EventsStats`], the store's
-//! [`StoreStats`](crate::store::StoreStats), the uplink's [`UplinkStatus`]); a collector reads
-//! them at scrape time. The store read is a SQLite query, so a scrape renders on the blocking
+//! [`SensorStats`], [`FusionStats`](crate::fusion::FusionStats),
+//! [`EventsStats`](crate::events::EventsStats), the store's
+//! [`StoreStats`](crate::store::StoreStats), the uplink's
+//! [`UplinkStatus`](crate::uplink::UplinkStatus)); a collector reads them at scrape time through
+//! the agent's [`Probes`]. The store read is a SQLite query, so a scrape renders on the blocking
 //! pool. This listener is separate from the box's local API so either can be turned off alone.
 
 use std::fmt;
