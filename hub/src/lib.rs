@@ -20,6 +20,7 @@ pub mod checks;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod duties;
 pub mod grid;
 pub mod ingest;

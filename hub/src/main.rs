@@ -42,6 +42,14 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Check a hub (it may be running): its configuration, each database (schema version,
+    /// SQLite's quick check), its CA's validity and the free disk. Exit status 1 when a check
+    /// fails.
+    Doctor {
+        /// The hub's configuration file.
+        #[arg(long, default_value = "/etc/hub/hub.toml")]
+        config: PathBuf,
+    },
     /// Check a config file: every problem at once (with its key path and what is expected),
     /// the files it names parsed as `hub serve` would, or the validated config with secrets
     /// redacted. Exit status 1 when it has problems.
@@ -180,6 +188,15 @@ fn main() -> ExitCode {
         Command::Grid { command } => report(grid(command)),
         Command::Serve { config } => report(serve(config)),
         Command::Backup { config, to } => report(backup(&config, &to)),
+        Command::Doctor { config } => {
+            let report = hub::doctor::run(&config, wall_clock());
+            print!("{}", report.render());
+            if report.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Command::CheckConfig { file } => {
             let check = hub::checks::check_config_file(&file);
             print!("{}", check.render());

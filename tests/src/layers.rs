@@ -44,6 +44,7 @@ pub const HUB_LAYERS: &[&[&str]] = &[
     &["api", "retention"],
     &["config"],
     &["backup", "checks", "commands", "serve"],
+    &["doctor"],
 ];
 
 /// The modules that may see the agent's root `Config` (the composed file): the config itself and

@@ -124,6 +124,9 @@ CREATE INDEX cases_finished ON cases (json_extract(body, '$.updated_at'))
 "#,
 ];
 
+/// The schema version this hub writes (`PRAGMA user_version`): the number of migrations.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// One page of the case list: cases after a cursor, oldest first, narrowed by who asks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CasePageQuery {

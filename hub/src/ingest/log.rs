@@ -27,6 +27,9 @@ pub const INGEST_FILE: &str = "ingest.db";
 /// the first hubs, which did not set `user_version`: it creates only what is missing.
 const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
+/// The schema version this hub writes (`PRAGMA user_version`): the number of migrations.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 const V1: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     box_id TEXT NOT NULL,

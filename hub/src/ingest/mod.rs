@@ -62,7 +62,9 @@ use crate::clock::Clock;
 use crate::registry::{HubCa, Registry, RegistryError};
 pub use crate::sink::{EventSink, HandOffError};
 
-pub use log::{Committed, Conflict, EvidenceState, INGEST_FILE, IngestLog, Unhanded};
+pub use log::{
+    Committed, Conflict, EvidenceState, INGEST_FILE, IngestLog, SCHEMA_VERSION, Unhanded,
+};
 
 /// QUIC application close codes.
 pub mod close_code {

@@ -190,7 +190,7 @@ pub struct Registry {
 }
 
 /// The registry's schema version (`PRAGMA user_version`): a file of a newer hub is refused.
-const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS boxes (

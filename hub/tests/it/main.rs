@@ -8,6 +8,7 @@ mod api;
 mod assess;
 mod cases;
 mod cli;
+mod doctor;
 mod grid;
 mod helpers;
 mod serve;

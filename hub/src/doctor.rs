@@ -1,0 +1,266 @@
+//! `hub doctor`: what an operator checks before (or instead of) reading logs — the
+//! configuration, each database (reachable, its schema version against this hub's, SQLite's
+//! quick check), the CA (loads, how long it stays valid), and the free space beside the data.
+//! One line a check with what to do about a failure; the hub may be running meanwhile.
+//!
+//! This module must not change anything: it opens the databases only to read them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::config::HubConfig;
+use crate::registry::{CA_CERT_FILE, HubCa, REGISTRY_FILE};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Works, but needs attention soon.
+    Warn,
+    /// Broken: the hub cannot run as configured.
+    Fail,
+}
+
+/// One check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// How it came out.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do (empty when fine).
+    pub fix: String,
+}
+
+/// Every check of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoctorReport {
+    /// The checks, in the order they ran.
+    pub checks: Vec<Check>,
+}
+
+impl DoctorReport {
+    fn push(&mut self, name: &str, status: Status, detail: String, fix: &str) {
+        self.checks.push(Check {
+            name: name.to_owned(),
+            status,
+            detail,
+            fix: fix.to_owned(),
+        });
+    }
+
+    /// Whether any check failed.
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+
+    /// The report as text: one line a check, its fix indented below a failure or warning.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for c in &self.checks {
+            let word = match c.status {
+                Status::Ok => "ok",
+                Status::Warn => "WARN",
+                Status::Fail => "FAIL",
+            };
+            let _ = writeln!(out, "{word:<5} {:<18} {}", c.name, c.detail);
+            if c.status != Status::Ok && !c.fix.is_empty() {
+                let _ = writeln!(out, "      → {}", c.fix);
+            }
+        }
+        out
+    }
+}
+
+/// Below this much free space beside a database, a warning.
+const LOW_DISK_BYTES: u64 = 1 << 30;
+/// A CA valid for less than this long, a warning (boxes' certificates cannot outlive it).
+const CA_WARN_MS: i64 = 365 * 86_400_000;
+
+/// Checks the hub that the configuration file at `path` describes, at `now`.
+pub fn run(path: &Path, now: protocol::Timestamp) -> DoctorReport {
+    let mut report = DoctorReport::default();
+    let check = crate::checks::check_config_file(path);
+    // A configuration that parses is checked further even with problems (a missing file it
+    // names is one): the rest of the report says what else is wrong.
+    if check.is_valid() {
+        report.push(
+            "configuration",
+            Status::Ok,
+            format!("{} is valid", path.display()),
+            "",
+        );
+    } else {
+        for problem in &check.problems {
+            report.push(
+                "configuration",
+                Status::Fail,
+                format!("{}: {problem}", path.display()),
+                "run `hub check-config` on it for every problem",
+            );
+        }
+    }
+    let Some(config) = check.config.as_ref() else {
+        return report;
+    };
+    check_databases(config, &mut report);
+    if let Some(ingest) = &config.ingest {
+        check_ca(&ingest.data_dir, now, &mut report);
+    }
+    check_disk(&config.database_path, &mut report);
+    report
+}
+
+fn check_databases(config: &HubConfig, report: &mut DoctorReport) {
+    let mut databases = vec![(
+        "case database",
+        config.database_path.clone(),
+        crate::cases::db::SCHEMA_VERSION,
+    )];
+    if let Some(ingest) = &config.ingest {
+        databases.push((
+            "box registry",
+            ingest.data_dir.join(REGISTRY_FILE),
+            crate::registry::SCHEMA_VERSION,
+        ));
+        databases.push((
+            "ingest log",
+            ingest.data_dir.join(crate::ingest::INGEST_FILE),
+            crate::ingest::SCHEMA_VERSION,
+        ));
+    }
+    for (name, path, supported) in databases {
+        // The ingest log is made when the hub first serves.
+        if name == "ingest log" && !path.exists() {
+            report.push(
+                name,
+                Status::Warn,
+                format!("{}: not there yet", path.display()),
+                "made when `hub serve` first starts; if it ran before, the file was lost: restore it",
+            );
+            continue;
+        }
+        let (status, detail, fix) = match database(&path) {
+            Err(e) => (
+                Status::Fail,
+                format!("{}: {e}", path.display()),
+                "check the path in hub.toml and that the hub's user may read it (`hub init` makes a new hub)",
+            ),
+            Ok((version, _)) if version > supported => (
+                Status::Fail,
+                format!(
+                    "{}: schema {version}, newer than this hub's {supported}",
+                    path.display()
+                ),
+                "run the hub version that wrote it (or a newer one)",
+            ),
+            Ok((_, Some(problem))) => (
+                Status::Fail,
+                format!("{}: quick check: {problem}", path.display()),
+                "restore it from the last `hub backup`",
+            ),
+            Ok((version, None)) => (
+                Status::Ok,
+                format!(
+                    "{}: schema {version} (this hub: {supported}), quick check ok",
+                    path.display()
+                ),
+                "",
+            ),
+        };
+        report.push(name, status, detail, fix);
+    }
+}
+
+/// A database's schema version and the first problem SQLite's quick check finds.
+fn database(path: &Path) -> Result<(i64, Option<String>), String> {
+    if !path.exists() {
+        return Err("missing".to_owned());
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| e.to_string())?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    Ok((version, (check != "ok").then_some(check)))
+}
+
+fn check_ca(data: &Path, now: protocol::Timestamp, report: &mut DoctorReport) {
+    if let Err(e) = HubCa::load(data) {
+        report.push(
+            "certificate authority",
+            Status::Fail,
+            format!("{}: {}", data.display(), crate::telemetry::chain(&e)),
+            "restore ca.pem and ca.key from a backup; a new CA means enrolling every box again",
+        );
+        return;
+    }
+    let not_after = std::fs::read_to_string(data.join(CA_CERT_FILE))
+        .ok()
+        .and_then(|pem| crate::registry::first_cert_der(&pem).ok())
+        .and_then(|der| {
+            x509_parser::parse_x509_certificate(&der)
+                .ok()
+                .map(|(_, c)| c.validity().not_after.timestamp().saturating_mul(1000))
+        });
+    match not_after {
+        Some(ms) if ms <= now.as_unix_millis() => report.push(
+            "certificate authority",
+            Status::Fail,
+            "expired".to_owned(),
+            "no box can connect: a new CA means enrolling every box again",
+        ),
+        Some(ms) => {
+            let days = (ms - now.as_unix_millis()) / 86_400_000;
+            let status = if ms - now.as_unix_millis() < CA_WARN_MS {
+                Status::Warn
+            } else {
+                Status::Ok
+            };
+            report.push(
+                "certificate authority",
+                status,
+                format!("loads; valid for {days} more days"),
+                "plan a new CA and re-enrollment before it expires",
+            );
+        }
+        None => report.push(
+            "certificate authority",
+            Status::Warn,
+            "loads, but its validity could not be read".to_owned(),
+            "check ca.pem",
+        ),
+    }
+}
+
+fn check_disk(database: &Path, report: &mut DoctorReport) {
+    let dir = database
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => {
+            let free = s.f_bavail.saturating_mul(s.f_frsize);
+            let status = if free < LOW_DISK_BYTES {
+                Status::Warn
+            } else {
+                Status::Ok
+            };
+            report.push(
+                "disk",
+                status,
+                format!("{} MiB free beside {}", free >> 20, database.display()),
+                "free space or set [retention] evidence_days / ingest_log_days",
+            );
+        }
+        Err(e) => report.push("disk", Status::Warn, format!("{}: {e}", dir.display()), ""),
+    }
+}
