@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = Config::from_toml_str(text, "fuzz.toml");
     let mut check = confcheck::parse_text::<Config>(text, Path::new("fuzz.toml"));
     if let Some(config) = &check.config {
-        check.add_validation_lines(config.validate());
+        check.problems.extend(config.validate());
     }
     let _ = check.render();
 });
