@@ -27,6 +27,8 @@ test: setup lint
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
+	# the fuzz targets (outside the workspace) must keep compiling as the code they fuzz changes
+	cargo check --manifest-path fuzz/Cargo.toml --bins --locked --quiet
 
 ## Benchmarks with their anchors, printed as tables (release build).
 bench: setup
