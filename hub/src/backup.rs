@@ -40,6 +40,15 @@ pub enum BackupError {
     /// The destination exists and is not an empty folder.
     #[error("`{}` exists and is not empty: a backup goes into a new folder", .0.display())]
     NotEmpty(PathBuf),
+    /// The destination lies inside the hub's data folder (the evidence copy would copy itself,
+    /// and a backup beside what it protects is lost with it).
+    #[error("`{}` is inside the hub's data folder `{}`: back up to another place", to.display(), data.display())]
+    InsideData {
+        /// The destination.
+        to: PathBuf,
+        /// The data folder.
+        data: PathBuf,
+    },
     /// A file could not be read, written or copied.
     #[error("failed to {op} `{}`", path.display())]
     Io {
@@ -107,9 +116,12 @@ pub fn backup(
     to: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<BackupReport, BackupError> {
+    let data = config.ingest.as_ref().map(|i| i.data_dir.clone());
+    if let Some(data) = &data {
+        refuse_inside(to, data)?;
+    }
     prepare(to)?;
     let mut report = BackupReport::default();
-    let data = config.ingest.as_ref().map(|i| i.data_dir.clone());
     let mut databases = Vec::new();
     if let Some(data) = &data {
         databases.push((
@@ -137,24 +149,15 @@ pub fn backup(
             bytes,
         });
     }
-    let mut plain = vec![
-        (
-            config_path.to_owned(),
-            PathBuf::from("config").join(file_name(config_path)),
-        ),
-        (
-            config.grid_path.clone(),
-            PathBuf::from("config").join(file_name(&config.grid_path)),
-        ),
-        (
-            config.duties_path.clone(),
-            PathBuf::from("config").join(file_name(&config.duties_path)),
-        ),
-        (
-            config.calendar_path.clone(),
-            PathBuf::from("config").join(file_name(&config.calendar_path)),
-        ),
-    ];
+    let mut plain: Vec<(PathBuf, PathBuf)> = [
+        config_path,
+        &config.grid_path,
+        &config.duties_path,
+        &config.calendar_path,
+    ]
+    .into_iter()
+    .map(|p| (p.to_owned(), PathBuf::from("config").join(file_name(p))))
+    .collect();
     if let Some(data) = &data {
         for name in [CA_CERT_FILE, CA_KEY_FILE] {
             plain.push((data.join(name), PathBuf::from("data").join(name)));
@@ -194,6 +197,32 @@ pub fn backup(
         to.display()
     ));
     Ok(report)
+}
+
+/// Refuses a destination inside `data` (compared as absolute paths, `..` resolved lexically).
+fn refuse_inside(to: &Path, data: &Path) -> Result<(), BackupError> {
+    let absolute = |p: &Path| -> Result<PathBuf, BackupError> {
+        let p = std::path::absolute(p).map_err(|source| io("resolve", p, source))?;
+        let mut out = PathBuf::new();
+        for part in p.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    };
+    let (to_abs, data_abs) = (absolute(to)?, absolute(data)?);
+    if to_abs.starts_with(&data_abs) {
+        return Err(BackupError::InsideData {
+            to: to.to_owned(),
+            data: data.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Makes `to` as a new folder (an existing empty one is taken).
@@ -252,7 +281,7 @@ fn copy_database(
                         ));
                     }
                 }
-                StepResult::Busy | StepResult::Locked => std::thread::sleep(BUSY_PAUSE),
+                // busy or locked by a writer (or a result added to SQLite later): wait, go on
                 _ => std::thread::sleep(BUSY_PAUSE),
             }
         }

@@ -117,26 +117,29 @@ pub fn run(path: &Path, now: protocol::Timestamp) -> DoctorReport {
 }
 
 fn check_databases(config: &HubConfig, report: &mut DoctorReport) {
+    // (name, file, the schema this hub writes, made only when `hub serve` first starts)
     let mut databases = vec![(
         "case database",
         config.database_path.clone(),
         crate::cases::db::SCHEMA_VERSION,
+        false,
     )];
     if let Some(ingest) = &config.ingest {
         databases.push((
             "box registry",
             ingest.data_dir.join(REGISTRY_FILE),
             crate::registry::SCHEMA_VERSION,
+            false,
         ));
         databases.push((
             "ingest log",
             ingest.data_dir.join(crate::ingest::INGEST_FILE),
             crate::ingest::SCHEMA_VERSION,
+            true,
         ));
     }
-    for (name, path, supported) in databases {
-        // The ingest log is made when the hub first serves.
-        if name == "ingest log" && !path.exists() {
+    for (name, path, supported, made_at_first_serve) in databases {
+        if made_at_first_serve && !path.exists() {
             report.push(
                 name,
                 Status::Warn,

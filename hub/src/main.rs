@@ -189,7 +189,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => report(serve(config)),
         Command::Backup { config, to } => report(backup(&config, &to)),
         Command::Doctor { config } => {
-            let report = hub::doctor::run(&config, wall_clock());
+            let report = hub::doctor::run(&config, hub::clock::now());
             print!("{}", report.render());
             if report.failed() {
                 ExitCode::FAILURE
@@ -211,7 +211,7 @@ fn main() -> ExitCode {
             name,
             ingest_listen,
         } => report(
-            hub::registry::admin::init(&data, &name, ingest_listen, wall_clock())
+            hub::registry::admin::init(&data, &name, ingest_listen, hub::clock::now())
                 .map_err(Into::into),
         ),
         Command::Box { data, command } => report(boxes(&data, command)),
@@ -241,10 +241,10 @@ fn boxes(data: &std::path::Path, command: BoxCommand) -> anyhow::Result<String> 
             name.as_deref(),
             grid.as_ref(),
             token_ttl_secs,
-            wall_clock(),
+            hub::clock::now(),
         )?,
         BoxCommand::List { json } => admin::box_list(data, json)?,
-        BoxCommand::Revoke { id } => admin::box_revoke(data, &id, wall_clock())?,
+        BoxCommand::Revoke { id } => admin::box_revoke(data, &id, hub::clock::now())?,
     })
 }
 
@@ -277,10 +277,6 @@ fn token_new(name: &str, role: &str, subject: &str) -> anyhow::Result<String> {
     ))
 }
 
-fn wall_clock() -> protocol::Timestamp {
-    hub::clock::now()
-}
-
 fn grid(command: GridCommand) -> anyhow::Result<String> {
     match command {
         GridCommand::Sample { out } => Ok(hub::commands::grid_sample(&out)?),
@@ -309,10 +305,15 @@ fn grid(command: GridCommand) -> anyhow::Result<String> {
     }
 }
 
-fn serve(path: PathBuf) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(&path)
+/// Reads and validates the configuration file at `path`.
+fn read_config(path: &std::path::Path) -> anyhow::Result<hub::config::HubConfig> {
+    let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("failed to read `{}`: {e}", path.display()))?;
-    let config = hub::config::HubConfig::from_toml_str(&text)?;
+    Ok(hub::config::HubConfig::from_toml_str(&text)?)
+}
+
+fn serve(path: PathBuf) -> anyhow::Result<String> {
+    let config = read_config(&path)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let cancel = tokio_util::sync::CancellationToken::new();
@@ -334,9 +335,7 @@ fn serve(path: PathBuf) -> anyhow::Result<String> {
 }
 
 fn backup(config_path: &std::path::Path, to: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(config_path)
-        .map_err(|e| anyhow::anyhow!("failed to read `{}`: {e}", config_path.display()))?;
-    let config = hub::config::HubConfig::from_toml_str(&text)?;
+    let config = read_config(config_path)?;
     let report = hub::backup::backup(&config, config_path, to, &mut |line| eprintln!("{line}"))?;
     Ok(format!(
         "{} files, {} bytes in {}\n",

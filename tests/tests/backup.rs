@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hub_support::RunningHub;
-use serde_json::Value;
 
 const OPERATOR: (&str, &str, &str) = ("t-backup", "dispatcher", "desk-1");
 const APP_KEY: &str = "backup-test-app-key";
@@ -44,10 +43,7 @@ async fn report_count(hub: &RunningHub) -> usize {
 async fn case_count(hub: &RunningHub) -> usize {
     let (status, cases) = hub.call("GET", "/api/v1/cases", OPERATOR.0, None).await;
     assert_eq!(status, 200, "{cases}");
-    match &cases {
-        Value::Array(list) => list.len(),
-        other => other["cases"].as_array().map_or(0, Vec::len),
-    }
+    cases["cases"].as_array().map_or(0, Vec::len)
 }
 
 /// Puts every file of the backup back where the MANIFEST says it came from.
@@ -150,6 +146,21 @@ async fn a_hub_backed_up_while_serving_comes_back_from_the_copy() {
     assert!(
         matches!(again, Err(hub::backup::BackupError::NotEmpty(_))),
         "{again:?}"
+    );
+    // and one into the hub's own data folder (its evidence would copy itself)
+    let inside = hub::backup::backup(
+        &config,
+        Path::new("x"),
+        &data.join("evidence/../b"),
+        &mut |_| {},
+    );
+    assert!(
+        matches!(inside, Err(hub::backup::BackupError::InsideData { .. })),
+        "{inside:?}"
+    );
+    assert!(
+        !data.join("b").exists(),
+        "nothing made for a refused backup"
     );
 
     // The hub's files are lost; put back from the copy, it serves what the copy holds.

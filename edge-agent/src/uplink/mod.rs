@@ -417,20 +417,21 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     crate::telemetry::chain(err)
 }
 
+/// The first address `addr` resolves to.
 pub(crate) async fn resolve(addr: &str) -> Result<SocketAddr, UplinkError> {
-    tokio::net::lookup_host(addr)
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
+    resolve_all(&[addr])
+        .await?
+        .into_iter()
+        .next()
         .ok_or_else(|| UplinkError::Resolve(addr.to_owned()))
 }
 
 /// Every address the hub names resolve to, in the order given (each once); names that do not
 /// resolve now are left out. Resolved again before each session, so a DNS change is followed.
-async fn resolve_all(names: &[String]) -> Result<Vec<SocketAddr>, UplinkError> {
+async fn resolve_all(names: &[impl AsRef<str>]) -> Result<Vec<SocketAddr>, UplinkError> {
     let mut all = Vec::new();
-    for name in names {
-        match tokio::net::lookup_host(name.as_str()).await {
+    for name in names.iter().map(AsRef::as_ref) {
+        match tokio::net::lookup_host(name).await {
             Ok(addrs) => {
                 for a in addrs {
                     if !all.contains(&a) {
@@ -444,6 +445,7 @@ async fn resolve_all(names: &[String]) -> Result<Vec<SocketAddr>, UplinkError> {
         }
     }
     if all.is_empty() {
+        let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
         return Err(UplinkError::Resolve(names.join(", ")));
     }
     Ok(all)

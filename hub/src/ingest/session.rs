@@ -21,7 +21,7 @@ use protocol::{
 use crate::rate::RateBucket;
 
 /// Most events committed in one transaction when batches queue up.
-pub(super) const MAX_COALESCED_EVENTS: usize = 8192;
+const MAX_COALESCED_EVENTS: usize = 8192;
 
 /// Why a session ended, for the close.
 #[derive(Debug, Clone, PartialEq, Eq)]
