@@ -380,6 +380,16 @@ impl Uplink {
     /// Publishes the mode (and why the last session failed, when given); a change of mode is
     /// logged once, in the style of bytebeamio/uplink, so the log tells the link's story.
     fn set_mode(&self, mode: UplinkMode, error: Option<String>) {
+        self.publish(mode, |s| {
+            if error.is_some() {
+                s.last_error = error;
+            }
+        });
+    }
+
+    /// Publishes `mode` with what `update` changes, in one notification of the status
+    /// channel; logs a change of mode.
+    fn publish(&self, mode: UplinkMode, update: impl FnOnce(&mut UplinkStatus)) {
         let mut was = mode;
         self.status_tx.send_modify(|s| {
             was = s.mode;
@@ -387,9 +397,7 @@ impl Uplink {
             if !mode.in_session() {
                 s.rtt = None;
             }
-            if error.is_some() {
-                s.last_error = error;
-            }
+            update(s);
         });
         if was != mode {
             tracing::info!(stage = "uplink", from = %was, to = %mode, "uplink mode changed");

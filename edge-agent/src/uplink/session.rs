@@ -497,13 +497,12 @@ async fn refresh_status(up: &Uplink, rtt: Duration, window: &SyncWindow<tokio::t
     })
     .await;
     if let Ok(Ok((stats, oldest))) = found {
-        up.status_tx.send_modify(|st| {
+        up.publish(window.mode(stats.unsynced_events), |st| {
             st.backlog_events = stats.unsynced_events;
             st.acked_seq = stats.acked_seq;
             st.oldest_unsynced_at = oldest;
             st.rtt = Some(rtt);
         });
-        up.set_mode(window.mode(stats.unsynced_events), None);
     }
 }
 

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::evidence::ChunkOutcome;
-use super::session::{BoxSession, End, Limits, Step};
+use super::session::{BoxSession, End, Limits, Step, agree};
 use super::{LiveConn, Shared, close_code, lock};
 use crate::registry::{BoxStatus, RegistryError};
 use wire::frame::{read_frame, write_frame};
@@ -698,7 +698,7 @@ impl Pump<'_> {
             Ok(Some(Err(e))) => return Err(End::Protocol(e)),
             _ => return Err(End::PeerClosed),
         };
-        let agreed = match BoxSession::<Reply>::agree(&hello) {
+        let agreed = match agree(&hello) {
             Ok(agreed) => agreed,
             Err(e) => {
                 tracing::warn!(error = %e, "no common protocol version");

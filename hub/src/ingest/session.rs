@@ -84,6 +84,21 @@ pub(super) enum Step<R> {
     Close(End),
 }
 
+/// What a box's `Hello` agrees to, or why no version is common (the box is told so).
+pub(super) fn agree(hello: &Hello) -> Result<Agreed, String> {
+    let theirs = VersionRange {
+        min: hello.min_protocol_version,
+        max: hello.protocol_version,
+    };
+    let version = VersionRange::CURRENT
+        .negotiate(theirs)
+        .map_err(|e| e.to_string())?;
+    Ok(Agreed {
+        version,
+        epoch: hello.store_epoch.unwrap_or(0),
+    })
+}
+
 /// One box session's state. `R` is how a command's result is handed back (a oneshot sender in
 /// the hub, anything in tests).
 pub(super) struct BoxSession<R> {
@@ -96,22 +111,7 @@ pub(super) struct BoxSession<R> {
 }
 
 impl<R> BoxSession<R> {
-    /// What a box's `Hello` agrees to, or why no version is common (the box is told so).
-    pub(super) fn agree(hello: &Hello) -> Result<Agreed, String> {
-        let theirs = VersionRange {
-            min: hello.min_protocol_version,
-            max: hello.protocol_version,
-        };
-        let version = VersionRange::CURRENT
-            .negotiate(theirs)
-            .map_err(|e| e.to_string())?;
-        Ok(Agreed {
-            version,
-            epoch: hello.store_epoch.unwrap_or(0),
-        })
-    }
-
-    /// A session agreed by [`Self::agree`] on a certificate valid until `not_after`.
+    /// A session agreed by [`agree`] on a certificate valid until `not_after`.
     pub(super) fn new(agreed: Agreed, not_after: Timestamp, limits: Limits) -> BoxSession<R> {
         let events = f64::from(limits.max_events_per_sec);
         let health = f64::from(limits.max_health_per_min);
@@ -341,10 +341,10 @@ mod tests {
             store_epoch: Some(5),
         };
         let current = VersionRange::CURRENT;
-        let agreed = BoxSession::<u32>::agree(&hello(current.min, current.max)).unwrap();
+        let agreed = agree(&hello(current.min, current.max)).unwrap();
         assert_eq!(agreed.version, current.max);
         assert_eq!(agreed.epoch, 5);
-        assert!(BoxSession::<u32>::agree(&hello(current.max + 1, current.max + 2)).is_err());
+        assert!(agree(&hello(current.max + 1, current.max + 2)).is_err());
     }
 
     /// A message the property tests send, with the milliseconds since the last.
