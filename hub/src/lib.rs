@@ -32,6 +32,8 @@ pub mod serve;
 pub mod sink;
 pub mod systemd;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod web;
 
 /// The case database, kept at its old path for tools and tests (it lives with the cases).

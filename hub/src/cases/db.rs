@@ -843,29 +843,7 @@ fn decode_event(body: &str) -> Result<Event, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{Crs, EventId, Location, Severity, Source, SourceId, SourceKind};
-
-    fn event(seq: u64, salt: u8) -> Event {
-        Event {
-            id: EventId::v7(1_767_225_600_000, [salt; 10]),
-            seq: Seq(seq),
-            source: Source {
-                kind: SourceKind::Camera,
-                id: SourceId::parse("cam-1").unwrap(),
-            },
-            category: CategoryCode::parse("0102").unwrap(),
-            severity: Severity::Medium,
-            observed_at: Timestamp::from_unix_millis(1_767_225_600_000),
-            location: Location {
-                lat: 31.28,
-                lon: 120.58,
-                crs: Crs::Wgs84,
-            },
-            grid: None,
-            attributes: Default::default(),
-            evidence: Vec::new(),
-        }
-    }
+    use crate::testing::event;
 
     #[test]
     fn events_are_known_by_id_so_a_new_store_may_reuse_a_seq_and_old_rows_migrate() {

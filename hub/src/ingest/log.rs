@@ -608,32 +608,8 @@ fn to_i64(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{
-        AttrValue, CategoryCode, Crs, EventId, EvidenceRef, Location, Severity, Source, SourceId,
-        SourceKind,
-    };
-
-    fn event(seq: u64, salt: u8) -> Event {
-        Event {
-            id: EventId::v7(1_767_225_600_000 + seq, [salt; 10]),
-            seq: Seq(seq),
-            source: Source {
-                kind: SourceKind::Camera,
-                id: SourceId::parse("cam-1").unwrap(),
-            },
-            category: CategoryCode::parse("0102").unwrap(),
-            severity: Severity::Medium,
-            observed_at: Timestamp::from_unix_millis(1_767_225_600_000),
-            location: Location {
-                lat: 31.28,
-                lon: 120.58,
-                crs: Crs::Wgs84,
-            },
-            grid: None,
-            attributes: Default::default(),
-            evidence: Vec::new(),
-        }
-    }
+    use crate::testing::event;
+    use protocol::{AttrValue, EvidenceRef, SourceKind};
 
     fn open() -> (tempfile::TempDir, IngestLog) {
         let dir = tempfile::tempdir().unwrap();

@@ -226,38 +226,14 @@ mod tests {
     use std::collections::{HashSet, VecDeque};
 
     use proptest::prelude::*;
-    use protocol::{
-        AttrValue, CategoryCode, CommandOutcome, Crs, EventBatch, EventId, Location, Seq, Severity,
-        Source, SourceId, SourceKind,
-    };
+    use protocol::{CommandOutcome, EventBatch};
 
     use super::*;
-
-    fn event(seq: u64) -> Event {
-        Event {
-            id: EventId::v7(1_767_225_600_000 + seq, [seq as u8; 10]),
-            seq: Seq(seq),
-            source: Source {
-                kind: SourceKind::Camera,
-                id: SourceId::parse("cam-1").unwrap(),
-            },
-            category: CategoryCode::parse("0404").unwrap(),
-            severity: Severity::Medium,
-            observed_at: Timestamp::from_unix_millis(1_767_225_600_000),
-            location: Location {
-                lat: 31.3,
-                lon: 120.6,
-                crs: Crs::Wgs84,
-            },
-            grid: None,
-            attributes: [("n".to_owned(), AttrValue::Int(seq as i64))].into(),
-            evidence: Vec::new(),
-        }
-    }
+    use crate::testing::event;
 
     fn batch(seqs: &[u64]) -> Message {
         Message::EventBatch(EventBatch {
-            events: seqs.iter().map(|&s| event(s)).collect(),
+            events: seqs.iter().map(|&s| event(s, s as u8)).collect(),
         })
     }
 
