@@ -36,6 +36,7 @@ pub const HUB_LAYERS: &[&[&str]] = &[
         "web",
         "grid",
         "sink",
+        "testing",
     ],
     &["duties"],
     &["cases"],
