@@ -22,6 +22,8 @@ package: setup
 ## Everything CI checks: formatting, lints, the dependency direction, all tests.
 test: setup lint
 	cargo test --workspace --locked
+	# the hub's suite again, on PostgreSQL (a private cluster beside it; see tests/src/bin/with-postgres.rs)
+	cargo run --locked --quiet -p e2e --bin with-postgres -- cargo test --locked --quiet -p hub --lib --test it
 	RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked --quiet
 
 lint:

@@ -133,10 +133,16 @@ pub fn backup(
             PathBuf::from("data").join(INGEST_FILE),
         ));
     }
-    databases.push((
-        config.database_path.clone(),
-        PathBuf::from("database").join(file_name(&config.database_path)),
-    ));
+    match config.sqlite_path() {
+        Some(path) => databases.push((
+            path.clone(),
+            PathBuf::from("database").join(file_name(&path)),
+        )),
+        None => progress(&format!(
+            "skipped the case database ({}): back PostgreSQL up with pg_dump (see the README)",
+            config.database_url()
+        )),
+    }
     for (from, rel) in databases {
         if !from.exists() {
             progress(&format!("skipped {} (not there)", from.display()));

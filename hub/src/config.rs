@@ -18,6 +18,7 @@ use crate::duties::DepartmentId;
 use crate::grid::GridMapping;
 pub use crate::ingest::IngestSection;
 pub use crate::retention::RetentionSection;
+use crate::storage::{DatabaseUrl, PoolSettings};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,8 +27,13 @@ pub struct HubConfig {
     /// Where the HTTP API listens. Default `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub api_listen_addr: SocketAddr,
-    /// The SQLite database file (created if missing).
-    pub database_path: PathBuf,
+    /// The SQLite database file (created if missing). Give this or `[database] url`.
+    #[serde(default)]
+    pub database_path: Option<PathBuf>,
+    /// Where cases, events and their history are kept: a SQLite file or a PostgreSQL server
+    /// that several hub processes share.
+    #[serde(default)]
+    pub database: DatabaseSection,
     /// The grid (GeoJSON).
     pub grid_path: PathBuf,
     /// The responsibility list (CSV).
@@ -71,6 +77,30 @@ pub struct HubConfig {
     /// How long evidence files and the ingest log are kept.
     #[serde(default)]
     pub retention: RetentionSection,
+}
+
+/// `[database]`: the database of cases, events, their history and the change outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// `sqlite:///var/lib/hub/hub.db` or `postgres://user:password@host:5432/database`.
+    /// Default none: `database_path` names the SQLite file.
+    pub url: Option<String>,
+    /// PostgreSQL connections this process keeps at most. Default 8.
+    pub pool_size: u32,
+    /// How long to wait for a PostgreSQL connection, and for the server at startup. Default
+    /// 10000.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        DatabaseSection {
+            url: None,
+            pool_size: 8,
+            connect_timeout_ms: 10_000,
+        }
+    }
 }
 
 /// `[http]`: limits of the API's HTTP server.
@@ -245,6 +275,34 @@ impl HubConfig {
         Ok(cfg)
     }
 
+    /// The case database: `[database] url`, else `database_path` (validation makes sure one
+    /// of them is given and readable; an unreadable one is taken as the SQLite path it names).
+    pub fn database_url(&self) -> DatabaseUrl {
+        match (&self.database.url, &self.database_path) {
+            (Some(url), _) => {
+                DatabaseUrl::parse(url).unwrap_or_else(|_| DatabaseUrl::Sqlite(PathBuf::from(url)))
+            }
+            (None, Some(path)) => DatabaseUrl::Sqlite(path.clone()),
+            (None, None) => DatabaseUrl::Sqlite(PathBuf::from("hub.db")),
+        }
+    }
+
+    /// The case database's SQLite file, when it is one.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match self.database_url() {
+            DatabaseUrl::Sqlite(path) => Some(path),
+            DatabaseUrl::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool settings.
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            size: self.database.pool_size,
+            connect_timeout: std::time::Duration::from_millis(self.database.connect_timeout_ms),
+        }
+    }
+
     /// The set of department ids.
     pub fn department_ids(&self) -> HashSet<DepartmentId> {
         self.departments.iter().map(|d| d.id.clone()).collect()
@@ -252,6 +310,34 @@ impl HubConfig {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        match (&self.database.url, &self.database_path) {
+            (Some(_), Some(_)) => problems.push(Problem::at(
+                "database_path",
+                "give either database_path or [database] url, not both",
+            )),
+            (None, None) => problems.push(Problem::at(
+                "database_path",
+                "missing: give database_path (a SQLite file) or [database] url",
+            )),
+            (Some(url), None) => {
+                if let Err(e) = DatabaseUrl::parse(url) {
+                    problems.push(Problem::at("database.url", e));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        if !(1..=1000).contains(&self.database.pool_size) {
+            problems.push(Problem::at(
+                "database.pool_size",
+                format!("{} is outside 1..=1000", self.database.pool_size),
+            ));
+        }
+        if self.database.connect_timeout_ms == 0 {
+            problems.push(Problem::at(
+                "database.connect_timeout_ms",
+                "must be at least 1",
+            ));
+        }
         let ids = self.department_ids();
         if ids.len() != self.departments.len() {
             problems.push(Problem::at("departments", "an id is used twice"));

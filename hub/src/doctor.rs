@@ -1,6 +1,6 @@
 //! `hub doctor`: what an operator checks before (or instead of) reading logs — the
 //! configuration, each database (reachable, its schema version against this hub's, SQLite's
-//! quick check), the CA (loads, how long it stays valid), and the free space beside the data.
+//! quick check; on PostgreSQL the clock against the server's), the CA (loads, how long it stays valid), and the free space beside the data.
 //! One line a check with what to do about a failure; the hub may be running meanwhile.
 //!
 //! This module must not change anything: it opens the databases only to read them.
@@ -12,6 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::config::HubConfig;
 use crate::registry::{CA_CERT_FILE, HubCa, REGISTRY_FILE};
+use crate::storage::{DatabaseUrl, Engine, PoolSettings, Sql, StorageError};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,9 @@ impl DoctorReport {
     }
 }
 
+/// More than this between this machine's clock and the database server's fails the clock
+/// check: deadlines would fire early or late by as much on one process.
+const MAX_CLOCK_SKEW_MS: i64 = 2_000;
 /// Below this much free space beside a database, a warning.
 const LOW_DISK_BYTES: u64 = 1 << 30;
 /// A CA valid for less than this long, a warning (boxes' certificates cannot outlive it).
@@ -108,22 +112,30 @@ pub fn run(path: &Path, now: protocol::Timestamp) -> DoctorReport {
     let Some(config) = check.config.as_ref() else {
         return report;
     };
-    check_databases(config, &mut report);
+    check_databases(config, now, &mut report);
     if let Some(ingest) = &config.ingest {
         check_ca(&ingest.data_dir, now, &mut report);
     }
-    check_disk(&config.database_path, &mut report);
+    let disk = config
+        .sqlite_path()
+        .or_else(|| config.ingest.as_ref().map(|i| i.data_dir.join("ingest.db")))
+        .unwrap_or_else(|| path.to_owned());
+    check_disk(&disk, &mut report);
     report
 }
 
-fn check_databases(config: &HubConfig, report: &mut DoctorReport) {
+fn check_databases(config: &HubConfig, now: protocol::Timestamp, report: &mut DoctorReport) {
     // (name, file, the schema this hub writes, made only when `hub serve` first starts)
-    let mut databases = vec![(
-        "case database",
-        config.database_path.clone(),
-        crate::cases::db::SCHEMA_VERSION,
-        false,
-    )];
+    let mut databases = Vec::new();
+    match config.database_url() {
+        DatabaseUrl::Sqlite(path) => databases.push((
+            "case database",
+            path,
+            crate::cases::db::SCHEMA_VERSION,
+            false,
+        )),
+        DatabaseUrl::Postgres(url) => check_postgres(&url, config, now, report),
+    }
     if let Some(ingest) = &config.ingest {
         databases.push((
             "box registry",
@@ -177,6 +189,93 @@ fn check_databases(config: &HubConfig, report: &mut DoctorReport) {
             ),
         };
         report.push(name, status, detail, fix);
+    }
+}
+
+/// The PostgreSQL case database: reachable, its schema against this hub's, and this machine's
+/// clock against the server's (hub processes on several machines compare deadlines and
+/// leadership through it: each must be within [`MAX_CLOCK_SKEW_MS`] of the server).
+fn check_postgres(
+    url: &str,
+    config: &HubConfig,
+    now: protocol::Timestamp,
+    report: &mut DoctorReport,
+) {
+    let shown = crate::storage::redact(url);
+    let settings = PoolSettings {
+        size: 1,
+        ..config.pool_settings()
+    };
+    let engine = match Engine::connect_postgres(url, settings) {
+        Ok(engine) => engine,
+        Err(e) => {
+            report.push(
+                "case database",
+                Status::Fail,
+                format!("{shown}: {}", crate::telemetry::chain(&e)),
+                "check that the server runs and the URL, user and password in [database] url",
+            );
+            return;
+        }
+    };
+    let supported = crate::cases::db::POSTGRES_SCHEMA_VERSION;
+    match engine.schema_version(crate::cases::db::STORE) {
+        Err(e) => report.push(
+            "case database",
+            Status::Fail,
+            format!("{shown}: {}", crate::telemetry::chain(&e)),
+            "check that the database user may read the hub's tables",
+        ),
+        Ok(version) if version > supported => report.push(
+            "case database",
+            Status::Fail,
+            format!("{shown}: schema {version}, newer than this hub's {supported}"),
+            "run the hub version that wrote it (or a newer one)",
+        ),
+        Ok(0) => report.push(
+            "case database",
+            Status::Warn,
+            format!("{shown}: reachable, no hub schema yet"),
+            "made when `hub serve` first starts",
+        ),
+        Ok(version) => report.push(
+            "case database",
+            Status::Ok,
+            format!("{shown}: reachable, schema {version} (this hub: {supported})"),
+            "",
+        ),
+    }
+    let server_ms = engine.atomically(|tx| -> Result<Option<i64>, StorageError> {
+        tx.query_first(
+            &Sql::each(
+                "SELECT 0",
+                "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT",
+            ),
+            &[],
+            |r| r.int(0),
+        )
+    });
+    match server_ms {
+        Ok(Some(server)) => {
+            let skew = now.as_unix_millis() - server;
+            let status = if skew.abs() > MAX_CLOCK_SKEW_MS {
+                Status::Fail
+            } else {
+                Status::Ok
+            };
+            report.push(
+                "clock",
+                status,
+                format!("this machine is {skew} ms off the database server's clock"),
+                "run NTP (chrony, systemd-timesyncd) on every hub machine and the database server",
+            );
+        }
+        Ok(None) | Err(_) => report.push(
+            "clock",
+            Status::Warn,
+            "the database server's clock could not be read".to_owned(),
+            "check the database connection",
+        ),
     }
 }
 

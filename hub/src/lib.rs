@@ -30,6 +30,7 @@ pub mod registry;
 pub mod retention;
 pub mod serve;
 pub mod sink;
+pub mod storage;
 pub mod systemd;
 pub mod telemetry;
 #[cfg(test)]

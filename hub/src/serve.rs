@@ -215,7 +215,9 @@ fn case_service(config: &HubConfig) -> Result<CaseService, ServeError> {
         &departments,
     )?;
     let calendar = WorkCalendar::from_toml_str(&read(&config.calendar_path)?)?;
-    let db = Db::open(&config.database_path)?;
+    let url = config.database_url();
+    let db = Db::connect(&url, config.pool_settings())?;
+    tracing::info!(database = %url, schema = db.schema_version()?, "case database open");
     let settings = CaseSettings {
         merge_radius_m: config.cases.merge_radius_m,
         merge_window_ms: config.cases.merge_window_secs as i64 * 1000,

@@ -36,6 +36,7 @@ pub const HUB_LAYERS: &[&[&str]] = &[
         "web",
         "grid",
         "sink",
+        "storage",
         "testing",
     ],
     &["duties"],

@@ -1,7 +1,7 @@
 //! The case service: ingest, actions and escalation, each one SQLite transaction.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use protocol::{
     AttrValue, BoxId, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind,
@@ -239,9 +239,12 @@ pub const OUTSIDE_AREA_ATTRIBUTE: &str = "outside_box_area_m";
 /// The case flag of an event far outside its box's registered area.
 pub const OUTSIDE_AREA_FLAG: &str = "outside_box_area";
 
+/// The lock under which a citizen report takes the next number.
+const CITIZEN_REPORTS_LOCK: &str = "gridsense cases: citizen report numbers";
+
 /// Ingest, actions and escalation over one database.
 pub struct CaseService {
-    db: Mutex<Db>,
+    db: Db,
     grid: Arc<Grid>,
     duties: DutyList,
     calendar: WorkCalendar,
@@ -273,7 +276,7 @@ impl CaseService {
         change_capacity: usize,
     ) -> CaseService {
         CaseService {
-            db: Mutex::new(db),
+            db,
             grid,
             duties,
             calendar,
@@ -336,9 +339,8 @@ impl CaseService {
             return Err(e);
         }
         let event = self.in_window(box_id, event, now);
-        let mut db = self.lock();
+        let db = &self.db;
         let taken = db.atomically(|tx| self.take_event(tx, box_id, &event, now, intake))?;
-        drop(db);
         Ok(self.after_commit(taken))
     }
 
@@ -362,22 +364,42 @@ impl CaseService {
             .iter()
             .map(|(box_id, event)| (box_id, self.in_window(box_id, event, now)))
             .collect();
-        let mut db = self.lock();
+        let db = &self.db;
         let taken = db.atomically(|tx| {
+            // every neighbourhood the batch may open a case in, locked at once in one order
+            // (one at a time, two batches could each hold one and wait for the other's)
+            let spans: Vec<_> = events
+                .iter()
+                .map(|(_, event)| {
+                    let (lat, lon) =
+                        crs::to_wgs84(event.location.lat, event.location.lon, event.location.crs);
+                    let (lat_span, lon_span) = self.merge_span(lat, lon);
+                    (&event.category, lat_span, lon_span)
+                })
+                .collect();
+            tx.lock_neighbourhoods(&spans)?;
             events
                 .iter()
                 .map(|(box_id, event)| self.take_event(tx, box_id, event, now, Intake::default()))
                 .collect::<Result<Vec<_>, CaseError>>()
         })?;
-        drop(db);
         Ok(taken.into_iter().map(|t| self.after_commit(t)).collect())
+    }
+
+    /// The box around the merge radius of a position (with a margin; haversine decides inside
+    /// it): latitude and longitude spans in degrees.
+    fn merge_span(&self, lat: f64, lon: f64) -> ((f64, f64), (f64, f64)) {
+        let r = self.settings.merge_radius_m.max(0.0) * 1.01 + 1.0;
+        let dlat = r / METRES_PER_DEGREE;
+        let dlon = r / (METRES_PER_DEGREE * lat.to_radians().cos().max(0.01));
+        ((lat - dlat, lat + dlat), (lon - dlon, lon + dlon))
     }
 
     /// One event inside a transaction: recorded (or known already), then attached to the case
     /// it re-checks, merged into an open case nearby, or a new case.
     fn take_event(
         &self,
-        tx: &crate::cases::db::Tx<'_>,
+        tx: &crate::cases::db::Tx<'_, '_>,
         box_id: &BoxId,
         event: &Event,
         now: Timestamp,
@@ -393,7 +415,7 @@ impl CaseService {
     /// [`CaseService::take_event`] before its change is recorded.
     fn place_event(
         &self,
-        tx: &crate::cases::db::Tx<'_>,
+        tx: &crate::cases::db::Tx<'_, '_>,
         box_id: &BoxId,
         event: &Event,
         now: Timestamp,
@@ -406,7 +428,7 @@ impl CaseService {
         if let Some(reference) = recheck_of(event) {
             let request = self.answered_request(tx, box_id, reference)?;
             let case = tx
-                .case(request.case)?
+                .case_to_change(request.case)?
                 .ok_or(CaseError::NotFound(request.case))?;
             tx.answer_recheck(reference, now)?;
             tx.link_event(&event.id, case.id)?;
@@ -427,11 +449,9 @@ impl CaseService {
                 .as_unix_millis()
                 .saturating_sub(self.settings.merge_window_ms),
         );
-        // a box around the merge radius (with a margin); haversine decides inside it
-        let r = self.settings.merge_radius_m.max(0.0) * 1.01 + 1.0;
-        let dlat = r / METRES_PER_DEGREE;
-        let dlon = r / (METRES_PER_DEGREE * lat.to_radians().cos().max(0.01));
-        let (lat_span, lon_span) = ((lat - dlat, lat + dlat), (lon - dlon, lon + dlon));
+        let (lat_span, lon_span) = self.merge_span(lat, lon);
+        // no other hub process may open a case here between the look and the insert
+        tx.lock_neighbourhoods(&[(&event.category, lat_span, lon_span)])?;
         let near = tx
             .open_cases_near(&event.category, since, lat_span, lon_span)?
             .into_iter()
@@ -639,8 +659,10 @@ impl CaseService {
             evidence: vec![],
         };
         check_values(&event)?;
-        let mut db = self.lock();
+        let db = &self.db;
         let (number, taken) = db.atomically(|tx| {
+            // numbers are read and then used: one report at a time, across hub processes
+            tx.lock_name(CITIZEN_REPORTS_LOCK)?;
             event.seq = tx.last_seq(&box_id)?.map_or(Seq(1), Seq::next);
             let intake = Intake {
                 description: report.description,
@@ -649,7 +671,6 @@ impl CaseService {
             let taken = self.take_event(tx, &box_id, &event, now, intake)?;
             Ok::<_, CaseError>((event.seq.0, taken))
         })?;
-        drop(db);
         Ok(ReportReceipt {
             number,
             outcome: self.after_commit(taken),
@@ -662,7 +683,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn citizen_report(&self, number: u64) -> Result<Option<(Event, Option<Case>)>, CaseError> {
-        Ok(self.lock().atomically(|tx| -> Result<_, DbError> {
+        Ok(self.db.atomically(|tx| -> Result<_, DbError> {
             let Some((event, case)) = tx.box_event(OPEN311_BOX, Seq(number))? else {
                 return Ok(None);
             };
@@ -679,7 +700,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn citizen_reports(&self) -> Result<Vec<(Event, Option<Case>)>, CaseError> {
-        Ok(self.lock().atomically(|tx| -> Result<_, DbError> {
+        Ok(self.db.atomically(|tx| -> Result<_, DbError> {
             let mut out = Vec::new();
             for (event, case) in tx.box_events(OPEN311_BOX)? {
                 let case = match case {
@@ -709,7 +730,7 @@ impl CaseService {
         })?;
         let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let request = format!("rc-{id}");
-        self.lock()
+        self.db
             .atomically(|tx| tx.insert_recheck(&request, case, box_id, now))?;
         Ok(request)
     }
@@ -718,7 +739,7 @@ impl CaseService {
     /// (and counted).
     fn answered_request(
         &self,
-        tx: &crate::cases::db::Tx<'_>,
+        tx: &crate::cases::db::Tx<'_, '_>,
         box_id: &BoxId,
         reference: &str,
     ) -> Result<crate::cases::db::RecheckRequest, CaseError> {
@@ -751,7 +772,7 @@ impl CaseService {
     /// not saying when it was asked, or for a case in another state, only adds the evidence.
     fn take_recheck(
         &self,
-        tx: &crate::cases::db::Tx<'_>,
+        tx: &crate::cases::db::Tx<'_, '_>,
         mut case: Case,
         box_id: &BoxId,
         event: &Event,
@@ -838,25 +859,23 @@ impl CaseService {
         {
             return Err(CaseError::UnknownDepartment(d.to_string()));
         }
-        let change = self
-            .lock()
-            .atomically(|tx| -> Result<CaseChange, CaseError> {
-                // a case the actor may not see does not exist for them
-                let case = tx
-                    .case(id)?
-                    .filter(|c| c.visible_to(actor))
-                    .ok_or(CaseError::NotFound(id))?;
-                let (next, t) = workflow::apply(&case, action, actor, note, evidence, now)?;
-                tx.update_case(&next)?;
-                tx.add_transition(&t)?;
-                let mut change = CaseChange {
-                    id: 0,
-                    action: action.name().into(),
-                    case: next,
-                };
-                tx.record_change(&mut change, now)?;
-                Ok(change)
-            })?;
+        let change = self.db.atomically(|tx| -> Result<CaseChange, CaseError> {
+            // a case the actor may not see does not exist for them
+            let case = tx
+                .case_to_change(id)?
+                .filter(|c| c.visible_to(actor))
+                .ok_or(CaseError::NotFound(id))?;
+            let (next, t) = workflow::apply(&case, action, actor, note, evidence, now)?;
+            tx.update_case(&next)?;
+            tx.add_transition(&t)?;
+            let mut change = CaseChange {
+                id: 0,
+                action: action.name().into(),
+                case: next,
+            };
+            tx.record_change(&mut change, now)?;
+            Ok(change)
+        })?;
         self.stats.actions_total.fetch_add(1, Ordering::Relaxed);
         let case = change.case.clone();
         let _ = self.changes.send(change);
@@ -877,30 +896,28 @@ impl CaseService {
         evidence: &[String],
         now: Timestamp,
     ) -> Result<Case, CaseError> {
-        let change = self
-            .lock()
-            .atomically(|tx| -> Result<CaseChange, CaseError> {
-                let mut case = tx.case(id)?.ok_or(CaseError::NotFound(id))?;
-                case.updated_at = now;
-                tx.update_case(&case)?;
-                tx.add_transition(&Transition {
-                    case_id: id,
-                    at: now,
-                    actor: actor.clone(),
-                    action: what.to_owned(),
-                    from: case.state,
-                    to: case.state,
-                    note: note.to_owned(),
-                    evidence: evidence.to_vec(),
-                })?;
-                let mut change = CaseChange {
-                    id: 0,
-                    action: what.to_owned(),
-                    case,
-                };
-                tx.record_change(&mut change, now)?;
-                Ok(change)
+        let change = self.db.atomically(|tx| -> Result<CaseChange, CaseError> {
+            let mut case = tx.case_to_change(id)?.ok_or(CaseError::NotFound(id))?;
+            case.updated_at = now;
+            tx.update_case(&case)?;
+            tx.add_transition(&Transition {
+                case_id: id,
+                at: now,
+                actor: actor.clone(),
+                action: what.to_owned(),
+                from: case.state,
+                to: case.state,
+                note: note.to_owned(),
+                evidence: evidence.to_vec(),
             })?;
+            let mut change = CaseChange {
+                id: 0,
+                action: what.to_owned(),
+                case,
+            };
+            tx.record_change(&mut change, now)?;
+            Ok(change)
+        })?;
         let case = change.case.clone();
         let _ = self.changes.send(change);
         Ok(case)
@@ -916,7 +933,7 @@ impl CaseService {
             Timestamp::from_unix_millis(now.as_unix_millis() + self.settings.warn_before_ms);
         let mut changes = Vec::new();
         let mut escalated = Vec::new();
-        self.lock().atomically(|tx| -> Result<(), CaseError> {
+        self.db.atomically(|tx| -> Result<(), CaseError> {
             for case in tx.cases_to_escalate(horizon)? {
                 let Some(at) = case.escalate_at else { continue };
                 let action = if at <= now {
@@ -971,7 +988,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn webhook_cursor(&self, department: &DepartmentId) -> Result<i64, CaseError> {
-        Ok(self.lock().atomically(|tx| -> Result<i64, DbError> {
+        Ok(self.db.atomically(|tx| -> Result<i64, DbError> {
             if let Some(done) = tx.webhook_cursor(department.as_str())? {
                 return Ok(done);
             }
@@ -993,7 +1010,7 @@ impl CaseService {
         limit: usize,
     ) -> Result<Vec<(i64, String)>, CaseError> {
         Ok(self
-            .lock()
+            .db
             .atomically(|tx| tx.changes_after(department.as_str(), after, limit))?)
     }
 
@@ -1009,7 +1026,7 @@ impl CaseService {
         failure: Option<(u32, &str)>,
         now: Timestamp,
     ) -> Result<(), CaseError> {
-        Ok(self.lock().atomically(|tx| -> Result<(), DbError> {
+        Ok(self.db.atomically(|tx| -> Result<(), DbError> {
             if let Some((attempts, error)) = failure {
                 tx.record_webhook_failure(department.as_str(), id, now, attempts, error)?;
             }
@@ -1022,7 +1039,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn prune_changes(&self, before: Timestamp) -> Result<u64, CaseError> {
-        Ok(self.lock().atomically(|tx| tx.prune_changes(before))?)
+        Ok(self.db.atomically(|tx| tx.prune_changes(before))?)
     }
 
     /// A case and its transitions.
@@ -1030,7 +1047,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn case(&self, id: CaseId) -> Result<Option<(Case, Vec<Transition>)>, CaseError> {
-        Ok(self.lock().atomically(|tx| -> Result<_, DbError> {
+        Ok(self.db.atomically(|tx| -> Result<_, DbError> {
             Ok(match tx.case(id)? {
                 Some(c) => Some((c, tx.transitions(id)?)),
                 None => None,
@@ -1043,7 +1060,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn case_events(&self, id: CaseId) -> Result<Vec<(String, Event)>, CaseError> {
-        Ok(self.lock().atomically(|tx| tx.case_events(id))?)
+        Ok(self.db.atomically(|tx| tx.case_events(id))?)
     }
 
     /// The actions `actor` may take on `case` now, by name (`register`, `dispatch`, `verify`,
@@ -1076,7 +1093,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn cases(&self) -> Result<Vec<Case>, CaseError> {
-        Ok(self.lock().atomically(|tx| tx.cases())?)
+        Ok(self.db.atomically(|tx| tx.cases())?)
     }
 
     /// One page of cases in id order and whether more follow (see [`CasePageQuery`]).
@@ -1084,7 +1101,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn cases_page(&self, query: &CasePageQuery) -> Result<(Vec<Case>, bool), CaseError> {
-        Ok(self.lock().atomically(|tx| tx.cases_page(query))?)
+        Ok(self.db.atomically(|tx| tx.cases_page(query))?)
     }
 
     /// Cases per state and open cases past their deadline at `now` (metrics).
@@ -1092,7 +1109,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn case_counts(&self, now: Timestamp) -> Result<(Vec<(String, u64)>, u64), CaseError> {
-        Ok(self.lock().atomically(|tx| tx.case_counts(now))?)
+        Ok(self.db.atomically(|tx| tx.case_counts(now))?)
     }
 
     /// Up to `limit` cases closed or rejected before `before` whose evidence was not deleted
@@ -1106,7 +1123,7 @@ impl CaseService {
         before: Timestamp,
         limit: usize,
     ) -> Result<Vec<(CaseId, Vec<protocol::Digest>)>, CaseError> {
-        Ok(self.lock().atomically(|tx| -> Result<_, DbError> {
+        Ok(self.db.atomically(|tx| -> Result<_, DbError> {
             let mut out = Vec::new();
             for id in tx.finished_unexpired(before, limit)? {
                 let mut files: Vec<protocol::Digest> = tx
@@ -1143,7 +1160,7 @@ impl CaseService {
         now: Timestamp,
     ) -> Result<(), CaseError> {
         Ok(self
-            .lock()
+            .db
             .atomically(|tx| tx.evidence_expired(id, now, files, bytes))?)
     }
 
@@ -1152,7 +1169,7 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn ping(&self) -> Result<(), CaseError> {
-        Ok(self.lock().atomically(|tx| tx.ping())?)
+        Ok(self.db.atomically(|tx| tx.ping())?)
     }
 
     /// Every case with its transitions (assessment).
@@ -1161,7 +1178,7 @@ impl CaseService {
     /// [`CaseError::Db`].
     pub fn history(&self) -> Result<(Vec<Case>, Vec<Transition>), CaseError> {
         Ok(self
-            .lock()
+            .db
             .atomically(|tx| -> Result<_, DbError> { Ok((tx.cases()?, tx.all_transitions()?)) })?)
     }
 
@@ -1230,13 +1247,6 @@ impl CaseService {
             case,
             duty.is_some_and(|d| d.registration == Registration::Auto),
         )
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Db> {
-        // a panic while holding the lock leaves SQLite consistent (the transaction rolls back)
-        self.db
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

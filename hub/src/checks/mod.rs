@@ -48,12 +48,13 @@ fn referenced_files(config: &HubConfig) -> Vec<Problem> {
             message,
         })
     };
-    let db_dir = config
-        .database_path
-        .parent()
+    let sqlite = config.sqlite_path();
+    let db_dir = sqlite
+        .as_deref()
+        .and_then(Path::parent)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    if !db_dir.is_dir() {
+    if sqlite.is_some() && !db_dir.is_dir() {
         problem(
             "database_path",
             format!(

@@ -85,7 +85,39 @@ pub(crate) fn service_with(db: Db) -> CaseService {
 }
 
 pub(crate) fn service() -> CaseService {
-    service_with(Db::open_in_memory().unwrap())
+    service_with(db())
+}
+
+/// Runs `f` on a thread of its own and returns what it returns: the service blocks (on
+/// PostgreSQL, on the client's own runtime), which a tokio test's thread may not. The hub
+/// calls it from `spawn_blocking` likewise.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
+
+/// A new, empty case database: on the PostgreSQL server named by `GRIDSENSE_TEST_POSTGRES`
+/// when the suite runs against one (`scripts/with-postgres`), else SQLite in memory.
+pub(crate) fn db() -> Db {
+    match std::env::var("GRIDSENSE_TEST_POSTGRES") {
+        Ok(server) if !server.is_empty() => {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let name = format!(
+                "it_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            off_runtime(move || {
+                let url = hub::storage::create_database(&server, &name).unwrap();
+                Db::connect(
+                    &hub::storage::DatabaseUrl::Postgres(url),
+                    hub::storage::PoolSettings::default(),
+                )
+                .unwrap()
+            })
+        }
+        _ => Db::open_in_memory().unwrap(),
+    }
 }
 
 pub(crate) fn box_id() -> BoxId {

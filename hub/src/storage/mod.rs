@@ -1,0 +1,757 @@
+//! One transaction API over the hub's two database engines: SQLite (a file beside the hub, the
+//! embedded default) and PostgreSQL (a server that several hub processes share; ADR 0002).
+//!
+//! A store (the cases, and after them the registry and the ingest log) writes each statement
+//! once where the dialects agree — with SQLite's `?N` placeholders, which become `$N` for
+//! PostgreSQL ([`Sql::same`]) — and twice, side by side, where they differ ([`Sql::each`]).
+//! Values go in as [`Val`] and come back through [`Row`], so a store never names a driver type.
+//! Migrations are numbered per store and per engine ([`Engine::migrate`]); a database written
+//! by a newer hub is refused.
+//!
+//! This module is plumbing: it must not know any table or any rule of the stores above it.
+
+mod values;
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_postgres::postgres;
+
+pub use values::{Row, Val};
+
+/// Where the hub keeps its data: `[database] url`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file (`sqlite:///var/lib/hub/hub.db`, or a plain path).
+    Sqlite(PathBuf),
+    /// A PostgreSQL server (`postgres://user:password@host:port/database`).
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Reads `sqlite:///path`, `sqlite://relative/path`, `postgres://…` or `postgresql://…`.
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong (for the config checker).
+    pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "`sqlite://` names no file (write sqlite:///var/lib/hub/hub.db)".into(),
+                );
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.parse::<postgres::Config>()
+                .map_err(|e| format!("`{}` is not a PostgreSQL URL: {e}", redact(url)))?;
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
+        Err(format!(
+            "`{}` names no database this hub knows: use sqlite:///path/to/hub.db or postgres://user@host/database",
+            redact(url)
+        ))
+    }
+
+    /// The engine it names.
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            DatabaseUrl::Sqlite(_) => EngineKind::Sqlite,
+            DatabaseUrl::Postgres(_) => EngineKind::Postgres,
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    /// The URL with any password replaced by `***` (for logs and reports).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// Which engine a database runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// SQLite: one file, one writer at a time, one hub machine.
+    Sqlite,
+    /// PostgreSQL: a server, a pool of connections, any number of hub processes.
+    Postgres,
+}
+
+/// A storage failure. Every variant but [`StorageError::SchemaTooNew`] may pass on retry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// SQLite failed.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed (the server, the connection, or a statement).
+    #[error("PostgreSQL: {}", postgres_detail(.0))]
+    Postgres(#[from] postgres::Error),
+    /// No pooled PostgreSQL connection could be had in time (the server is down or full).
+    #[error("no PostgreSQL connection: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// A stored value is not of the type its column should hold.
+    #[error("stored value of column {column} is not {wanted}")]
+    Type {
+        /// Its position in the row.
+        column: usize,
+        /// What was wanted.
+        wanted: &'static str,
+    },
+    /// The database was written by a newer hub: this one refuses to touch it.
+    #[error(
+        "the {store} schema in the database has version {found}, newer than this hub's {supported}: run the newer hub"
+    )]
+    SchemaTooNew {
+        /// Which store.
+        store: &'static str,
+        /// The version found.
+        found: i64,
+        /// The newest this build knows.
+        supported: i64,
+    },
+}
+
+/// A statement in both dialects.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    sqlite: Cow<'static, str>,
+    postgres: Cow<'static, str>,
+}
+
+impl Sql {
+    /// A statement both engines read alike, written with SQLite's `?N` placeholders.
+    pub fn same(sql: impl Into<Cow<'static, str>>) -> Sql {
+        let sqlite = sql.into();
+        let postgres = Cow::Owned(dollar_placeholders(&sqlite));
+        Sql { sqlite, postgres }
+    }
+
+    /// A statement written once per dialect (`?N` for SQLite, `$N` for PostgreSQL).
+    pub fn each(
+        sqlite: impl Into<Cow<'static, str>>,
+        postgres: impl Into<Cow<'static, str>>,
+    ) -> Sql {
+        Sql {
+            sqlite: sqlite.into(),
+            postgres: postgres.into(),
+        }
+    }
+}
+
+/// A database on either engine: one connection behind a lock (SQLite), or a pool (PostgreSQL).
+pub struct Engine(Kind);
+
+enum Kind {
+    Sqlite(Mutex<rusqlite::Connection>),
+    Postgres(PoolHandle),
+}
+
+/// The pool, closed off the async runtime: closing a connection blocks on the client's own
+/// runtime, which a tokio worker thread may not do (the last handle of a service may well be
+/// dropped on one at shutdown).
+struct PoolHandle(Option<Pool>);
+
+impl std::ops::Deref for PoolHandle {
+    type Target = Pool;
+
+    fn deref(&self) -> &Pool {
+        self.0.as_ref().expect("the pool is there until dropped")
+    }
+}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        let Some(pool) = self.0.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let closing = std::thread::Builder::new()
+                .name("pg-pool-close".into())
+                .spawn(move || drop(pool));
+            if let Ok(thread) = closing {
+                let _ = thread.join();
+            }
+        } else {
+            drop(pool);
+        }
+    }
+}
+
+type Pool = r2d2::Pool<PostgresConnectionManager<postgres::NoTls>>;
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Engine").field(&self.kind()).finish()
+    }
+}
+
+/// One transaction's statements; see [`Engine::atomically`].
+pub struct Tx<'c>(TxKind<'c>);
+
+enum TxKind<'c> {
+    Sqlite(rusqlite::Transaction<'c>),
+    Postgres(RefCell<postgres::Transaction<'c>>),
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Tx").field(&self.engine()).finish()
+    }
+}
+
+/// Settings of a PostgreSQL pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Connections kept at most.
+    pub size: u32,
+    /// How long a caller waits for a connection (and the first connect may take).
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            size: 8,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) a SQLite file: WAL, full sync, foreign keys, a 5 s wait for
+    /// another connection's write lock, 32 MiB of page cache.
+    ///
+    /// # Errors
+    /// [`StorageError::Sqlite`].
+    pub fn open_sqlite(path: &Path) -> Result<Engine, StorageError> {
+        let conn = rusqlite::Connection::open(path)?;
+        // Another connection (another hub process, a tool) may hold the write lock a moment.
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // 32 MiB of page cache (the default 2 MiB re-read hot index pages from the OS)
+        conn.pragma_update(None, "cache_size", -32_768)?;
+        Ok(Engine::sqlite(conn))
+    }
+
+    /// An engine over an opened SQLite connection (in memory for tests).
+    pub fn sqlite(conn: rusqlite::Connection) -> Engine {
+        Engine(Kind::Sqlite(Mutex::new(conn)))
+    }
+
+    /// Connects a pool to a PostgreSQL server; the first connection is made before this
+    /// returns, so a wrong address or password is reported at startup.
+    ///
+    /// # Errors
+    /// [`StorageError::Postgres`] for a bad URL, [`StorageError::Pool`] when no connection
+    /// could be made within the timeout (with the server's last answer).
+    pub fn connect_postgres(url: &str, settings: PoolSettings) -> Result<Engine, StorageError> {
+        let mut config: postgres::Config = url.parse()?;
+        if config.get_application_name().is_none() {
+            config.application_name("gridsense-hub");
+        }
+        config.connect_timeout(settings.connect_timeout);
+        let manager = PostgresConnectionManager::new(config, postgres::NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(settings.size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(settings.connect_timeout)
+            .error_handler(Box::new(LogPoolErrors))
+            .build(manager)?;
+        Ok(Engine(Kind::Postgres(PoolHandle(Some(pool)))))
+    }
+
+    /// Which engine this is.
+    pub fn kind(&self) -> EngineKind {
+        match &self.0 {
+            Kind::Sqlite(_) => EngineKind::Sqlite,
+            Kind::Postgres(_) => EngineKind::Postgres,
+        }
+    }
+
+    /// Runs `f` in one transaction, committed when it returns `Ok` and rolled back otherwise.
+    ///
+    /// On SQLite the transaction takes the write lock as it begins (`BEGIN IMMEDIATE`), so what
+    /// `f` reads stays true until it commits, even with other connections to the file. On
+    /// PostgreSQL it runs at READ COMMITTED on a pooled connection, beside other transactions
+    /// of this and other processes: a store that reads and then writes takes row locks
+    /// (`FOR UPDATE`) or advisory locks ([`Tx::lock`]) for what must not change under it.
+    ///
+    /// # Errors
+    /// Whatever `f` returns, or [`StorageError`] when the transaction cannot begin or commit.
+    pub fn atomically<T, E: From<StorageError>>(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match &self.0 {
+            Kind::Sqlite(conn) => {
+                // a panic while holding the lock leaves SQLite consistent (the transaction
+                // rolls back)
+                let mut conn = conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(StorageError::from)?;
+                let tx = Tx(TxKind::Sqlite(tx));
+                let out = f(&tx)?;
+                let TxKind::Sqlite(tx) = tx.0 else {
+                    unreachable!("a SQLite engine begins SQLite transactions")
+                };
+                tx.commit().map_err(StorageError::from)?;
+                Ok(out)
+            }
+            Kind::Postgres(pool) => {
+                let mut conn = pool.get().map_err(StorageError::from)?;
+                let tx = conn.transaction().map_err(StorageError::from)?;
+                let tx = Tx(TxKind::Postgres(RefCell::new(tx)));
+                let out = f(&tx)?;
+                let TxKind::Postgres(tx) = tx.0 else {
+                    unreachable!("a PostgreSQL engine begins PostgreSQL transactions")
+                };
+                tx.into_inner().commit().map_err(StorageError::from)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Brings `store`'s schema up to date: SQLite counts in `PRAGMA user_version` (one store
+    /// per file), PostgreSQL in the `gridsense_schema` table (one row per store), migrated
+    /// under an advisory lock so that hub processes starting together migrate once. Returns
+    /// the version now in place.
+    ///
+    /// # Errors
+    /// [`StorageError::SchemaTooNew`] when the database is newer than `migrations` knows.
+    pub fn migrate(
+        &self,
+        store: &'static str,
+        sqlite: &[&str],
+        postgres: &[&str],
+    ) -> Result<i64, StorageError> {
+        match &self.0 {
+            Kind::Sqlite(conn) => {
+                let mut conn = conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+                check_version(store, found, sqlite.len())?;
+                let tx = conn.transaction()?;
+                for (i, sql) in sqlite.iter().enumerate().skip(found.max(0) as usize) {
+                    tx.execute_batch(sql)?;
+                    tx.pragma_update(None, "user_version", i as i64 + 1)?;
+                }
+                tx.commit()?;
+                Ok(found.max(sqlite.len() as i64))
+            }
+            Kind::Postgres(pool) => {
+                let mut conn = pool.get()?;
+                let mut tx = conn.transaction()?;
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[&lock_key("gridsense_schema")],
+                )?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS gridsense_schema \
+                     (store TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+                )?;
+                let found: i64 = tx
+                    .query_opt(
+                        "SELECT version FROM gridsense_schema WHERE store = $1",
+                        &[&store],
+                    )?
+                    .map_or(0, |r| r.get(0));
+                check_version(store, found, postgres.len())?;
+                for sql in postgres.iter().skip(found.max(0) as usize) {
+                    tx.batch_execute(sql)?;
+                }
+                let now = found.max(postgres.len() as i64);
+                tx.execute(
+                    "INSERT INTO gridsense_schema (store, version) VALUES ($1, $2) \
+                     ON CONFLICT (store) DO UPDATE SET version = excluded.version",
+                    &[&store, &now],
+                )?;
+                tx.commit()?;
+                Ok(now)
+            }
+        }
+    }
+
+    /// The schema version of `store` in place (0 when never migrated), for `hub doctor`.
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn schema_version(&self, store: &str) -> Result<i64, StorageError> {
+        match &self.0 {
+            Kind::Sqlite(conn) => {
+                let conn = conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+            }
+            Kind::Postgres(pool) => {
+                let mut conn = pool.get()?;
+                let exists: bool = conn
+                    .query_one("SELECT to_regclass('gridsense_schema') IS NOT NULL", &[])?
+                    .get(0);
+                if !exists {
+                    return Ok(0);
+                }
+                Ok(conn
+                    .query_opt(
+                        "SELECT version FROM gridsense_schema WHERE store = $1",
+                        &[&store],
+                    )?
+                    .map_or(0, |r| r.get(0)))
+            }
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Which engine runs this transaction.
+    pub fn engine(&self) -> EngineKind {
+        match &self.0 {
+            TxKind::Sqlite(_) => EngineKind::Sqlite,
+            TxKind::Postgres(_) => EngineKind::Postgres,
+        }
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn execute(&self, sql: &Sql, args: &[Val]) -> Result<u64, StorageError> {
+        match &self.0 {
+            TxKind::Sqlite(tx) => {
+                let n = tx
+                    .prepare_cached(&sql.sqlite)?
+                    .execute(rusqlite::params_from_iter(args.iter()))?;
+                Ok(n as u64)
+            }
+            TxKind::Postgres(tx) => Ok(tx.borrow_mut().execute(&*sql.postgres, &pg_args(args))?),
+        }
+    }
+
+    /// Runs a query and maps each row with `f`.
+    ///
+    /// # Errors
+    /// [`StorageError`], or what `f` returns.
+    pub fn query<T, E: From<StorageError>>(
+        &self,
+        sql: &Sql,
+        args: &[Val],
+        mut f: impl FnMut(&Row<'_>) -> Result<T, E>,
+    ) -> Result<Vec<T>, E> {
+        let mut out = Vec::new();
+        match &self.0 {
+            TxKind::Sqlite(tx) => {
+                let mut stmt = tx.prepare_cached(&sql.sqlite).map_err(StorageError::from)?;
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(args.iter()))
+                    .map_err(StorageError::from)?;
+                while let Some(row) = rows.next().map_err(StorageError::from)? {
+                    out.push(f(&Row::sqlite(row))?);
+                }
+            }
+            TxKind::Postgres(tx) => {
+                let rows = tx
+                    .borrow_mut()
+                    .query(&*sql.postgres, &pg_args(args))
+                    .map_err(StorageError::from)?;
+                for row in &rows {
+                    out.push(f(&Row::postgres(row))?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first row of a query, mapped with `f`, if there is one.
+    ///
+    /// # Errors
+    /// [`StorageError`], or what `f` returns.
+    pub fn query_first<T, E: From<StorageError>>(
+        &self,
+        sql: &Sql,
+        args: &[Val],
+        f: impl FnOnce(&Row<'_>) -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        match &self.0 {
+            TxKind::Sqlite(tx) => {
+                let mut stmt = tx.prepare_cached(&sql.sqlite).map_err(StorageError::from)?;
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(args.iter()))
+                    .map_err(StorageError::from)?;
+                match rows.next().map_err(StorageError::from)? {
+                    Some(row) => Ok(Some(f(&Row::sqlite(row))?)),
+                    None => Ok(None),
+                }
+            }
+            TxKind::Postgres(tx) => {
+                let row = tx
+                    .borrow_mut()
+                    .query_opt(&*sql.postgres, &pg_args(args))
+                    .map_err(StorageError::from)?;
+                match row {
+                    Some(row) => Ok(Some(f(&Row::postgres(&row))?)),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// Holds the lock named `key` until this transaction ends, waiting for any other
+    /// transaction holding it (PostgreSQL's `pg_advisory_xact_lock`). On SQLite the
+    /// transaction already holds the file's write lock, and this does nothing.
+    ///
+    /// Take several in ascending order of key, so that two transactions cannot each hold one
+    /// and wait for the other.
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn lock(&self, key: i64) -> Result<(), StorageError> {
+        match &self.0 {
+            TxKind::Sqlite(_) => Ok(()),
+            TxKind::Postgres(tx) => {
+                tx.borrow_mut()
+                    .execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Creates the empty database `name` on the PostgreSQL server that `server_url` reaches (as a
+/// user allowed to), and returns the URL of the new database: for tests, each on a database of
+/// its own, and the demo.
+///
+/// # Errors
+/// [`StorageError::Postgres`]: the server cannot be reached, the name is taken, or the user
+/// may not create databases.
+pub fn create_database(server_url: &str, name: &str) -> Result<String, StorageError> {
+    let mut client = server_url
+        .parse::<postgres::Config>()?
+        .connect(postgres::NoTls)?;
+    // a name cannot be a statement parameter: quoted as an identifier
+    client.batch_execute(&format!(
+        "CREATE DATABASE \"{}\"",
+        name.replace('"', "\"\"")
+    ))?;
+    let (base, query) = match server_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server_url, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{name}", &base[..authority_end]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    Ok(url)
+}
+
+/// An advisory lock's key for a name: the first 8 bytes of its SHA-256, so every hub process
+/// (any build, any platform) derives the same key.
+pub fn lock_key(name: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// A URL with its password (if any) replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Logs (at warn) what the pool could not do in the background: a connection refused.
+#[derive(Debug)]
+struct LogPoolErrors;
+
+impl r2d2::HandleError<postgres::Error> for LogPoolErrors {
+    fn handle_error(&self, error: postgres::Error) {
+        tracing::warn!(error = %postgres_detail(&error), "PostgreSQL connection failed");
+    }
+}
+
+fn check_version(store: &'static str, found: i64, known: usize) -> Result<(), StorageError> {
+    if found > known as i64 {
+        return Err(StorageError::SchemaTooNew {
+            store,
+            found,
+            supported: known as i64,
+        });
+    }
+    Ok(())
+}
+
+fn pg_args(args: &[Val]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    args.iter()
+        .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// A PostgreSQL error with the server's message and code when it sent one (the driver's own
+/// `Display` says only "db error").
+fn postgres_detail(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// `?N` placeholders as `$N`, outside quoted text.
+fn dollar_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c == '?' && !quoted && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_turn_into_dollars_outside_quotes() {
+        assert_eq!(
+            dollar_placeholders("SELECT a FROM t WHERE b = ?1 AND c IN (?2, ?10) AND d = '?3'"),
+            "SELECT a FROM t WHERE b = $1 AND c IN ($2, $10) AND d = '?3'"
+        );
+        assert_eq!(dollar_placeholders("a ? b"), "a ? b");
+    }
+
+    #[test]
+    fn urls_name_their_engine_and_hide_passwords() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/hub/hub.db").unwrap(),
+            DatabaseUrl::Sqlite(PathBuf::from("/var/lib/hub/hub.db"))
+        );
+        let pg = DatabaseUrl::parse("postgres://hub:s3cret@db.example:5432/gridsense").unwrap();
+        assert_eq!(pg.kind(), EngineKind::Postgres);
+        assert_eq!(
+            pg.to_string(),
+            "postgres://hub:***@db.example:5432/gridsense"
+        );
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        let e = DatabaseUrl::parse("mysql://hub:s3cret@db/x").unwrap_err();
+        assert!(e.contains("mysql://hub:***@db/x"), "{e}");
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert!(DatabaseUrl::parse("postgres://hub@db/x?connect_timeout=abc").is_err());
+    }
+
+    #[test]
+    fn lock_keys_are_stable() {
+        // a change here would let two hub builds take different locks for the same thing
+        assert_eq!(lock_key("gridsense_schema"), lock_key("gridsense_schema"));
+        assert_ne!(lock_key("a"), lock_key("b"));
+        let digest_of_a: i64 = i64::from_be_bytes([0xca, 0x97, 0x81, 0x12, 0xca, 0x1b, 0xbd, 0xca]);
+        assert_eq!(lock_key("a"), digest_of_a);
+    }
+
+    #[test]
+    fn sqlite_migrations_apply_once_and_refuse_a_newer_schema() {
+        let engine = Engine::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        let v = engine
+            .migrate("t", &["CREATE TABLE t (a INTEGER)"], &[])
+            .unwrap();
+        assert_eq!(v, 1);
+        let v = engine
+            .migrate(
+                "t",
+                &[
+                    "CREATE TABLE t (a INTEGER)",
+                    "ALTER TABLE t ADD COLUMN b TEXT",
+                ],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(v, 2);
+        let e = engine
+            .migrate("t", &["CREATE TABLE t (a INTEGER)"], &[])
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::SchemaTooNew {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn values_round_trip_through_sqlite() {
+        let engine = Engine::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        engine
+            .migrate(
+                "t",
+                &["CREATE TABLE t (i INTEGER, r REAL, s TEXT, n INTEGER)"],
+                &[],
+            )
+            .unwrap();
+        let got = engine
+            .atomically(|tx| -> Result<_, StorageError> {
+                tx.execute(
+                    &Sql::same("INSERT INTO t (i, r, s, n) VALUES (?1, ?2, ?3, ?4)"),
+                    &[Val::from(-7i64), Val::from(1.5), Val::from("x"), Val::Null],
+                )?;
+                tx.query_first(&Sql::same("SELECT i, r, s, n FROM t"), &[], |r| {
+                    Ok((r.int(0)?, r.real(1)?, r.text(2)?, r.opt_int(3)?))
+                })
+            })
+            .unwrap();
+        assert_eq!(got, Some((-7, 1.5, "x".to_owned(), None)));
+    }
+}
