@@ -245,6 +245,26 @@ fn check_postgres(
             "",
         ),
     }
+    match engine.leader("timers") {
+        Ok(Some(who)) => report.push(
+            "leadership",
+            Status::Ok,
+            format!("deadline checks and webhooks run in {who}"),
+            "",
+        ),
+        Ok(None) => report.push(
+            "leadership",
+            Status::Warn,
+            "no hub process runs the deadline checks and webhooks".to_owned(),
+            "start `hub serve` (a process takes the lead within one deadline check interval)",
+        ),
+        Err(e) => report.push(
+            "leadership",
+            Status::Warn,
+            format!("could not be read: {}", crate::telemetry::chain(&e)),
+            "check the database user may read pg_locks and pg_stat_activity",
+        ),
+    }
     let server_ms = engine.atomically(|tx| -> Result<Option<i64>, StorageError> {
         tx.query_first(
             &Sql::each(

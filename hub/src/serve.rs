@@ -100,7 +100,13 @@ pub async fn run_with_clock(
     on_listening: impl FnOnce(Listening),
     clock: api::Clock,
 ) -> Result<(), ServeError> {
-    let svc = Arc::new(case_service(&config)?);
+    // reads files and connects the database (the PostgreSQL client blocks on a runtime of its
+    // own): off the async threads
+    let svc = {
+        let config = config.clone();
+        let built = tokio::task::spawn_blocking(move || case_service(&config)).await;
+        Arc::new(built.map_err(|e| ServeError::Io(std::io::Error::other(e)))??)
+    };
     let (targets, client, policy) = webhook_parts(&config)?;
     let webhook_stats = Arc::new(webhooks::WebhookStats::default());
     let state = AppState::new(svc.clone(), &config.tokens, clock.clone())
@@ -328,6 +334,10 @@ fn spawn_deadline_checks(
             }
             let (svc, now) = (svc.clone(), clock());
             match tokio::task::spawn_blocking(move || {
+                // one hub process on a shared database checks; the others stand by
+                if !svc.leads() {
+                    return Ok(Vec::new());
+                }
                 // changes every webhook is done with, past their retention
                 let before = protocol::Timestamp::from_unix_millis(
                     now.as_unix_millis().saturating_sub(changes_retention_ms),

@@ -196,6 +196,12 @@ impl HubCollector {
                 tracing::warn!(error = %crate::telemetry::chain(&e), "case counts for metrics failed");
             }
         }
+        gauge(
+            enc,
+            "hub_leader",
+            "1 while this process runs the timers shared by every hub process on the database (deadlines, webhooks)",
+            self.cases.stats().leading.load(Ordering::Relaxed),
+        )?;
         counter(
             enc,
             "hub_metrics_collect_errors",
@@ -244,6 +250,11 @@ impl HubCollector {
                 "hub_case_escalations",
                 "Case escalations",
                 &c.escalations_total,
+            ),
+            (
+                "hub_deadline_checks",
+                "Deadline checks completed by this process",
+                &c.deadline_checks_total,
             ),
             (
                 "hub_case_actions",

@@ -225,6 +225,13 @@ impl Worker {
         done: &mut Option<i64>,
         cancel: &CancellationToken,
     ) -> Result<bool, String> {
+        // one hub process on a shared database delivers; the others stand by, and read the
+        // cursor again when they take over
+        let svc = Arc::clone(&self.svc);
+        if !blocking(move || Ok::<_, crate::cases::CaseError>(svc.leads())).await? {
+            *done = None;
+            return Ok(false);
+        }
         let after = match *done {
             Some(d) => d,
             None => {

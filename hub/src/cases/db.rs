@@ -331,6 +331,12 @@ impl Db {
         Ok(Db { engine })
     }
 
+    /// The leadership of the role `name` among the hub processes sharing this database (see
+    /// [`storage::Leadership`]).
+    pub fn leadership(&self, name: &'static str) -> storage::Leadership {
+        self.engine.leadership(name)
+    }
+
     /// Which engine holds it.
     pub fn engine(&self) -> EngineKind {
         self.engine.kind()
@@ -374,10 +380,7 @@ impl Tx<'_, '_> {
     ///
     /// # Errors
     /// [`DbError`].
-    pub fn lock_neighbourhoods(
-        &self,
-        spans: &[Neighbourhood<'_>],
-    ) -> Result<(), DbError> {
+    pub fn lock_neighbourhoods(&self, spans: &[Neighbourhood<'_>]) -> Result<(), DbError> {
         if self.engine() == EngineKind::Sqlite {
             return Ok(());
         }

@@ -127,6 +127,10 @@ pub struct CaseStats {
     pub refused_total: AtomicU64,
     /// Events whose time was outside the window and was replaced by their arrival time.
     pub clamped_times_total: AtomicU64,
+    /// Deadline checks completed (by this process; escalations are made once across all).
+    pub deadline_checks_total: AtomicU64,
+    /// 1 while this process leads the fleet-wide timers (see [`CaseService::leads`]).
+    pub leading: AtomicU64,
 }
 
 /// A case operation that failed.
@@ -245,6 +249,8 @@ const CITIZEN_REPORTS_LOCK: &str = "gridsense cases: citizen report numbers";
 /// Ingest, actions and escalation over one database.
 pub struct CaseService {
     db: Db,
+    /// Whether this process runs the fleet-wide timers (deadlines, webhooks).
+    leadership: std::sync::Mutex<crate::storage::Leadership>,
     grid: Arc<Grid>,
     duties: DutyList,
     calendar: WorkCalendar,
@@ -276,6 +282,7 @@ impl CaseService {
         change_capacity: usize,
     ) -> CaseService {
         CaseService {
+            leadership: std::sync::Mutex::new(db.leadership("timers")),
             db,
             grid,
             duties,
@@ -294,6 +301,21 @@ impl CaseService {
     pub fn with_box_areas(mut self, areas: BoxAreas) -> CaseService {
         self.box_areas = Some(areas);
         self
+    }
+
+    /// Whether this process leads the timers that must run once across every hub process on
+    /// the database (deadline checks, webhook delivery), taking the lead when nobody holds it.
+    /// Always true on SQLite. Blocking (a database round trip on PostgreSQL).
+    pub fn leads(&self) -> bool {
+        let mut leadership = self
+            .leadership
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let leads = leadership.check();
+        self.stats
+            .leading
+            .store(u64::from(leads), Ordering::Relaxed);
+        leads
     }
 
     /// Subscribes to case changes.
@@ -975,6 +997,9 @@ impl CaseService {
             }
             Ok(())
         })?;
+        self.stats
+            .deadline_checks_total
+            .fetch_add(1, Ordering::Relaxed);
         for c in changes {
             let _ = self.changes.send(c);
         }

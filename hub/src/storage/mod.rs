@@ -164,28 +164,143 @@ enum Kind {
 /// The pool, closed off the async runtime: closing a connection blocks on the client's own
 /// runtime, which a tokio worker thread may not do (the last handle of a service may well be
 /// dropped on one at shutdown).
-struct PoolHandle(Option<Pool>);
+struct PoolHandle {
+    pool: Option<Pool>,
+    /// How its connections are made (for connections of their own: leadership).
+    config: Box<postgres::Config>,
+}
 
 impl std::ops::Deref for PoolHandle {
     type Target = Pool;
 
     fn deref(&self) -> &Pool {
-        self.0.as_ref().expect("the pool is there until dropped")
+        self.pool.as_ref().expect("the pool is there until dropped")
     }
 }
 
 impl Drop for PoolHandle {
     fn drop(&mut self) {
-        let Some(pool) = self.0.take() else { return };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let closing = std::thread::Builder::new()
-                .name("pg-pool-close".into())
-                .spawn(move || drop(pool));
-            if let Ok(thread) = closing {
-                let _ = thread.join();
+        if let Some(pool) = self.pool.take() {
+            drop_off_runtime(pool);
+        }
+    }
+}
+
+/// Drops `value` (PostgreSQL connections) on a thread of its own when called on a thread that
+/// drives async tasks, where the client's blocking close would panic; waits for it.
+fn drop_off_runtime<T: Send + 'static>(value: T) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        drop(value);
+        return;
+    }
+    let closing = std::thread::Builder::new()
+        .name("pg-close".into())
+        .spawn(move || drop(value));
+    if let Ok(thread) = closing {
+        let _ = thread.join();
+    }
+}
+
+/// Which hub process runs the fleet-wide timers (deadline checks, webhook delivery): the one
+/// holding a session-level advisory lock on a connection of its own. When that process dies
+/// its connection closes and the server releases the lock; the next process to ask takes it.
+/// On SQLite (one machine) every process leads.
+pub struct Leadership {
+    name: &'static str,
+    kind: LeadKind,
+    held: bool,
+}
+
+enum LeadKind {
+    Alone,
+    Postgres(Box<PgLead>),
+}
+
+/// A lead on PostgreSQL: the lock's key and the connection holding it (when connected).
+struct PgLead {
+    config: postgres::Config,
+    key: i64,
+    client: Option<postgres::Client>,
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("name", &self.name)
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leadership {
+    /// Whether this process leads now: keeps the lock it holds (checking its connection),
+    /// else tries to take it without waiting. Blocking (a round trip): call it from a
+    /// blocking thread, once per timer tick.
+    pub fn check(&mut self) -> bool {
+        let LeadKind::Postgres(lead) = &mut self.kind else {
+            return true;
+        };
+        let PgLead {
+            config,
+            key,
+            client,
+        } = &mut **lead;
+        if self.held {
+            if let Some(c) = client.as_mut()
+                && c.simple_query("SELECT 1").is_ok()
+            {
+                return true;
             }
-        } else {
-            drop(pool);
+            tracing::warn!(
+                role = self.name,
+                "lost the lead: its database connection broke"
+            );
+            self.held = false;
+            if let Some(c) = client.take() {
+                drop_off_runtime(c);
+            }
+        }
+        if client.is_none() {
+            match config.connect(postgres::NoTls) {
+                Ok(c) => *client = Some(c),
+                Err(e) => {
+                    tracing::debug!(role = self.name, error = %postgres_detail(&e), "cannot ask for the lead");
+                    return false;
+                }
+            }
+        }
+        let Some(c) = client.as_mut() else {
+            return false;
+        };
+        match c.query_one("SELECT pg_try_advisory_lock($1)", &[&*key]) {
+            Ok(row) => {
+                self.held = row.get(0);
+                if self.held {
+                    tracing::info!(role = self.name, "this process leads now");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(role = self.name, error = %postgres_detail(&e), "asking for the lead failed");
+                if let Some(c) = client.take() {
+                    drop_off_runtime(c);
+                }
+            }
+        }
+        self.held
+    }
+
+    /// Whether this process led at the last [`Leadership::check`].
+    pub fn held(&self) -> bool {
+        self.held
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        if let LeadKind::Postgres(lead) = &mut self.kind
+            && let Some(c) = lead.client.take()
+        {
+            drop_off_runtime(c);
         }
     }
 }
@@ -262,17 +377,65 @@ impl Engine {
     pub fn connect_postgres(url: &str, settings: PoolSettings) -> Result<Engine, StorageError> {
         let mut config: postgres::Config = url.parse()?;
         if config.get_application_name().is_none() {
-            config.application_name("gridsense-hub");
+            // which process holds a connection (and a lead), for `hub doctor` and the DBA
+            config.application_name(&format!("gridsense-hub pid {}", std::process::id()));
         }
+        // a dead peer (the server's machine, or this one's network) is noticed in about a minute
+        config.keepalives_idle(Duration::from_secs(30));
         config.connect_timeout(settings.connect_timeout);
-        let manager = PostgresConnectionManager::new(config, postgres::NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), postgres::NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(settings.size.max(1))
             .min_idle(Some(1))
             .connection_timeout(settings.connect_timeout)
             .error_handler(Box::new(LogPoolErrors))
             .build(manager)?;
-        Ok(Engine(Kind::Postgres(PoolHandle(Some(pool)))))
+        Ok(Engine(Kind::Postgres(PoolHandle {
+            pool: Some(pool),
+            config: Box::new(config),
+        })))
+    }
+
+    /// The leadership of the role `name` among the hub processes on this database (see
+    /// [`Leadership`]); nobody leads until the first [`Leadership::check`].
+    pub fn leadership(&self, name: &'static str) -> Leadership {
+        let kind = match &self.0 {
+            Kind::Sqlite(_) => LeadKind::Alone,
+            Kind::Postgres(pool) => LeadKind::Postgres(Box::new(PgLead {
+                config: (*pool.config).clone(),
+                key: lock_key(&format!("gridsense leader {name}")),
+                client: None,
+            })),
+        };
+        Leadership {
+            name,
+            kind,
+            held: false,
+        }
+    }
+
+    /// Who leads the role `name` (see [`Leadership`]): the `application_name` of the
+    /// connection holding its lock (`gridsense-hub pid N`) and the address it comes from;
+    /// `None` when nobody does. Always `None` on SQLite.
+    ///
+    /// # Errors
+    /// [`StorageError`].
+    pub fn leader(&self, name: &str) -> Result<Option<String>, StorageError> {
+        let Kind::Postgres(pool) = &self.0 else {
+            return Ok(None);
+        };
+        let key = lock_key(&format!("gridsense leader {name}"));
+        // a bigint advisory lock shows as its high half (classid) and low half (objid)
+        let (high, low) = (i64::from((key >> 32) as u32), i64::from(key as u32));
+        let mut conn = pool.get()?;
+        let row = conn.query_opt(
+            "SELECT a.application_name || ' at ' || COALESCE(host(a.client_addr), 'local socket') \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+             AND l.classid::BIGINT = $1 AND l.objid::BIGINT = $2",
+            &[&high, &low],
+        )?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Which engine this is.

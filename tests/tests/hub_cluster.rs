@@ -1,0 +1,351 @@
+//! Two `hub serve` processes on one PostgreSQL database (a private cluster), each with its own
+//! QUIC and HTTP listeners and its own data folder (the second a `hub backup` of the first: the
+//! same CA and registry, an ingest log of its own, as on two machines): events for one spot
+//! that reach both at once make one case, and an overdue case is escalated once although both
+//! check deadlines.
+#![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
+
+#[path = "boxes_support/mod.rs"]
+mod boxes;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::binaries::binary;
+use e2e::postgres::Postgres;
+use e2e::process::{Proc, free_udp_port};
+use e2e::{WAIT, metric_value, now, wait_for};
+use edge_agent::store::{Store, StoreOptions};
+use edge_agent::uplink::{Uplink, UplinkConfig};
+use protocol::{
+    CategoryCode, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Spots (5 × 4 in the sample city, a few hundred metres apart: beyond the merge radius).
+const SPOTS: usize = 20;
+
+/// One `hub serve` process and its addresses.
+struct HubProcess {
+    proc: Proc,
+    api: SocketAddr,
+    ingest: SocketAddr,
+    config: PathBuf,
+}
+
+impl HubProcess {
+    /// Starts `hub serve` on the shared data folder and database, on ports of its own; waits
+    /// until its API answers.
+    async fn start(data: &Path, database: &str, name: &str) -> HubProcess {
+        HubProcess::start_on(data, data, database, name).await
+    }
+
+    /// [`HubProcess::start`] with its data folder (CA, registry, ingest log) in `data` and the
+    /// grid, duty list and calendar in `files`.
+    async fn start_on(data: &Path, files: &Path, database: &str, name: &str) -> HubProcess {
+        let api: SocketAddr = format!("127.0.0.1:{}", e2e::mosquitto::free_port().unwrap())
+            .parse()
+            .unwrap();
+        let ingest: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let p = |f: &str| files.join(f);
+        let config = format!(
+            "api_listen_addr = \"{api}\"\ngrid_path = {:?}\nduties_path = {:?}\ncalendar_path = {:?}\n\n\
+             [database]\nurl = \"{database}\"\npool_size = 4\n\n\
+             [cases]\ndeadline_check_interval_secs = 1\n\n\
+             [ingest]\nlisten_addr = \"{ingest}\"\ndata_dir = {data:?}\nrevocation_check_interval_secs = 1\n\n\
+             [[departments]]\nid = \"sanitation-pj\"\nname = \"sanitation (street)\"\n\n\
+             [[departments]]\nid = \"sanitation-gusu\"\nname = \"sanitation (district)\"\n\n\
+             [[departments]]\nid = \"city-management\"\nname = \"city management\"\n\n\
+             [[departments]]\nid = \"traffic-pj\"\nname = \"traffic (street)\"\n\n\
+             [[departments]]\nid = \"traffic-gusu\"\nname = \"traffic (district)\"\n",
+            p("grid.geojson"),
+            p("duties.csv"),
+            p("calendar.toml"),
+        );
+        let path = files.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let proc = Proc::spawn(
+            Command::new(binary("hub"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&path),
+        )
+        .unwrap();
+        let hub = HubProcess {
+            proc,
+            api,
+            ingest,
+            config: path,
+        };
+        wait_for(WAIT, &format!("{name}'s API"), || hub.metrics())
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{name}'s log:\n{}", hub.proc.log()));
+        hub
+    }
+
+    /// Its `/metrics` exposition, or `None` while it does not answer.
+    async fn metrics(&self) -> Option<String> {
+        let answer = e2e::http::send(self.api, "GET", "/metrics", &[], &[])
+            .await
+            .ok()?;
+        (answer.status == 200).then(|| answer.text())
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics().await.expect("metrics answer");
+        metric_value(&text, name).unwrap_or(0.0)
+    }
+}
+
+/// A box with its own store, enrolled through `hub`, sending to that process only.
+struct TestBox {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    store: Store,
+    config: UplinkConfig,
+}
+
+impl TestBox {
+    async fn enroll(data: &Path, hub: &HubProcess, id: &str) -> TestBox {
+        let tls = tempfile::tempdir().unwrap();
+        boxes::add_and_enroll(data, &hub.ingest.to_string(), id, tls.path(), now())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path(), spot(0))).unwrap();
+        let mut config = UplinkConfig::new(hub.ingest.to_string(), tls.path());
+        config.backoff_initial_ms = 50;
+        config.backoff_max_ms = 500;
+        config.poll_interval_ms = 20;
+        TestBox {
+            _dirs: (tls, dir),
+            store,
+            config,
+        }
+    }
+
+    fn start_uplink(&self, cancel: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        let uplink = Uplink::from_config(&self.config, self.store.clone());
+        let cancel = cancel.clone();
+        tokio::spawn(async move { uplink.run(cancel).await.unwrap() })
+    }
+}
+
+/// Spot `i` of [`SPOTS`], inside the sample city.
+fn spot(i: usize) -> Location {
+    Location {
+        lat: 31.2815 + 0.004 * (i / 5) as f64,
+        lon: 120.5815 + 0.007 * (i % 5) as f64,
+        crs: Crs::Wgs84,
+    }
+}
+
+/// Exposed garbage seen by `camera` at spot `i`, now.
+fn garbage_at(i: usize, camera: &str) -> Event {
+    let at = now();
+    Event {
+        id: EventId::v7(at.as_unix_millis() as u64, fastrand_bytes()),
+        seq: Seq(0),
+        source: Source {
+            kind: SourceKind::Camera,
+            id: SourceId::parse(camera).unwrap(),
+        },
+        category: CategoryCode::parse("0102").unwrap(),
+        severity: Severity::Medium,
+        observed_at: at,
+        location: spot(i),
+        grid: None,
+        attributes: Default::default(),
+        evidence: vec![],
+    }
+}
+
+fn fastrand_bytes() -> [u8; 10] {
+    std::array::from_fn(|_| fastrand::u8(..))
+}
+
+/// `psql`'s single value as a number.
+fn count(pg: &Postgres, sql: &str) -> i64 {
+    pg.psql("hub", sql).unwrap().parse().unwrap()
+}
+
+fn hub_data() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    hub::registry::admin::init(&data, "cluster hub", "127.0.0.1:0".parse().unwrap(), now())
+        .unwrap();
+    (dir, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_once() {
+    let pg = Postgres::start().unwrap();
+    pg.create_db("hub").unwrap();
+    let database = pg.url("hub");
+    let (_dir, data) = hub_data();
+    let first = HubProcess::start(&data, &database, "first").await;
+    // Both boxes enrolled; then the second machine gets a copy of the CA and the registry.
+    let east = TestBox::enroll(&data, &first, "box-east").await;
+    let mut west = TestBox::enroll(&data, &first, "box-west").await;
+    let copy = tempfile::tempdir().unwrap();
+    let backup = Command::new(binary("hub"))
+        .arg("backup")
+        .arg("--config")
+        .arg(data.join("first.toml"))
+        .arg("--to")
+        .arg(copy.path().join("second"))
+        .output()
+        .unwrap();
+    assert!(backup.status.success(), "{backup:?}");
+    let second = HubProcess::start_on(
+        &copy.path().join("second").join("data"),
+        &data,
+        &database,
+        "second",
+    )
+    .await;
+    west.config.hub_addr = second.ingest.to_string();
+
+    // One box per process; each sees the same twenty spots at the same time.
+    for i in 0..SPOTS {
+        east.store
+            .submit(garbage_at(i, "cam-east"), vec![])
+            .unwrap();
+        west.store
+            .submit(garbage_at(i, "cam-west"), vec![])
+            .unwrap();
+    }
+    let cancel = CancellationToken::new();
+    let uplinks = [east.start_uplink(&cancel), west.start_uplink(&cancel)];
+    let all = 2 * SPOTS as i64;
+    wait_for(WAIT, "every event stored", || async {
+        (count(&pg, "SELECT count(*) FROM events WHERE case_id IS NOT NULL") == all).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\nfirst:\n{}\nsecond:\n{}",
+            first.proc.log(),
+            second.proc.log()
+        )
+    });
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM cases"),
+        SPOTS as i64,
+        "one case per spot: {}",
+        pg.psql(
+            "hub",
+            "SELECT id, lat, lon, body->>'event_count' FROM cases ORDER BY lat, lon"
+        )
+        .unwrap()
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM cases WHERE (body->>'event_count')::INT = 2"
+        ),
+        SPOTS as i64,
+        "each case has both boxes' events"
+    );
+    let created = first.metric("hub_cases_created_total").await
+        + second.metric("hub_cases_created_total").await;
+    assert_eq!(
+        created, SPOTS as f64,
+        "cases created, both processes together"
+    );
+
+    // One process leads the timers; the other stands by.
+    let hubs = [first, second];
+    let leading = wait_for(WAIT, "a leader", || async {
+        let a = hubs[0].metric("hub_leader").await;
+        let b = hubs[1].metric("hub_leader").await;
+        match (a == 1.0, b == 1.0) {
+            (true, false) => Some(0),
+            (false, true) => Some(1),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap();
+    let (leader, follower) = (&hubs[leading], &hubs[1 - leading]);
+
+    // Every case overdue at once; both processes would check deadlines every second.
+    let checks_before = (
+        leader.metric("hub_deadline_checks_total").await,
+        follower.metric("hub_deadline_checks_total").await,
+    );
+    pg.psql(
+        "hub",
+        "UPDATE cases SET escalate_at = 1, body = jsonb_set(body, '{escalate_at}', '1')",
+    )
+    .unwrap();
+    wait_for(WAIT, "two more deadline checks by the leader", || async {
+        (leader.metric("hub_deadline_checks_total").await >= checks_before.0 + 2.0).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        follower.metric("hub_deadline_checks_total").await,
+        checks_before.1,
+        "the follower checks no deadlines"
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM transitions WHERE body::jsonb->>'action' = 'escalate'"
+        ),
+        SPOTS as i64,
+        "one escalation per overdue case"
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM cases WHERE (body->>'escalations')::INT = 1"
+        ),
+        SPOTS as i64
+    );
+    let escalated = leader.metric("hub_case_escalations_total").await
+        + follower.metric("hub_case_escalations_total").await;
+    assert_eq!(
+        escalated, SPOTS as f64,
+        "escalations, both processes together"
+    );
+
+    // The leader dies: the other process takes the lead, and `hub doctor` names it.
+    let follower_checks = follower.metric("hub_deadline_checks_total").await;
+    let [first, second] = hubs;
+    let (leader, survivor) = if leading == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    leader.proc.kill();
+    wait_for(WAIT, "the survivor leads and checks deadlines", || async {
+        (survivor.metric("hub_leader").await == 1.0
+            && survivor.metric("hub_deadline_checks_total").await > follower_checks)
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let doctor = Command::new(binary("hub"))
+        .arg("doctor")
+        .arg("--config")
+        .arg(&survivor.config)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        report.contains(&format!("gridsense-hub pid {}", survivor.proc.pid())),
+        "{report}"
+    );
+
+    cancel.cancel();
+    for u in uplinks {
+        u.await.unwrap();
+    }
+    assert!(
+        survivor.proc.terminate(Duration::from_secs(15)),
+        "a hub process stops on SIGTERM"
+    );
+}
