@@ -24,6 +24,9 @@ use protocol::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// The operators' API token (admin).
+const TOKEN: &str = "t-operator";
+
 /// Spots (5 × 4 in the sample city, a few hundred metres apart: beyond the merge radius).
 const SPOTS: usize = 20;
 
@@ -59,10 +62,12 @@ impl HubProcess {
              [[departments]]\nid = \"sanitation-gusu\"\nname = \"sanitation (district)\"\n\n\
              [[departments]]\nid = \"city-management\"\nname = \"city management\"\n\n\
              [[departments]]\nid = \"traffic-pj\"\nname = \"traffic (street)\"\n\n\
-             [[departments]]\nid = \"traffic-gusu\"\nname = \"traffic (district)\"\n",
+             [[departments]]\nid = \"traffic-gusu\"\nname = \"traffic (district)\"\n\n\
+             [[tokens]]\nname = \"operator\"\ntoken_sha256 = \"{}\"\nrole = \"admin\"\nsubject = \"ops\"\n",
             p("grid.geojson"),
             p("duties.csv"),
             p("calendar.toml"),
+            hub::api::hash_token(TOKEN),
         );
         let path = files.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
@@ -163,6 +168,36 @@ fn garbage_at(i: usize, camera: &str) -> Event {
 
 fn fastrand_bytes() -> [u8; 10] {
     std::array::from_fn(|_| fastrand::u8(..))
+}
+
+/// Counts the escalations that the API at `api` streams as live changes (`GET
+/// /api/v1/changes`, server-sent events), on a thread of its own until the stream ends.
+fn watch_escalations(api: SocketAddr) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::io::{BufRead, Write};
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let mut stream = std::net::TcpStream::connect(api).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/changes HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut lines = std::io::BufReader::new(stream).lines();
+    // the answer's head has come once the stream is open: changes from now on are told
+    for line in lines.by_ref() {
+        if line.unwrap().is_empty() {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.starts_with("data:") && line.contains("\"action\":\"escalate\"") {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    seen
 }
 
 /// `psql`'s single value as a number.
@@ -270,6 +305,9 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
     .unwrap();
     let (leader, follower) = (&hubs[leading], &hubs[1 - leading]);
 
+    // An operator watches the follower's live changes; the leader's escalations reach them.
+    let seen = watch_escalations(follower.api);
+
     // Every case overdue at once; both processes would check deadlines every second.
     let checks_before = (
         leader.metric("hub_deadline_checks_total").await,
@@ -311,6 +349,14 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
         escalated, SPOTS as f64,
         "escalations, both processes together"
     );
+
+    wait_for(
+        WAIT,
+        "the escalations as live changes on the follower",
+        || async { (seen.load(std::sync::atomic::Ordering::SeqCst) >= SPOTS).then_some(()) },
+    )
+    .await
+    .unwrap();
 
     // The leader dies: the other process takes the lead, and `hub doctor` names it.
     let follower_checks = follower.metric("hub_deadline_checks_total").await;

@@ -289,6 +289,9 @@ pub struct Tx<'t, 'c>(&'t storage::Tx<'c>);
 /// one appear.
 const CHANGES_LOCK: &str = "gridsense cases: changes";
 
+/// The notification channel a recorded change is announced on (PostgreSQL).
+const CHANGES_CHANNEL: &str = "gridsense_changes";
+
 /// Grid squares (degrees) for the merge locks: a new event locks the squares its merge
 /// neighbourhood touches, so that two processes cannot both find no case nearby and each
 /// open one.
@@ -335,6 +338,21 @@ impl Db {
     /// [`storage::Leadership`]).
     pub fn leadership(&self, name: &'static str) -> storage::Leadership {
         self.engine.leadership(name)
+    }
+
+    /// Another handle on the same database for a thread of its own, when the engine is shared
+    /// by several processes (PostgreSQL); `None` on SQLite.
+    pub fn shared(&self) -> Option<Db> {
+        self.engine.shared().map(|engine| Db { engine })
+    }
+
+    /// A connection that wakes when any hub process on the database records a case change
+    /// (see [`Tx::record_change`]); `None` on SQLite.
+    ///
+    /// # Errors
+    /// [`DbError`] when the server cannot be reached.
+    pub fn listen_changes(&self) -> Result<Option<storage::Listener>, DbError> {
+        Ok(self.engine.listen(CHANGES_CHANNEL)?)
     }
 
     /// Which engine holds it.
@@ -511,7 +529,29 @@ impl Tx<'_, '_> {
                 serde_json::to_string(change)?.into(),
             ],
         )?;
+        if self.engine() == EngineKind::Postgres {
+            // delivered to every listening hub process when this transaction commits
+            self.0
+                .execute(&Sql::same(format!("NOTIFY {CHANGES_CHANNEL}")), &[])?;
+        }
         Ok(())
+    }
+
+    /// Up to `limit` changes of every case after change `after`, oldest first (what live
+    /// listeners of any hub process are told).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn changes_since(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::cases::CaseChange>, DbError> {
+        self.0.query(
+            &Sql::same("SELECT body FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            &[after.into(), limit.into()],
+            |r| Ok::<_, DbError>(serde_json::from_str(&r.text(0)?)?),
+        )
     }
 
     /// Up to `limit` changes of cases dispatched to `department`, after change `after`, oldest

@@ -257,6 +257,9 @@ pub struct CaseService {
     departments: std::collections::HashSet<DepartmentId>,
     settings: CaseSettings,
     changes: broadcast::Sender<CaseChange>,
+    /// On a database shared by several processes: the thread that tells this process's
+    /// listeners every change, made here or elsewhere, in the order they committed.
+    follower: Option<Follower>,
     stats: CaseStats,
     box_areas: Option<BoxAreas>,
 }
@@ -281,15 +284,20 @@ impl CaseService {
         settings: CaseSettings,
         change_capacity: usize,
     ) -> CaseService {
+        let changes = broadcast::channel(change_capacity.max(1)).0;
+        let follower = db
+            .shared()
+            .map(|shared| Follower::start(shared, changes.clone()));
         CaseService {
             leadership: std::sync::Mutex::new(db.leadership("timers")),
+            follower,
             db,
             grid,
             duties,
             calendar,
             departments,
             settings,
-            changes: broadcast::channel(change_capacity.max(1)).0,
+            changes,
             stats: CaseStats::default(),
             box_areas: None,
         }
@@ -316,6 +324,14 @@ impl CaseService {
             .leading
             .store(u64::from(leads), Ordering::Relaxed);
         leads
+    }
+
+    /// Tells this process's listeners about a committed change — unless a follower does (a
+    /// shared database), which tells them every change of every process in commit order.
+    fn announce(&self, change: CaseChange) {
+        if self.follower.is_none() {
+            let _ = self.changes.send(change);
+        }
     }
 
     /// Subscribes to case changes.
@@ -625,7 +641,7 @@ impl CaseService {
                     .fetch_add(1, Ordering::Relaxed);
             }
             // no listener is fine: changes are also in the database
-            let _ = self.changes.send(change);
+            self.announce(change);
         }
         outcome
     }
@@ -900,7 +916,7 @@ impl CaseService {
         })?;
         self.stats.actions_total.fetch_add(1, Ordering::Relaxed);
         let case = change.case.clone();
-        let _ = self.changes.send(change);
+        self.announce(change);
         Ok(case)
     }
 
@@ -941,7 +957,7 @@ impl CaseService {
             Ok(change)
         })?;
         let case = change.case.clone();
-        let _ = self.changes.send(change);
+        self.announce(change);
         Ok(case)
     }
 
@@ -1001,7 +1017,7 @@ impl CaseService {
             .deadline_checks_total
             .fetch_add(1, Ordering::Relaxed);
         for c in changes {
-            let _ = self.changes.send(c);
+            self.announce(c);
         }
         Ok(escalated)
     }
@@ -1272,6 +1288,101 @@ impl CaseService {
             case,
             duty.is_some_and(|d| d.registration == Registration::Auto),
         )
+    }
+}
+
+/// The thread following the change outbox of a shared database: woken by the notification
+/// every hub process sends as it commits a change, and every [`FOLLOW_EVERY`] regardless, it
+/// reads the changes after the last one it told and tells them to this process's listeners
+/// (SSE, webhook workers). Stopped when the service is dropped.
+struct Follower {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How often the follower reads the outbox without a notification (one lost with a broken
+/// connection, say).
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Changes read at a time.
+const FOLLOW_BATCH: usize = 256;
+
+impl Follower {
+    /// Starts the thread, and returns once it knows where the outbox stands (a change
+    /// committed after this returns is told).
+    fn start(db: Db, changes: broadcast::Sender<CaseChange>) -> Follower {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let stopping = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("case-changes".into())
+            .spawn(move || follow(&db, &changes, &stopping, &ready_tx));
+        match spawned {
+            Ok(_) => {
+                let _ = ready_rx.recv();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "live case changes from other hub processes are not followed")
+            }
+        }
+        Follower { stop }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn follow(
+    db: &Db,
+    changes: &broadcast::Sender<CaseChange>,
+    stop: &std::sync::atomic::AtomicBool,
+    ready: &std::sync::mpsc::Sender<()>,
+) {
+    let mut listener = db.listen_changes().ok().flatten();
+    let mut after = db
+        .atomically(|tx| tx.last_change_id())
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "the change outbox could not be read; following from its start");
+            0
+        });
+    let _ = ready.send(());
+    while !stop.load(Ordering::Relaxed) {
+        let woken = match listener.as_mut() {
+            Some(l) => match l.wait(FOLLOW_EVERY / 4) {
+                Ok(woken) => woken,
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "listening for case changes failed; listening again");
+                    listener = None;
+                    true
+                }
+            },
+            None => {
+                std::thread::sleep(FOLLOW_EVERY / 4);
+                listener = db.listen_changes().ok().flatten();
+                true
+            }
+        };
+        let _ = woken; // read either way: a notification may have been lost
+        loop {
+            match db.atomically(|tx| tx.changes_since(after, FOLLOW_BATCH)) {
+                Ok(batch) => {
+                    let full = batch.len() == FOLLOW_BATCH;
+                    for change in batch {
+                        after = change.id;
+                        let _ = changes.send(change);
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "reading the change outbox failed");
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -104,6 +104,9 @@ pub enum StorageError {
     /// No pooled PostgreSQL connection could be had in time (the server is down or full).
     #[error("no PostgreSQL connection: {0}")]
     Pool(#[from] r2d2::Error),
+    /// A connection of its own (listening, leading) was closed by the server or the network.
+    #[error("the database connection closed")]
+    Closed,
     /// A stored value is not of the type its column should hold.
     #[error("stored value of column {column} is not {wanted}")]
     Type {
@@ -164,6 +167,7 @@ enum Kind {
 /// The pool, closed off the async runtime: closing a connection blocks on the client's own
 /// runtime, which a tokio worker thread may not do (the last handle of a service may well be
 /// dropped on one at shutdown).
+#[derive(Clone)]
 struct PoolHandle {
     pool: Option<Pool>,
     /// How its connections are made (for connections of their own: leadership).
@@ -198,6 +202,53 @@ fn drop_off_runtime<T: Send + 'static>(value: T) {
         .spawn(move || drop(value));
     if let Ok(thread) = closing {
         let _ = thread.join();
+    }
+}
+
+/// A PostgreSQL connection listening on a notification channel (see [`Engine::listen`]).
+pub struct Listener {
+    client: Option<postgres::Client>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Waits up to `timeout` for a notification; true when at least one came (all that came
+    /// are taken).
+    ///
+    /// # Errors
+    /// [`StorageError`] when the connection broke (listen again on a new one).
+    pub fn wait(&mut self, timeout: Duration) -> Result<bool, StorageError> {
+        use postgres::fallible_iterator::FallibleIterator as _;
+        let Some(client) = self.client.as_mut() else {
+            return Ok(false);
+        };
+        let came = {
+            let mut notifications = client.notifications();
+            let came = notifications.timeout_iter(timeout).next()?.is_some();
+            if came {
+                // the rest that arrived with it
+                let mut rest = notifications.iter();
+                while rest.next()?.is_some() {}
+            }
+            came
+        };
+        if client.is_closed() {
+            return Err(StorageError::Closed);
+        }
+        Ok(came)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take() {
+            drop_off_runtime(c);
+        }
     }
 }
 
@@ -436,6 +487,31 @@ impl Engine {
             &[&high, &low],
         )?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Another handle on the same PostgreSQL pool (for a thread of its own); `None` on
+    /// SQLite, whose one connection stays with its owner.
+    pub fn shared(&self) -> Option<Engine> {
+        match &self.0 {
+            Kind::Sqlite(_) => None,
+            Kind::Postgres(pool) => Some(Engine(Kind::Postgres(pool.clone()))),
+        }
+    }
+
+    /// A connection of its own that listens on the notification channel `channel`
+    /// (`LISTEN`); `None` on SQLite, which has no notifications.
+    ///
+    /// # Errors
+    /// [`StorageError`] when the server cannot be reached.
+    pub fn listen(&self, channel: &'static str) -> Result<Option<Listener>, StorageError> {
+        let Kind::Postgres(pool) = &self.0 else {
+            return Ok(None);
+        };
+        let mut client = pool.config.connect(postgres::NoTls)?;
+        client.batch_execute(&format!("LISTEN {channel}"))?;
+        Ok(Some(Listener {
+            client: Some(client),
+        }))
     }
 
     /// Which engine this is.
