@@ -42,9 +42,14 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// The case database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Check a hub (it may be running): its configuration, each database (schema version,
-    /// SQLite's quick check), its CA's validity and the free disk. Exit status 1 when a check
-    /// fails.
+    /// SQLite's quick check; on PostgreSQL the leading process and the clock), its CA's
+    /// validity and the free disk. Exit status 1 when a check fails.
     Doctor {
         /// The hub's configuration file.
         #[arg(long, default_value = "/etc/hub/hub.toml")]
@@ -93,6 +98,22 @@ enum Command {
         data: PathBuf,
         #[command(subcommand)]
         command: BoxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Copy the case database (cases, events, audit trail, change outbox, webhook state,
+    /// re-checks) into another, empty one — SQLite to PostgreSQL as a hub grows, or back —
+    /// keeping every id, with progress, then check the row counts. Stop `hub serve` first;
+    /// then point `[database] url` at the copy.
+    Migrate {
+        /// The database to copy: `sqlite:///var/lib/hub/hub.db` or `postgres://…`.
+        #[arg(long)]
+        from: String,
+        /// The empty database to copy into (its schema is made).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -188,6 +209,9 @@ fn main() -> ExitCode {
         Command::Grid { command } => report(grid(command)),
         Command::Serve { config } => report(serve(config)),
         Command::Backup { config, to } => report(backup(&config, &to)),
+        Command::Db {
+            command: DbCommand::Migrate { from, to },
+        } => report(db_migrate(&from, &to)),
         Command::Doctor { config } => {
             let report = hub::doctor::run(&config, hub::clock::now());
             print!("{}", report.render());
@@ -343,6 +367,28 @@ fn backup(config_path: &std::path::Path, to: &std::path::Path) -> anyhow::Result
         report.bytes(),
         to.display()
     ))
+}
+
+fn db_migrate(from: &str, to: &str) -> anyhow::Result<String> {
+    use hub::storage::{DatabaseUrl, PoolSettings};
+    let open = |url: &str, what: &str| -> anyhow::Result<(DatabaseUrl, hub::db::Db)> {
+        let url = DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--{what}: {e}"))?;
+        let db = hub::db::Db::connect(&url, PoolSettings::default())
+            .map_err(|e| anyhow::anyhow!("--{what} {url}: {}", hub::telemetry::chain(&e)))?;
+        Ok((url, db))
+    };
+    let (from_url, source) = open(from, "from")?;
+    let (to_url, destination) = open(to, "to")?;
+    let report = hub::cases::copy::copy(&source, &destination, &mut |line| eprintln!("{line}"))?;
+    let mut out = String::new();
+    for (table, rows) in &report.tables {
+        out.push_str(&format!("{table:<18} {rows:>10}\n"));
+    }
+    out.push_str(&format!(
+        "{} rows copied from {from_url} to {to_url}; set [database] url to the new database\n",
+        report.rows()
+    ));
+    Ok(out)
 }
 
 fn report(result: anyhow::Result<String>) -> ExitCode {

@@ -29,32 +29,3 @@ pub(crate) fn event(seq: u64, salt: u8) -> Event {
         evidence: Vec::new(),
     }
 }
-
-/// A new, empty case database: on the PostgreSQL server named by `GRIDSENSE_TEST_POSTGRES`
-/// when the tests run against one (`scripts/with-postgres`), else SQLite in memory.
-pub(crate) fn db() -> crate::cases::db::Db {
-    use crate::storage::{DatabaseUrl, PoolSettings};
-    match std::env::var("GRIDSENSE_TEST_POSTGRES") {
-        Ok(server) if !server.is_empty() => {
-            let url = crate::storage::create_database(&server, &fresh_database_name())
-                .expect("a test database on GRIDSENSE_TEST_POSTGRES");
-            crate::cases::db::Db::connect(&DatabaseUrl::Postgres(url), PoolSettings::default())
-                .expect("the test database opens")
-        }
-        _ => crate::cases::db::Db::open_in_memory().expect("an in-memory database"),
-    }
-}
-
-/// A database name no other test of any process takes.
-fn fresh_database_name() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "test_{}_{}_{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}

@@ -384,6 +384,13 @@ impl Db {
     }
 }
 
+impl<'c> Tx<'_, 'c> {
+    /// The statements underneath, for the copy between engines ([`super::copy`]).
+    pub(super) fn storage(&self) -> &storage::Tx<'c> {
+        self.0
+    }
+}
+
 impl Tx<'_, '_> {
     /// Which engine runs this transaction.
     pub fn engine(&self) -> EngineKind {
@@ -1186,6 +1193,44 @@ mod tests {
     }
 }
 
+/// Fixtures for this crate's unit tests.
+#[cfg(test)]
+mod test_support {
+    use super::Db;
+
+    /// A new, empty case database: on the PostgreSQL server named by `GRIDSENSE_TEST_POSTGRES`
+    /// when the tests run against one (the `with-postgres` runner of `make test`), else SQLite in memory.
+    pub(crate) fn test_db() -> Db {
+        use crate::storage::{DatabaseUrl, PoolSettings};
+        match std::env::var("GRIDSENSE_TEST_POSTGRES") {
+            Ok(server) if !server.is_empty() => {
+                let url = crate::storage::create_database(&server, &fresh_database_name())
+                    .expect("a test database on GRIDSENSE_TEST_POSTGRES");
+                Db::connect(&DatabaseUrl::Postgres(url), PoolSettings::default())
+                    .expect("the test database opens")
+            }
+            _ => Db::open_in_memory().expect("an in-memory database"),
+        }
+    }
+
+    /// A database name no other test of any process takes.
+    fn fresh_database_name() -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!(
+            "test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+#[cfg(test)]
+pub(crate) use test_support::test_db;
+
 #[cfg(test)]
 mod outbox_tests {
     use super::*;
@@ -1193,7 +1238,7 @@ mod outbox_tests {
 
     #[test]
     fn pruning_keeps_what_a_webhook_has_not_done_and_ids_never_start_again() {
-        let db = crate::testing::db();
+        let db = test_db();
         let t = Timestamp::from_unix_millis;
         let case: crate::cases::Case = serde_json::from_value(serde_json::json!({
             "id": 1, "category": "0102", "state": "reported", "source": "box-1",

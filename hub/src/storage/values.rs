@@ -213,6 +213,45 @@ impl<'r> Row<'r> {
         })
     }
 
+    /// The value in column `i` whatever its type (integer, float, text — JSON as its text —
+    /// or NULL): for copying rows between engines.
+    ///
+    /// # Errors
+    /// [`StorageError::Type`] for a type none of those (a blob).
+    pub fn value(&self, i: usize) -> Result<Val, StorageError> {
+        match self.0 {
+            RowKind::Sqlite(row) => {
+                use rusqlite::types::ValueRef;
+                Ok(match row.get_ref(i)? {
+                    ValueRef::Null => Val::Null,
+                    ValueRef::Integer(v) => Val::Int(v),
+                    ValueRef::Real(v) => Val::Real(v),
+                    ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(_) => {
+                        return Err(StorageError::Type {
+                            column: i,
+                            wanted: "a number or text",
+                        });
+                    }
+                })
+            }
+            RowKind::Postgres(row) => {
+                let ty = row.columns().get(i).map(|c| c.type_().clone());
+                Ok(match ty {
+                    Some(t) if <AnyInt as FromSql>::accepts(&t) => self.opt_int(i)?.into(),
+                    Some(Type::FLOAT4 | Type::FLOAT8) => self.opt_real(i)?.into(),
+                    Some(t) if <AnyText as FromSql>::accepts(&t) => self.opt_text(i)?.into(),
+                    _ => {
+                        return Err(StorageError::Type {
+                            column: i,
+                            wanted: "a number or text",
+                        });
+                    }
+                })
+            }
+        }
+    }
+
     /// The text or NULL in column `i`.
     ///
     /// # Errors

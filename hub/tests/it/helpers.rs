@@ -96,7 +96,7 @@ pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// A new, empty case database: on the PostgreSQL server named by `GRIDSENSE_TEST_POSTGRES`
-/// when the suite runs against one (`scripts/with-postgres`), else SQLite in memory.
+/// when the suite runs against one (the `with-postgres` runner of `make test`), else SQLite in memory.
 pub(crate) fn db() -> Db {
     match std::env::var("GRIDSENSE_TEST_POSTGRES") {
         Ok(server) if !server.is_empty() => {
