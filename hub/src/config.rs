@@ -475,6 +475,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_database_is_a_sqlite_path_or_one_url_not_both() {
+        let files = "grid_path = \"b\"\nduties_path = \"c\"\ncalendar_path = \"d\"\n";
+        let keys = |text: &str| match HubConfig::from_toml_str(text) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(problems)) => {
+                problems.into_iter().map(|p| p.key).collect::<Vec<_>>()
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let pg = format!("{files}[database]\nurl = \"postgres://hub:pw@db:5432/gridsense\"\n");
+        let cfg = HubConfig::from_toml_str(&pg).unwrap();
+        assert_eq!(
+            cfg.database_url().kind(),
+            crate::storage::EngineKind::Postgres
+        );
+        assert_eq!(cfg.sqlite_path(), None);
+        let sqlite = format!("{files}[database]\nurl = \"sqlite:///var/lib/hub/hub.db\"\n");
+        assert_eq!(
+            HubConfig::from_toml_str(&sqlite).unwrap().sqlite_path(),
+            Some(PathBuf::from("/var/lib/hub/hub.db"))
+        );
+        assert_eq!(keys(files), ["database_path"], "neither");
+        assert_eq!(
+            keys(&format!("database_path = \"a\"\n{pg}")),
+            ["database_path"],
+            "both"
+        );
+        assert_eq!(
+            keys(&format!("{files}[database]\nurl = \"mysql://db/x\"\n")),
+            ["database.url"]
+        );
+        assert_eq!(
+            keys(&format!(
+                "{files}[database]\nurl = \"sqlite:///a\"\npool_size = 0\n"
+            )),
+            ["database.pool_size"]
+        );
+    }
+
+    #[test]
     fn the_example_config_parses_and_validates() {
         let cfg = HubConfig::from_toml_str(include_str!("../config/example.toml")).unwrap();
         assert_eq!(cfg.departments.len(), 5);

@@ -6,7 +6,7 @@
 //! models from messages, never from edge-side crates.
 //!
 //! Modules are layered, lowest first (checked by `tests/tests/module_layers.rs`): leaves
-//! (`clock`, `telemetry`, `random`, `rate`, `web`, `grid`), `duties`, `cases` (with its
+//! (`clock`, `telemetry`, `random`, `rate`, `web`, `grid`, `storage`), `duties`, `cases` (with its
 //! database, `cases::db`), `registry`/`assess`/`systemd`, `ingest`, `api`/`retention`, `config`
 //! (composes the sections, each defined next to the code that uses it), and `serve`, `checks`,
 //! `commands` on top.

@@ -120,6 +120,26 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// Runs `pg_dump` or `pg_restore` (or another client tool of the cluster's version) with
+    /// `args`, as the README tells an operator to, connecting to this cluster as its
+    /// superuser; files are best named inside [`Postgres::scratch`] (writable by the server's
+    /// user when the tests are root). Returns what it printed.
+    ///
+    /// # Errors
+    /// When the tool fails.
+    pub fn tool(&self, tool: &str, args: &[&str]) -> anyhow::Result<String> {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", SUPERUSER];
+        all.extend_from_slice(args);
+        let out = self.run(tool, &all)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A folder beside the cluster for dump files.
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
     /// Stops the server (immediately: like a crash) and starts it again on the same port.
     ///
     /// # Errors

@@ -1,6 +1,7 @@
-//! `hub db migrate` copies a hub's case database from SQLite into PostgreSQL (a private
-//! cluster) and back: every table, every id, the counts checked; new cases continue after the
-//! copied ids; a destination with data is refused.
+//! Moving a hub's case database: `hub db migrate` copies it from SQLite into PostgreSQL (a
+//! private cluster) and back — every table, every id, the counts checked; new cases continue
+//! after the copied ids; a destination with data is refused — and the README's `pg_dump` /
+//! `pg_restore` recipe gives back a database the hub reads alike.
 #![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
 use std::path::Path;
@@ -16,8 +17,11 @@ use protocol::{
     SourceKind, Timestamp,
 };
 
-/// Cases written (enough for several chunks of the copy's 1000 rows in two tables).
-const CASES: i64 = 1200;
+/// Cases written for the copy (more than one chunk of its 1000 rows).
+const CASES: i64 = 1100;
+
+/// Cases written for the dump.
+const DUMPED: i64 = 40;
 
 fn case(id: i64, state: &str) -> Case {
     serde_json::from_value(serde_json::json!({
@@ -53,12 +57,12 @@ fn event(seq: u64) -> Event {
     }
 }
 
-/// A SQLite hub database with rows in every table.
-fn fill(db: &Db) {
+/// `cases` cases, with rows in every table.
+fn fill(db: &Db, cases: i64) {
     let b = BoxId::parse("box-1").unwrap();
     let t = Timestamp::from_unix_millis;
     db.atomically(|tx| -> Result<(), DbError> {
-        for i in 1..=CASES {
+        for i in 1..=cases {
             let state = if i % 3 == 0 { "closed" } else { "dispatched" };
             let id = tx.insert_case(&case(0, state))?;
             let mut stored = case(id.0, state);
@@ -139,7 +143,7 @@ fn a_sqlite_hub_moves_to_postgres_and_back_with_every_row_and_id() {
     let dir = tempfile::tempdir().unwrap();
     let source_path = dir.path().join("hub.db");
     let source = Db::open(&source_path).unwrap();
-    fill(&source);
+    fill(&source, CASES);
     let expected = contents(&source);
     drop(source);
 
@@ -181,4 +185,55 @@ fn a_sqlite_hub_moves_to_postgres_and_back_with_every_row_and_id() {
     let back = Db::open(&back_path).unwrap();
     let copied = postgres(&pg.url("hub"));
     assert_eq!(contents(&back), contents(&copied));
+}
+
+#[test]
+fn the_readmes_pg_dump_recipe_restores_a_database_the_hub_reads_alike() {
+    let pg = Postgres::start().unwrap();
+    pg.create_db("gridsense").unwrap();
+    let live = postgres(&pg.url("gridsense"));
+    fill(&live, DUMPED);
+    let expected = contents(&live);
+
+    // README, "Back up a PostgreSQL hub": a dump in the custom format, restored into a new
+    // database (while the hub keeps running: pg_dump reads one consistent snapshot)
+    let dump = pg.scratch().join("hub.dump");
+    let dump = dump.to_str().unwrap();
+    pg.tool(
+        "pg_dump",
+        &["--format=custom", "--file", dump, "--dbname", "gridsense"],
+    )
+    .unwrap();
+    live.atomically(|tx| tx.insert_case(&case(0, "reported")))
+        .unwrap();
+    pg.create_db("restored").unwrap();
+    pg.tool(
+        "pg_restore",
+        &[
+            "--no-owner",
+            "--exit-on-error",
+            "--dbname",
+            "restored",
+            dump,
+        ],
+    )
+    .unwrap();
+
+    let restored = postgres(&pg.url("restored"));
+    assert_eq!(
+        contents(&restored),
+        expected,
+        "the dump's moment, not later"
+    );
+    assert_eq!(
+        restored
+            .atomically(|tx| tx.insert_case(&case(0, "reported")))
+            .unwrap(),
+        CaseId(DUMPED + 1),
+        "numbering continues"
+    );
+    assert_eq!(
+        restored.schema_version().unwrap(),
+        hub::cases::db::POSTGRES_SCHEMA_VERSION
+    );
 }
