@@ -2,6 +2,8 @@
 //! enrolled box with two test cameras over RTSP and simulated sensors) with the binaries cargo
 //! already built, and stops with success once the hub's REST API shows a case raised by a camera
 //! and one raised by a sensor. Afterwards no process of the demo is left and its folder is gone.
+//! `DEMO_DB=postgres` does the same with the cases in a private PostgreSQL cluster served by two
+//! hub processes.
 #![allow(clippy::unwrap_used)] // test code
 
 use std::io::Read as _;
@@ -28,6 +30,30 @@ impl Drop for Demo {
 
 #[test]
 fn the_demo_in_ci_mode_sees_a_camera_case_and_a_sensor_case_then_stops_everything() {
+    run_demo("sqlite");
+}
+
+#[test]
+fn the_demo_on_postgresql_runs_two_hub_processes_and_stops_the_cluster() {
+    let text = run_demo("postgres");
+    for line in [
+        "cases in postgres://",
+        "second hub process: API on",
+        "hub-2 stopped",
+        "postgresql stopped",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in:\n{text}");
+    }
+}
+
+/// Runs `scripts/demo --ci` with `DEMO_DB=db`, checks that it passed and left nothing behind,
+/// and returns what it printed. One demo at a time: the check for processes left behind would
+/// see the other's.
+fn run_demo(db: &str) -> String {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let bins = [
         e2e::binary("edge-agent"),
@@ -43,6 +69,7 @@ fn the_demo_in_ci_mode_sees_a_camera_case_and_a_sensor_case_then_stops_everythin
             .arg("--ci")
             .env("DEMO_BIN_DIR", bin_dir)
             .env("DEMO_TIMEOUT_SECS", DEMO_TIMEOUT_SECS.to_string())
+            .env("DEMO_DB", db)
             .stdin(Stdio::null())
             .stdout(output.reopen().unwrap())
             .stderr(output.reopen().unwrap())
@@ -87,4 +114,5 @@ fn the_demo_in_ci_mode_sees_a_camera_case_and_a_sensor_case_then_stops_everythin
         .filter(|c| c.contains(&folder) || c.contains(&sim))
         .collect();
     assert!(stray.is_empty(), "processes left behind: {stray:?}");
+    text
 }

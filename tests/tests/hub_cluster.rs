@@ -2,7 +2,8 @@
 //! QUIC and HTTP listeners and its own data folder (the second a `hub backup` of the first: the
 //! same CA and registry, an ingest log of its own, as on two machines): events for one spot
 //! that reach both at once make one case, and an overdue case is escalated once although both
-//! check deadlines.
+//! check deadlines. And a smaller fleet's fault run: fifty boxes, one hub process killed and the
+//! database server restarted mid-run, nothing lost, doubled or escalated twice.
 #![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
 #[path = "boxes_support/mod.rs"]
@@ -26,6 +27,15 @@ use tokio_util::sync::CancellationToken;
 
 /// The operators' API token (admin).
 const TOKEN: &str = "t-operator";
+
+/// Boxes of the fault run, in pairs that see the same spots.
+const FLEET: usize = 50;
+
+/// Events per box in the fault run, half before the faults and half during them.
+const PER_BOX: usize = 16;
+
+/// Spots of the fault run: each pair of boxes shares [`PER_BOX`].
+const FLEET_SPOTS: usize = FLEET / 2 * PER_BOX;
 
 /// Spots (5 × 4 in the sample city, a few hundred metres apart: beyond the merge radius).
 const SPOTS: usize = 20;
@@ -120,6 +130,8 @@ impl TestBox {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreOptions::new(dir.path(), spot(0))).unwrap();
         let mut config = UplinkConfig::new(hub.ingest.to_string(), tls.path());
+        config.idle_timeout_ms = 1500;
+        config.keep_alive_interval_ms = 300;
         config.backoff_initial_ms = 50;
         config.backoff_max_ms = 500;
         config.poll_interval_ms = 20;
@@ -137,6 +149,15 @@ impl TestBox {
     }
 }
 
+/// Spot `i` of the fault run's [`FLEET_SPOTS`]: 40 × 10 spots about 100 m apart.
+fn fleet_spot(i: usize) -> Location {
+    Location {
+        lat: 31.2805 + 0.0015 * (i / 40) as f64,
+        lon: 120.5805 + 0.00095 * (i % 40) as f64,
+        crs: Crs::Wgs84,
+    }
+}
+
 /// Spot `i` of [`SPOTS`], inside the sample city.
 fn spot(i: usize) -> Location {
     Location {
@@ -148,6 +169,11 @@ fn spot(i: usize) -> Location {
 
 /// Exposed garbage seen by `camera` at spot `i`, now.
 fn garbage_at(i: usize, camera: &str) -> Event {
+    garbage(spot(i), camera)
+}
+
+/// Exposed garbage seen by `camera` at `location`, now.
+fn garbage(location: Location, camera: &str) -> Event {
     let at = now();
     Event {
         id: EventId::v7(at.as_unix_millis() as u64, fastrand_bytes()),
@@ -159,7 +185,7 @@ fn garbage_at(i: usize, camera: &str) -> Event {
         category: CategoryCode::parse("0102").unwrap(),
         severity: Severity::Medium,
         observed_at: at,
-        location: spot(i),
+        location,
         grid: None,
         attributes: Default::default(),
         evidence: vec![],
@@ -394,4 +420,154 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
         survivor.proc.terminate(Duration::from_secs(15)),
         "a hub process stops on SIGTERM"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_boxes_lose_nothing_when_a_hub_process_dies_and_the_database_restarts() {
+    let mut pg = Postgres::start().unwrap();
+    pg.create_db("hub").unwrap();
+    let database = pg.url("hub");
+    // one machine: both processes share the data folder (registry, ingest log)
+    let (_dir, data) = hub_data();
+    let hubs = [
+        HubProcess::start(&data, &database, "first").await,
+        HubProcess::start(&data, &database, "second").await,
+    ];
+    let mut boxes = Vec::new();
+    for b in 0..FLEET {
+        let (home, other) = (&hubs[b % 2], &hubs[1 - b % 2]);
+        let mut one = TestBox::enroll(&data, home, &format!("box-{b:02}")).await;
+        one.config.hubs = vec![other.ingest.to_string()];
+        boxes.push(one);
+    }
+    // box 2k and 2k+1 see the same PER_BOX spots
+    let submit = |boxes: &[TestBox], events: std::ops::Range<usize>| -> Vec<String> {
+        let mut ids = Vec::new();
+        for (b, one) in boxes.iter().enumerate() {
+            for j in events.clone() {
+                let e = garbage(fleet_spot(b / 2 * PER_BOX + j), "cam-1");
+                ids.push(e.id.to_string());
+                one.store.submit(e, vec![]).unwrap();
+            }
+        }
+        ids
+    };
+    let mut ids = submit(&boxes, 0..PER_BOX / 2);
+    let cancel = CancellationToken::new();
+    let uplinks: Vec<_> = boxes.iter().map(|b| b.start_uplink(&cancel)).collect();
+    let stored = |pg: &Postgres| count(pg, "SELECT count(*) FROM events WHERE case_id IS NOT NULL");
+    let half = FLEET * PER_BOX / 2;
+    wait_for(WAIT * 3, "the first half of the events", || async {
+        (stored(&pg) == half as i64).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // the first half's cases fall overdue; the leader escalates each once
+    pg.psql(
+        "hub",
+        "UPDATE cases SET escalate_at = 1, body = jsonb_set(body, '{escalate_at}', '1')",
+    )
+    .unwrap();
+    let escalations = |pg: &Postgres| {
+        count(
+            pg,
+            "SELECT count(*) FROM transitions WHERE body::jsonb->>'action' = 'escalate'",
+        )
+    };
+    let first_cases = (FLEET_SPOTS / 2) as i64;
+    wait_for(WAIT, "the overdue cases escalated", || async {
+        (escalations(&pg) == first_cases).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // kill -9 the leader, then restart the database server (immediately: a crash) while the
+    // second half flows
+    let leading = wait_for(WAIT, "a leader", || async {
+        let a = hubs[0].metric("hub_leader").await;
+        let b = hubs[1].metric("hub_leader").await;
+        match (a == 1.0, b == 1.0) {
+            (true, false) => Some(0),
+            (false, true) => Some(1),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap();
+    let [first, second] = hubs;
+    let (dead, survivor) = if leading == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    dead.proc.kill();
+    ids.extend(submit(&boxes, PER_BOX / 2..PER_BOX));
+    wait_for(WAIT * 3, "some of the second half", || async {
+        (count(&pg, "SELECT count(*) FROM events") > half as i64).then_some(())
+    })
+    .await
+    .unwrap();
+    pg.restart().unwrap();
+
+    let all = FLEET * PER_BOX;
+    wait_for(WAIT * 6, "every event, after the faults", || async {
+        (stored(&pg) == all as i64).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nsurvivor:\n{}", survivor.proc.log()));
+    for (b, one) in boxes.iter().enumerate() {
+        wait_for(WAIT, "every box acknowledged", || async {
+            (one.store.stats().unwrap().acked_seq == PER_BOX as u64).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("box-{b:02}: {e:#}"));
+    }
+    // nothing lost or doubled: exactly the boxes' events, one case per spot with both events
+    let listed = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(count(&pg, "SELECT count(*) FROM events"), all as i64);
+    assert_eq!(
+        count(
+            &pg,
+            &format!("SELECT count(*) FROM events WHERE event_id IN ({listed})")
+        ),
+        all as i64,
+        "every event of the box stores, once"
+    );
+    assert_eq!(count(&pg, "SELECT count(*) FROM cases"), FLEET_SPOTS as i64);
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM cases WHERE (body->>'event_count')::INT = 2"
+        ),
+        FLEET_SPOTS as i64,
+        "each spot's case holds its two events once"
+    );
+    // the survivor leads; nobody escalated a case twice
+    wait_for(WAIT, "the survivor leads", || async {
+        (survivor.metric("hub_leader").await == 1.0).then_some(())
+    })
+    .await
+    .unwrap();
+    let checks = survivor.metric("hub_deadline_checks_total").await;
+    wait_for(WAIT, "two more deadline checks", || async {
+        (survivor.metric("hub_deadline_checks_total").await >= checks + 2.0).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        escalations(&pg),
+        first_cases,
+        "each overdue case escalated once"
+    );
+
+    cancel.cancel();
+    for u in uplinks {
+        u.await.unwrap();
+    }
+    assert!(survivor.proc.terminate(Duration::from_secs(15)));
 }

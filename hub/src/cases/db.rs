@@ -399,7 +399,7 @@ impl Tx<'_, '_> {
 
     /// Takes the locks that make looking for a case to merge into and then opening one a
     /// single step across hub processes: for each `(category, lat, lon)` box around an event,
-    /// every grid square (of [`MERGE_SQUARE_DEG`]) it touches, all in ascending key order so
+    /// every grid square (0.01° a side) it touches, all in ascending key order so
     /// that two transactions cannot each hold one and wait for the other. On SQLite the
     /// transaction holds the file's write lock already, and this does nothing.
     ///
