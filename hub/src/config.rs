@@ -295,6 +295,18 @@ impl HubConfig {
         }
     }
 
+    /// Where this hub keeps its boxes: its `[ingest] data_dir` and, on PostgreSQL, the
+    /// database (which then holds the registry). `None` without `[ingest]` (a hub that serves
+    /// no boxes has no registry).
+    pub fn hub_data(&self) -> Option<crate::registry::HubData> {
+        let dir = self.ingest.as_ref()?.data_dir.clone();
+        let database = match self.database_url() {
+            url @ DatabaseUrl::Postgres(_) => Some(url),
+            DatabaseUrl::Sqlite(_) => None,
+        };
+        Some(crate::registry::HubData { dir, database })
+    }
+
     /// The PostgreSQL pool settings.
     pub fn pool_settings(&self) -> PoolSettings {
         PoolSettings {

@@ -137,12 +137,15 @@ fn check_databases(config: &HubConfig, now: protocol::Timestamp, report: &mut Do
         DatabaseUrl::Postgres(url) => check_postgres(&url, config, now, report),
     }
     if let Some(ingest) = &config.ingest {
-        databases.push((
-            "box registry",
-            ingest.data_dir.join(REGISTRY_FILE),
-            crate::registry::SCHEMA_VERSION,
-            false,
-        ));
+        // on PostgreSQL the registry is in the database (checked with it)
+        if config.sqlite_path().is_some() {
+            databases.push((
+                "box registry",
+                ingest.data_dir.join(REGISTRY_FILE),
+                crate::registry::SCHEMA_VERSION,
+                false,
+            ));
+        }
         databases.push((
             "ingest log",
             ingest.data_dir.join(crate::ingest::INGEST_FILE),
@@ -218,32 +221,20 @@ fn check_postgres(
             return;
         }
     };
-    let supported = crate::cases::db::POSTGRES_SCHEMA_VERSION;
-    match engine.schema_version(crate::cases::db::STORE) {
-        Err(e) => report.push(
-            "case database",
-            Status::Fail,
-            format!("{shown}: {}", crate::telemetry::chain(&e)),
-            "check that the database user may read the hub's tables",
-        ),
-        Ok(version) if version > supported => report.push(
-            "case database",
-            Status::Fail,
-            format!("{shown}: schema {version}, newer than this hub's {supported}"),
-            "run the hub version that wrote it (or a newer one)",
-        ),
-        Ok(0) => report.push(
-            "case database",
-            Status::Warn,
-            format!("{shown}: reachable, no hub schema yet"),
-            "made when `hub serve` first starts",
-        ),
-        Ok(version) => report.push(
-            "case database",
-            Status::Ok,
-            format!("{shown}: reachable, schema {version} (this hub: {supported})"),
-            "",
-        ),
+    let mut stores = vec![(
+        "case database",
+        crate::cases::db::STORE,
+        crate::cases::db::POSTGRES_SCHEMA_VERSION,
+    )];
+    if config.ingest.is_some() {
+        stores.push((
+            "box registry",
+            crate::registry::STORE,
+            crate::registry::POSTGRES_SCHEMA_VERSION,
+        ));
+    }
+    for (name, store, supported) in stores {
+        check_store(&engine, &shown, name, store, supported, report);
     }
     match engine.leader("timers") {
         Ok(Some(who)) => report.push(
@@ -295,6 +286,43 @@ fn check_postgres(
             Status::Warn,
             "the database server's clock could not be read".to_owned(),
             "check the database connection",
+        ),
+    }
+}
+
+/// One store's schema in a PostgreSQL database against this hub's.
+fn check_store(
+    engine: &Engine,
+    shown: &str,
+    name: &str,
+    store: &str,
+    supported: i64,
+    report: &mut DoctorReport,
+) {
+    match engine.schema_version(store) {
+        Err(e) => report.push(
+            name,
+            Status::Fail,
+            format!("{shown}: {}", crate::telemetry::chain(&e)),
+            "check that the database user may read the hub's tables",
+        ),
+        Ok(version) if version > supported => report.push(
+            name,
+            Status::Fail,
+            format!("{shown}: schema {version}, newer than this hub's {supported}"),
+            "run the hub version that wrote it (or a newer one)",
+        ),
+        Ok(0) => report.push(
+            name,
+            Status::Warn,
+            format!("{shown}: reachable, no hub schema yet"),
+            "made when `hub serve` first starts",
+        ),
+        Ok(version) => report.push(
+            name,
+            Status::Ok,
+            format!("{shown}: reachable, schema {version} (this hub: {supported})"),
+            "",
         ),
     }
 }

@@ -96,6 +96,10 @@ enum Command {
         /// The hub data folder.
         #[arg(long, global = true, default_value = "/var/lib/hub")]
         data: PathBuf,
+        /// The hub's configuration instead: its `[ingest] data_dir`, and its `[database] url`
+        /// when that is PostgreSQL (the registry every hub process shares is there).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         command: BoxCommand,
     },
@@ -238,7 +242,11 @@ fn main() -> ExitCode {
             hub::registry::admin::init(&data, &name, ingest_listen, hub::clock::now())
                 .map_err(Into::into),
         ),
-        Command::Box { data, command } => report(boxes(&data, command)),
+        Command::Box {
+            data,
+            config,
+            command,
+        } => report(hub_data(data, config.as_deref()).and_then(|hub| boxes(hub, command))),
         Command::TokenHash { token } => report(token_hash(token)),
         Command::Token {
             command:
@@ -251,7 +259,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn boxes(data: &std::path::Path, command: BoxCommand) -> anyhow::Result<String> {
+/// Where `hub box` finds the registry: the folder, or what the configuration says.
+fn hub_data(
+    data: PathBuf,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<hub::registry::HubData> {
+    let Some(path) = config else {
+        return Ok(hub::registry::HubData::from(&data));
+    };
+    read_config(path)?.hub_data().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} has no [ingest] section: that hub serves no boxes",
+            path.display()
+        )
+    })
+}
+
+fn boxes(data: hub::registry::HubData, command: BoxCommand) -> anyhow::Result<String> {
     use hub::registry::admin;
     Ok(match command {
         BoxCommand::Add {

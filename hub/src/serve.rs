@@ -119,7 +119,7 @@ pub async fn run_with_clock(
         )
         .with_console(config.console.clone())
         .with_open311(&config.open311);
-    let (state, ingest) = bind_ingest(&config, &svc, state)?;
+    let (state, ingest) = bind_ingest(&config, &svc, state).await?;
     let tls = match (&config.api_tls_cert_path, &config.api_tls_key_path) {
         (Some(cert), Some(key)) => Some(api::server::tls_acceptor(cert, key)?),
         _ => None,
@@ -243,8 +243,8 @@ fn case_service(config: &HubConfig) -> Result<CaseService, ServeError> {
         settings,
         config.cases.change_buffer_len,
     );
-    if let Some(ingest) = &config.ingest {
-        svc = svc.with_box_areas(box_areas(&ingest.data_dir)?);
+    if let Some(hub) = config.hub_data() {
+        svc = svc.with_box_areas(box_areas(&hub)?);
     }
     Ok(svc)
 }
@@ -285,7 +285,7 @@ struct BoundIngest {
 
 /// Binds the QUIC ingest when `[ingest]` is configured, handing its events to the cases, and
 /// gives the API its handle.
-fn bind_ingest(
+async fn bind_ingest(
     config: &HubConfig,
     svc: &Arc<CaseService>,
     state: AppState,
@@ -294,10 +294,14 @@ fn bind_ingest(
         return Ok((state, None));
     };
     let sink: Arc<dyn crate::ingest::EventSink> = svc.clone();
-    let server = crate::ingest::IngestServer::bind(
-        crate::ingest::IngestSettings::from_config(section),
-        Some(sink),
-    )?;
+    let mut settings = crate::ingest::IngestSettings::from_config(section);
+    settings.database = config.hub_data().and_then(|h| h.database);
+    // opens the registry (on PostgreSQL, a blocking connect): off the async threads
+    let server = tokio::task::spawn_blocking(move || {
+        crate::ingest::IngestServer::bind(settings, Some(sink))
+    })
+    .await
+    .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     let addr = server.local_addr()?;
     tracing::info!(%addr, "ingest listening");
     let state = state.with_boxes(Boxes {
@@ -429,10 +433,8 @@ fn webhook_targets(
 }
 
 /// Where each box was registered, read from the registry (its own connection) as events come.
-fn box_areas(data_dir: &Path) -> Result<crate::cases::BoxAreas, ServeError> {
-    let registry = std::sync::Mutex::new(
-        crate::registry::Registry::open_in(data_dir).map_err(crate::ingest::IngestError::from)?,
-    );
+fn box_areas(hub: &crate::registry::HubData) -> Result<crate::cases::BoxAreas, ServeError> {
+    let registry = std::sync::Mutex::new(hub.registry().map_err(crate::ingest::IngestError::from)?);
     Ok(Arc::new(move |id| {
         let registry = registry
             .lock()

@@ -1,8 +1,9 @@
-//! Two `hub serve` processes on one PostgreSQL database (a private cluster), each with its own
-//! QUIC and HTTP listeners and its own data folder (the second a `hub backup` of the first: the
-//! same CA and registry, an ingest log of its own, as on two machines): events for one spot
-//! that reach both at once make one case, and an overdue case is escalated once although both
-//! check deadlines. And a smaller fleet's fault run: fifty boxes, one hub process killed and the
+//! Two `hub serve` processes on one PostgreSQL database (a private cluster: cases and the box
+//! registry), each with its own QUIC and HTTP listeners and its own data folder (the second a
+//! `hub backup` of the first for the CA, with an ingest log of its own, as on two machines): a
+//! box enrolled through either is known to both, a revocation made through one cuts the box off
+//! the other, events for one spot that reach both at once make one case, and an overdue case is
+//! escalated once although both check deadlines. And a smaller fleet's fault run: fifty boxes, one hub process killed and the
 //! database server restarted mid-run, nothing lost, doubled or escalated twice.
 #![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
@@ -19,10 +20,13 @@ use e2e::postgres::Postgres;
 use e2e::process::{Proc, free_udp_port};
 use e2e::{WAIT, metric_value, now, wait_for};
 use edge_agent::store::{Store, StoreOptions};
-use edge_agent::uplink::{Uplink, UplinkConfig};
+use edge_agent::uplink::{Uplink, UplinkConfig, UplinkMode, UplinkStatus};
+use hub::registry::HubData;
+use hub::storage::DatabaseUrl;
 use protocol::{
-    CategoryCode, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind,
+    BoxId, CategoryCode, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind,
 };
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// The operators' API token (admin).
@@ -122,9 +126,19 @@ struct TestBox {
 }
 
 impl TestBox {
-    async fn enroll(data: &Path, hub: &HubProcess, id: &str) -> TestBox {
+    /// Registers `id` in `registry` (a hub's data folder and shared database) and enrolls it
+    /// through the process `hub`.
+    async fn enroll(registry: &HubData, hub: &HubProcess, id: &str) -> TestBox {
         let tls = tempfile::tempdir().unwrap();
-        boxes::add_and_enroll(data, &hub.ingest.to_string(), id, tls.path(), now())
+        // the PostgreSQL client blocks: not on the test's async threads
+        let (registry, box_id) = (registry.clone(), BoxId::parse(id).unwrap());
+        let token = tokio::task::spawn_blocking(move || {
+            hub::registry::admin::box_add(registry, &box_id, None, None, 3600, now())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        boxes::enroll(&hub.ingest.to_string(), token.trim(), tls.path())
             .await
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -143,9 +157,21 @@ impl TestBox {
     }
 
     fn start_uplink(&self, cancel: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        self.start_watched(cancel).0
+    }
+
+    /// [`TestBox::start_uplink`], with the uplink's status.
+    fn start_watched(
+        &self,
+        cancel: &CancellationToken,
+    ) -> (tokio::task::JoinHandle<()>, watch::Receiver<UplinkStatus>) {
         let uplink = Uplink::from_config(&self.config, self.store.clone());
+        let status = uplink.status();
         let cancel = cancel.clone();
-        tokio::spawn(async move { uplink.run(cancel).await.unwrap() })
+        (
+            tokio::spawn(async move { uplink.run(cancel).await.unwrap() }),
+            status,
+        )
     }
 }
 
@@ -246,9 +272,7 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
     let database = pg.url("hub");
     let (_dir, data) = hub_data();
     let first = HubProcess::start(&data, &database, "first").await;
-    // Both boxes enrolled; then the second machine gets a copy of the CA and the registry.
-    let east = TestBox::enroll(&data, &first, "box-east").await;
-    let mut west = TestBox::enroll(&data, &first, "box-west").await;
+    // The second machine: a copy of the CA (`hub backup`), the registry in the shared database.
     let copy = tempfile::tempdir().unwrap();
     let backup = Command::new(binary("hub"))
         .arg("backup")
@@ -259,14 +283,15 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
         .output()
         .unwrap();
     assert!(backup.status.success(), "{backup:?}");
-    let second = HubProcess::start_on(
-        &copy.path().join("second").join("data"),
-        &data,
-        &database,
-        "second",
-    )
-    .await;
-    west.config.hub_addr = second.ingest.to_string();
+    let second_data = copy.path().join("second").join("data");
+    let second = HubProcess::start_on(&second_data, &data, &database, "second").await;
+    let shared = |dir: &Path| HubData {
+        dir: dir.to_owned(),
+        database: Some(DatabaseUrl::Postgres(database.clone())),
+    };
+    // each box registered and enrolled through a process of its own: one registry
+    let east = TestBox::enroll(&shared(&data), &first, "box-east").await;
+    let west = TestBox::enroll(&shared(&second_data), &second, "box-west").await;
 
     // One box per process; each sees the same twenty spots at the same time.
     for i in 0..SPOTS {
@@ -278,7 +303,8 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
             .unwrap();
     }
     let cancel = CancellationToken::new();
-    let uplinks = [east.start_uplink(&cancel), west.start_uplink(&cancel)];
+    let (west_uplink, mut west_status) = west.start_watched(&cancel);
+    let uplinks = [east.start_uplink(&cancel), west_uplink];
     let all = 2 * SPOTS as i64;
     wait_for(WAIT, "every event stored", || async {
         (count(&pg, "SELECT count(*) FROM events WHERE case_id IS NOT NULL") == all).then_some(())
@@ -315,6 +341,22 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
         created, SPOTS as f64,
         "cases created, both processes together"
     );
+
+    // Revoked through the first process's configuration, the box that the second serves is
+    // cut off: both read the one registry.
+    let revoked = Command::new(binary("hub"))
+        .args(["box", "revoke", "box-west", "--config"])
+        .arg(data.join("first.toml"))
+        .output()
+        .unwrap();
+    assert!(revoked.status.success(), "{revoked:?}");
+    tokio::time::timeout(
+        WAIT,
+        west_status.wait_for(|s| s.mode == UplinkMode::Revoked),
+    )
+    .await
+    .expect("the second process cuts the revoked box off")
+    .unwrap();
 
     // One process leads the timers; the other stands by.
     let hubs = [first, second];
@@ -433,10 +475,14 @@ async fn fifty_boxes_lose_nothing_when_a_hub_process_dies_and_the_database_resta
         HubProcess::start(&data, &database, "first").await,
         HubProcess::start(&data, &database, "second").await,
     ];
+    let registry = HubData {
+        dir: data.clone(),
+        database: Some(DatabaseUrl::Postgres(database.clone())),
+    };
     let mut boxes = Vec::new();
     for b in 0..FLEET {
         let (home, other) = (&hubs[b % 2], &hubs[1 - b % 2]);
-        let mut one = TestBox::enroll(&data, home, &format!("box-{b:02}")).await;
+        let mut one = TestBox::enroll(&registry, home, &format!("box-{b:02}")).await;
         one.config.hubs = vec![other.ingest.to_string()];
         boxes.push(one);
     }

@@ -29,7 +29,6 @@ use super::auth::Caller;
 use super::{ApiError, AppState, blocking};
 use crate::cases::{Actor, CaseId, RECHECK_TRANSITION, Role};
 use crate::ingest::EvidenceState;
-use crate::registry::Registry;
 
 /// How long a box may take to answer a re-check.
 const RECHECK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,15 +116,10 @@ async fn fleet(
         return Ok(Json(json!({"boxes": []})));
     };
     let connected = boxes.ingest.connected();
-    let dir = boxes.data_dir.clone();
-    let records = match tokio::task::spawn_blocking(move || Registry::open_in(&dir)?.list()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %crate::telemetry::chain(&e), "fleet: registry failed");
-            return Err(ApiError::Internal);
-        }
+    let records = match boxes.ingest.registered().await {
+        Ok(r) => r,
         Err(e) => {
-            tracing::error!(error = %e, "fleet: registry task failed");
+            tracing::error!(error = %crate::telemetry::chain(&e), "fleet: registry failed");
             return Err(ApiError::Internal);
         }
     };

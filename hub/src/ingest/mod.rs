@@ -93,6 +93,9 @@ pub struct IngestSettings {
     pub listen_addr: SocketAddr,
     /// The hub data folder: `ca.pem`, `ca.key`, `registry.db`, `ingest.db`, `evidence/`.
     pub data_dir: PathBuf,
+    /// The PostgreSQL database every hub process shares, when the hub runs on one: the box
+    /// registry is there instead of `registry.db`. Default none.
+    pub database: Option<crate::storage::DatabaseUrl>,
     /// Names in the hub's server certificate (boxes connect with the first).
     pub server_names: Vec<String>,
     /// Lifetime of box certificates signed at enrollment and renewal.
@@ -135,6 +138,7 @@ impl IngestSettings {
         IngestSettings {
             listen_addr: section.listen_addr,
             data_dir: section.data_dir.clone(),
+            database: None,
             server_names: section.server_names.clone(),
             certificate_lifetime: Duration::from_secs(section.certificate_lifetime_secs),
             revocation_check_interval: Duration::from_secs(
@@ -403,7 +407,7 @@ impl IngestServer {
         clock: Clock,
     ) -> Result<IngestServer, IngestError> {
         let ca = HubCa::load(&settings.data_dir)?;
-        let registry = Registry::open_in(&settings.data_dir)?;
+        let registry = Registry::open_for(&settings.data_dir, settings.database.as_ref())?;
         let log = IngestLog::open(&settings.data_dir.join(INGEST_FILE))?;
         let evidence = evidence::EvidenceStore::open(&settings.data_dir.join("evidence"))?;
         let server_config = tls::server_config(&ca, &settings, clock.clone())?;
@@ -559,6 +563,15 @@ impl IngestHandle {
     /// Counters.
     pub fn stats(&self) -> &IngestStats {
         &self.shared.stats
+    }
+
+    /// Every registered box (from the registry this ingest serves).
+    ///
+    /// # Errors
+    /// [`IngestError::Registry`].
+    pub async fn registered(&self) -> Result<Vec<crate::registry::BoxRecord>, IngestError> {
+        let shared = self.shared.clone();
+        blocking(move || Ok(lock(&shared.boxes.registry).list()?)).await
     }
 
     /// Boxes with a live connection.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use protocol::{BoxId, GridCode, Timestamp};
 
-use super::{EnrollmentToken, HubCa, Registry, RegistryError, ca::write_file};
+use super::{EnrollmentToken, HubCa, HubData, Registry, RegistryError, ca::write_file};
 
 /// Name of the configuration file `hub init` writes.
 pub const CONFIG_FILE: &str = "hub.toml";
@@ -98,15 +98,16 @@ pub fn init(
 /// # Errors
 /// [`RegistryError`] (box exists, no CA in `dir`, ...).
 pub fn box_add(
-    dir: &Path,
+    hub: impl Into<HubData>,
     id: &BoxId,
     name: Option<&str>,
     grid: Option<&GridCode>,
     token_ttl_secs: u64,
     now: Timestamp,
 ) -> Result<String, RegistryError> {
-    let ca = HubCa::load(dir)?;
-    let mut registry = Registry::open_in(dir)?;
+    let hub = hub.into();
+    let ca = HubCa::load(&hub.dir)?;
+    let mut registry = hub.registry()?;
     let secret = registry.add_box(id, name.unwrap_or(id.as_str()), grid, token_ttl_secs, now)?;
     let token = EnrollmentToken {
         ca_fingerprint: ca.fingerprint(),
@@ -118,9 +119,10 @@ pub fn box_add(
 /// `hub box list`: one line per box, or JSON lines.
 ///
 /// # Errors
-/// [`RegistryError::Sqlite`].
-pub fn box_list(dir: &Path, json: bool) -> Result<String, RegistryError> {
-    let registry = Registry::open_in(dir)?;
+/// [`RegistryError::Storage`].
+pub fn box_list(hub: impl Into<HubData>, json: bool) -> Result<String, RegistryError> {
+    let hub = hub.into();
+    let registry = hub.registry()?;
     let mut out = String::new();
     if !json {
         let _ = writeln!(
@@ -137,7 +139,7 @@ pub fn box_list(dir: &Path, json: bool) -> Result<String, RegistryError> {
                 }
                 Err(e) => {
                     return Err(RegistryError::Io {
-                        path: dir.to_owned(),
+                        path: hub.dir.clone(),
                         source: std::io::Error::other(e),
                     });
                 }
@@ -162,9 +164,13 @@ pub fn box_list(dir: &Path, json: bool) -> Result<String, RegistryError> {
 /// `hub box revoke ID`.
 ///
 /// # Errors
-/// [`RegistryError::UnknownBox`], [`RegistryError::Sqlite`].
-pub fn box_revoke(dir: &Path, id: &BoxId, now: Timestamp) -> Result<String, RegistryError> {
-    Registry::open_in(dir)?.revoke(id, now)?;
+/// [`RegistryError::UnknownBox`], [`RegistryError::Storage`].
+pub fn box_revoke(
+    hub: impl Into<HubData>,
+    id: &BoxId,
+    now: Timestamp,
+) -> Result<String, RegistryError> {
+    hub.into().registry()?.revoke(id, now)?;
     Ok(format!(
         "box `{id}` revoked; a running hub disconnects it within its revocation check interval\n"
     ))

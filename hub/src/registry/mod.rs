@@ -2,8 +2,10 @@
 //! and the hub's CA ([`HubCa`]) that binds a box id into each box certificate.
 //!
 //! - [`Registry`]: boxes and enrollment tokens in `registry.db` (SQLite, WAL, `synchronous=FULL`)
-//!   in the hub's data folder. Several processes share it: `hub box revoke` writes while
-//!   `hub serve` runs, and the ingest polls [`Registry::revoked`] to cut live connections.
+//!   in the hub's data folder, or in the PostgreSQL database of `[database] url` that every hub
+//!   process shares ([`Registry::open_for`]). Several processes share it: `hub box revoke`
+//!   writes while `hub serve` runs, and the ingest polls [`Registry::revoked`] to cut live
+//!   connections.
 //! - [`EnrollmentToken`]: what `hub box add` prints: the CA fingerprint and a one-time secret in
 //!   one string, `gs1-<64 hex sha256 of the CA certificate>-<32 hex secret>`. The hub stores only
 //!   the secret's SHA-256.
@@ -20,11 +22,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use protocol::{BoxId, EnrollRefusal, GridCode, Timestamp};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 pub use ca::{BOX_URN_PREFIX, CA_CERT_FILE, CA_KEY_FILE, HubCa, first_cert_der, hex};
+
+use crate::storage::{self, DatabaseUrl, Engine, PoolSettings, Sql, StorageError};
 
 /// File name of the registry database in the data folder.
 pub const REGISTRY_FILE: &str = "registry.db";
@@ -54,9 +57,9 @@ pub enum RegistryError {
     /// The CSR a box sent does not parse or its signature is wrong.
     #[error("certificate signing request is malformed")]
     BadCsr(#[source] rcgen::Error),
-    /// SQLite failed.
-    #[error("registry database operation failed")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database failed (either engine).
+    #[error("registry database operation failed: {0}")]
+    Storage(StorageError),
     /// `hub box add` for an id already registered.
     #[error("box `{0}` is already registered")]
     BoxExists(BoxId),
@@ -69,9 +72,9 @@ pub enum RegistryError {
         path.display()
     )]
     SchemaTooNew {
-        /// The file.
+        /// The file (or database URL).
         path: std::path::PathBuf,
-        /// Its `user_version`.
+        /// Its version.
         found: i64,
         /// The newest this hub knows.
         supported: i64,
@@ -183,14 +186,54 @@ impl FromStr for EnrollmentToken {
     }
 }
 
-/// The box registry over `registry.db`.
-#[derive(Debug)]
-pub struct Registry {
-    conn: Connection,
+/// Where a hub keeps its boxes: its data folder (the CA; `registry.db` unless the registry is
+/// in the database) and the PostgreSQL database every hub process shares, when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubData {
+    /// The data folder.
+    pub dir: PathBuf,
+    /// `[database] url` when it is PostgreSQL: the registry lives there.
+    pub database: Option<DatabaseUrl>,
 }
 
-/// The registry's schema version (`PRAGMA user_version`): a file of a newer hub is refused.
+impl HubData {
+    /// Opens its registry.
+    ///
+    /// # Errors
+    /// As [`Registry::open_for`].
+    pub fn registry(&self) -> Result<Registry, RegistryError> {
+        Registry::open_for(&self.dir, self.database.as_ref())
+    }
+}
+
+impl From<&Path> for HubData {
+    /// A data folder holding everything (`registry.db` too).
+    fn from(dir: &Path) -> HubData {
+        HubData {
+            dir: dir.to_owned(),
+            database: None,
+        }
+    }
+}
+
+impl From<&PathBuf> for HubData {
+    fn from(dir: &PathBuf) -> HubData {
+        HubData::from(dir.as_path())
+    }
+}
+
+/// The box registry over `registry.db`, or a shared PostgreSQL database.
+#[derive(Debug)]
+pub struct Registry {
+    engine: Engine,
+}
+
+/// The registry's schema version on SQLite (`PRAGMA user_version`): a file of a newer hub is
+/// refused.
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// The store's name in PostgreSQL's `gridsense_schema`.
+pub const STORE: &str = "registry";
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS boxes (
@@ -212,6 +255,31 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 "#;
 
+/// The same on PostgreSQL (its own numbering: the `registry` row of `gridsense_schema`).
+const POSTGRES_SCHEMA: &str = r#"
+CREATE TABLE boxes (
+    box_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    grid TEXT,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    enrolled_at BIGINT,
+    revoked_at BIGINT,
+    cert_not_after BIGINT,
+    last_seen_at BIGINT
+);
+CREATE INDEX boxes_revoked ON boxes (status) WHERE status = 'revoked';
+CREATE TABLE tokens (
+    secret_sha256 TEXT PRIMARY KEY,
+    box_id TEXT NOT NULL REFERENCES boxes (box_id),
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+"#;
+
+/// The registry's schema version on PostgreSQL.
+pub const POSTGRES_SCHEMA_VERSION: i64 = 1;
+
 /// Box ids the hub uses for what is not a box, with what for: no box may be registered under
 /// them (an `open311` box's events would be numbered among the citizens' reports).
 pub const RESERVED_BOX_IDS: &[(&str, &str)] = &[
@@ -232,24 +300,11 @@ impl Registry {
     /// Opens (creating if needed) the registry database at `path`.
     ///
     /// # Errors
-    /// [`RegistryError::Sqlite`].
+    /// [`RegistryError::Storage`], [`RegistryError::SchemaTooNew`].
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        let engine = Engine::open_sqlite(path).map_err(|e| RegistryError::at(path, e))?;
         // version 0: the first hubs' registry, the same tables without the mark
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(RegistryError::SchemaTooNew {
-                path: path.to_owned(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        conn.execute_batch(SCHEMA)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Registry { conn })
+        Registry::migrated(engine, path)
     }
 
     /// Opens the registry in a hub data folder.
@@ -260,10 +315,48 @@ impl Registry {
         Registry::open(&data_dir.join(REGISTRY_FILE))
     }
 
+    /// Opens the registry where a hub keeps it: in the PostgreSQL database every hub process
+    /// shares when `database` is one, else in the data folder.
+    ///
+    /// # Errors
+    /// As [`Registry::open`].
+    pub fn open_for(
+        data_dir: &Path,
+        database: Option<&DatabaseUrl>,
+    ) -> Result<Registry, RegistryError> {
+        match database {
+            Some(DatabaseUrl::Postgres(url)) => {
+                let shown = PathBuf::from(storage::redact(url));
+                let settings = PoolSettings {
+                    size: 2,
+                    ..PoolSettings::default()
+                };
+                let engine = Engine::connect_postgres(url, settings)
+                    .map_err(|e| RegistryError::at(&shown, e))?;
+                Registry::migrated(engine, &shown)
+            }
+            _ => Registry::open_in(data_dir),
+        }
+    }
+
+    fn migrated(engine: Engine, path: &Path) -> Result<Registry, RegistryError> {
+        engine
+            .migrate(STORE, &[SCHEMA], &[POSTGRES_SCHEMA])
+            .map_err(|e| RegistryError::at(path, e))?;
+        Ok(Registry { engine })
+    }
+
+    fn atomically<T>(
+        &self,
+        f: impl FnOnce(&storage::Tx<'_>) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        self.engine.atomically(f)
+    }
+
     /// Registers a box and returns its one-time enrollment secret (valid `token_ttl_secs`).
     ///
     /// # Errors
-    /// [`RegistryError::BoxExists`], [`RegistryError::Sqlite`].
+    /// [`RegistryError::BoxExists`], [`RegistryError::Storage`].
     pub fn add_box(
         &mut self,
         id: &BoxId,
@@ -275,50 +368,70 @@ impl Registry {
         if let Some(why) = reserved(id) {
             return Err(RegistryError::Reserved(id.clone(), why));
         }
-        let tx = self.conn.transaction()?;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO boxes (box_id, name, grid, status, created_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
-            params![id.as_str(), name, grid.map(GridCode::as_str), now.as_unix_millis()],
-        )?;
-        if n == 0 {
-            return Err(RegistryError::BoxExists(id.clone()));
-        }
         let secret = new_secret()?;
-        tx.execute(
-            "INSERT INTO tokens (secret_sha256, box_id, expires_at) VALUES (?1, ?2, ?3)",
-            params![
-                secret_hash(&secret),
-                id.as_str(),
-                now.as_unix_millis()
-                    .saturating_add(i64::try_from(token_ttl_secs).unwrap_or(i64::MAX) * 1000)
-            ],
-        )?;
-        tx.commit()?;
+        self.atomically(|tx| {
+            let n = tx.execute(
+                &Sql::same(
+                    "INSERT INTO boxes (box_id, name, grid, status, created_at) \
+                     VALUES (?1, ?2, ?3, 'pending', ?4) ON CONFLICT DO NOTHING",
+                ),
+                &[
+                    id.as_str().into(),
+                    name.into(),
+                    grid.map(GridCode::as_str).into(),
+                    now.as_unix_millis().into(),
+                ],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::BoxExists(id.clone()));
+            }
+            let expires = now.as_unix_millis().saturating_add(
+                i64::try_from(token_ttl_secs)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            );
+            tx.execute(
+                &Sql::same(
+                    "INSERT INTO tokens (secret_sha256, box_id, expires_at) VALUES (?1, ?2, ?3)",
+                ),
+                &[
+                    secret_hash(&secret).into(),
+                    id.as_str().into(),
+                    expires.into(),
+                ],
+            )?;
+            Ok(())
+        })?;
         Ok(secret)
     }
 
     /// Every registered box, by id.
     ///
     /// # Errors
-    /// [`RegistryError::Sqlite`].
+    /// [`RegistryError::Storage`].
     pub fn list(&self) -> Result<Vec<BoxRecord>, RegistryError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT box_id, name, grid, status, created_at, cert_not_after, last_seen_at FROM boxes ORDER BY box_id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Option<i64>>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-            ))
+        let rows = self.atomically(|tx| {
+            Ok(tx.query(
+                &Sql::same(
+                    "SELECT box_id, name, grid, status, created_at, cert_not_after, last_seen_at \
+                     FROM boxes ORDER BY box_id",
+                ),
+                &[],
+                |r| {
+                    Ok::<_, StorageError>((
+                        r.text(0)?,
+                        r.text(1)?,
+                        r.opt_text(2)?,
+                        r.text(3)?,
+                        r.int(4)?,
+                        r.opt_int(5)?,
+                        r.opt_int(6)?,
+                    ))
+                },
+            )?)
         })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, name, grid, status, created, not_after, seen) = row?;
+        for (id, name, grid, status, created, not_after, seen) in rows {
             // Rows are only ever written from validated ids; skip one that is not.
             let Ok(id) = BoxId::parse(id) else { continue };
             out.push(BoxRecord {
@@ -337,12 +450,17 @@ impl Registry {
     /// Revokes a box: its tokens and certificates are refused from now on.
     ///
     /// # Errors
-    /// [`RegistryError::UnknownBox`], [`RegistryError::Sqlite`].
+    /// [`RegistryError::UnknownBox`], [`RegistryError::Storage`].
     pub fn revoke(&mut self, id: &BoxId, now: Timestamp) -> Result<(), RegistryError> {
-        let n = self.conn.execute(
-            "UPDATE boxes SET status = 'revoked', revoked_at = COALESCE(revoked_at, ?2) WHERE box_id = ?1",
-            params![id.as_str(), now.as_unix_millis()],
-        )?;
+        let n = self.atomically(|tx| {
+            Ok(tx.execute(
+                &Sql::same(
+                    "UPDATE boxes SET status = 'revoked', revoked_at = COALESCE(revoked_at, ?2) \
+                     WHERE box_id = ?1",
+                ),
+                &[id.as_str().into(), now.as_unix_millis().into()],
+            )?)
+        })?;
         if n == 0 {
             return Err(RegistryError::UnknownBox(id.clone()));
         }
@@ -352,134 +470,176 @@ impl Registry {
     /// The status of a box, `None` when it is not registered.
     ///
     /// # Errors
-    /// [`RegistryError::Sqlite`].
+    /// [`RegistryError::Storage`].
     pub fn status(&self, id: &BoxId) -> Result<Option<BoxStatus>, RegistryError> {
-        // Read at every session open: the statement is kept prepared.
-        Ok(self
-            .conn
-            .prepare_cached("SELECT status FROM boxes WHERE box_id = ?1")?
-            .query_row(params![id.as_str()], |r| r.get::<_, String>(0))
-            .optional()?
-            .map(|s| BoxStatus::parse(&s)))
+        // Read at every session open: the statement is kept prepared (SQLite).
+        let status = self.atomically(|tx| {
+            Ok(tx.query_first(
+                &Sql::same("SELECT status FROM boxes WHERE box_id = ?1"),
+                &[id.as_str().into()],
+                |r| r.text(0),
+            )?)
+        })?;
+        Ok(status.map(|s| BoxStatus::parse(&s)))
     }
 
     /// The grid code (a cell or an area) a box was registered in, if any.
     ///
     /// # Errors
-    /// [`RegistryError::Sqlite`].
+    /// [`RegistryError::Storage`].
     pub fn grid_of(&self, id: &BoxId) -> Result<Option<GridCode>, RegistryError> {
-        let grid: Option<Option<String>> = self
-            .conn
-            .prepare_cached("SELECT grid FROM boxes WHERE box_id = ?1")?
-            .query_row(params![id.as_str()], |r| r.get(0))
-            .optional()?;
+        let grid = self.atomically(|tx| {
+            Ok(tx.query_first(
+                &Sql::same("SELECT grid FROM boxes WHERE box_id = ?1"),
+                &[id.as_str().into()],
+                |r| r.opt_text(0),
+            )?)
+        })?;
         Ok(grid.flatten().and_then(|g| GridCode::parse(g).ok()))
     }
 
     /// Every revoked box.
     ///
     /// # Errors
-    /// [`RegistryError::Sqlite`].
+    /// [`RegistryError::Storage`].
     pub fn revoked(&self) -> Result<HashSet<BoxId>, RegistryError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT box_id FROM boxes WHERE status = 'revoked'")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        let mut out = HashSet::new();
-        for id in rows {
-            if let Ok(id) = BoxId::parse(id?) {
-                out.insert(id);
-            }
-        }
-        Ok(out)
+        let ids = self.atomically(|tx| {
+            Ok(tx.query(
+                &Sql::same("SELECT box_id FROM boxes WHERE status = 'revoked'"),
+                &[],
+                |r| r.text(0),
+            )?)
+        })?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| BoxId::parse(id).ok())
+            .collect())
     }
 
     /// Redeems a one-time token: in one transaction, checks it (known, unexpired, unused, box
     /// not revoked), calls `sign` for the box it names, marks the token used and the box
-    /// enrolled. A failed `sign` leaves the token unused.
+    /// enrolled. A failed `sign` leaves the token unused. On PostgreSQL the token's row is
+    /// locked meanwhile, so two hub processes cannot both redeem it.
     ///
     /// # Errors
-    /// [`RegistryError::Refused`] naming why, whatever `sign` returns, [`RegistryError::Sqlite`].
+    /// [`RegistryError::Refused`] naming why, whatever `sign` returns,
+    /// [`RegistryError::Storage`].
     pub fn enroll(
         &mut self,
         secret: &str,
         now: Timestamp,
         sign: impl FnOnce(&BoxId) -> Result<(String, Timestamp), RegistryError>,
     ) -> Result<(BoxId, String, Timestamp), RegistryError> {
-        let tx = self.conn.transaction()?;
-        let row = tx
-            .query_row(
-                "SELECT t.box_id, t.expires_at, t.used_at, b.status FROM tokens t JOIN boxes b USING (box_id) WHERE t.secret_sha256 = ?1",
-                params![secret_hash(secret)],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((id, expires_at, used_at, status)) = row else {
-            return Err(RegistryError::Refused(EnrollRefusal::UnknownToken));
-        };
-        let id =
-            BoxId::parse(id).map_err(|_| RegistryError::Refused(EnrollRefusal::UnknownToken))?;
-        if BoxStatus::parse(&status) == BoxStatus::Revoked {
-            return Err(RegistryError::Refused(EnrollRefusal::Revoked));
-        }
-        if used_at.is_some() {
-            return Err(RegistryError::Refused(EnrollRefusal::UsedToken));
-        }
-        if now.as_unix_millis() >= expires_at {
-            return Err(RegistryError::Refused(EnrollRefusal::ExpiredToken));
-        }
-        let (pem, not_after) = sign(&id)?;
-        tx.execute(
-            "UPDATE tokens SET used_at = ?2 WHERE secret_sha256 = ?1",
-            params![secret_hash(secret), now.as_unix_millis()],
-        )?;
-        tx.execute(
-            "UPDATE boxes SET status = 'enrolled', enrolled_at = ?2, cert_not_after = ?3 WHERE box_id = ?1",
-            params![id.as_str(), now.as_unix_millis(), not_after.as_unix_millis()],
-        )?;
-        tx.commit()?;
-        Ok((id, pem, not_after))
+        let hash = secret_hash(secret);
+        self.atomically(|tx| {
+            let row = tx.query_first(
+                &Sql::each(
+                    "SELECT t.box_id, t.expires_at, t.used_at, b.status FROM tokens t \
+                     JOIN boxes b USING (box_id) WHERE t.secret_sha256 = ?1",
+                    "SELECT t.box_id, t.expires_at, t.used_at, b.status FROM tokens t \
+                     JOIN boxes b USING (box_id) WHERE t.secret_sha256 = $1 FOR UPDATE",
+                ),
+                &[hash.as_str().into()],
+                |r| Ok::<_, StorageError>((r.text(0)?, r.int(1)?, r.opt_int(2)?, r.text(3)?)),
+            )?;
+            let Some((id, expires_at, used_at, status)) = row else {
+                return Err(RegistryError::Refused(EnrollRefusal::UnknownToken));
+            };
+            let id = BoxId::parse(id)
+                .map_err(|_| RegistryError::Refused(EnrollRefusal::UnknownToken))?;
+            if BoxStatus::parse(&status) == BoxStatus::Revoked {
+                return Err(RegistryError::Refused(EnrollRefusal::Revoked));
+            }
+            if used_at.is_some() {
+                return Err(RegistryError::Refused(EnrollRefusal::UsedToken));
+            }
+            if now.as_unix_millis() >= expires_at {
+                return Err(RegistryError::Refused(EnrollRefusal::ExpiredToken));
+            }
+            let (pem, not_after) = sign(&id)?;
+            tx.execute(
+                &Sql::same("UPDATE tokens SET used_at = ?2 WHERE secret_sha256 = ?1"),
+                &[hash.as_str().into(), now.as_unix_millis().into()],
+            )?;
+            tx.execute(
+                &Sql::same(
+                    "UPDATE boxes SET status = 'enrolled', enrolled_at = ?2, cert_not_after = ?3 \
+                     WHERE box_id = ?1",
+                ),
+                &[
+                    id.as_str().into(),
+                    now.as_unix_millis().into(),
+                    not_after.as_unix_millis().into(),
+                ],
+            )?;
+            Ok((id, pem, not_after))
+        })
     }
 
     /// Records a renewed certificate's expiry for an enrolled box.
     ///
     /// # Errors
-    /// [`RegistryError::Sqlite`].
+    /// [`RegistryError::Storage`].
     pub fn renewed(&self, id: &BoxId, not_after: Timestamp) -> Result<(), RegistryError> {
-        self.conn.execute(
-            "UPDATE boxes SET cert_not_after = ?2 WHERE box_id = ?1 AND status = 'enrolled'",
-            params![id.as_str(), not_after.as_unix_millis()],
-        )?;
-        Ok(())
+        self.atomically(|tx| {
+            tx.execute(
+                &Sql::same(
+                    "UPDATE boxes SET cert_not_after = ?2 WHERE box_id = ?1 AND status = 'enrolled'",
+                ),
+                &[id.as_str().into(), not_after.as_unix_millis().into()],
+            )?;
+            Ok(())
+        })
     }
 
     /// Records when each of several boxes was last seen, in one transaction (one disk flush
     /// however many boxes connected since the last call).
     ///
     /// # Errors
-    /// [`RegistryError::Sqlite`]; nothing is recorded then.
+    /// [`RegistryError::Storage`]; nothing is recorded then.
     pub fn seen_all(&mut self, seen: &[(BoxId, Timestamp)]) -> Result<(), RegistryError> {
         if seen.is_empty() {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE boxes SET last_seen_at = max(coalesce(last_seen_at, 0), ?2) WHERE box_id = ?1",
-            )?;
+        let sql = Sql::each(
+            "UPDATE boxes SET last_seen_at = max(coalesce(last_seen_at, 0), ?2) WHERE box_id = ?1",
+            "UPDATE boxes SET last_seen_at = GREATEST(coalesce(last_seen_at, 0), $2) \
+             WHERE box_id = $1",
+        );
+        self.atomically(|tx| {
             for (id, at) in seen {
-                stmt.execute(params![id.as_str(), at.as_unix_millis()])?;
+                tx.execute(&sql, &[id.as_str().into(), at.as_unix_millis().into()])?;
             }
+            Ok(())
+        })
+    }
+
+    /// Which engine holds it.
+    pub fn engine(&self) -> storage::EngineKind {
+        self.engine.kind()
+    }
+}
+
+impl RegistryError {
+    /// A storage failure of the registry at `path` (a file, or a database URL shown without
+    /// its password): a newer schema names it.
+    fn at(path: &Path, e: StorageError) -> RegistryError {
+        match e {
+            StorageError::SchemaTooNew {
+                found, supported, ..
+            } => RegistryError::SchemaTooNew {
+                path: path.to_owned(),
+                found,
+                supported,
+            },
+            other => RegistryError::Storage(other),
         }
-        tx.commit()?;
-        Ok(())
+    }
+}
+
+impl From<StorageError> for RegistryError {
+    fn from(e: StorageError) -> RegistryError {
+        RegistryError::Storage(e)
     }
 }
 
@@ -503,6 +663,27 @@ mod tests {
         Timestamp::from_unix_millis(secs * 1000)
     }
 
+    /// A new registry: in a database of its own on the PostgreSQL server named by
+    /// `GRIDSENSE_TEST_POSTGRES` when the tests run against one, else in `dir`.
+    fn registry(dir: &Path) -> Registry {
+        match std::env::var("GRIDSENSE_TEST_POSTGRES") {
+            Ok(server) if !server.is_empty() => {
+                use std::sync::atomic::{AtomicU64, Ordering};
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                let name = format!(
+                    "registry_{}_{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                );
+                let url = storage::create_database(&server, &name).unwrap();
+                let reg = Registry::open_for(dir, Some(&DatabaseUrl::Postgres(url))).unwrap();
+                assert_eq!(reg.engine(), storage::EngineKind::Postgres);
+                reg
+            }
+            _ => Registry::open_in(dir).unwrap(),
+        }
+    }
+
     fn sign(id: &BoxId) -> Result<(String, Timestamp), RegistryError> {
         Ok((format!("cert of {id}"), t(1000)))
     }
@@ -510,7 +691,7 @@ mod tests {
     #[test]
     fn a_token_enrolls_its_box_once_and_never_again() {
         let dir = tempfile::tempdir().unwrap();
-        let mut reg = Registry::open_in(dir.path()).unwrap();
+        let mut reg = registry(dir.path());
         let id = BoxId::parse("box-1").unwrap();
         let secret = reg.add_box(&id, "north gate", None, 60, t(0)).unwrap();
         let (got, pem, _) = reg.enroll(&secret, t(10), sign).unwrap();
@@ -535,7 +716,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Registry::open_in(dir.path()).unwrap());
         let path = dir.path().join(REGISTRY_FILE);
-        Connection::open(&path)
+        rusqlite::Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", 7)
             .unwrap();
@@ -548,7 +729,7 @@ mod tests {
     #[test]
     fn the_ids_the_hub_uses_itself_cannot_be_registered() {
         let dir = tempfile::tempdir().unwrap();
-        let mut reg = Registry::open_in(dir.path()).unwrap();
+        let mut reg = registry(dir.path());
         for id in ["open311", "Open311", "hub", "system"] {
             let id = BoxId::parse(id).unwrap();
             let refused = reg.add_box(&id, "", None, 60, t(0));
@@ -565,7 +746,7 @@ mod tests {
     #[test]
     fn expired_tokens_and_revoked_boxes_are_refused_and_failed_signing_keeps_the_token() {
         let dir = tempfile::tempdir().unwrap();
-        let mut reg = Registry::open_in(dir.path()).unwrap();
+        let mut reg = registry(dir.path());
         let a = BoxId::parse("a").unwrap();
         let b = BoxId::parse("b").unwrap();
         let sa = reg.add_box(&a, "", None, 60, t(0)).unwrap();
