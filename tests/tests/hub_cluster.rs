@@ -222,6 +222,29 @@ fn fastrand_bytes() -> [u8; 10] {
     std::array::from_fn(|_| fastrand::u8(..))
 }
 
+/// Which of two hub processes leads the timers, once exactly one says it does.
+async fn leader_of(hubs: &[HubProcess; 2]) -> usize {
+    wait_for(WAIT, "one leader", || async {
+        let a = hubs[0].metric("hub_leader").await;
+        let b = hubs[1].metric("hub_leader").await;
+        match (a == 1.0, b == 1.0) {
+            (true, false) => Some(0),
+            (false, true) => Some(1),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Escalations recorded in the audit trail.
+fn escalations(pg: &Postgres) -> i64 {
+    count(
+        pg,
+        "SELECT count(*) FROM transitions WHERE body::jsonb->>'action' = 'escalate'",
+    )
+}
+
 /// Counts the escalations that the API at `api` streams as live changes (`GET
 /// /api/v1/changes`, server-sent events), on a thread of its own until the stream ends.
 fn watch_escalations(api: SocketAddr) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
@@ -360,17 +383,7 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
 
     // One process leads the timers; the other stands by.
     let hubs = [first, second];
-    let leading = wait_for(WAIT, "a leader", || async {
-        let a = hubs[0].metric("hub_leader").await;
-        let b = hubs[1].metric("hub_leader").await;
-        match (a == 1.0, b == 1.0) {
-            (true, false) => Some(0),
-            (false, true) => Some(1),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap();
+    let leading = leader_of(&hubs).await;
     let (leader, follower) = (&hubs[leading], &hubs[1 - leading]);
 
     // An operator watches the follower's live changes; the leader's escalations reach them.
@@ -397,10 +410,7 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
         "the follower checks no deadlines"
     );
     assert_eq!(
-        count(
-            &pg,
-            "SELECT count(*) FROM transitions WHERE body::jsonb->>'action' = 'escalate'"
-        ),
+        escalations(&pg),
         SPOTS as i64,
         "one escalation per overdue case"
     );
@@ -515,12 +525,6 @@ async fn fifty_boxes_lose_nothing_when_a_hub_process_dies_and_the_database_resta
         "UPDATE cases SET escalate_at = 1, body = jsonb_set(body, '{escalate_at}', '1')",
     )
     .unwrap();
-    let escalations = |pg: &Postgres| {
-        count(
-            pg,
-            "SELECT count(*) FROM transitions WHERE body::jsonb->>'action' = 'escalate'",
-        )
-    };
     let first_cases = (FLEET_SPOTS / 2) as i64;
     wait_for(WAIT, "the overdue cases escalated", || async {
         (escalations(&pg) == first_cases).then_some(())
@@ -530,17 +534,7 @@ async fn fifty_boxes_lose_nothing_when_a_hub_process_dies_and_the_database_resta
 
     // kill -9 the leader, then restart the database server (immediately: a crash) while the
     // second half flows
-    let leading = wait_for(WAIT, "a leader", || async {
-        let a = hubs[0].metric("hub_leader").await;
-        let b = hubs[1].metric("hub_leader").await;
-        match (a == 1.0, b == 1.0) {
-            (true, false) => Some(0),
-            (false, true) => Some(1),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap();
+    let leading = leader_of(&hubs).await;
     let [first, second] = hubs;
     let (dead, survivor) = if leading == 0 {
         (first, second)

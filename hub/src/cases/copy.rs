@@ -4,7 +4,8 @@
 //!
 //! The destination must be empty (its schema is made by opening it); the source should not be
 //! written meanwhile (stop `hub serve` first: a row written during the copy may be missed, and
-//! the count check then fails). This module must not change the source.
+//! the count check then fails). This module must not change the source (opening it brings its
+//! schema up to date, as `hub serve` would).
 
 use super::db::{Db, DbError};
 use crate::storage::{EngineKind, Sql, Val};

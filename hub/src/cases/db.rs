@@ -1199,32 +1199,19 @@ mod test_support {
     use super::Db;
 
     /// A new, empty case database: on the PostgreSQL server named by `GRIDSENSE_TEST_POSTGRES`
-    /// when the tests run against one (the `with-postgres` runner of `make test`), else SQLite in memory.
+    /// when the tests run against one (the `with-postgres` runner of `make test`), else
+    /// SQLite in memory.
     pub(crate) fn test_db() -> Db {
         use crate::storage::{DatabaseUrl, PoolSettings};
         match std::env::var("GRIDSENSE_TEST_POSTGRES") {
             Ok(server) if !server.is_empty() => {
-                let url = crate::storage::create_database(&server, &fresh_database_name())
+                let url = crate::storage::create_fresh_database(&server, "cases")
                     .expect("a test database on GRIDSENSE_TEST_POSTGRES");
                 Db::connect(&DatabaseUrl::Postgres(url), PoolSettings::default())
                     .expect("the test database opens")
             }
             _ => Db::open_in_memory().expect("an in-memory database"),
         }
-    }
-
-    /// A database name no other test of any process takes.
-    fn fresh_database_name() -> String {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        format!(
-            "test_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        )
     }
 }
 

@@ -668,14 +668,7 @@ mod tests {
     fn registry(dir: &Path) -> Registry {
         match std::env::var("GRIDSENSE_TEST_POSTGRES") {
             Ok(server) if !server.is_empty() => {
-                use std::sync::atomic::{AtomicU64, Ordering};
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                let name = format!(
-                    "registry_{}_{}",
-                    std::process::id(),
-                    NEXT.fetch_add(1, Ordering::Relaxed)
-                );
-                let url = storage::create_database(&server, &name).unwrap();
+                let url = storage::create_fresh_database(&server, "registry").unwrap();
                 let reg = Registry::open_for(dir, Some(&DatabaseUrl::Postgres(url))).unwrap();
                 assert_eq!(reg.engine(), storage::EngineKind::Postgres);
                 reg

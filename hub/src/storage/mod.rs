@@ -807,6 +807,22 @@ pub fn create_database(server_url: &str, name: &str) -> Result<String, StorageEr
     Ok(url)
 }
 
+/// [`create_database`] with a name no other caller of any process takes (`prefix`, this
+/// process's id, a counter): for tests, each on a database of its own on one server.
+///
+/// # Errors
+/// As [`create_database`].
+pub fn create_fresh_database(server_url: &str, prefix: &str) -> Result<String, StorageError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    create_database(server_url, &name)
+}
+
 /// An advisory lock's key for a name: the first 8 bytes of its SHA-256, so every hub process
 /// (any build, any platform) derives the same key.
 pub fn lock_key(name: &str) -> i64 {

@@ -96,26 +96,18 @@ pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// A new, empty case database: on the PostgreSQL server named by `GRIDSENSE_TEST_POSTGRES`
-/// when the suite runs against one (the `with-postgres` runner of `make test`), else SQLite in memory.
+/// when the suite runs against one (the `with-postgres` runner of `make test`), else SQLite
+/// in memory.
 pub(crate) fn db() -> Db {
     match std::env::var("GRIDSENSE_TEST_POSTGRES") {
-        Ok(server) if !server.is_empty() => {
-            use std::sync::atomic::{AtomicU64, Ordering};
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let name = format!(
-                "it_{}_{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            );
-            off_runtime(move || {
-                let url = hub::storage::create_database(&server, &name).unwrap();
-                Db::connect(
-                    &hub::storage::DatabaseUrl::Postgres(url),
-                    hub::storage::PoolSettings::default(),
-                )
-                .unwrap()
-            })
-        }
+        Ok(server) if !server.is_empty() => off_runtime(move || {
+            let url = hub::storage::create_fresh_database(&server, "it").unwrap();
+            Db::connect(
+                &hub::storage::DatabaseUrl::Postgres(url),
+                hub::storage::PoolSettings::default(),
+            )
+            .unwrap()
+        }),
         _ => Db::open_in_memory().unwrap(),
     }
 }
