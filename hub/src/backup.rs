@@ -123,11 +123,17 @@ pub fn backup(
     prepare(to)?;
     let mut report = BackupReport::default();
     let mut databases = Vec::new();
+    let registry_in_database = config.hub_data().is_some_and(|h| h.database.is_some());
+    if registry_in_database {
+        progress("skipped the box registry: it is in the PostgreSQL database (pg_dump, README)");
+    }
     if let Some(data) = &data {
-        databases.push((
-            data.join(REGISTRY_FILE),
-            PathBuf::from("data").join(REGISTRY_FILE),
-        ));
+        if !registry_in_database {
+            databases.push((
+                data.join(REGISTRY_FILE),
+                PathBuf::from("data").join(REGISTRY_FILE),
+            ));
+        }
         databases.push((
             data.join(INGEST_FILE),
             PathBuf::from("data").join(INGEST_FILE),

@@ -151,6 +151,14 @@ pub async fn run_with_clock(
             clock.clone(),
             cancel.clone(),
         ));
+        if svc.shared_database() {
+            tracker.spawn(relay_commands(
+                svc.clone(),
+                ingest.relay,
+                clock.clone(),
+                cancel.clone(),
+            ));
+        }
         let cancel = cancel.clone();
         tracker.spawn(async move {
             if let Err(e) = ingest.server.run(cancel).await {
@@ -281,6 +289,7 @@ struct BoundIngest {
     addr: SocketAddr,
     retention: crate::ingest::IngestHandle,
     metrics: crate::ingest::IngestHandle,
+    relay: crate::ingest::IngestHandle,
 }
 
 /// Binds the QUIC ingest when `[ingest]` is configured, handing its events to the cases, and
@@ -312,6 +321,7 @@ async fn bind_ingest(
         addr,
         retention: server.handle()?,
         metrics: server.handle()?,
+        relay: server.handle()?,
         server,
     };
     Ok((state, Some(bound)))
@@ -363,6 +373,70 @@ fn spawn_deadline_checks(
         }
     });
 }
+
+/// Sends the commands other hub processes on the shared database left for boxes connected
+/// here (a re-check asked through another process), and records each answer for the asker.
+async fn relay_commands(
+    svc: Arc<CaseService>,
+    ingest: crate::ingest::IngestHandle,
+    clock: api::Clock,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(RELAY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let connected = ingest.connected();
+        if connected.is_empty() {
+            continue;
+        }
+        let (s, now) = (svc.clone(), clock());
+        let taken = match tokio::task::spawn_blocking(move || s.take_relayed(&connected, now)).await
+        {
+            Ok(Ok(taken)) => taken,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "relayed commands unreadable");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "relayed commands task failed");
+                continue;
+            }
+        };
+        for (id, box_id, action) in taken {
+            let (svc, ingest, clock) = (svc.clone(), ingest.clone(), clock.clone());
+            tokio::spawn(async move {
+                tracing::info!(%box_id, command = %id, "sending a command relayed by another hub process");
+                let result = ingest.command(&box_id, action, RELAYED_TIMEOUT).await;
+                let now = clock();
+                let answered = tokio::task::spawn_blocking(move || {
+                    let failure;
+                    let outcome = match &result {
+                        Ok(result) => Ok(result),
+                        Err(e) => {
+                            failure = e.to_string();
+                            Err(failure.as_str())
+                        }
+                    };
+                    svc.answer_relayed(&id, outcome, now)
+                })
+                .await;
+                if !matches!(answered, Ok(Ok(()))) {
+                    tracing::warn!(%box_id, "the answer to a relayed command was not recorded");
+                }
+            });
+        }
+    }
+}
+
+/// How often the commands relayed for this process's boxes are looked for.
+const RELAY_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a relayed command waits for its box's answer (the asker waits as long).
+const RELAYED_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The API's router with the metrics endpoint and the layers every answer passes: the
 /// request time limit, the request counters and the security headers.

@@ -365,6 +365,33 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
         "cases created, both processes together"
     );
 
+    // A re-check asked through the process that does not hold the box's connection reaches
+    // the box through the database (this test box has no camera pipeline, and says so).
+    let asked = pg
+        .psql(
+            "hub",
+            "SELECT box_id FROM events WHERE case_id = 1 ORDER BY received_at, box_id, seq LIMIT 1",
+        )
+        .unwrap();
+    let elsewhere = if asked == "box-east" { &second } else { &first };
+    let answer = e2e::http::send(
+        elsewhere.api,
+        "POST",
+        "/api/v1/cases/1/recheck",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        b"",
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{asked}: {}", answer.text());
+    assert!(
+        answer
+            .text()
+            .contains("no camera pipeline runs on this agent"),
+        "{}",
+        answer.text()
+    );
+
     // Revoked through the first process's configuration, the box that the second serves is
     // cut off: both read the one registry.
     let revoked = Command::new(binary("hub"))

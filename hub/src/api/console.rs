@@ -22,13 +22,15 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use protocol::{BoxId, CommandAction, CommandOutcome, Digest, SourceKind};
+use protocol::{
+    BoxId, CommandAction, CommandOutcome, CommandResult, Digest, SourceKind, Timestamp,
+};
 use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::{ApiError, AppState, blocking};
-use crate::cases::{Actor, CaseId, RECHECK_TRANSITION, Role};
-use crate::ingest::EvidenceState;
+use crate::cases::{Actor, CaseId, RECHECK_TRANSITION, Relayed, Role};
+use crate::ingest::{CommandError, EvidenceState};
 
 /// How long a box may take to answer a re-check.
 const RECHECK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -244,11 +246,15 @@ async fn recheck(
     let target = recheck_target(&state, id, Some(actor.clone()))
         .await?
         .ok_or_else(|| ApiError::Conflict(format!("case {id} was not raised by a camera")))?;
-    let result = boxes
-        .ingest
-        .command(&target.box_id, target.action, RECHECK_TIMEOUT)
-        .await
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let result = command_box(
+        &state,
+        &boxes,
+        &target.box_id,
+        target.action,
+        RECHECK_TIMEOUT,
+    )
+    .await
+    .map_err(ApiError::Conflict)?;
     let evidence: Vec<String> = result.evidence.iter().map(|r| r.sha256.to_hex()).collect();
     let note = match &result.outcome {
         CommandOutcome::Done => "camera re-check done".to_owned(),
@@ -269,6 +275,60 @@ async fn recheck(
     .await?;
     Ok(Json(json!({"case": case, "result": result})))
 }
+
+/// Sends a command to a box and waits up to `timeout` for its result: through this process's
+/// connection to it, or, on a database other hub processes share, through the database to the
+/// process that holds the box's connection (which sends it and records the answer). Errors are
+/// sentences for the operator.
+async fn command_box(
+    state: &AppState,
+    boxes: &super::Boxes,
+    box_id: &BoxId,
+    action: CommandAction,
+    timeout: Duration,
+) -> Result<CommandResult, String> {
+    let relayed = action.clone();
+    match boxes.ingest.command(box_id, action, timeout).await {
+        Err(CommandError::NotConnected(_)) if state.cases.shared_database() => {}
+        other => return other.map_err(|e| e.to_string()),
+    }
+    let (svc, id_box, now) = (state.cases.clone(), box_id.clone(), (state.clock)());
+    let until = Timestamp::from_unix_millis(
+        now.as_unix_millis()
+            .saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX)),
+    );
+    let id = blocking(move || svc.relay_command(&id_box, &relayed, now, until))
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(RELAY_POLL).await;
+        let (svc, id) = (state.cases.clone(), id.clone());
+        let state_now = blocking(move || svc.relayed_state(&id))
+            .await
+            .map_err(|e| e.to_string())?;
+        match state_now {
+            Some(Relayed::Answered(answer)) => return answer,
+            // nobody holds the box's connection: say so soon, as for a box here
+            Some(Relayed::Waiting) | None if started.elapsed() >= RELAY_UNTAKEN => {
+                return Err(format!(
+                    "box `{box_id}` is not connected to any hub process"
+                ));
+            }
+            _ if started.elapsed() >= timeout => {
+                return Err(format!("box `{box_id}` did not answer"));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How often a relayed command's state is looked at.
+const RELAY_POLL: Duration = Duration::from_millis(100);
+
+/// A relayed command no process took within this is for a box connected nowhere (processes
+/// look for commands every [`RELAY_POLL`]).
+const RELAY_UNTAKEN: Duration = Duration::from_secs(3);
 
 /// The box and camera to ask about a case, and the command to send them.
 struct RecheckTarget {
@@ -336,10 +396,14 @@ pub(super) async fn recheck_after_feedback(state: AppState, id: i64) {
         }
     };
     let box_id = target.box_id.clone();
-    let (what, note, evidence) = match boxes
-        .ingest
-        .command(&target.box_id, target.action, RECHECK_TIMEOUT)
-        .await
+    let (what, note, evidence) = match command_box(
+        &state,
+        &boxes,
+        &target.box_id,
+        target.action,
+        RECHECK_TIMEOUT,
+    )
+    .await
     {
         // The answer's picture and count reach the case as the box's event (durably, and that
         // is what verifies): this records only that the system asked.
@@ -351,7 +415,7 @@ pub(super) async fn recheck_after_feedback(state: AppState, id: i64) {
         failed => {
             let why = match failed {
                 Ok(result) => format!("{:?}", result.outcome),
-                Err(e) => e.to_string(),
+                Err(e) => e,
             };
             state
                 .cases

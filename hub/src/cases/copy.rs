@@ -1,6 +1,7 @@
 //! `hub db migrate`: copies the case database from one engine to the other (SQLite to
 //! PostgreSQL as a hub grows, or back), table by table in chunks with progress, keeping every
-//! id, and checks the row counts at the end.
+//! id, and checks the row counts at the end. Relayed box commands (wanted for seconds) are not
+//! copied.
 //!
 //! The destination must be empty (its schema is made by opening it); the source should not be
 //! written meanwhile (stop `hub serve` first: a row written during the copy may be missed, and

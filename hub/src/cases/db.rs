@@ -126,12 +126,30 @@ CREATE TABLE evidence_expired (
 CREATE INDEX cases_finished ON cases (json_extract(body, '$.updated_at'))
     WHERE state IN ('closed', 'rejected');
 "#,
+    // Commands for boxes connected to another hub process on the same database (a re-check
+    // asked through one process): the process holding the box's connection takes, sends and
+    // answers them.
+    r#"
+CREATE TABLE relayed_commands (
+    id TEXT PRIMARY KEY,
+    box_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    asked_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    taken_at INTEGER,
+    answered_at INTEGER,
+    result TEXT,
+    failure TEXT
+);
+CREATE INDEX relayed_waiting ON relayed_commands (box_id) WHERE taken_at IS NULL;
+"#,
 ];
 
 /// The same schema on PostgreSQL, applied in order (its own numbering: the `cases` row of
 /// `gridsense_schema`). Bodies of cases are JSONB so that queries read fields of them (the
 /// departments a case was dispatched to); the columns queries filter on are kept beside them.
-const POSTGRES_MIGRATIONS: &[&str] = &[r#"
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     event_id TEXT PRIMARY KEY,
     box_id TEXT NOT NULL,
@@ -202,7 +220,22 @@ CREATE TABLE evidence_expired (
     files BIGINT NOT NULL,
     bytes BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE relayed_commands (
+    id TEXT PRIMARY KEY,
+    box_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    asked_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    taken_at BIGINT,
+    answered_at BIGINT,
+    result TEXT,
+    failure TEXT
+);
+CREATE INDEX relayed_waiting ON relayed_commands (box_id) WHERE taken_at IS NULL;
+"#,
+];
 
 /// The schema version this hub writes on SQLite (`PRAGMA user_version`): the number of
 /// migrations.
@@ -227,6 +260,17 @@ pub struct CasePageQuery {
     pub worker: Option<String>,
     /// Only cases dispatched to this department.
     pub department: Option<String>,
+}
+
+/// Where a relayed command stands (see [`Tx::relayed_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayedState {
+    /// No hub process took it yet.
+    Waiting,
+    /// The process holding the box's connection sent it.
+    Taken,
+    /// The box's result (JSON), or why there is none.
+    Answered(Result<String, String>),
 }
 
 /// A camera re-check the hub asked for (see [`Tx::recheck`]).
@@ -668,6 +712,144 @@ impl Tx<'_, '_> {
                  AND id <= (SELECT COALESCE(MIN(done_id), (SELECT MAX(id) FROM changes)) FROM webhook_cursors) \
                  AND id < (SELECT MAX(id) FROM changes)",
             ),
+            &[before.as_unix_millis().into()],
+        )?)
+    }
+
+    /// Records a command for a box that another hub process may hold the connection of:
+    /// `action` and, later, the result are JSON (see [`Tx::take_relayed`]).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn relay_command(
+        &self,
+        id: &str,
+        box_id: &BoxId,
+        action: &str,
+        asked_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), DbError> {
+        self.0.execute(
+            &Sql::same(
+                "INSERT INTO relayed_commands (id, box_id, action, asked_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            ),
+            &[
+                id.into(),
+                box_id.as_str().into(),
+                action.into(),
+                asked_at.as_unix_millis().into(),
+                expires_at.as_unix_millis().into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Takes the unexpired relayed commands for any of `boxes` that nobody took yet, marking
+    /// them taken at `now`: `(id, box id, action JSON)`. On PostgreSQL rows another process is
+    /// taking are skipped, so each command is taken once.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn take_relayed(
+        &self,
+        boxes: &[BoxId],
+        now: Timestamp,
+    ) -> Result<Vec<(String, String, String)>, DbError> {
+        if boxes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args: Vec<Val> = vec![now.as_unix_millis().into()];
+        args.extend(boxes.iter().map(|b| Val::from(b.as_str())));
+        let (marks_sqlite, marks_pg): (Vec<String>, Vec<String>) = (2..=args.len())
+            .map(|i| (format!("?{i}"), format!("${i}")))
+            .unzip();
+        let taken = self.0.query(
+            &Sql::each(
+                format!(
+                    "SELECT id, box_id, action FROM relayed_commands WHERE taken_at IS NULL \
+                     AND expires_at > ?1 AND box_id IN ({}) ORDER BY asked_at",
+                    marks_sqlite.join(", ")
+                ),
+                format!(
+                    "SELECT id, box_id, action FROM relayed_commands WHERE taken_at IS NULL \
+                     AND expires_at > $1 AND box_id IN ({}) ORDER BY asked_at \
+                     FOR UPDATE SKIP LOCKED",
+                    marks_pg.join(", ")
+                ),
+            ),
+            &args,
+            |r| Ok::<_, DbError>((r.text(0)?, r.text(1)?, r.text(2)?)),
+        )?;
+        for (id, _, _) in &taken {
+            self.0.execute(
+                &Sql::same("UPDATE relayed_commands SET taken_at = ?2 WHERE id = ?1"),
+                &[id.as_str().into(), now.as_unix_millis().into()],
+            )?;
+        }
+        Ok(taken)
+    }
+
+    /// Records what came of a relayed command: the box's result (JSON), or why there is none.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn answer_relayed(
+        &self,
+        id: &str,
+        outcome: Result<&str, &str>,
+        at: Timestamp,
+    ) -> Result<(), DbError> {
+        let (result, failure) = match outcome {
+            Ok(result) => (Some(result), None),
+            Err(failure) => (None, Some(failure)),
+        };
+        self.0.execute(
+            &Sql::same(
+                "UPDATE relayed_commands SET answered_at = ?2, result = ?3, failure = ?4 \
+                 WHERE id = ?1",
+            ),
+            &[
+                id.into(),
+                at.as_unix_millis().into(),
+                result.into(),
+                failure.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Where a relayed command stands: whether a process took it, and, once it was answered,
+    /// the result (JSON) or the failure. `None` for an unknown id.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn relayed_state(&self, id: &str) -> Result<Option<RelayedState>, DbError> {
+        self.0.query_first(
+            &Sql::same(
+                "SELECT taken_at, answered_at, result, failure FROM relayed_commands WHERE id = ?1",
+            ),
+            &[id.into()],
+            |r| {
+                Ok::<_, DbError>(match (r.opt_int(1)?, r.opt_text(2)?) {
+                    (Some(_), Some(result)) => RelayedState::Answered(Ok(result)),
+                    (Some(_), None) => {
+                        RelayedState::Answered(Err(r.opt_text(3)?.unwrap_or_default()))
+                    }
+                    (None, _) if r.opt_int(0)?.is_some() => RelayedState::Taken,
+                    (None, _) => RelayedState::Waiting,
+                })
+            },
+        )
+    }
+
+    /// Deletes relayed commands that expired before `before`; returns how many.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn prune_relayed(&self, before: Timestamp) -> Result<u64, DbError> {
+        Ok(self.0.execute(
+            &Sql::same("DELETE FROM relayed_commands WHERE expires_at < ?1"),
             &[before.as_unix_millis().into()],
         )?)
     }

@@ -27,7 +27,7 @@ pub const OPEN311_BOX: &str = "open311";
 
 pub use service::{
     BOX_TIME_ATTRIBUTE, BoxAreas, CaseChange, CaseError, CaseService, CaseSettings, CaseStats,
-    CitizenReport, Contact, IngestOutcome, OUTSIDE_AREA_ATTRIBUTE, OUTSIDE_AREA_FLAG,
+    CitizenReport, Contact, IngestOutcome, OUTSIDE_AREA_ATTRIBUTE, OUTSIDE_AREA_FLAG, Relayed,
     ReportReceipt,
 };
 pub use workflow::{Action, WorkflowError};

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use super::OPEN311_BOX;
 use super::workflow::{self, Action, WorkflowError};
 use super::{Actor, Case, CaseId, CaseState, Transition};
-use crate::cases::db::{CasePageQuery, Db, DbError};
+use crate::cases::db::{CasePageQuery, Db, DbError, RelayedState};
 use crate::duties::{DepartmentId, DutyList, Registration, WorkCalendar};
 use crate::grid::geometry::METRES_PER_DEGREE;
 use crate::grid::{Grid, crs};
@@ -242,6 +242,17 @@ pub const OUTSIDE_AREA_ATTRIBUTE: &str = "outside_box_area_m";
 
 /// The case flag of an event far outside its box's registered area.
 pub const OUTSIDE_AREA_FLAG: &str = "outside_box_area";
+
+/// Where a relayed command stands (see [`CaseService::relay_command`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Relayed<R> {
+    /// No hub process took it yet (none holds the box's connection, so far).
+    Waiting,
+    /// The process holding the box's connection sent it.
+    Taken,
+    /// The box's result, or why there is none.
+    Answered(Result<R, String>),
+}
 
 /// The lock under which a citizen report takes the next number.
 const CITIZEN_REPORTS_LOCK: &str = "gridsense cases: citizen report numbers";
@@ -1080,7 +1091,101 @@ impl CaseService {
     /// # Errors
     /// [`CaseError::Db`].
     pub fn prune_changes(&self, before: Timestamp) -> Result<u64, CaseError> {
-        Ok(self.db.atomically(|tx| tx.prune_changes(before))?)
+        Ok(self.db.atomically(|tx| {
+            // relayed commands are wanted for seconds: gone with the outbox's old changes
+            tx.prune_relayed(before)?;
+            tx.prune_changes(before)
+        })?)
+    }
+
+    /// Whether other hub processes may share this database (PostgreSQL): then a command for a
+    /// box connected elsewhere is relayed through it ([`CaseService::relay_command`]).
+    pub fn shared_database(&self) -> bool {
+        self.db.engine() == crate::storage::EngineKind::Postgres
+    }
+
+    /// Leaves a command for `box_id` in the database, for whichever hub process holds its
+    /// connection, valid until `expires_at`; returns its id.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn relay_command(
+        &self,
+        box_id: &BoxId,
+        action: &protocol::CommandAction,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<String, CaseError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let action = serde_json::to_string(action).map_err(DbError::from)?;
+        self.db
+            .atomically(|tx| tx.relay_command(&id, box_id, &action, now, expires_at))?;
+        Ok(id)
+    }
+
+    /// Where the relayed command `id` stands; an answer comes decoded.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`] (a stored result that does not decode too).
+    pub fn relayed_state(
+        &self,
+        id: &str,
+    ) -> Result<Option<Relayed<protocol::CommandResult>>, CaseError> {
+        let state = self.db.atomically(|tx| tx.relayed_state(id))?;
+        Ok(match state {
+            None => None,
+            Some(RelayedState::Waiting) => Some(Relayed::Waiting),
+            Some(RelayedState::Taken) => Some(Relayed::Taken),
+            Some(RelayedState::Answered(Ok(json))) => Some(Relayed::Answered(Ok(
+                serde_json::from_str(&json).map_err(DbError::from)?,
+            ))),
+            Some(RelayedState::Answered(Err(why))) => Some(Relayed::Answered(Err(why))),
+        })
+    }
+
+    /// Takes the commands relayed for any of `boxes` (connected to this process) that nobody
+    /// took yet: `(id, box, action, until when it is wanted)`. One that does not decode is
+    /// answered as failed here.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn take_relayed(
+        &self,
+        boxes: &[BoxId],
+        now: Timestamp,
+    ) -> Result<Vec<(String, BoxId, protocol::CommandAction)>, CaseError> {
+        let taken = self.db.atomically(|tx| tx.take_relayed(boxes, now))?;
+        let mut out = Vec::new();
+        for (id, box_id, action) in taken {
+            match (BoxId::parse(box_id), serde_json::from_str(&action)) {
+                (Ok(box_id), Ok(action)) => out.push((id, box_id, action)),
+                _ => self.answer_relayed(&id, Err("the relayed command does not decode"), now)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records what came of a relayed command this process sent.
+    ///
+    /// # Errors
+    /// [`CaseError::Db`].
+    pub fn answer_relayed(
+        &self,
+        id: &str,
+        outcome: Result<&protocol::CommandResult, &str>,
+        now: Timestamp,
+    ) -> Result<(), CaseError> {
+        let json;
+        let outcome = match outcome {
+            Ok(result) => {
+                json = serde_json::to_string(result).map_err(DbError::from)?;
+                Ok(json.as_str())
+            }
+            Err(why) => Err(why),
+        };
+        Ok(self
+            .db
+            .atomically(|tx| tx.answer_relayed(id, outcome, now))?)
     }
 
     /// A case and its transitions.
