@@ -333,6 +333,9 @@ pub struct Tx<'t, 'c>(&'t storage::Tx<'c>);
 /// one appear.
 const CHANGES_LOCK: &str = "gridsense cases: changes";
 
+/// The memo ([`storage::Tx::memo`]) holding the next change id within a transaction.
+const NEXT_CHANGE: &str = "next change id";
+
 /// The notification channel a recorded change is announced on (PostgreSQL).
 const CHANGES_CHANNEL: &str = "gridsense_changes";
 
@@ -557,15 +560,22 @@ impl Tx<'_, '_> {
         change: &mut crate::cases::CaseChange,
         at: Timestamp,
     ) -> Result<(), DbError> {
-        self.lock_name(CHANGES_LOCK)?;
-        change.id = self
-            .0
-            .query_first(
-                &Sql::same("SELECT COALESCE(MAX(id), 0) + 1 FROM changes"),
-                &[],
-                |r| r.int(0),
-            )?
-            .unwrap_or(1);
+        // the lock and the highest id once a transaction: later changes of it count on
+        let first = self.0.memo(NEXT_CHANGE).is_none();
+        change.id = match self.0.memo(NEXT_CHANGE) {
+            Some(next) => next,
+            None => {
+                self.lock_name(CHANGES_LOCK)?;
+                self.0
+                    .query_first(
+                        &Sql::same("SELECT COALESCE(MAX(id), 0) + 1 FROM changes"),
+                        &[],
+                        |r| r.int(0),
+                    )?
+                    .unwrap_or(1)
+            }
+        };
+        self.0.set_memo(NEXT_CHANGE, change.id + 1);
         self.0.execute(
             &Sql::same(
                 "INSERT INTO changes (id, at, case_id, department, action, body) \
@@ -580,8 +590,9 @@ impl Tx<'_, '_> {
                 serde_json::to_string(change)?.into(),
             ],
         )?;
-        if self.engine() == EngineKind::Postgres {
-            // delivered to every listening hub process when this transaction commits
+        if first && self.engine() == EngineKind::Postgres {
+            // delivered to every listening hub process when this transaction commits (once:
+            // the listeners read every change after the last they told)
             self.0
                 .execute(&Sql::same(format!("NOTIFY {CHANGES_CHANNEL}")), &[])?;
         }

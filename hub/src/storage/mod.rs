@@ -18,8 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use r2d2_postgres::PostgresConnectionManager;
-use r2d2_postgres::postgres;
+use std::collections::HashMap;
 
 pub use values::{Row, Val};
 
@@ -356,7 +355,40 @@ impl Drop for Leadership {
     }
 }
 
-type Pool = r2d2::Pool<PostgresConnectionManager<postgres::NoTls>>;
+type Pool = r2d2::Pool<PgManager>;
+
+/// Makes the pool's connections: a client and the statements prepared on it.
+#[derive(Debug)]
+struct PgManager {
+    config: postgres::Config,
+}
+
+/// A pooled PostgreSQL connection and the statements prepared on it (by their SQL): each is
+/// parsed and planned once per connection instead of on every call (half the round trips).
+struct PgConn {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+impl r2d2::ManageConnection for PgManager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<PgConn, postgres::Error> {
+        Ok(PgConn {
+            client: self.config.connect(postgres::NoTls)?,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -365,11 +397,33 @@ impl std::fmt::Debug for Engine {
 }
 
 /// One transaction's statements; see [`Engine::atomically`].
-pub struct Tx<'c>(TxKind<'c>);
+pub struct Tx<'c>(TxKind<'c>, Memo);
+
+/// Numbers a store keeps for the rest of one transaction (the next id of a sequence it holds
+/// the lock of), by name: see [`Tx::memo`].
+type Memo = RefCell<HashMap<&'static str, i64>>;
 
 enum TxKind<'c> {
     Sqlite(rusqlite::Transaction<'c>),
-    Postgres(RefCell<postgres::Transaction<'c>>),
+    Postgres(RefCell<PgTx<'c>>),
+}
+
+/// A PostgreSQL transaction with its connection's prepared statements.
+struct PgTx<'c> {
+    tx: postgres::Transaction<'c>,
+    statements: &'c mut HashMap<String, postgres::Statement>,
+}
+
+impl PgTx<'_> {
+    /// The statement for `sql`, prepared on this connection once.
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = self.tx.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
 }
 
 impl std::fmt::Debug for Tx<'_> {
@@ -434,7 +488,9 @@ impl Engine {
         // a dead peer (the server's machine, or this one's network) is noticed in about a minute
         config.keepalives_idle(Duration::from_secs(30));
         config.connect_timeout(settings.connect_timeout);
-        let manager = PostgresConnectionManager::new(config.clone(), postgres::NoTls);
+        let manager = PgManager {
+            config: config.clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(settings.size.max(1))
             .min_idle(Some(1))
@@ -479,7 +535,7 @@ impl Engine {
         // a bigint advisory lock shows as its high half (classid) and low half (objid)
         let (high, low) = (i64::from((key >> 32) as u32), i64::from(key as u32));
         let mut conn = pool.get()?;
-        let row = conn.query_opt(
+        let row = conn.client.query_opt(
             "SELECT a.application_name || ' at ' || COALESCE(host(a.client_addr), 'local socket') \
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
@@ -546,7 +602,7 @@ impl Engine {
                 let tx = conn
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(StorageError::from)?;
-                let tx = Tx(TxKind::Sqlite(tx));
+                let tx = Tx(TxKind::Sqlite(tx), Memo::default());
                 let out = f(&tx)?;
                 let TxKind::Sqlite(tx) = tx.0 else {
                     unreachable!("a SQLite engine begins SQLite transactions")
@@ -556,13 +612,17 @@ impl Engine {
             }
             Kind::Postgres(pool) => {
                 let mut conn = pool.get().map_err(StorageError::from)?;
-                let tx = conn.transaction().map_err(StorageError::from)?;
-                let tx = Tx(TxKind::Postgres(RefCell::new(tx)));
+                let PgConn { client, statements } = &mut *conn;
+                let tx = client.transaction().map_err(StorageError::from)?;
+                let tx = Tx(
+                    TxKind::Postgres(RefCell::new(PgTx { tx, statements })),
+                    Memo::default(),
+                );
                 let out = f(&tx)?;
                 let TxKind::Postgres(tx) = tx.0 else {
                     unreachable!("a PostgreSQL engine begins PostgreSQL transactions")
                 };
-                tx.into_inner().commit().map_err(StorageError::from)?;
+                tx.into_inner().tx.commit().map_err(StorageError::from)?;
                 Ok(out)
             }
         }
@@ -598,7 +658,9 @@ impl Engine {
             }
             Kind::Postgres(pool) => {
                 let mut conn = pool.get()?;
-                let mut tx = conn.transaction()?;
+                // migrations change the tables: statements prepared before would be stale
+                conn.statements.clear();
+                let mut tx = conn.client.transaction()?;
                 tx.execute(
                     "SELECT pg_advisory_xact_lock($1)",
                     &[&lock_key("gridsense_schema")],
@@ -644,12 +706,14 @@ impl Engine {
             Kind::Postgres(pool) => {
                 let mut conn = pool.get()?;
                 let exists: bool = conn
+                    .client
                     .query_one("SELECT to_regclass('gridsense_schema') IS NOT NULL", &[])?
                     .get(0);
                 if !exists {
                     return Ok(0);
                 }
                 Ok(conn
+                    .client
                     .query_opt(
                         "SELECT version FROM gridsense_schema WHERE store = $1",
                         &[&store],
@@ -681,7 +745,11 @@ impl Tx<'_> {
                     .execute(rusqlite::params_from_iter(args.iter()))?;
                 Ok(n as u64)
             }
-            TxKind::Postgres(tx) => Ok(tx.borrow_mut().execute(&*sql.postgres, &pg_args(args))?),
+            TxKind::Postgres(tx) => {
+                let mut tx = tx.borrow_mut();
+                let statement = tx.statement(&sql.postgres)?;
+                Ok(tx.tx.execute(&statement, &pg_args(args))?)
+            }
         }
     }
 
@@ -707,9 +775,11 @@ impl Tx<'_> {
                 }
             }
             TxKind::Postgres(tx) => {
+                let mut tx = tx.borrow_mut();
+                let statement = tx.statement(&sql.postgres).map_err(StorageError::from)?;
                 let rows = tx
-                    .borrow_mut()
-                    .query(&*sql.postgres, &pg_args(args))
+                    .tx
+                    .query(&statement, &pg_args(args))
                     .map_err(StorageError::from)?;
                 for row in &rows {
                     out.push(f(&Row::postgres(row))?);
@@ -741,9 +811,11 @@ impl Tx<'_> {
                 }
             }
             TxKind::Postgres(tx) => {
+                let mut tx = tx.borrow_mut();
+                let statement = tx.statement(&sql.postgres).map_err(StorageError::from)?;
                 let row = tx
-                    .borrow_mut()
-                    .query_opt(&*sql.postgres, &pg_args(args))
+                    .tx
+                    .query_opt(&statement, &pg_args(args))
                     .map_err(StorageError::from)?;
                 match row {
                     Some(row) => Ok(Some(f(&Row::postgres(&row))?)),
@@ -751,6 +823,16 @@ impl Tx<'_> {
                 }
             }
         }
+    }
+
+    /// A number kept under `name` for the rest of this transaction, if one was.
+    pub fn memo(&self, name: &'static str) -> Option<i64> {
+        self.1.borrow().get(name).copied()
+    }
+
+    /// Keeps `value` under `name` for the rest of this transaction.
+    pub fn set_memo(&self, name: &'static str, value: i64) {
+        self.1.borrow_mut().insert(name, value);
     }
 
     /// Holds the lock named `key` until this transaction ends, waiting for any other
@@ -766,8 +848,9 @@ impl Tx<'_> {
         match &self.0 {
             TxKind::Sqlite(_) => Ok(()),
             TxKind::Postgres(tx) => {
-                tx.borrow_mut()
-                    .execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+                let mut tx = tx.borrow_mut();
+                let statement = tx.statement("SELECT pg_advisory_xact_lock($1)")?;
+                tx.tx.execute(&statement, &[&key])?;
                 Ok(())
             }
         }

@@ -4,8 +4,7 @@
 use std::error::Error;
 
 use bytes::{BufMut, BytesMut};
-use r2d2_postgres::postgres;
-use r2d2_postgres::postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use super::StorageError;
 
