@@ -1035,27 +1035,31 @@ mod tests {
         assert_eq!(lock_key("a"), digest_of_a);
     }
 
+    /// A new engine: a database of its own on the PostgreSQL server named by
+    /// `GRIDSENSE_TEST_POSTGRES` when the tests run against one, else SQLite in memory.
+    fn engine() -> Engine {
+        match std::env::var("GRIDSENSE_TEST_POSTGRES") {
+            Ok(server) if !server.is_empty() => {
+                let url = create_fresh_database(&server, "storage").unwrap();
+                Engine::connect_postgres(&url, PoolSettings::default()).unwrap()
+            }
+            _ => Engine::sqlite(rusqlite::Connection::open_in_memory().unwrap()),
+        }
+    }
+
     #[test]
-    fn sqlite_migrations_apply_once_and_refuse_a_newer_schema() {
-        let engine = Engine::sqlite(rusqlite::Connection::open_in_memory().unwrap());
-        let v = engine
-            .migrate("t", &["CREATE TABLE t (a INTEGER)"], &[])
-            .unwrap();
-        assert_eq!(v, 1);
-        let v = engine
-            .migrate(
-                "t",
-                &[
-                    "CREATE TABLE t (a INTEGER)",
-                    "ALTER TABLE t ADD COLUMN b TEXT",
-                ],
-                &[],
-            )
-            .unwrap();
-        assert_eq!(v, 2);
-        let e = engine
-            .migrate("t", &["CREATE TABLE t (a INTEGER)"], &[])
-            .unwrap_err();
+    fn migrations_apply_once_and_refuse_a_newer_schema() {
+        let engine = engine();
+        let v1 = ["CREATE TABLE t (a INTEGER)"];
+        let v2 = [
+            "CREATE TABLE t (a INTEGER)",
+            "ALTER TABLE t ADD COLUMN b TEXT",
+        ];
+        assert_eq!(engine.migrate("t", &v1, &v1).unwrap(), 1);
+        assert_eq!(engine.migrate("t", &v1, &v1).unwrap(), 1, "once");
+        assert_eq!(engine.migrate("t", &v2, &v2).unwrap(), 2);
+        assert_eq!(engine.schema_version("t").unwrap(), 2);
+        let e = engine.migrate("t", &v1, &v1).unwrap_err();
         assert!(
             matches!(
                 e,
@@ -1070,26 +1074,64 @@ mod tests {
     }
 
     #[test]
-    fn values_round_trip_through_sqlite() {
-        let engine = Engine::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+    fn values_round_trip_and_locks_are_taken_again_by_their_holder() {
+        let engine = engine();
         engine
             .migrate(
                 "t",
                 &["CREATE TABLE t (i INTEGER, r REAL, s TEXT, n INTEGER)"],
-                &[],
+                &["CREATE TABLE t (i BIGINT, r DOUBLE PRECISION, s JSONB, n INTEGER)"],
             )
             .unwrap();
+        type Got = (i64, f64, String, Option<i64>, Val);
         let got = engine
             .atomically(|tx| -> Result<_, StorageError> {
+                tx.lock(lock_key("a lock"))?;
+                tx.lock(lock_key("a lock"))?;
+                tx.set_memo("next", 7);
                 tx.execute(
                     &Sql::same("INSERT INTO t (i, r, s, n) VALUES (?1, ?2, ?3, ?4)"),
-                    &[Val::from(-7i64), Val::from(1.5), Val::from("x"), Val::Null],
+                    &[
+                        Val::from(-7i64),
+                        Val::from(1.5),
+                        Val::from("[1,2]"),
+                        Val::Null,
+                    ],
                 )?;
-                tx.query_first(&Sql::same("SELECT i, r, s, n FROM t"), &[], |r| {
-                    Ok((r.int(0)?, r.real(1)?, r.text(2)?, r.opt_int(3)?))
-                })
+                let row = tx.query_first(
+                    &Sql::same("SELECT i, r, s, n FROM t"),
+                    &[],
+                    |r| -> Result<Got, StorageError> {
+                        Ok((
+                            r.int(0)?,
+                            r.real(1)?,
+                            r.text(2)?,
+                            r.opt_int(3)?,
+                            r.value(1)?,
+                        ))
+                    },
+                )?;
+                Ok((row, tx.memo("next")))
             })
             .unwrap();
-        assert_eq!(got, Some((-7, 1.5, "x".to_owned(), None)));
+        // JSONB gives its own spelling of the same JSON
+        let json = match engine.kind() {
+            EngineKind::Postgres => "[1, 2]",
+            EngineKind::Sqlite => "[1,2]",
+        };
+        assert_eq!(
+            got,
+            (
+                Some((-7, 1.5, json.to_owned(), None, Val::Real(1.5))),
+                Some(7)
+            )
+        );
+        assert_eq!(
+            engine
+                .atomically(|tx| Ok::<_, StorageError>(tx.memo("next")))
+                .unwrap(),
+            None,
+            "a memo lasts one transaction"
+        );
     }
 }
