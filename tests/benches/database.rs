@@ -12,17 +12,18 @@
 //! `cargo bench -p e2e --bench database`; `DB_BENCH_EVENTS` (default 20000) events per row.
 //! Prints a table; the machine's load is printed too (others may share it: compare ratios).
 //!
-//! Measured (release, this 2-vCPU VM, load about 2, PostgreSQL 15 on the same machine):
+//! Measured (release, this 2-vCPU VM, load about 1.5, PostgreSQL 15 on the same machine):
 //!
 //! | 20,000 events, 256 per commit | events/s to cases | of the insert ceiling | vs SQLite | case list p50 / p99 ms |
 //! |---|---:|---:|---:|---:|
-//! | SQLite (anchor) | 15,318 | 0.09 (174,470/s) | 1.00 | 0.15 / 0.34 |
-//! | PostgreSQL, one service | 669 | 0.07 (9,523/s) | 0.04 | 1.17 / 3.30 |
-//! | PostgreSQL, two services | 781 | 0.08 | 0.05 | |
+//! | SQLite (anchor) | 17,449 | 0.11 (165,669/s) | 1.00 | 0.15 / 0.52 |
+//! | PostgreSQL, one service | 1,261 | 0.15 (8,624/s) | 0.07 | 0.94 / 1.32 |
+//! | PostgreSQL, two services | 1,399 | 0.16 | 0.08 | |
 //!
-//! Before statements were kept prepared per connection: 277 and 285 events/s (ceiling 4,750/s).
-//! Every statement is a round trip with the synchronous client, about ten an event: PostgreSQL
-//! needs the batch's statements merged (multi-row inserts) to come near the goal.
+//! PostgreSQL before statements were kept prepared per connection: 277 events/s; before a new
+//! case was stored, linked and given its transitions in two statements instead of six: 669.
+//! Each statement is still a round trip with the synchronous client (five for an event that
+//! opens a case): the batch's statements merged (multi-row inserts) would come nearer the goal.
 
 use std::collections::HashSet;
 use std::sync::Arc;

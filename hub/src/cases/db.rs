@@ -1021,6 +1021,51 @@ impl Tx<'_, '_> {
         Ok(id)
     }
 
+    /// Stores a new case and links the event that opened it to it, in one statement on
+    /// PostgreSQL (a round trip each counts there); returns the case's number (also written
+    /// into the stored body).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn insert_case_for(
+        &self,
+        case: &Case,
+        event: &protocol::EventId,
+    ) -> Result<CaseId, DbError> {
+        if self.engine() == EngineKind::Sqlite {
+            let id = self.insert_case(case)?;
+            self.link_event(event, id)?;
+            return Ok(id);
+        }
+        let id = self.0.query_first(
+            &Sql::each(
+                "",
+                "WITH n AS (SELECT nextval(pg_get_serial_sequence('cases', 'id')) AS id), \
+                 c AS (INSERT INTO cases \
+                     (id, category, state, last_observed_at, escalate_at, lat, lon, body) \
+                     SELECT n.id, $1, $2, $3, $4, $5, $6, \
+                         jsonb_set($7::jsonb, '{id}', to_jsonb(n.id)) FROM n RETURNING id), \
+                 l AS (UPDATE events SET case_id = (SELECT id FROM c) WHERE event_id = $8) \
+                 SELECT id FROM c",
+            ),
+            &[
+                case.category.as_str().into(),
+                case.state.as_str().into(),
+                case.last_observed_at.as_unix_millis().into(),
+                case.escalate_at.map(Timestamp::as_unix_millis).into(),
+                case.lat.into(),
+                case.lon.into(),
+                serde_json::to_string(case)?.into(),
+                event.to_string().into(),
+            ],
+            |r| r.int(0),
+        )?;
+        Ok(CaseId(id.ok_or(StorageError::Type {
+            column: 0,
+            wanted: "the new case's id",
+        })?))
+    }
+
     /// Overwrites a case, with the columns its indexes read (so they always match the body).
     ///
     /// # Errors
@@ -1052,6 +1097,31 @@ impl Tx<'_, '_> {
         self.0.execute(
             &Sql::same("INSERT INTO transitions (case_id, body) VALUES (?1, ?2)"),
             &[t.case_id.0.into(), serde_json::to_string(t)?.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Appends transitions, in order, in one statement.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn add_transitions(&self, transitions: &[Transition]) -> Result<(), DbError> {
+        if transitions.is_empty() {
+            return Ok(());
+        }
+        let mut args = Vec::with_capacity(transitions.len() * 2);
+        let mut rows = Vec::with_capacity(transitions.len());
+        for t in transitions {
+            args.push(Val::from(t.case_id.0));
+            args.push(serde_json::to_string(t)?.into());
+            rows.push(format!("(?{}, ?{})", args.len() - 1, args.len()));
+        }
+        self.0.execute(
+            &Sql::same(format!(
+                "INSERT INTO transitions (case_id, body) VALUES {}",
+                rows.join(", ")
+            )),
+            &args,
         )?;
         Ok(())
     }

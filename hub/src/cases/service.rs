@@ -535,11 +535,8 @@ impl CaseService {
         }
         let (mut case, auto) = self.new_case(box_id, event, lat, lon, now, intake.description);
         let auto = auto && !intake.moderated;
-        let id = tx.insert_case(&case)?;
-        case.id = id;
-        tx.link_event(&event.id, id)?;
-        tx.add_transition(&Transition {
-            case_id: id,
+        let mut transitions = vec![Transition {
+            case_id: case.id,
             at: now,
             actor: Actor::system(),
             action: "report".into(),
@@ -547,16 +544,22 @@ impl CaseService {
             to: CaseState::Reported,
             note: format!("event {} from {}", event.id, box_id),
             evidence: event.evidence.iter().map(|e| e.sha256.to_hex()).collect(),
-        })?;
+        }];
         if auto {
+            // registered and dispatched before it is stored: one write of the case
             for action in [Action::Register, Action::Dispatch { department: None }] {
                 let (next, t) =
                     workflow::apply(&case, &action, &Actor::system(), "automatic", &[], now)?;
-                tx.add_transition(&t)?;
+                transitions.push(t);
                 case = next;
             }
-            tx.update_case(&case)?;
         }
+        let id = tx.insert_case_for(&case, &event.id)?;
+        case.id = id;
+        for t in &mut transitions {
+            t.case_id = id;
+        }
+        tx.add_transitions(&transitions)?;
         Ok((
             IngestOutcome::Created(id),
             Some(CaseChange {
