@@ -1039,7 +1039,7 @@ impl Tx<'_, '_> {
         }
         let id = self.0.query_first(
             &Sql::each(
-                "",
+                "", // SQLite took the three statements above
                 "WITH n AS (SELECT nextval(pg_get_serial_sequence('cases', 'id')) AS id), \
                  c AS (INSERT INTO cases \
                      (id, category, state, last_observed_at, escalate_at, lat, lon, body) \

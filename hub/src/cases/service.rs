@@ -1456,39 +1456,45 @@ fn follow(
             0
         });
     let _ = ready.send(());
+    let mut last_read = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        // woken by a notification, or a broken connection (one may have been lost meanwhile)
         let woken = match listener.as_mut() {
-            Some(l) => match l.wait(FOLLOW_EVERY / 4) {
-                Ok(woken) => woken,
-                Err(e) => {
-                    tracing::warn!(error = %crate::telemetry::chain(&e), "listening for case changes failed; listening again");
-                    listener = None;
-                    true
-                }
-            },
+            Some(l) => l.wait(FOLLOW_EVERY / 4).unwrap_or_else(|e| {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "listening for case changes failed; listening again");
+                listener = None;
+                true
+            }),
             None => {
                 std::thread::sleep(FOLLOW_EVERY / 4);
                 listener = db.listen_changes().ok().flatten();
                 true
             }
         };
-        let _ = woken; // read either way: a notification may have been lost
-        loop {
-            match db.atomically(|tx| tx.changes_since(after, FOLLOW_BATCH)) {
-                Ok(batch) => {
-                    let full = batch.len() == FOLLOW_BATCH;
-                    for change in batch {
-                        after = change.id;
-                        let _ = changes.send(change);
-                    }
-                    if !full {
-                        break;
-                    }
+        if woken || last_read.elapsed() >= FOLLOW_EVERY {
+            tell_changes(db, changes, &mut after);
+            last_read = std::time::Instant::now();
+        }
+    }
+}
+
+/// Tells `changes` every change recorded after `after`, in order, and moves `after` on.
+fn tell_changes(db: &Db, changes: &broadcast::Sender<CaseChange>, after: &mut i64) {
+    loop {
+        match db.atomically(|tx| tx.changes_since(*after, FOLLOW_BATCH)) {
+            Ok(batch) => {
+                let full = batch.len() == FOLLOW_BATCH;
+                for change in batch {
+                    *after = change.id;
+                    let _ = changes.send(change);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %crate::telemetry::chain(&e), "reading the change outbox failed");
-                    break;
+                if !full {
+                    return;
                 }
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "reading the change outbox failed");
+                return;
             }
         }
     }
