@@ -143,12 +143,7 @@ impl TestBox {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(StoreOptions::new(dir.path(), spot(0))).unwrap();
-        let mut config = UplinkConfig::new(hub.ingest.to_string(), tls.path());
-        config.idle_timeout_ms = 1500;
-        config.keep_alive_interval_ms = 300;
-        config.backoff_initial_ms = 50;
-        config.backoff_max_ms = 500;
-        config.poll_interval_ms = 20;
+        let config = boxes::quick_uplink(&hub.ingest.to_string(), tls.path());
         TestBox {
             _dirs: (tls, dir),
             store,

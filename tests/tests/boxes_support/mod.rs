@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use edge_agent::uplink::IdentityPaths;
+use edge_agent::uplink::{IdentityPaths, UplinkConfig};
 use protocol::{BoxId, Timestamp};
 
 /// The ingest's TLS server name in tests (the `[ingest] server_names` default).
@@ -69,4 +69,17 @@ pub(crate) async fn add_and_enroll(
 ) -> anyhow::Result<IdentityPaths> {
     let token = add_box(hub_data, id, None, now)?;
     enroll(addr, &token, tls_dir).await
+}
+
+/// The uplink of a test box enrolled into `tls_dir`, sending to `hub_addr`, with timers short
+/// enough for tests: a lost hub noticed within 1.5 s, reconnects after 50–500 ms, the store
+/// looked at every 20 ms.
+pub(crate) fn quick_uplink(hub_addr: &str, tls_dir: &Path) -> UplinkConfig {
+    let mut config = UplinkConfig::new(hub_addr, tls_dir);
+    config.idle_timeout_ms = 1500;
+    config.keep_alive_interval_ms = 300;
+    config.backoff_initial_ms = 50;
+    config.backoff_max_ms = 500;
+    config.poll_interval_ms = 20;
+    config
 }

@@ -221,12 +221,7 @@ impl TestEdge {
         enroll_into(hub, id, tls.path()).await;
         let data = tempfile::tempdir().unwrap();
         let store = Store::open(StoreOptions::new(data.path(), location())).unwrap();
-        let mut config = UplinkConfig::new(hub_addr, tls.path());
-        config.idle_timeout_ms = 1500;
-        config.keep_alive_interval_ms = 300;
-        config.backoff_initial_ms = 50;
-        config.backoff_max_ms = 500;
-        config.poll_interval_ms = 20;
+        let mut config = boxes::quick_uplink(hub_addr, tls.path());
         config.health_interval_secs = 1;
         TestEdge {
             tls,
