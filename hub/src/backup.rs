@@ -123,17 +123,17 @@ pub fn backup(
     prepare(to)?;
     let mut report = BackupReport::default();
     let mut databases = Vec::new();
-    let registry_in_database = config.hub_data().is_some_and(|h| h.database.is_some());
-    if registry_in_database {
-        progress("skipped the box registry: it is in the PostgreSQL database (pg_dump, README)");
+    let boxes_in_database = config.hub_data().is_some_and(|h| h.database.is_some());
+    if boxes_in_database {
+        progress(
+            "skipped the box registry, the ingest log and the evidence: they are in the PostgreSQL database (pg_dump, README)",
+        );
     }
-    if let Some(data) = &data {
-        if !registry_in_database {
-            databases.push((
-                data.join(REGISTRY_FILE),
-                PathBuf::from("data").join(REGISTRY_FILE),
-            ));
-        }
+    if let Some(data) = data.as_ref().filter(|_| !boxes_in_database) {
+        databases.push((
+            data.join(REGISTRY_FILE),
+            PathBuf::from("data").join(REGISTRY_FILE),
+        ));
         databases.push((
             data.join(INGEST_FILE),
             PathBuf::from("data").join(INGEST_FILE),
@@ -187,7 +187,7 @@ pub fn backup(
         "copied {} databases and configuration files",
         report.files.len()
     ));
-    if let Some(data) = &data {
+    if let Some(data) = data.as_ref().filter(|_| !boxes_in_database) {
         let evidence = data.join("evidence");
         let before = report.files.len();
         copy_tree(

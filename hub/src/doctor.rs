@@ -137,7 +137,7 @@ fn check_databases(config: &HubConfig, now: protocol::Timestamp, report: &mut Do
         DatabaseUrl::Postgres(url) => check_postgres(&url, config, now, report),
     }
     if let Some(ingest) = &config.ingest {
-        // on PostgreSQL the registry is in the database (checked with it)
+        // on PostgreSQL the registry and the ingest log are in the database (checked with it)
         if config.sqlite_path().is_some() {
             databases.push((
                 "box registry",
@@ -145,13 +145,13 @@ fn check_databases(config: &HubConfig, now: protocol::Timestamp, report: &mut Do
                 crate::registry::SCHEMA_VERSION,
                 false,
             ));
+            databases.push((
+                "ingest log",
+                ingest.data_dir.join(crate::ingest::INGEST_FILE),
+                crate::ingest::SCHEMA_VERSION,
+                true,
+            ));
         }
-        databases.push((
-            "ingest log",
-            ingest.data_dir.join(crate::ingest::INGEST_FILE),
-            crate::ingest::SCHEMA_VERSION,
-            true,
-        ));
     }
     for (name, path, supported, made_at_first_serve) in databases {
         if made_at_first_serve && !path.exists() {
@@ -231,6 +231,11 @@ fn check_postgres(
             "box registry",
             crate::registry::STORE,
             crate::registry::POSTGRES_SCHEMA_VERSION,
+        ));
+        stores.push((
+            "ingest log",
+            crate::ingest::STORE,
+            crate::ingest::POSTGRES_SCHEMA_VERSION,
         ));
     }
     for (name, store, supported) in stores {

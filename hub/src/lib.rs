@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod duties;
 pub mod grid;
 pub mod ingest;
+pub mod migrate;
 pub mod random;
 mod rate;
 pub mod registry;

@@ -1,7 +1,7 @@
 //! `hub`: the command line of the Gridsense hub.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -107,10 +107,12 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DbCommand {
-    /// Copy the case database (cases, events, audit trail, change outbox, webhook state,
-    /// re-checks) into another, empty one — SQLite to PostgreSQL as a hub grows, or back —
-    /// keeping every id, with progress, then check the row counts. Stop `hub serve` first;
-    /// then point `[database] url` at the copy.
+    /// Copy a hub into another, empty database — SQLite to PostgreSQL as a hub grows, or
+    /// back — keeping every id, with progress, then check the row counts: the case database
+    /// (cases, events, audit trail, change outbox, webhook state, re-checks), and the box
+    /// registry, ingest log and evidence files, which a SQLite hub keeps in its data folder
+    /// and a PostgreSQL hub in the database. Stop `hub serve` first; then point
+    /// `[database] url` at the copy.
     Migrate {
         /// The database to copy: `sqlite:///var/lib/hub/hub.db` or `postgres://…`.
         #[arg(long)]
@@ -118,6 +120,10 @@ enum DbCommand {
         /// The empty database to copy into (its schema is made).
         #[arg(long)]
         to: String,
+        /// The SQLite side's data folder (`[ingest] data_dir`): its `registry.db`,
+        /// `ingest.db` and `evidence/` are read (SQLite to PostgreSQL) or written (back).
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -214,8 +220,8 @@ fn main() -> ExitCode {
         Command::Serve { config } => report(serve(config)),
         Command::Backup { config, to } => report(backup(&config, &to)),
         Command::Db {
-            command: DbCommand::Migrate { from, to },
-        } => report(db_migrate(&from, &to)),
+            command: DbCommand::Migrate { from, to, data },
+        } => report(db_migrate(&from, &to, data.as_deref())),
         Command::Doctor { config } => {
             let report = hub::doctor::run(&config, hub::clock::now());
             print!("{}", report.render());
@@ -393,17 +399,43 @@ fn backup(config_path: &std::path::Path, to: &std::path::Path) -> anyhow::Result
     ))
 }
 
-fn db_migrate(from: &str, to: &str) -> anyhow::Result<String> {
+fn db_migrate(from: &str, to: &str, data: Option<&Path>) -> anyhow::Result<String> {
+    use hub::migrate::BoxesAt;
     use hub::storage::{DatabaseUrl, PoolSettings};
-    let open = |url: &str, what: &str| -> anyhow::Result<(DatabaseUrl, hub::db::Db)> {
-        let url = DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--{what}: {e}"))?;
-        let db = hub::db::Db::connect(&url, PoolSettings::default())
-            .map_err(|e| anyhow::anyhow!("--{what} {url}: {}", hub::telemetry::chain(&e)))?;
-        Ok((url, db))
+    let parse = |url: &str, what: &str| -> anyhow::Result<DatabaseUrl> {
+        DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
     };
-    let (from_url, source) = open(from, "from")?;
-    let (to_url, destination) = open(to, "to")?;
-    let report = hub::cases::copy::copy(&source, &destination, &mut |line| eprintln!("{line}"))?;
+    let (from_url, to_url) = (parse(from, "from")?, parse(to, "to")?);
+    // the boxes move with the cases when the engines differ (files on one side, tables on
+    // the other)
+    let boxes = match (from_url.kind() == to_url.kind(), data) {
+        (false, Some(dir)) => Some(dir),
+        (false, None) => anyhow::bail!(
+            "--data is needed: the box registry, ingest log and evidence move with the cases (give the SQLite hub's data folder, [ingest] data_dir)"
+        ),
+        (true, Some(_)) => anyhow::bail!(
+            "--data moves the boxes between SQLite and PostgreSQL; between two databases of one engine copy the data folder or use pg_dump (README)"
+        ),
+        (true, None) => None,
+    };
+    let open = |url: &DatabaseUrl, what: &str| -> anyhow::Result<hub::db::Db> {
+        hub::db::Db::connect(url, PoolSettings::default())
+            .map_err(|e| anyhow::anyhow!("--{what} {url}: {}", hub::telemetry::chain(&e)))
+    };
+    let (source, destination) = (open(&from_url, "from")?, open(&to_url, "to")?);
+    let mut progress = |line: &str| eprintln!("{line}");
+    let mut report = hub::migrate::copy(&source, &destination, &mut progress)?;
+    if let Some(dir) = boxes {
+        fn side<'a>(dir: &'a Path, url: &'a DatabaseUrl) -> BoxesAt<'a> {
+            BoxesAt {
+                data_dir: dir,
+                database: (url.kind() == hub::storage::EngineKind::Postgres).then_some(url),
+            }
+        }
+        let copied =
+            hub::migrate::copy_boxes(side(dir, &from_url), side(dir, &to_url), &mut progress)?;
+        report.tables.extend(copied.tables);
+    }
     let mut out = String::new();
     for (table, rows) in &report.tables {
         out.push_str(&format!("{table:<18} {rows:>10}\n"));

@@ -45,7 +45,7 @@ pub const HUB_LAYERS: &[&[&str]] = &[
     &["ingest"],
     &["api", "retention"],
     &["config"],
-    &["backup", "checks", "commands", "serve"],
+    &["backup", "checks", "commands", "migrate", "serve"],
     &["doctor"],
 ];
 

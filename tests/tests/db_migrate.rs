@@ -1,7 +1,9 @@
-//! Moving a hub's case database: `hub db migrate` copies it from SQLite into PostgreSQL (a
+//! Moving a hub: `hub db migrate` copies its case database from SQLite into PostgreSQL (a
 //! private cluster) and back — every table, every id, the counts checked; new cases continue
-//! after the copied ids; a destination with data is refused — and the README's `pg_dump` /
-//! `pg_restore` recipe gives back a database the hub reads alike.
+//! after the copied ids; a destination with data is refused — and with `--data` the box
+//! registry, the ingest log and the evidence files of the data folder go into the database
+//! and come back out as files, byte for byte. The README's `pg_dump` / `pg_restore` recipe
+//! gives back a database the hub reads alike.
 #![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
 use std::path::Path;
@@ -11,10 +13,12 @@ use e2e::binaries::binary;
 use e2e::postgres::Postgres;
 use hub::cases::db::{Db, DbError};
 use hub::cases::{Case, CaseChange, CaseId, Transition};
+use hub::ingest::{INGEST_FILE, IngestLog};
+use hub::registry::Registry;
 use hub::storage::{DatabaseUrl, PoolSettings};
 use protocol::{
-    BoxId, CategoryCode, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId,
-    SourceKind, Timestamp,
+    BoxId, CategoryCode, Crs, Digest, Event, EventId, EvidenceRef, Location, Seq, Severity, Source,
+    SourceId, SourceKind, Timestamp,
 };
 
 /// Cases written for the copy (more than one chunk of its 1000 rows).
@@ -119,11 +123,73 @@ fn contents(db: &Db) -> String {
     .unwrap()
 }
 
-fn migrate(from: &str, to: &str) -> std::process::Output {
+fn migrate(from: &str, to: &str, data: &Path) -> std::process::Output {
     Command::new(binary("hub"))
-        .args(["db", "migrate", "--from", from, "--to", to])
+        .args(["db", "migrate", "--from", from, "--to", to, "--data"])
+        .arg(data)
         .output()
         .unwrap()
+}
+
+/// The evidence file written by [`fill_boxes`].
+const PICTURE: &[u8] = b"\xff\xd8 a picture of an overflowing bin \xff\xd9";
+
+fn picture_sha() -> Digest {
+    use sha2::Digest as _;
+    Digest(sha2::Sha256::digest(PICTURE).into())
+}
+
+/// A SQLite hub's data folder with two boxes (one enrolled), their events in the ingest log,
+/// a health report, one evidence file held and one still wanted.
+fn fill_boxes(data: &Path) {
+    let t = Timestamp::from_unix_millis;
+    let mut registry = Registry::open_in(data).unwrap();
+    let b1 = BoxId::parse("box-1").unwrap();
+    let secret = registry
+        .add_box(&b1, "north gate", None, 3600, t(1))
+        .unwrap();
+    registry
+        .enroll(&secret, t(2), |_| Ok(("cert".into(), t(99_000))))
+        .unwrap();
+    registry
+        .add_box(&BoxId::parse("box-2").unwrap(), "market", None, 3600, t(3))
+        .unwrap();
+    let log = IngestLog::open(&data.join(INGEST_FILE)).unwrap();
+    let mut events: Vec<Event> = (1..=30).map(event).collect();
+    events[0].evidence = vec![
+        EvidenceRef {
+            sha256: picture_sha(),
+            bytes: PICTURE.len() as u64,
+            media_type: "image/jpeg".into(),
+        },
+        EvidenceRef {
+            sha256: Digest([9; 32]),
+            bytes: 1000,
+            media_type: "image/jpeg".into(),
+        },
+    ];
+    log.commit(&b1, 4, &events, 1 << 20, t(5)).unwrap();
+    log.mark_handed(&[(b1.clone(), 4, Seq(1), 1)]).unwrap();
+    std::fs::create_dir_all(data.join("evidence")).unwrap();
+    std::fs::write(data.join("evidence").join(picture_sha().to_hex()), PICTURE).unwrap();
+    log.evidence_complete(&picture_sha()).unwrap();
+}
+
+/// Everything a hub reads of its boxes, in a comparable form.
+fn boxes_contents(data: &Path, database: Option<&DatabaseUrl>) -> String {
+    let registry = Registry::open_for(data, database).unwrap();
+    let log = IngestLog::open_for(data, database).unwrap();
+    let b1 = BoxId::parse("box-1").unwrap();
+    format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        registry.list().unwrap(),
+        log.events_of(&b1).unwrap(),
+        log.counts().unwrap(),
+        log.last_seq(&b1, 4).unwrap(),
+        log.wanted_evidence(&b1).unwrap(),
+        log.evidence_state(&picture_sha()).unwrap(),
+        log.evidence_held().unwrap(),
+    )
 }
 
 fn postgres(url: &str) -> Db {
@@ -146,19 +212,43 @@ fn a_sqlite_hub_moves_to_postgres_and_back_with_every_row_and_id() {
     fill(&source, CASES);
     let expected = contents(&source);
     drop(source);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    fill_boxes(&data);
+    let expected_boxes = boxes_contents(&data, None);
 
     let pg = Postgres::start().unwrap();
     pg.create_db("hub").unwrap();
-    let out = migrate(&sqlite_url(&source_path), &pg.url("hub"));
+    // the boxes must move with the cases
+    let without = Command::new(binary("hub"))
+        .args([
+            "db",
+            "migrate",
+            "--from",
+            &sqlite_url(&source_path),
+            "--to",
+            &pg.url("hub"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!without.status.success());
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("--data is needed"),
+        "{without:?}"
+    );
+    let out = migrate(&sqlite_url(&source_path), &pg.url("hub"), &data);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(
         stderr.contains(&format!("cases: 1000 of {CASES} rows"))
-            && stderr.contains("the counts match"),
+            && stderr.contains("the counts match in every table")
+            && stderr.contains("evidence files: 1 of 1"),
         "progress by chunk: {stderr}"
     );
-    let total = 4 * CASES + 4; // cases, transitions, events, changes; one row in four tables
+    // cases, transitions, events, changes; one row in four tables; then the boxes: 2 boxes,
+    // 2 tokens, 30 events, 2 evidence rows, 1 evidence file
+    let total = 4 * CASES + 4 + 2 + 2 + 30 + 2 + 1;
     assert!(stdout.contains(&format!("{total} rows copied")), "{stdout}");
 
     let copied = postgres(&pg.url("hub"));
@@ -169,22 +259,37 @@ fn a_sqlite_hub_moves_to_postgres_and_back_with_every_row_and_id() {
         .unwrap();
     assert_eq!(next, CaseId(CASES + 1));
     drop(copied);
+    let in_pg = DatabaseUrl::Postgres(pg.url("hub"));
+    let elsewhere = dir.path().join("another-machine");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    assert_eq!(
+        boxes_contents(&elsewhere, Some(&in_pg)),
+        expected_boxes,
+        "the boxes, their events and evidence are in the database, not the folder"
+    );
 
     // a database with data is not overwritten
-    let again = migrate(&sqlite_url(&source_path), &pg.url("hub"));
+    let again = migrate(&sqlite_url(&source_path), &pg.url("hub"), &data);
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("rows in cases already"),
         "{again:?}"
     );
 
-    // and back, into a new SQLite file
+    // and back, into a new SQLite file and data folder: the evidence a file again
     let back_path = dir.path().join("back.db");
-    let back = migrate(&pg.url("hub"), &sqlite_url(&back_path));
+    let back_data = dir.path().join("back-data");
+    std::fs::create_dir_all(&back_data).unwrap();
+    let back = migrate(&pg.url("hub"), &sqlite_url(&back_path), &back_data);
     assert!(back.status.success(), "{back:?}");
     let back = Db::open(&back_path).unwrap();
     let copied = postgres(&pg.url("hub"));
     assert_eq!(contents(&back), contents(&copied));
+    assert_eq!(boxes_contents(&back_data, None), expected_boxes);
+    assert_eq!(
+        std::fs::read(back_data.join("evidence").join(picture_sha().to_hex())).unwrap(),
+        PICTURE
+    );
 }
 
 #[test]

@@ -1,7 +1,8 @@
-//! Two `hub serve` processes on one PostgreSQL database (a private cluster: cases and the box
-//! registry), each with its own QUIC and HTTP listeners and its own data folder (the second a
-//! `hub backup` of the first for the CA, with an ingest log of its own, as on two machines): a
-//! box enrolled through either is known to both, a revocation made through one cuts the box off
+//! Two `hub serve` processes on one PostgreSQL database (a private cluster: cases, the box
+//! registry, the ingest log and the evidence), each with its own QUIC and HTTP listeners and
+//! its own data folder (the second a `hub backup` of the first for the CA, as on two
+//! machines): a box enrolled through either is known to both, a picture uploaded to one is
+//! shown by the other, a revocation made through one cuts the box off
 //! the other, events for one spot that reach both at once make one case, and an overdue case is
 //! escalated once although both check deadlines. And a smaller fleet's fault run: fifty boxes, one hub process killed and the
 //! database server restarted mid-run, nothing lost, doubled or escalated twice.
@@ -311,11 +312,17 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
     let east = TestBox::enroll(&shared(&data), &first, "box-east").await;
     let west = TestBox::enroll(&shared(&second_data), &second, "box-west").await;
 
-    // One box per process; each sees the same twenty spots at the same time.
+    // One box per process; each sees the same twenty spots at the same time. The east box's
+    // first event carries a picture (several upload chunks), uploaded to the first process.
+    let picture_bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let picture = edge_agent::store::EvidenceFile::new(picture_bytes.clone(), "image/jpeg");
+    let picture_sha = picture.reference.sha256;
+    let mut pictured = Some(picture);
     for i in 0..SPOTS {
-        east.store
-            .submit(garbage_at(i, "cam-east"), vec![])
-            .unwrap();
+        let mut event = garbage_at(i, "cam-east");
+        let evidence: Vec<_> = pictured.take().into_iter().collect();
+        event.evidence = evidence.iter().map(|f| f.reference.clone()).collect();
+        east.store.submit(event, evidence).unwrap();
         west.store
             .submit(garbage_at(i, "cam-west"), vec![])
             .unwrap();
@@ -359,6 +366,27 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
         created, SPOTS as f64,
         "cases created, both processes together"
     );
+
+    // The picture the first process took is shown by the second: the evidence is in the
+    // database, not in the first machine's folder.
+    let case_of_picture = count(
+        &pg,
+        "SELECT case_id FROM events WHERE box_id = 'box-east' AND seq = 1",
+    );
+    let path = format!(
+        "/api/v1/cases/{case_of_picture}/evidence/{}",
+        picture_sha.to_hex()
+    );
+    let auth = format!("Bearer {TOKEN}");
+    let shown = wait_for(WAIT, "the picture through the second process", || async {
+        let answer = e2e::http::send(second.api, "GET", &path, &[("Authorization", &auth)], b"")
+            .await
+            .ok()?;
+        (answer.status == 200).then_some(answer.body)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nfirst:\n{}", first.proc.log()));
+    assert!(shown == picture_bytes, "the picture, byte for byte");
 
     // A re-check asked through the process that does not hold the box's connection reaches
     // the box through the database (this test box has no camera pipeline, and says so).

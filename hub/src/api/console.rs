@@ -166,11 +166,7 @@ async fn evidence(
         .map_err(|_| ApiError::Unprocessable(format!("`{sha}` is not a sha256")))?;
     let svc = state.cases.clone();
     let hex = digest.to_hex();
-    let path = state
-        .boxes
-        .as_ref()
-        .map(|b| b.data_dir.join("evidence").join(&hex));
-    let found = blocking(move || {
+    let named = blocking(move || {
         let Some((_, transitions)) = svc
             .case(CaseId(id))?
             .filter(|(case, _)| case.visible_to(&actor))
@@ -189,9 +185,17 @@ async fn evidence(
                 "case {id} has no evidence {hex}"
             ))));
         }
-        Ok(Ok(path.and_then(|p| std::fs::read(p).ok())))
+        Ok(Ok(()))
     })
-    .await??;
+    .await?;
+    named?;
+    let found = match state.boxes.as_ref() {
+        Some(boxes) => boxes.ingest.evidence(digest).await.map_err(|e| {
+            tracing::error!(error = %crate::telemetry::chain(&e), "evidence unreadable");
+            ApiError::Internal
+        })?,
+        None => None,
+    };
     let Some(bytes) = found else {
         match gone_evidence(&state, vec![digest]).await.first() {
             Some((_, EvidenceState::Expired)) => {

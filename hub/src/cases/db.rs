@@ -407,6 +407,11 @@ impl Db {
         self.engine.kind()
     }
 
+    /// The engine under the store (for copying it).
+    pub(crate) fn storage_engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The schema version in place.
     ///
     /// # Errors
@@ -428,13 +433,6 @@ impl Db {
         self.engine
             .atomically(|tx| f(&Tx(tx)).map_err(Carried))
             .map_err(|Carried(e)| e)
-    }
-}
-
-impl<'c> Tx<'_, 'c> {
-    /// The statements underneath, for the copy between engines ([`super::copy`]).
-    pub(super) fn storage(&self) -> &storage::Tx<'c> {
-        self.0
     }
 }
 

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use crate::duties::DepartmentId;
 use crate::grid::WorkerId;
 
-pub mod copy;
 pub mod db;
 mod service;
 mod sink;

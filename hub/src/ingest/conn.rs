@@ -720,7 +720,7 @@ impl Pump<'_> {
             if status != Some(BoxStatus::Enrolled) {
                 return Ok(None);
             }
-            let log = lock(&s.delivery.log);
+            let log = &s.delivery.log;
             Ok::<_, super::IngestError>(Some((
                 log.last_seq(&id, epoch)?,
                 log.wanted_evidence(&id)?,
@@ -783,7 +783,7 @@ impl Pump<'_> {
                 let (s, id) = (shared.clone(), box_id.clone());
                 let _ = tokio::task::spawn_blocking(move || {
                     let at = s.now();
-                    if let Err(e) = lock(&s.delivery.log).record_health(&id, &health, at) {
+                    if let Err(e) = s.delivery.log.record_health(&id, &health, at) {
                         tracing::warn!(error = %crate::telemetry::chain(&e), "failed to record health");
                     }
                     s.mark_seen(&id);
@@ -849,7 +849,7 @@ async fn evidence_lost(
 ) -> Result<(), End> {
     let (s, id) = (shared.clone(), box_id.clone());
     let marked =
-        tokio::task::spawn_blocking(move || lock(&s.delivery.log).evidence_lost(&id, &files)).await;
+        tokio::task::spawn_blocking(move || s.delivery.log.evidence_lost(&id, &files)).await;
     match marked {
         Ok(Ok(n)) => {
             shared
@@ -898,7 +898,7 @@ async fn commit(
     let n = events.len();
     let done = tokio::task::spawn_blocking(move || {
         let max = s.settings.max_evidence_bytes;
-        lock(&s.delivery.log).commit(&id, epoch, &events, max, s.now())
+        s.delivery.log.commit(&id, epoch, &events, max, s.now())
     })
     .await;
     match done {
@@ -949,7 +949,7 @@ async fn held_evidence(
 ) -> Vec<EvidenceAck> {
     let (s, id) = (shared.clone(), box_id.clone());
     tokio::task::spawn_blocking(move || {
-        let log = lock(&s.delivery.log);
+        let log = &s.delivery.log;
         files
             .into_iter()
             .filter_map(|sha256| match log.evidence_state(&sha256) {
@@ -976,8 +976,24 @@ async fn request_evidence(
     out_tx: &mpsc::Sender<Message>,
     wanted: Vec<(protocol::Digest, u64)>,
 ) {
-    for (sha256, _) in wanted {
-        let received_bytes = shared.delivery.evidence.received(&sha256);
+    if wanted.is_empty() {
+        return;
+    }
+    // where each upload resumes (the store may be the database: off the async threads)
+    let s = shared.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|(sha256, _)| (sha256, s.delivery.evidence.received(&sha256)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (sha256, received_bytes) in held {
+        let received_bytes = received_bytes.unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::telemetry::chain(&e), %sha256, "evidence held unreadable; asking from the start");
+            0
+        });
         let _ = out_tx
             .send(Message::EvidenceAck(EvidenceAck {
                 sha256,
@@ -1077,9 +1093,9 @@ async fn evidence_chunk(
     out_tx: &mpsc::Sender<Message>,
 ) -> bool {
     let (s, id) = (shared.clone(), box_id.clone());
-    let sha256 = chunk.sha256;
+    let (sha256, total_bytes) = (chunk.sha256, chunk.total_bytes);
     let outcome = tokio::task::spawn_blocking(move || {
-        let state = lock(&s.delivery.log).evidence_state(&chunk.sha256)?;
+        let state = s.delivery.log.evidence_state(&chunk.sha256)?;
         match state {
             // a file reported lost that turns up after all is taken too
             Some((owner, total, super::EvidenceState::Wanted | super::EvidenceState::Lost))
@@ -1092,7 +1108,7 @@ async fn evidence_chunk(
                     total,
                 )?;
                 if outcome == ChunkOutcome::Complete {
-                    lock(&s.delivery.log).evidence_complete(&chunk.sha256)?;
+                    s.delivery.log.evidence_complete(&chunk.sha256)?;
                     s.stats.evidence_files_total.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Some(outcome))
@@ -1107,7 +1123,7 @@ async fn evidence_chunk(
     let ack = match outcome {
         Ok(Ok(Some(ChunkOutcome::Complete))) => EvidenceAck {
             sha256,
-            received_bytes: shared.delivery.evidence.received(&sha256),
+            received_bytes: total_bytes,
             complete: true,
         },
         Ok(Ok(Some(ChunkOutcome::Partial(_)))) => return true,

@@ -8,28 +8,48 @@
 //! being taken for duplicates. The same `(box, epoch, seq)` with another event id is a conflict
 //! (a cloned store): it is refused, never acknowledged.
 //!
-//! One SQLite file (`ingest.db`, WAL, `synchronous=FULL`), its schema versioned by
-//! `PRAGMA user_version`; a file written by a newer hub is refused. Blocking, so callers use
-//! `spawn_blocking`. This module must not decide what an event means, beyond reading which
-//! evidence files an event names and which a box's data-loss report says are gone.
+//! On SQLite one file of its own (`ingest.db`, WAL, `synchronous=FULL`); on PostgreSQL tables
+//! in the database every hub process shares (`ingest_events`, `ingest_evidence`,
+//! `box_health`, and the evidence bytes of [`super::evidence`]), so a box that reconnects to
+//! another process finds its events, its evidence wanted and its resume offsets there. Schemas
+//! versioned per engine ([`Engine::migrate`]); a newer one is refused. A box's commits are
+//! serialised by an advisory lock on its id (a box reconnecting mid-batch to another process
+//! commits after the first), and the hand-off claims a batch for 30 s (`FOR UPDATE SKIP
+//! LOCKED`) so two processes do not hand the same events on at once; a claim of a process
+//! that died lapses and another takes the events.
+//!
+//! Blocking, so callers use `spawn_blocking`. This module must not decide what an event
+//! means, beyond reading which evidence files an event names and which a box's data-loss
+//! report says are gone.
 
 use std::path::Path;
 
 use protocol::{BoxId, Digest, Event, Seq, Timestamp};
-use rusqlite::{Connection, OptionalExtension, params};
 
 use super::IngestError;
+use crate::storage::{self, DatabaseUrl, Engine, EngineKind, PoolSettings, Sql, StorageError, Val};
 
-/// File name of the ingest log in the data folder.
+/// File name of the ingest log in the data folder (SQLite).
 pub const INGEST_FILE: &str = "ingest.db";
 
-/// Schema versions, applied in order (`user_version` counts them). Version 1 is the schema of
-/// the first hubs, which did not set `user_version`: it creates only what is missing.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+/// The store's name in PostgreSQL's `gridsense_schema`.
+pub const STORE: &str = "ingest";
 
-/// The schema version this hub writes (`PRAGMA user_version`): the number of migrations.
+/// Schema versions on SQLite, applied in order (`user_version` counts them). Version 1 is the
+/// schema of the first hubs, which did not set `user_version`: it creates only what is missing.
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+
+/// The schema version this hub writes on SQLite (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Schema versions on PostgreSQL (the `ingest` row of `gridsense_schema`).
+const POSTGRES_MIGRATIONS: &[&str] = &[PG1];
+
+/// The schema version this hub writes on PostgreSQL.
+pub const POSTGRES_SCHEMA_VERSION: i64 = POSTGRES_MIGRATIONS.len() as i64;
+
+/// How long a hand-off batch is claimed by the process that read it.
+const CLAIM_MILLIS: i64 = 30_000;
 const V1: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     box_id TEXT NOT NULL,
@@ -83,6 +103,57 @@ CREATE INDEX evidence_wanted ON evidence (box_id) WHERE complete = 0 AND lost = 
 /// The retention sweep finds delivered events whose bodies can go by when they arrived.
 const V3: &str = r#"
 CREATE INDEX events_prunable ON events (received_at) WHERE handed_on <> 0 AND length(body) > 0;
+"#;
+
+/// Tables renamed to the names they have on PostgreSQL (where the case store's `events` is in
+/// the same database), and the hand-off claim.
+const V4: &str = r#"
+ALTER TABLE events RENAME TO ingest_events;
+ALTER TABLE evidence RENAME TO ingest_evidence;
+ALTER TABLE health RENAME TO box_health;
+ALTER TABLE ingest_events ADD COLUMN claimed_until INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// The same schema on PostgreSQL, with the evidence bytes (chunks as they arrived, and the
+/// files verified complete).
+const PG1: &str = r#"
+CREATE TABLE ingest_events (
+    box_id TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    event_id BYTEA NOT NULL,
+    received_at BIGINT NOT NULL,
+    body BYTEA NOT NULL,
+    handed_on INTEGER NOT NULL DEFAULT 0,
+    claimed_until BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (box_id, epoch, seq),
+    UNIQUE (box_id, event_id)
+);
+CREATE INDEX events_to_hand_on ON ingest_events (received_at) WHERE handed_on = 0;
+CREATE INDEX events_prunable ON ingest_events (received_at) WHERE handed_on <> 0 AND length(body) > 0;
+CREATE TABLE ingest_evidence (
+    sha256 BYTEA PRIMARY KEY,
+    box_id TEXT NOT NULL,
+    total_bytes BIGINT NOT NULL,
+    complete INTEGER NOT NULL DEFAULT 0,
+    lost INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX evidence_wanted ON ingest_evidence (box_id) WHERE complete = 0 AND lost = 0;
+CREATE TABLE box_health (
+    box_id TEXT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    body BYTEA NOT NULL
+);
+CREATE TABLE evidence_chunks (
+    sha256 BYTEA NOT NULL,
+    at BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (sha256, at)
+);
+CREATE TABLE evidence_files (
+    sha256 BYTEA PRIMARY KEY,
+    bytes BIGINT NOT NULL
+);
 "#;
 
 /// An event waiting to be handed on.
@@ -147,46 +218,99 @@ pub struct Conflict {
 /// The ingest log.
 #[derive(Debug)]
 pub struct IngestLog {
-    conn: Connection,
+    engine: Engine,
 }
 
 impl IngestLog {
-    /// Opens (creating if needed) the log at `path`.
+    /// Opens (creating if needed) the log in the SQLite file at `path`.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
+    /// [`IngestError::Storage`], [`IngestError::SchemaTooNew`].
     pub fn open(path: &Path) -> Result<IngestLog, IngestError> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(IngestError::SchemaTooNew {
-                file: INGEST_FILE,
-                found: version,
-                supported: MIGRATIONS.len() as i64,
-            });
+        let shown = path.display().to_string();
+        let engine = Engine::open_sqlite(path).map_err(|e| schema_error(&shown, e))?;
+        IngestLog::migrated(engine, &shown)
+    }
+
+    /// Opens the log where a hub keeps it: in the PostgreSQL database every hub process
+    /// shares when `database` is one, else `ingest.db` in the data folder.
+    ///
+    /// # Errors
+    /// As [`IngestLog::open`].
+    pub fn open_for(
+        data_dir: &Path,
+        database: Option<&DatabaseUrl>,
+    ) -> Result<IngestLog, IngestError> {
+        match database {
+            Some(DatabaseUrl::Postgres(url)) => {
+                let shown = storage::redact(url);
+                let settings = PoolSettings {
+                    size: 4,
+                    ..PoolSettings::default()
+                };
+                let engine =
+                    Engine::connect_postgres(url, settings).map_err(|e| schema_error(&shown, e))?;
+                IngestLog::migrated(engine, &shown)
+            }
+            _ => IngestLog::open(&data_dir.join(INGEST_FILE)),
         }
-        let tx = conn.transaction()?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+
+    fn migrated(engine: Engine, shown: &str) -> Result<IngestLog, IngestError> {
+        engine
+            .migrate(STORE, MIGRATIONS, POSTGRES_MIGRATIONS)
+            .map_err(|e| schema_error(shown, e))?;
+        Ok(IngestLog { engine })
+    }
+
+    /// Which engine the log is on.
+    pub fn engine(&self) -> EngineKind {
+        self.engine.kind()
+    }
+
+    /// Another handle to the log's PostgreSQL pool (none on SQLite): where the evidence
+    /// bytes are kept beside it.
+    pub(crate) fn shared_engine(&self) -> Option<Engine> {
+        self.engine.shared()
+    }
+
+    /// Where the evidence files of this log are: beside it in the PostgreSQL database, or
+    /// the `evidence` folder of the data folder.
+    ///
+    /// # Errors
+    /// [`IngestError::Io`] when the folder cannot be made.
+    pub(crate) fn evidence_store(
+        &self,
+        data_dir: &Path,
+    ) -> Result<super::evidence::EvidenceStore, IngestError> {
+        match self.shared_engine() {
+            Some(engine) => Ok(super::evidence::EvidenceStore::in_database(engine)),
+            None => super::evidence::EvidenceStore::open(&data_dir.join("evidence")),
         }
-        tx.commit()?;
-        Ok(IngestLog { conn })
+    }
+
+    /// The engine under the log (for copying it).
+    pub(crate) fn storage_engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Every evidence file held complete.
+    ///
+    /// # Errors
+    /// [`IngestError::Storage`].
+    pub fn evidence_held(&self) -> Result<Vec<Digest>, IngestError> {
+        let sql =
+            Sql::same("SELECT sha256 FROM ingest_evidence WHERE complete = 1 ORDER BY sha256");
+        self.engine
+            .atomically(|tx| tx.query(&sql, &[], |r| digest(&r.bytes(0)?)))
     }
 
     /// The highest sequence number committed for a box's store epoch.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
+    /// [`IngestError::Storage`].
     pub fn last_seq(&self, box_id: &BoxId, epoch: u64) -> Result<Option<Seq>, IngestError> {
-        let v: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT MAX(seq) FROM events WHERE box_id = ?1 AND epoch = ?2")?
-            .query_row(params![box_id.as_str(), to_i64(epoch)], |r| r.get(0))?;
-        Ok(v.map(|s| Seq(s as u64)))
+        self.engine.atomically(|tx| last_seq(tx, box_id, epoch))
     }
 
     /// Commits delivered events of one box's store epoch in one transaction, in order,
@@ -197,49 +321,44 @@ impl IngestLog {
     /// durable, with the evidence newly wanted.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`] or [`IngestError::Encode`]; nothing is committed then.
+    /// [`IngestError::Storage`] or [`IngestError::Encode`]; nothing is committed then.
     pub fn commit(
-        &mut self,
+        &self,
         box_id: &BoxId,
         epoch: u64,
         events: &[Event],
         max_evidence_bytes: u64,
         now: Timestamp,
     ) -> Result<(Committed, Vec<(Digest, u64)>), IngestError> {
-        let tx = self.conn.transaction()?;
-        let mut out = Committed::default();
-        let mut wanted = Vec::new();
-        {
-            let mut held = tx.prepare_cached(
-                "SELECT event_id FROM events WHERE box_id = ?1 AND epoch = ?2 AND seq = ?3",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (box_id, epoch, seq, event_id, received_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut want = tx.prepare_cached(
-                "INSERT OR IGNORE INTO evidence (sha256, box_id, total_bytes, lost) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+        let held = Sql::same(
+            "SELECT event_id FROM ingest_events WHERE box_id = ?1 AND epoch = ?2 AND seq = ?3",
+        );
+        let insert = Sql::same(
+            "INSERT INTO ingest_events (box_id, epoch, seq, event_id, received_at, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        );
+        let want = Sql::same(
+            "INSERT INTO ingest_evidence (sha256, box_id, total_bytes, lost) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        );
+        self.engine.atomically(|tx| {
+            // another process may be committing this box's batch (it reconnected mid-batch)
+            tx.lock(storage::lock_key(&format!("ingest {box_id}")))?;
+            let mut out = Committed::default();
+            let mut wanted = Vec::new();
             for event in events {
                 let id = event.id.as_uuid().as_bytes().to_vec();
-                let existing: Option<Vec<u8>> = held
-                    .query_row(
-                        params![box_id.as_str(), to_i64(epoch), event.seq.0 as i64],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
+                let seq_args: [Val; 3] = [box_id.as_str().into(), epoch.into(), event.seq.0.into()];
+                let existing = tx.query_first(&held, &seq_args, |r| r.bytes(0))?;
                 match existing {
                     Some(other) if other == id => {
                         out.duplicates += 1;
                         continue;
                     }
                     Some(other) => {
-                        let held = <[u8; 16]>::try_from(other.as_slice())
-                            .map(|b| protocol::EventId::from_uuid(uuid::Uuid::from_bytes(b)))
-                            .map_err(|_| IngestError::Corrupt)?;
                         out.conflict = Some(Conflict {
                             seq: event.seq,
-                            held,
+                            held: event_id(&other)?,
                             sent: event.id,
                         });
                         break;
@@ -247,14 +366,11 @@ impl IngestLog {
                     None => {}
                 }
                 let body = rmp_serde::to_vec_named(event).map_err(IngestError::Encode)?;
-                let n = insert.execute(params![
-                    box_id.as_str(),
-                    to_i64(epoch),
-                    event.seq.0 as i64,
-                    id,
-                    now.as_unix_millis(),
-                    body
-                ])?;
+                let [b, e, s] = seq_args;
+                let n = tx.execute(
+                    &insert,
+                    &[b, e, s, id.into(), now.as_unix_millis().into(), body.into()],
+                )?;
                 if n == 0 {
                     // the same event under another epoch (re-sent after the store got one)
                     out.duplicates += 1;
@@ -264,12 +380,15 @@ impl IngestLog {
                 for e in &event.evidence {
                     let refused = e.bytes > max_evidence_bytes;
                     let state = if refused { REFUSED } else { 0 };
-                    let new = want.execute(params![
-                        e.sha256.0.as_slice(),
-                        box_id.as_str(),
-                        to_i64(e.bytes),
-                        state
-                    ])? == 1;
+                    let new = tx.execute(
+                        &want,
+                        &[
+                            e.sha256.0.as_slice().into(),
+                            box_id.as_str().into(),
+                            e.bytes.into(),
+                            state.into(),
+                        ],
+                    )? == 1;
                     match (new, refused) {
                         (true, false) => wanted.push((e.sha256, e.bytes)),
                         (true, true) => out.evidence_refused += 1,
@@ -277,23 +396,17 @@ impl IngestLog {
                     }
                 }
                 for sha in lost_in_report(event) {
-                    mark_lost(&tx, box_id, &sha)?;
+                    mark_lost(tx, box_id, &sha)?;
                 }
             }
-            let last: Option<i64> = tx.query_row(
-                "SELECT MAX(seq) FROM events WHERE box_id = ?1 AND epoch = ?2",
-                params![box_id.as_str(), to_i64(epoch)],
-                |r| r.get(0),
-            )?;
-            out.up_to = last.map(|s| Seq(s as u64));
+            out.up_to = last_seq(tx, box_id, epoch)?;
             if let Some(c) = out.conflict {
                 // never past a sequence number the box's own event is not committed at
                 out.up_to = out.up_to.map(|u| Seq(u.0.min(c.seq.0.saturating_sub(1))));
                 out.up_to = out.up_to.filter(|u| u.0 > 0);
             }
-        }
-        tx.commit()?;
-        Ok((out, wanted))
+            Ok((out, wanted))
+        })
     }
 
     /// Marks evidence files of a box lost: it reported them gone before they were uploaded.
@@ -301,241 +414,227 @@ impl IngestLog {
     /// were marked.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
-    pub fn evidence_lost(&mut self, box_id: &BoxId, files: &[Digest]) -> Result<u64, IngestError> {
-        let tx = self.conn.transaction()?;
-        let mut n = 0;
-        for sha in files {
-            n += mark_lost(&tx, box_id, sha)?;
-        }
-        tx.commit()?;
-        Ok(n)
+    /// [`IngestError::Storage`].
+    pub fn evidence_lost(&self, box_id: &BoxId, files: &[Digest]) -> Result<u64, IngestError> {
+        self.engine.atomically(|tx| {
+            let mut n = 0;
+            for sha in files {
+                n += mark_lost(tx, box_id, sha)?;
+            }
+            Ok(n)
+        })
     }
 
-    /// Up to `limit` events not yet handed on, oldest commit first and in sequence order per box.
+    /// Up to `limit` events not yet handed on, oldest commit first and in sequence order per
+    /// box. On PostgreSQL they are claimed for this process for a while (`now` on), so
+    /// another process's hand-off skips them until then.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`]; a body that does not decode is [`IngestError::Decode`].
-    pub fn unhanded(&self, limit: usize) -> Result<Vec<Unhanded>, IngestError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT box_id, epoch, body FROM events WHERE handed_on = 0
+    /// [`IngestError::Storage`]; a body that does not decode is [`IngestError::Decode`].
+    pub fn unhanded(&self, limit: usize, now: Timestamp) -> Result<Vec<Unhanded>, IngestError> {
+        let sql = Sql::each(
+            "SELECT box_id, epoch, body, received_at, seq FROM ingest_events WHERE handed_on = 0 \
              ORDER BY received_at, box_id, epoch, seq LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit.min(i64::MAX as usize) as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
+            "UPDATE ingest_events SET claimed_until = $2 + $3 \
+             WHERE (box_id, epoch, seq) IN (SELECT box_id, epoch, seq FROM ingest_events \
+                 WHERE handed_on = 0 AND claimed_until < $2 \
+                 ORDER BY received_at, box_id, epoch, seq LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING box_id, epoch, body, received_at, seq",
+        );
+        let args: Vec<Val> = match self.engine.kind() {
+            EngineKind::Sqlite => vec![limit.into()],
+            EngineKind::Postgres => vec![
+                limit.into(),
+                now.as_unix_millis().into(),
+                CLAIM_MILLIS.into(),
+            ],
+        };
+        let mut rows = self.engine.atomically(|tx| {
+            tx.query(&sql, &args, |r| {
+                Ok::<_, IngestError>((r.int(3)?, r.text(0)?, r.int(1)?, r.int(4)?, r.bytes(2)?))
+            })
         })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (box_id, epoch, body) = row?;
-            let box_id = BoxId::parse(box_id).map_err(|_| IngestError::Corrupt)?;
-            let event = rmp_serde::from_slice(&body).map_err(IngestError::Decode)?;
-            out.push(Unhanded {
-                box_id,
-                epoch: epoch.max(0) as u64,
-                event,
-            });
-        }
-        Ok(out)
+        // RETURNING keeps no order
+        rows.sort_unstable_by(|a, b| (a.0, &a.1, a.2, a.3).cmp(&(b.0, &b.1, b.2, b.3)));
+        rows.into_iter()
+            .map(|(_, box_id, epoch, _, body)| {
+                Ok(Unhanded {
+                    box_id: BoxId::parse(box_id).map_err(|_| IngestError::Corrupt)?,
+                    epoch: epoch.max(0) as u64,
+                    event: rmp_serde::from_slice(&body).map_err(IngestError::Decode)?,
+                })
+            })
+            .collect()
     }
 
     /// Marks events, by `(box, epoch, seq)`, as handed on (`state` 1) or refused by the sink
     /// (`state` 2).
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
-    pub fn mark_handed(&mut self, done: &[(BoxId, u64, Seq, u8)]) -> Result<(), IngestError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE events SET handed_on = ?4 WHERE box_id = ?1 AND epoch = ?2 AND seq = ?3",
-            )?;
+    /// [`IngestError::Storage`].
+    pub fn mark_handed(&self, done: &[(BoxId, u64, Seq, u8)]) -> Result<(), IngestError> {
+        let sql = Sql::same(
+            "UPDATE ingest_events SET handed_on = ?4 WHERE box_id = ?1 AND epoch = ?2 AND seq = ?3",
+        );
+        self.engine.atomically(|tx| {
             for (b, epoch, s, state) in done {
-                stmt.execute(params![
-                    b.as_str(),
-                    to_i64(*epoch),
-                    s.0 as i64,
-                    i64::from(*state)
-                ])?;
+                tx.execute(
+                    &sql,
+                    &[
+                        b.as_str().into(),
+                        (*epoch).into(),
+                        s.0.into(),
+                        u32::from(*state).into(),
+                    ],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Records evidence files as deleted after their retention period (their files are gone:
     /// never asked for again). Returns how many rows were marked.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
-    pub fn evidence_expired(&mut self, files: &[Digest]) -> Result<u64, IngestError> {
-        let tx = self.conn.transaction()?;
-        let mut n = 0;
-        for sha in files {
-            n += tx.execute(
-                "UPDATE evidence SET complete = 0, lost = ?2 WHERE sha256 = ?1",
-                params![sha.0.as_slice(), EXPIRED],
-            )? as u64;
-        }
-        tx.commit()?;
-        Ok(n)
+    /// [`IngestError::Storage`].
+    pub fn evidence_expired(&self, files: &[Digest]) -> Result<u64, IngestError> {
+        let sql = Sql::same("UPDATE ingest_evidence SET complete = 0, lost = ?2 WHERE sha256 = ?1");
+        self.engine.atomically(|tx| {
+            let mut n = 0;
+            for sha in files {
+                n += tx.execute(&sql, &[sha.0.as_slice().into(), EXPIRED.into()])?;
+            }
+            Ok(n)
+        })
     }
 
-    /// Drops the bodies of up to `limit` events handed on (or refused by the cases) and received
-    /// before `before` (the cases hold them): each keeps its `(box, epoch, seq)` and event id, so a re-delivery is
-    /// still a duplicate and a cloned store still a conflict. Returns the events pruned and the
-    /// bytes of body dropped.
+    /// Drops the bodies of up to `limit` events handed on (or refused by the cases) and
+    /// received before `before` (the cases hold them): each keeps its `(box, epoch, seq)` and
+    /// event id, so a re-delivery is still a duplicate and a cloned store still a conflict.
+    /// Returns the events pruned and the bytes of body dropped.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
-    pub fn prune_bodies(
-        &mut self,
-        before: Timestamp,
-        limit: usize,
-    ) -> Result<(u64, u64), IngestError> {
-        let tx = self.conn.transaction()?;
-        let (mut events, mut bytes) = (0u64, 0u64);
-        {
-            let mut pick = tx.prepare_cached(
-                "SELECT box_id, epoch, seq, length(body) FROM events
-                 WHERE handed_on <> 0 AND received_at < ?1 AND length(body) > 0 LIMIT ?2",
+    /// [`IngestError::Storage`].
+    pub fn prune_bodies(&self, before: Timestamp, limit: usize) -> Result<(u64, u64), IngestError> {
+        let pick = Sql::same(
+            "SELECT box_id, epoch, seq, length(body) FROM ingest_events \
+             WHERE handed_on <> 0 AND received_at < ?1 AND length(body) > 0 LIMIT ?2",
+        );
+        let prune = Sql::same(
+            "UPDATE ingest_events SET body = ?4 WHERE box_id = ?1 AND epoch = ?2 AND seq = ?3",
+        );
+        self.engine.atomically(|tx| {
+            let rows = tx.query(
+                &pick,
+                &[before.as_unix_millis().into(), limit.into()],
+                |r| Ok::<_, IngestError>((r.text(0)?, r.int(1)?, r.int(2)?, r.int(3)?)),
             )?;
-            let rows = pick
-                .query_map(
-                    params![
-                        before.as_unix_millis(),
-                        i64::try_from(limit).unwrap_or(i64::MAX)
-                    ],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    },
-                )?
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut prune = tx.prepare_cached(
-                "UPDATE events SET body = x'' WHERE box_id = ?1 AND epoch = ?2 AND seq = ?3",
-            )?;
+            let (mut events, mut bytes) = (0u64, 0u64);
             for (box_id, epoch, seq, len) in rows {
-                prune.execute(params![box_id, epoch, seq])?;
+                tx.execute(
+                    &prune,
+                    &[box_id.into(), epoch.into(), seq.into(), Vec::new().into()],
+                )?;
                 events += 1;
                 bytes += len.max(0) as u64;
             }
-        }
-        tx.commit()?;
-        Ok((events, bytes))
+            Ok((events, bytes))
+        })
     }
 
     /// Every event of a box, by epoch, in sequence order (tests, tools).
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`] or [`IngestError::Decode`].
+    /// [`IngestError::Storage`] or [`IngestError::Decode`].
     pub fn events_of(&self, box_id: &BoxId) -> Result<Vec<Event>, IngestError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT body FROM events WHERE box_id = ?1 AND length(body) > 0 ORDER BY epoch, seq",
-        )?;
-        let rows = stmt.query_map(params![box_id.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
-        let mut out = Vec::new();
-        for body in rows {
-            out.push(rmp_serde::from_slice(&body?).map_err(IngestError::Decode)?);
-        }
-        Ok(out)
+        let sql = Sql::same(
+            "SELECT body FROM ingest_events WHERE box_id = ?1 AND length(body) > 0 ORDER BY epoch, seq",
+        );
+        self.engine.atomically(|tx| {
+            tx.query(&sql, &[box_id.as_str().into()], |r| {
+                rmp_serde::from_slice(&r.bytes(0)?).map_err(IngestError::Decode)
+            })
+        })
     }
 
-    /// Number of events held per box, and of those not handed on.
+    /// Number of events held, and of those not handed on.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
+    /// [`IngestError::Storage`].
     pub fn counts(&self) -> Result<(u64, u64), IngestError> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(handed_on = 0), 0) FROM events",
-            [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-        )?)
+        let sql = Sql::same(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN handed_on = 0 THEN 1 ELSE 0 END), 0) \
+             FROM ingest_events",
+        );
+        let row = self.engine.atomically(|tx| {
+            tx.query_first(&sql, &[], |r| Ok::<_, IngestError>((r.int(0)?, r.int(1)?)))
+        })?;
+        let (all, waiting) = row.unwrap_or((0, 0));
+        Ok((all.max(0) as u64, waiting.max(0) as u64))
     }
 
     /// Evidence files of a box still wanted, with their lengths.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
+    /// [`IngestError::Storage`].
     pub fn wanted_evidence(&self, box_id: &BoxId) -> Result<Vec<(Digest, u64)>, IngestError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT sha256, total_bytes FROM evidence WHERE box_id = ?1 AND complete = 0 AND lost = 0",
-        )?;
-        let rows = stmt.query_map(params![box_id.as_str()], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (sha, len) = row?;
-            let sha = <[u8; 32]>::try_from(sha.as_slice()).map_err(|_| IngestError::Corrupt)?;
-            out.push((Digest(sha), len.max(0) as u64));
-        }
-        Ok(out)
+        let sql = Sql::same(
+            "SELECT sha256, total_bytes FROM ingest_evidence \
+             WHERE box_id = ?1 AND complete = 0 AND lost = 0",
+        );
+        self.engine.atomically(|tx| {
+            tx.query(&sql, &[box_id.as_str().into()], |r| {
+                Ok((digest(&r.bytes(0)?)?, r.int(1)?.max(0) as u64))
+            })
+        })
     }
 
     /// The box an evidence file is wanted from, its announced length, and where it stands.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
+    /// [`IngestError::Storage`].
     pub fn evidence_state(
         &self,
         sha256: &Digest,
     ) -> Result<Option<(BoxId, u64, EvidenceState)>, IngestError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT box_id, total_bytes, complete, lost FROM evidence WHERE sha256 = ?1",
-                params![sha256.0.as_slice()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, bool>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                },
-            )
-            .optional()?;
-        match row {
-            None => Ok(None),
-            Some((b, len, complete, lost)) => Ok(Some((
-                BoxId::parse(b).map_err(|_| IngestError::Corrupt)?,
-                len.max(0) as u64,
-                match (complete, lost) {
-                    (true, _) => EvidenceState::Complete,
-                    (false, LOST) => EvidenceState::Lost,
-                    (false, REFUSED) => EvidenceState::Refused,
-                    (false, EXPIRED) => EvidenceState::Expired,
-                    (false, _) => EvidenceState::Wanted,
-                },
-            ))),
-        }
+        let sql = Sql::same(
+            "SELECT box_id, total_bytes, complete, lost FROM ingest_evidence WHERE sha256 = ?1",
+        );
+        self.engine.atomically(|tx| {
+            tx.query_first(&sql, &[sha256.0.as_slice().into()], |r| {
+                let (complete, lost) = (r.int(2)? != 0, r.int(3)?);
+                Ok((
+                    BoxId::parse(r.text(0)?).map_err(|_| IngestError::Corrupt)?,
+                    r.int(1)?.max(0) as u64,
+                    match (complete, lost) {
+                        (true, _) => EvidenceState::Complete,
+                        (false, LOST) => EvidenceState::Lost,
+                        (false, REFUSED) => EvidenceState::Refused,
+                        (false, EXPIRED) => EvidenceState::Expired,
+                        (false, _) => EvidenceState::Wanted,
+                    },
+                ))
+            })
+        })
     }
 
     /// Records an evidence file as held and verified (a file reported lost that arrives after
     /// all is held all the same).
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
+    /// [`IngestError::Storage`].
     pub fn evidence_complete(&self, sha256: &Digest) -> Result<(), IngestError> {
-        self.conn.execute(
-            "UPDATE evidence SET complete = 1, lost = 0 WHERE sha256 = ?1",
-            params![sha256.0.as_slice()],
-        )?;
+        let sql = Sql::same("UPDATE ingest_evidence SET complete = 1, lost = 0 WHERE sha256 = ?1");
+        self.engine.atomically(|tx| {
+            Ok::<_, IngestError>(tx.execute(&sql, &[sha256.0.as_slice().into()])?)
+        })?;
         Ok(())
     }
 
     /// Records a box's latest health report (MessagePack body).
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`] or [`IngestError::Encode`].
+    /// [`IngestError::Storage`] or [`IngestError::Encode`].
     pub fn record_health(
         &self,
         box_id: &BoxId,
@@ -543,37 +642,77 @@ impl IngestLog {
         now: Timestamp,
     ) -> Result<(), IngestError> {
         let body = rmp_serde::to_vec_named(health).map_err(IngestError::Encode)?;
-        self.conn.execute(
-            "INSERT INTO health (box_id, at, body) VALUES (?1, ?2, ?3)
+        let sql = Sql::same(
+            "INSERT INTO box_health (box_id, at, body) VALUES (?1, ?2, ?3) \
              ON CONFLICT (box_id) DO UPDATE SET at = excluded.at, body = excluded.body",
-            params![box_id.as_str(), now.as_unix_millis(), body],
-        )?;
+        );
+        self.engine.atomically(|tx| {
+            Ok::<_, IngestError>(tx.execute(
+                &sql,
+                &[
+                    box_id.as_str().into(),
+                    now.as_unix_millis().into(),
+                    body.into(),
+                ],
+            )?)
+        })?;
         Ok(())
     }
 
     /// A box's latest health report and when it arrived.
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`] or [`IngestError::Decode`].
+    /// [`IngestError::Storage`] or [`IngestError::Decode`].
     pub fn health(
         &self,
         box_id: &BoxId,
     ) -> Result<Option<(Timestamp, protocol::Health)>, IngestError> {
-        let row = self
-            .conn
-            .query_row(
-                "SELECT at, body FROM health WHERE box_id = ?1",
-                params![box_id.as_str()],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-            )
-            .optional()?;
-        row.map(|(at, body)| {
-            Ok((
-                Timestamp::from_unix_millis(at),
-                rmp_serde::from_slice(&body).map_err(IngestError::Decode)?,
-            ))
+        let sql = Sql::same("SELECT at, body FROM box_health WHERE box_id = ?1");
+        self.engine.atomically(|tx| {
+            tx.query_first(&sql, &[box_id.as_str().into()], |r| {
+                Ok((
+                    Timestamp::from_unix_millis(r.int(0)?),
+                    rmp_serde::from_slice(&r.bytes(1)?).map_err(IngestError::Decode)?,
+                ))
+            })
         })
-        .transpose()
+    }
+}
+
+/// The highest sequence number committed for a box's store epoch, in `tx`.
+fn last_seq(tx: &storage::Tx<'_>, box_id: &BoxId, epoch: u64) -> Result<Option<Seq>, IngestError> {
+    let sql = Sql::same("SELECT MAX(seq) FROM ingest_events WHERE box_id = ?1 AND epoch = ?2");
+    let max = tx.query_first(&sql, &[box_id.as_str().into(), epoch.into()], |r| {
+        Ok::<_, IngestError>(r.opt_int(0)?)
+    })?;
+    Ok(max.flatten().map(|s| Seq(s.max(0) as u64)))
+}
+
+/// A stored event id.
+fn event_id(bytes: &[u8]) -> Result<protocol::EventId, IngestError> {
+    <[u8; 16]>::try_from(bytes)
+        .map(|b| protocol::EventId::from_uuid(uuid::Uuid::from_bytes(b)))
+        .map_err(|_| IngestError::Corrupt)
+}
+
+/// A stored SHA-256.
+fn digest(bytes: &[u8]) -> Result<Digest, IngestError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Digest)
+        .map_err(|_| IngestError::Corrupt)
+}
+
+/// A storage error opening `shown`, with a newer schema named as such.
+fn schema_error(shown: &str, e: StorageError) -> IngestError {
+    match e {
+        StorageError::SchemaTooNew {
+            found, supported, ..
+        } => IngestError::SchemaTooNew {
+            file: shown.to_owned(),
+            found,
+            supported,
+        },
+        other => IngestError::Storage(other),
     }
 }
 
@@ -592,17 +731,12 @@ fn lost_in_report(event: &Event) -> Vec<Digest> {
 }
 
 /// Marks one file of a box lost unless it is complete or wanted from another box.
-fn mark_lost(conn: &Connection, box_id: &BoxId, sha: &Digest) -> Result<u64, IngestError> {
-    let n = conn
-        .prepare_cached(
-            "UPDATE evidence SET lost = 1 WHERE sha256 = ?1 AND box_id = ?2 AND complete = 0 AND lost = 0",
-        )?
-        .execute(params![sha.0.as_slice(), box_id.as_str()])?;
-    Ok(n as u64)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+fn mark_lost(tx: &storage::Tx<'_>, box_id: &BoxId, sha: &Digest) -> Result<u64, IngestError> {
+    let sql = Sql::same(
+        "UPDATE ingest_evidence SET lost = 1 \
+         WHERE sha256 = ?1 AND box_id = ?2 AND complete = 0 AND lost = 0",
+    );
+    Ok(tx.execute(&sql, &[sha.0.as_slice().into(), box_id.as_str().into()])?)
 }
 
 #[cfg(test)]
@@ -610,10 +744,22 @@ mod tests {
     use super::*;
     use crate::testing::event;
     use protocol::{AttrValue, EvidenceRef, SourceKind};
+    use rusqlite::{Connection, params};
 
+    /// A new log: in a database of its own on the PostgreSQL server named by
+    /// `GRIDSENSE_TEST_POSTGRES` when the tests run against one, else `ingest.db` in a folder.
     fn open() -> (tempfile::TempDir, IngestLog) {
         let dir = tempfile::tempdir().unwrap();
-        let log = IngestLog::open(&dir.path().join(INGEST_FILE)).unwrap();
+        let log = match std::env::var("GRIDSENSE_TEST_POSTGRES") {
+            Ok(server) if !server.is_empty() => {
+                let url = storage::create_fresh_database(&server, "ingest").unwrap();
+                let log =
+                    IngestLog::open_for(dir.path(), Some(&DatabaseUrl::Postgres(url))).unwrap();
+                assert_eq!(log.engine(), EngineKind::Postgres);
+                log
+            }
+            _ => IngestLog::open(&dir.path().join(INGEST_FILE)).unwrap(),
+        };
         (dir, log)
     }
 
@@ -622,7 +768,7 @@ mod tests {
 
     #[test]
     fn a_new_epoch_counts_again_from_one_and_nothing_is_taken_for_a_duplicate() {
-        let (_dir, mut log) = open();
+        let (_dir, log) = open();
         let b = BoxId::parse("box-1").unwrap();
         let old: Vec<Event> = (1..=3).map(|s| event(s, 1)).collect();
         let (c, _) = log.commit(&b, 7, &old, MAX, NOW).unwrap();
@@ -632,7 +778,7 @@ mod tests {
         assert_eq!((c.inserted, c.duplicates, c.up_to), (2, 0, Some(Seq(2))));
         assert_eq!(log.last_seq(&b, 7).unwrap(), Some(Seq(3)));
         assert_eq!(log.last_seq(&b, 9).unwrap(), Some(Seq(2)));
-        assert_eq!(log.unhanded(10).unwrap().len(), 5);
+        assert_eq!(log.unhanded(10, NOW).unwrap().len(), 5);
         // the same events again: duplicates, acknowledged
         let (c, _) = log.commit(&b, 9, &new, MAX, NOW).unwrap();
         assert_eq!((c.inserted, c.duplicates, c.up_to), (0, 2, Some(Seq(2))));
@@ -642,8 +788,37 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_off_batch_is_claimed_from_other_processes_until_its_claim_lapses() {
+        let (_dir, log) = open();
+        let b = BoxId::parse("box-1").unwrap();
+        let events: Vec<Event> = (1..=4).map(|s| event(s, 1)).collect();
+        log.commit(&b, 7, &events, MAX, NOW).unwrap();
+        let first = log.unhanded(3, NOW).unwrap();
+        let seqs = |u: &[Unhanded]| u.iter().map(|u| u.event.seq.0).collect::<Vec<_>>();
+        assert_eq!(seqs(&first), [1, 2, 3], "oldest first, in order");
+        let soon = Timestamp::from_unix_millis(NOW.as_unix_millis() + 1000);
+        let second = log.unhanded(10, soon).unwrap();
+        match log.engine() {
+            // another process's hand-off (the same calls, another pool) takes only the rest
+            EngineKind::Postgres => assert_eq!(seqs(&second), [4]),
+            // one process per file: each round reads what is waiting
+            EngineKind::Sqlite => assert_eq!(seqs(&second), [1, 2, 3, 4]),
+        }
+        log.mark_handed(&[(b.clone(), 7, Seq(1), 1)]).unwrap();
+        // the claimers died: after their claims lapse the rest are handed on by another
+        let later = Timestamp::from_unix_millis(NOW.as_unix_millis() + CLAIM_MILLIS + 1);
+        let expected: &[u64] = match log.engine() {
+            EngineKind::Postgres => &[2, 3],
+            EngineKind::Sqlite => &[2, 3, 4],
+        };
+        assert_eq!(seqs(&log.unhanded(10, later).unwrap()), expected);
+        let latest = Timestamp::from_unix_millis(later.as_unix_millis() + CLAIM_MILLIS + 1);
+        assert_eq!(seqs(&log.unhanded(10, latest).unwrap()), [2, 3, 4]);
+    }
+
+    #[test]
     fn another_event_at_a_committed_seq_is_a_conflict_and_is_never_acknowledged() {
-        let (_dir, mut log) = open();
+        let (_dir, log) = open();
         let b = BoxId::parse("box-1").unwrap();
         let original: Vec<Event> = (1..=5).map(|s| event(s, 1)).collect();
         log.commit(&b, 7, &original, MAX, NOW).unwrap();
@@ -682,7 +857,7 @@ mod tests {
 
     #[test]
     fn a_data_loss_report_marks_its_files_lost_and_they_are_no_longer_wanted() {
-        let (_dir, mut log) = open();
+        let (_dir, log) = open();
         let b = BoxId::parse("box-1").unwrap();
         let files: Vec<Digest> = (0..3u8).map(|i| Digest([i + 1; 32])).collect();
         let mut with_pictures = event(1, 1);
@@ -730,7 +905,7 @@ mod tests {
 
     #[test]
     fn pruned_bodies_still_make_a_redelivery_a_duplicate_and_a_copy_a_conflict() {
-        let (_dir, mut log) = open();
+        let (_dir, log) = open();
         let b = BoxId::parse("box-1").unwrap();
         let events: Vec<Event> = (1..=4).map(|s| event(s, 1)).collect();
         let old = Timestamp::from_unix_millis(NOW.as_unix_millis() - 1000);
@@ -745,7 +920,7 @@ mod tests {
         assert_eq!(log.prune_bodies(NOW, 10).unwrap(), (0, 0), "once");
         assert_eq!(log.events_of(&b).unwrap(), events[2..]);
         assert_eq!(
-            log.unhanded(10).unwrap().len(),
+            log.unhanded(10, NOW).unwrap().len(),
             2,
             "waiting events keep theirs"
         );
@@ -758,7 +933,7 @@ mod tests {
 
     #[test]
     fn expired_evidence_is_no_longer_wanted_and_says_so() {
-        let (_dir, mut log) = open();
+        let (_dir, log) = open();
         let b = BoxId::parse("box-1").unwrap();
         let mut e = event(1, 1);
         e.evidence = vec![EvidenceRef {
@@ -795,7 +970,7 @@ mod tests {
         }
         let log = IngestLog::open(&path).unwrap();
         assert_eq!(log.last_seq(&b, 0).unwrap(), Some(Seq(1)));
-        assert_eq!(log.unhanded(10).unwrap()[0].epoch, 0);
+        assert_eq!(log.unhanded(10, NOW).unwrap()[0].epoch, 0);
         drop(log);
         // and a log of a newer hub is refused
         Connection::open(&path)
@@ -810,7 +985,7 @@ mod tests {
 
     #[test]
     fn evidence_declared_larger_than_the_limit_is_refused_and_never_wanted() {
-        let (_dir, mut log) = open();
+        let (_dir, log) = open();
         let b = BoxId::parse("box-1").unwrap();
         let mut e = event(1, 1);
         e.evidence = vec![

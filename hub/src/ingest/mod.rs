@@ -39,7 +39,7 @@
 mod config;
 pub use config::IngestSection;
 mod conn;
-mod evidence;
+pub(crate) mod evidence;
 mod log;
 mod session;
 mod tls;
@@ -63,7 +63,8 @@ use crate::registry::{HubCa, Registry, RegistryError};
 pub use crate::sink::{EventSink, HandOffError};
 
 pub use log::{
-    Committed, Conflict, EvidenceState, INGEST_FILE, IngestLog, SCHEMA_VERSION, Unhanded,
+    Committed, Conflict, EvidenceState, INGEST_FILE, IngestLog, POSTGRES_SCHEMA_VERSION,
+    SCHEMA_VERSION, STORE, Unhanded,
 };
 
 /// QUIC application close codes.
@@ -91,10 +92,11 @@ pub mod close_code {
 pub struct IngestSettings {
     /// Where to listen (UDP).
     pub listen_addr: SocketAddr,
-    /// The hub data folder: `ca.pem`, `ca.key`, `registry.db`, `ingest.db`, `evidence/`.
+    /// The hub data folder: `ca.pem`, `ca.key`, and on SQLite `registry.db`, `ingest.db`, `evidence/`.
     pub data_dir: PathBuf,
     /// The PostgreSQL database every hub process shares, when the hub runs on one: the box
-    /// registry is there instead of `registry.db`. Default none.
+    /// registry, the ingest log and the evidence are there instead of `registry.db`,
+    /// `ingest.db` and `evidence/`. Default none.
     pub database: Option<crate::storage::DatabaseUrl>,
     /// Names in the hub's server certificate (boxes connect with the first).
     pub server_names: Vec<String>,
@@ -175,9 +177,9 @@ pub enum IngestError {
     /// The CA or registry could not be used.
     #[error("registry failed")]
     Registry(#[from] RegistryError),
-    /// SQLite failed on the ingest log.
-    #[error("ingest log operation failed")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database failed on the ingest log or the evidence kept in it.
+    #[error("ingest log operation failed: {0}")]
+    Storage(#[from] crate::storage::StorageError),
     /// An event could not be encoded for the log.
     #[error("event does not encode")]
     Encode(#[source] rmp_serde::encode::Error),
@@ -187,14 +189,14 @@ pub enum IngestError {
     /// A stored row is not what this build wrote.
     #[error("ingest log holds a malformed row")]
     Corrupt,
-    /// A database file was written by a newer hub: this one refuses to touch it.
+    /// The ingest log was written by a newer hub: this one refuses to touch it.
     #[error(
-        "`{file}` has schema version {found}, newer than this hub's {supported}: run the newer hub"
+        "`{file}` has an ingest log of schema version {found}, newer than this hub's {supported}: run the newer hub"
     )]
     SchemaTooNew {
-        /// The file.
-        file: &'static str,
-        /// Its `user_version`.
+        /// The file (or the database's URL, its password hidden).
+        file: String,
+        /// Its version.
         found: i64,
         /// The newest this build knows.
         supported: i64,
@@ -328,7 +330,8 @@ struct Boxes {
 /// hand-off to the sink.
 struct Delivery {
     /// Blocking: used from `spawn_blocking` only.
-    log: Mutex<IngestLog>,
+    log: IngestLog,
+    /// Blocking: used from `spawn_blocking` only.
     evidence: evidence::EvidenceStore,
     /// Woken after each commit so the hand-off runs promptly.
     handoff: Notify,
@@ -408,8 +411,8 @@ impl IngestServer {
     ) -> Result<IngestServer, IngestError> {
         let ca = HubCa::load(&settings.data_dir)?;
         let registry = Registry::open_for(&settings.data_dir, settings.database.as_ref())?;
-        let log = IngestLog::open(&settings.data_dir.join(INGEST_FILE))?;
-        let evidence = evidence::EvidenceStore::open(&settings.data_dir.join("evidence"))?;
+        let log = IngestLog::open_for(&settings.data_dir, settings.database.as_ref())?;
+        let evidence = log.evidence_store(&settings.data_dir)?;
         let server_config = tls::server_config(&ca, &settings, clock.clone())?;
         let endpoint =
             quinn::Endpoint::server(server_config, settings.listen_addr).map_err(|source| {
@@ -436,7 +439,7 @@ impl IngestServer {
                     live: Mutex::new(HashMap::new()),
                 },
                 delivery: Delivery {
-                    log: Mutex::new(log),
+                    log,
                     evidence,
                     handoff: Notify::new(),
                 },
@@ -611,12 +614,12 @@ impl IngestHandle {
     /// too. Returns the files deleted and their bytes (counted in the stats).
     ///
     /// # Errors
-    /// [`IngestError::Io`] when a file cannot be deleted, [`IngestError::Sqlite`].
+    /// [`IngestError::Io`] when a file cannot be deleted, [`IngestError::Storage`].
     pub async fn expire_evidence(&self, files: Vec<Digest>) -> Result<(u64, u64), IngestError> {
         let shared = self.shared.clone();
         let (count, bytes) = blocking(move || {
             let (count, bytes) = shared.delivery.evidence.delete(&files)?;
-            lock(&shared.delivery.log).evidence_expired(&files)?;
+            shared.delivery.log.evidence_expired(&files)?;
             Ok((count, bytes))
         })
         .await?;
@@ -635,15 +638,14 @@ impl IngestHandle {
     /// in the stats).
     ///
     /// # Errors
-    /// [`IngestError::Sqlite`].
+    /// [`IngestError::Storage`].
     pub async fn prune_log(&self, before: Timestamp) -> Result<(u64, u64), IngestError> {
         const BATCH: usize = 5_000;
         let (mut events, mut bytes) = (0, 0);
         loop {
             let shared = self.shared.clone();
             // one batch per lock hold: sessions committing events wait for a batch at most
-            let (n, b) =
-                blocking(move || lock(&shared.delivery.log).prune_bodies(before, BATCH)).await?;
+            let (n, b) = blocking(move || shared.delivery.log.prune_bodies(before, BATCH)).await?;
             events += n;
             bytes += b;
             let stats = &self.shared.stats;
@@ -655,6 +657,16 @@ impl IngestHandle {
         }
     }
 
+    /// An evidence file's bytes when the hub holds it complete (from the folder or the
+    /// database, wherever this hub keeps evidence).
+    ///
+    /// # Errors
+    /// [`IngestError::Io`], [`IngestError::Storage`].
+    pub async fn evidence(&self, sha256: Digest) -> Result<Option<Vec<u8>>, IngestError> {
+        let shared = self.shared.clone();
+        blocking(move || shared.delivery.evidence.read(&sha256)).await
+    }
+
     /// Runs `f` on the ingest log on a blocking thread (queries for tools and tests).
     ///
     /// # Errors
@@ -664,7 +676,7 @@ impl IngestHandle {
         f: impl FnOnce(&IngestLog) -> Result<T, IngestError> + Send + 'static,
     ) -> Result<T, IngestError> {
         let shared = self.shared.clone();
-        blocking(move || f(&lock(&shared.delivery.log))).await
+        blocking(move || f(&shared.delivery.log)).await
     }
 }
 
@@ -757,7 +769,10 @@ async fn hand_off(
 
 /// One round: returns how many events were marked.
 fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, IngestError> {
-    let batch = lock(&shared.delivery.log).unhanded(shared.settings.handoff_batch_events)?;
+    let batch = shared
+        .delivery
+        .log
+        .unhanded(shared.settings.handoff_batch_events, shared.now())?;
     let epochs: Vec<u64> = batch.iter().map(|u| u.epoch).collect();
     let batch: Vec<(BoxId, Event)> = batch.into_iter().map(|u| (u.box_id, u.event)).collect();
     let mut done = Vec::with_capacity(batch.len());
@@ -785,7 +800,7 @@ fn hand_off_round(shared: &Shared, sink: &dyn EventSink) -> Result<usize, Ingest
         }
     }
     let n = done.len();
-    lock(&shared.delivery.log).mark_handed(&done)?;
+    shared.delivery.log.mark_handed(&done)?;
     match retry {
         Some(reason) if n == 0 => Err(IngestError::Io {
             op: "hand events on",

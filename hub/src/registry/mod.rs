@@ -618,6 +618,11 @@ impl Registry {
     pub fn engine(&self) -> storage::EngineKind {
         self.engine.kind()
     }
+
+    /// The engine under the registry (for copying it).
+    pub(crate) fn storage_engine(&self) -> &Engine {
+        &self.engine
+    }
 }
 
 impl RegistryError {

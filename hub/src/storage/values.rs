@@ -19,6 +19,8 @@ pub enum Val {
     Real(f64),
     /// Text (`TEXT`; also `JSONB` on PostgreSQL, from its JSON text).
     Text(String),
+    /// Bytes (`BLOB` / `BYTEA`).
+    Bytes(Vec<u8>),
 }
 
 impl From<i64> for Val {
@@ -65,6 +67,18 @@ impl From<String> for Val {
     }
 }
 
+impl From<Vec<u8>> for Val {
+    fn from(v: Vec<u8>) -> Val {
+        Val::Bytes(v)
+    }
+}
+
+impl From<&[u8]> for Val {
+    fn from(v: &[u8]) -> Val {
+        Val::Bytes(v.to_vec())
+    }
+}
+
 impl<T: Into<Val>> From<Option<T>> for Val {
     fn from(v: Option<T>) -> Val {
         v.map_or(Val::Null, Into::into)
@@ -79,6 +93,7 @@ impl rusqlite::ToSql for Val {
             Val::Int(v) => ToSqlOutput::Owned(Value::Integer(*v)),
             Val::Real(v) => ToSqlOutput::Owned(Value::Real(*v)),
             Val::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Val::Bytes(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
         })
     }
 }
@@ -116,6 +131,10 @@ impl ToSql for Val {
                 }
                 _ => v.as_str().to_sql(ty, out),
             },
+            Val::Bytes(v) => match *ty {
+                Type::BYTEA => v.as_slice().to_sql(ty, out),
+                _ => Err(format!("bytes cannot go into a column of type {ty}").into()),
+            },
         }
     }
 
@@ -134,6 +153,7 @@ impl ToSql for Val {
                 | Type::UNKNOWN
                 | Type::JSON
                 | Type::JSONB
+                | Type::BYTEA
         )
     }
 
@@ -212,11 +232,33 @@ impl<'r> Row<'r> {
         })
     }
 
-    /// The value in column `i` whatever its type (integer, float, text — JSON as its text —
-    /// or NULL): for copying rows between engines.
+    /// The bytes in column `i`.
     ///
     /// # Errors
-    /// [`StorageError::Type`] for a type none of those (a blob).
+    /// [`StorageError::Type`] when it is NULL or not bytes.
+    pub fn bytes(&self, i: usize) -> Result<Vec<u8>, StorageError> {
+        self.opt_bytes(i)?.ok_or(StorageError::Type {
+            column: i,
+            wanted: "bytes",
+        })
+    }
+
+    /// The bytes or NULL in column `i`.
+    ///
+    /// # Errors
+    /// [`StorageError::Type`] when it is something else.
+    pub fn opt_bytes(&self, i: usize) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.0 {
+            RowKind::Sqlite(row) => Ok(row.get(i)?),
+            RowKind::Postgres(row) => Ok(row.try_get::<_, Option<Vec<u8>>>(i)?),
+        }
+    }
+
+    /// The value in column `i` whatever its type (integer, float, text — JSON as its text —
+    /// bytes, or NULL): for copying rows between engines.
+    ///
+    /// # Errors
+    /// [`StorageError::Type`] for a type none of those.
     pub fn value(&self, i: usize) -> Result<Val, StorageError> {
         match self.0 {
             RowKind::Sqlite(row) => {
@@ -226,12 +268,7 @@ impl<'r> Row<'r> {
                     ValueRef::Integer(v) => Val::Int(v),
                     ValueRef::Real(v) => Val::Real(v),
                     ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
-                    ValueRef::Blob(_) => {
-                        return Err(StorageError::Type {
-                            column: i,
-                            wanted: "a number or text",
-                        });
-                    }
+                    ValueRef::Blob(b) => Val::Bytes(b.to_vec()),
                 })
             }
             RowKind::Postgres(row) => {
@@ -240,6 +277,7 @@ impl<'r> Row<'r> {
                     Some(t) if <AnyInt as FromSql>::accepts(&t) => self.opt_int(i)?.into(),
                     Some(Type::FLOAT4 | Type::FLOAT8) => self.opt_real(i)?.into(),
                     Some(t) if <AnyText as FromSql>::accepts(&t) => self.opt_text(i)?.into(),
+                    Some(Type::BYTEA) => self.opt_bytes(i)?.into(),
                     _ => {
                         return Err(StorageError::Type {
                             column: i,
