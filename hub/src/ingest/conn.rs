@@ -619,7 +619,8 @@ async fn run_session(
         out_tx,
         cancel,
     };
-    let mut state = match pump.open(not_after, pending).await {
+    let is_revoked = revoked.borrow_and_update().contains(box_id);
+    let mut state = match pump.open(not_after, pending, is_revoked).await {
         Ok(state) => state,
         Err(end) => return end,
     };
@@ -679,13 +680,14 @@ async fn run_session(
 }
 
 impl Pump<'_> {
-    /// `Hello` → `Welcome`: agrees the version, checks the box is still enrolled (a revocation
-    /// may not have reached the revocation poll yet), tells the box what the log holds of it,
-    /// and asks for the evidence still wanted.
+    /// `Hello` → `Welcome`: agrees the version, checks the box is enrolled (in the registry the
+    /// first time this process sees it, then in the revoked set), tells the box what the log
+    /// holds of it, and asks for the evidence still wanted.
     async fn open(
         &mut self,
         not_after: Timestamp,
         pending: &mut Slot,
+        revoked: bool,
     ) -> Result<BoxSession<Reply>, End> {
         let hello = match tokio::time::timeout(Duration::from_secs(10), self.in_rx.recv()).await {
             Ok(Some(Ok(Message::Hello(h)))) => h,
@@ -713,18 +715,23 @@ impl Pump<'_> {
             }
         };
         let epoch = agreed.epoch;
+        if revoked {
+            return Err(End::NotEnrolled);
+        }
+        // A box found enrolled before is not looked up again (a revocation since reaches it
+        // through the revoked set within the poll interval, as it reaches live connections).
+        let known = lock(&self.shared.boxes.enrolled).contains(self.box_id);
         // One trip to the blocking pool per session open.
         let (s, id) = (self.shared.clone(), self.box_id.clone());
         let opened = tokio::task::spawn_blocking(move || {
-            let status = lock(&s.boxes.registry).status(&id)?;
-            if status != Some(BoxStatus::Enrolled) {
-                return Ok(None);
+            if !known {
+                let status = lock(&s.boxes.registry).status(&id)?;
+                if status != Some(BoxStatus::Enrolled) {
+                    return Ok(None);
+                }
+                lock(&s.boxes.enrolled).insert(id.clone());
             }
-            let log = &s.delivery.log;
-            Ok::<_, super::IngestError>(Some((
-                log.last_seq(&id, epoch)?,
-                log.wanted_evidence(&id)?,
-            )))
+            Ok::<_, super::IngestError>(Some(s.delivery.log.session_start(&id, epoch)?))
         })
         .await;
         let (last_committed, wanted) = match opened {

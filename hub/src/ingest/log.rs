@@ -313,6 +313,21 @@ impl IngestLog {
         self.engine.atomically(|tx| last_seq(tx, box_id, epoch))
     }
 
+    /// What a session opens with, in one transaction: the highest sequence number committed
+    /// for the box's store epoch and the evidence still wanted from the box.
+    ///
+    /// # Errors
+    /// [`IngestError::Storage`].
+    #[allow(clippy::type_complexity)]
+    pub fn session_start(
+        &self,
+        box_id: &BoxId,
+        epoch: u64,
+    ) -> Result<(Option<Seq>, Vec<(Digest, u64)>), IngestError> {
+        self.engine
+            .atomically(|tx| Ok((last_seq(tx, box_id, epoch)?, wanted(tx, box_id)?)))
+    }
+
     /// Commits delivered events of one box's store epoch in one transaction, in order,
     /// ignoring any already held (same `(box, epoch, seq)` and id, or the same id). An event
     /// whose `(box, epoch, seq)` holds another event is a [`Conflict`]: it and the rest of the
@@ -578,15 +593,7 @@ impl IngestLog {
     /// # Errors
     /// [`IngestError::Storage`].
     pub fn wanted_evidence(&self, box_id: &BoxId) -> Result<Vec<(Digest, u64)>, IngestError> {
-        let sql = Sql::same(
-            "SELECT sha256, total_bytes FROM ingest_evidence \
-             WHERE box_id = ?1 AND complete = 0 AND lost = 0",
-        );
-        self.engine.atomically(|tx| {
-            tx.query(&sql, &[box_id.as_str().into()], |r| {
-                Ok((digest(&r.bytes(0)?)?, r.int(1)?.max(0) as u64))
-            })
-        })
+        self.engine.atomically(|tx| wanted(tx, box_id))
     }
 
     /// The box an evidence file is wanted from, its announced length, and where it stands.
@@ -686,6 +693,17 @@ fn last_seq(tx: &storage::Tx<'_>, box_id: &BoxId, epoch: u64) -> Result<Option<S
         Ok::<_, IngestError>(r.opt_int(0)?)
     })?;
     Ok(max.flatten().map(|s| Seq(s.max(0) as u64)))
+}
+
+/// Evidence files of a box still wanted, with their lengths, in `tx`.
+fn wanted(tx: &storage::Tx<'_>, box_id: &BoxId) -> Result<Vec<(Digest, u64)>, IngestError> {
+    let sql = Sql::same(
+        "SELECT sha256, total_bytes FROM ingest_evidence \
+         WHERE box_id = ?1 AND complete = 0 AND lost = 0",
+    );
+    tx.query(&sql, &[box_id.as_str().into()], |r| {
+        Ok((digest(&r.bytes(0)?)?, r.int(1)?.max(0) as u64))
+    })
 }
 
 /// A stored event id.

@@ -27,7 +27,12 @@
 //!   `(box, seq)`. A hand-off task gives each committed event once to the [`EventSink`] (the
 //!   cases), marking it after, so a crash repeats a hand-off that the sink ignores as a duplicate.
 //! - Revocation: the registry is polled every `revocation_check_interval_secs`; a revoked box's
-//!   live connection is told `Bye { Revoked }` and closed, and new ones are refused.
+//!   live connection is told `Bye { Revoked }` and closed, and new ones are refused. A session
+//!   asks the registry whether its box is enrolled only the first time this process sees the
+//!   box; later sessions open on the revoked set alone (a reconnect costs no registry lookup).
+//! - Where: the log and the evidence are files of the data folder on SQLite, and tables of the
+//!   database every hub process shares on PostgreSQL (see `log` and `evidence`), so a box may
+//!   reconnect to any process, even mid-batch or mid-upload.
 //! - A session's rules (version and epoch, expiry and revocation, coalescing and order, rate
 //!   limits, command answers) are `session::BoxSession`, pure and property-tested; `conn` is the
 //!   pump around it (frames through `wire::pump`).
@@ -324,6 +329,11 @@ struct Boxes {
     seen: Mutex<HashMap<BoxId, Timestamp>>,
     /// The connection of each connected box, for commands.
     live: Mutex<HashMap<BoxId, LiveConn>>,
+    /// Boxes found enrolled in the registry: a session of one of these opens without asking
+    /// the registry again (a certificate is only signed at enrollment, and an enrolled box
+    /// only ever becomes revoked, which the revoked set polled every
+    /// `revocation_check_interval` says).
+    enrolled: Mutex<HashSet<BoxId>>,
 }
 
 /// What the boxes delivered: the ingest log, the evidence files, and the wake-up of the
@@ -437,6 +447,7 @@ impl IngestServer {
                     registry: Mutex::new(registry),
                     seen: Mutex::new(HashMap::new()),
                     live: Mutex::new(HashMap::new()),
+                    enrolled: Mutex::new(HashSet::new()),
                 },
                 delivery: Delivery {
                     log,
