@@ -8,30 +8,23 @@
 //! database server restarted mid-run, nothing lost, doubled or escalated twice.
 #![allow(clippy::unwrap_used)] // test code: helpers outside #[test] functions unwrap too
 
-#[path = "boxes_support/mod.rs"]
-mod boxes;
+#[path = "cluster_support/mod.rs"]
+mod cluster;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use cluster::{HubProcess, TOKEN, TestBox, garbage, hub_data};
 use e2e::binaries::binary;
 use e2e::postgres::Postgres;
-use e2e::process::{Proc, free_udp_port};
-use e2e::{WAIT, metric_value, now, wait_for};
-use edge_agent::store::{Store, StoreOptions};
-use edge_agent::uplink::{Uplink, UplinkConfig, UplinkMode, UplinkStatus};
+use e2e::{WAIT, wait_for};
+use edge_agent::uplink::UplinkMode;
 use hub::registry::HubData;
 use hub::storage::DatabaseUrl;
-use protocol::{
-    BoxId, CategoryCode, Crs, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind,
-};
-use tokio::sync::watch;
+use protocol::{Crs, Event, Location};
 use tokio_util::sync::CancellationToken;
-
-/// The operators' API token (admin).
-const TOKEN: &str = "t-operator";
 
 /// Boxes of the fault run, in pairs that see the same spots.
 const FLEET: usize = 50;
@@ -44,132 +37,6 @@ const FLEET_SPOTS: usize = FLEET / 2 * PER_BOX;
 
 /// Spots (5 × 4 in the sample city, a few hundred metres apart: beyond the merge radius).
 const SPOTS: usize = 20;
-
-/// One `hub serve` process and its addresses.
-struct HubProcess {
-    proc: Proc,
-    api: SocketAddr,
-    ingest: SocketAddr,
-    config: PathBuf,
-}
-
-impl HubProcess {
-    /// Starts `hub serve` on the shared data folder and database, on ports of its own; waits
-    /// until its API answers.
-    async fn start(data: &Path, database: &str, name: &str) -> HubProcess {
-        HubProcess::start_on(data, data, database, name).await
-    }
-
-    /// [`HubProcess::start`] with its data folder (CA, registry, ingest log) in `data` and the
-    /// grid, duty list and calendar in `files`.
-    async fn start_on(data: &Path, files: &Path, database: &str, name: &str) -> HubProcess {
-        let api: SocketAddr = format!("127.0.0.1:{}", e2e::mosquitto::free_port().unwrap())
-            .parse()
-            .unwrap();
-        let ingest: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let p = |f: &str| files.join(f);
-        let config = format!(
-            "api_listen_addr = \"{api}\"\ngrid_path = {:?}\nduties_path = {:?}\ncalendar_path = {:?}\n\n\
-             [database]\nurl = \"{database}\"\npool_size = 4\n\n\
-             [cases]\ndeadline_check_interval_secs = 1\n\n\
-             [ingest]\nlisten_addr = \"{ingest}\"\ndata_dir = {data:?}\nrevocation_check_interval_secs = 1\n\n\
-             [[departments]]\nid = \"sanitation-pj\"\nname = \"sanitation (street)\"\n\n\
-             [[departments]]\nid = \"sanitation-gusu\"\nname = \"sanitation (district)\"\n\n\
-             [[departments]]\nid = \"city-management\"\nname = \"city management\"\n\n\
-             [[departments]]\nid = \"traffic-pj\"\nname = \"traffic (street)\"\n\n\
-             [[departments]]\nid = \"traffic-gusu\"\nname = \"traffic (district)\"\n\n\
-             [[tokens]]\nname = \"operator\"\ntoken_sha256 = \"{}\"\nrole = \"admin\"\nsubject = \"ops\"\n",
-            p("grid.geojson"),
-            p("duties.csv"),
-            p("calendar.toml"),
-            hub::api::hash_token(TOKEN),
-        );
-        let path = files.join(format!("{name}.toml"));
-        std::fs::write(&path, config).unwrap();
-        let proc = Proc::spawn(
-            Command::new(binary("hub"))
-                .arg("serve")
-                .arg("--config")
-                .arg(&path),
-        )
-        .unwrap();
-        let hub = HubProcess {
-            proc,
-            api,
-            ingest,
-            config: path,
-        };
-        wait_for(WAIT, &format!("{name}'s API"), || hub.metrics())
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}\n{name}'s log:\n{}", hub.proc.log()));
-        hub
-    }
-
-    /// Its `/metrics` exposition, or `None` while it does not answer.
-    async fn metrics(&self) -> Option<String> {
-        let answer = e2e::http::send(self.api, "GET", "/metrics", &[], &[])
-            .await
-            .ok()?;
-        (answer.status == 200).then(|| answer.text())
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self.metrics().await.expect("metrics answer");
-        metric_value(&text, name).unwrap_or(0.0)
-    }
-}
-
-/// A box with its own store, enrolled through `hub`, sending to that process only.
-struct TestBox {
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-    store: Store,
-    config: UplinkConfig,
-}
-
-impl TestBox {
-    /// Registers `id` in `registry` (a hub's data folder and shared database) and enrolls it
-    /// through the process `hub`.
-    async fn enroll(registry: &HubData, hub: &HubProcess, id: &str) -> TestBox {
-        let tls = tempfile::tempdir().unwrap();
-        // the PostgreSQL client blocks: not on the test's async threads
-        let (registry, box_id) = (registry.clone(), BoxId::parse(id).unwrap());
-        let token = tokio::task::spawn_blocking(move || {
-            hub::registry::admin::box_add(registry, &box_id, None, None, 3600, now())
-        })
-        .await
-        .unwrap()
-        .unwrap();
-        boxes::enroll(&hub.ingest.to_string(), token.trim(), tls.path())
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreOptions::new(dir.path(), spot(0))).unwrap();
-        let config = boxes::quick_uplink(&hub.ingest.to_string(), tls.path());
-        TestBox {
-            _dirs: (tls, dir),
-            store,
-            config,
-        }
-    }
-
-    fn start_uplink(&self, cancel: &CancellationToken) -> tokio::task::JoinHandle<()> {
-        self.start_watched(cancel).0
-    }
-
-    /// [`TestBox::start_uplink`], with the uplink's status.
-    fn start_watched(
-        &self,
-        cancel: &CancellationToken,
-    ) -> (tokio::task::JoinHandle<()>, watch::Receiver<UplinkStatus>) {
-        let uplink = Uplink::from_config(&self.config, self.store.clone());
-        let status = uplink.status();
-        let cancel = cancel.clone();
-        (
-            tokio::spawn(async move { uplink.run(cancel).await.unwrap() }),
-            status,
-        )
-    }
-}
 
 /// Spot `i` of the fault run's [`FLEET_SPOTS`]: 40 × 10 spots about 100 m apart.
 fn fleet_spot(i: usize) -> Location {
@@ -192,30 +59,6 @@ fn spot(i: usize) -> Location {
 /// Exposed garbage seen by `camera` at spot `i`, now.
 fn garbage_at(i: usize, camera: &str) -> Event {
     garbage(spot(i), camera)
-}
-
-/// Exposed garbage seen by `camera` at `location`, now.
-fn garbage(location: Location, camera: &str) -> Event {
-    let at = now();
-    Event {
-        id: EventId::v7(at.as_unix_millis() as u64, fastrand_bytes()),
-        seq: Seq(0),
-        source: Source {
-            kind: SourceKind::Camera,
-            id: SourceId::parse(camera).unwrap(),
-        },
-        category: CategoryCode::parse("0102").unwrap(),
-        severity: Severity::Medium,
-        observed_at: at,
-        location,
-        grid: None,
-        attributes: Default::default(),
-        evidence: vec![],
-    }
-}
-
-fn fastrand_bytes() -> [u8; 10] {
-    std::array::from_fn(|_| fastrand::u8(..))
 }
 
 /// Which of two hub processes leads the timers, once exactly one says it does.
@@ -274,14 +117,6 @@ fn watch_escalations(api: SocketAddr) -> std::sync::Arc<std::sync::atomic::Atomi
 /// `psql`'s single value as a number.
 fn count(pg: &Postgres, sql: &str) -> i64 {
     pg.psql("hub", sql).unwrap().parse().unwrap()
-}
-
-fn hub_data() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("hub");
-    hub::registry::admin::init(&data, "cluster hub", "127.0.0.1:0".parse().unwrap(), now())
-        .unwrap();
-    (dir, data)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
