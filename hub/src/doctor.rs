@@ -261,6 +261,7 @@ fn check_postgres(
             "check the database user may read pg_locks and pg_stat_activity",
         ),
     }
+    check_served_files(&engine, config, now, report);
     let server_ms = engine.atomically(|tx| -> Result<Option<i64>, StorageError> {
         tx.query_first(
             &Sql::each(
@@ -296,6 +297,115 @@ fn check_postgres(
 }
 
 /// One store's schema in a PostgreSQL database against this hub's.
+/// The grid, duty list and calendar each hub process serving the database routes by (as
+/// they record at start, and say every deadline check interval that they still serve):
+/// processes that serve different texts route alike events differently, and a process that
+/// serves another text than the files this configuration names was not restarted after an
+/// edit (or the file was changed by mistake).
+fn check_served_files(
+    engine: &Engine,
+    config: &HubConfig,
+    now: protocol::Timestamp,
+    report: &mut DoctorReport,
+) {
+    const NAME: &str = "served files";
+    // three missed check intervals (a minute at least) and a process counts as gone
+    let quiet_ms = (config.cases.deadline_check_interval_secs.max(20) * 3 * 1000) as i64;
+    let since = protocol::Timestamp::from_unix_millis(now.as_unix_millis() - quiet_ms);
+    let processes = match crate::cases::db::serving_processes(engine, since) {
+        Ok(p) => p,
+        Err(e) => {
+            report.push(
+                NAME,
+                Status::Warn,
+                format!("could not be read: {}", crate::telemetry::chain(&e)),
+                "start `hub serve` once with this version (it records what it serves)",
+            );
+            return;
+        }
+    };
+    if processes.is_empty() {
+        report.push(
+            NAME,
+            Status::Warn,
+            format!(
+                "no hub process has served in the last {} s",
+                quiet_ms / 1000
+            ),
+            "start `hub serve`",
+        );
+        return;
+    }
+    let here: Vec<(&str, Option<String>)> = [
+        ("grid", &config.grid_path),
+        ("duties", &config.duties_path),
+        ("calendar", &config.calendar_path),
+    ]
+    .into_iter()
+    .map(|(kind, path)| {
+        let sha = std::fs::read(path).ok().map(|b| {
+            use sha2::Digest as _;
+            crate::registry::hex(&sha2::Sha256::digest(&b))
+        });
+        (kind, sha)
+    })
+    .collect();
+    let short = |sha: &str| sha.chars().take(12).collect::<String>();
+    let mut problems = Vec::new();
+    for (kind, file_sha) in &here {
+        let served: std::collections::BTreeSet<&str> = processes
+            .iter()
+            .filter_map(|p| p.files.get(*kind).map(String::as_str))
+            .collect();
+        if served.len() > 1 {
+            let who: Vec<String> = processes
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}: {}",
+                        p.process,
+                        p.files.get(*kind).map_or("?".into(), |s| short(s))
+                    )
+                })
+                .collect();
+            problems.push(format!(
+                "the processes serve different {kind} ({})",
+                who.join(", ")
+            ));
+        } else if let (Some(file), Some(one)) = (file_sha, served.first())
+            && file != one
+        {
+            problems.push(format!(
+                "the processes serve {kind} {} but this configuration's file is {}",
+                short(one),
+                short(file)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        let first = &processes[0].files;
+        report.push(
+            NAME,
+            Status::Ok,
+            format!(
+                "{} process(es) serve one grid ({}), duty list ({}) and calendar ({}), as the files here",
+                processes.len(),
+                first.get("grid").map_or("?".into(), |s| short(s)),
+                first.get("duties").map_or("?".into(), |s| short(s)),
+                first.get("calendar").map_or("?".into(), |s| short(s)),
+            ),
+            "",
+        );
+    } else {
+        report.push(
+            NAME,
+            Status::Warn,
+            problems.join("; "),
+            "give every hub machine the same grid, duty and calendar files, then restart the processes that serve others (every text served is kept in the database's file_versions)",
+        );
+    }
+}
+
 fn check_store(
     engine: &Engine,
     shown: &str,

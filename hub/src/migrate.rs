@@ -3,8 +3,8 @@
 //! ingest log and the evidence files, which on SQLite are files of the data folder and on
 //! PostgreSQL live in the database beside the cases. Tables are copied in key order in chunks
 //! with progress, keeping every id, and the row counts are checked at the end. Relayed box
-//! commands (wanted for seconds) and evidence uploads not finished (the box is asked again)
-//! are not copied.
+//! commands (wanted for seconds), which processes serve the database, and evidence uploads not
+//! finished (the box is asked again) are not copied.
 //!
 //! The destination must be empty (its schema is made by opening it); the source should not be
 //! written meanwhile (stop `hub serve` first: a row written during the copy may be missed, and
@@ -85,6 +85,13 @@ const CASE_TABLES: &[Table] = &[
         name: "webhook_failures",
         key: 2,
         columns: &["department", "change_id", "at", "attempts", "last_error"],
+    },
+    // every grid, duty list and calendar text served (which processes serve now is not
+    // copied: they record it when they start on the copy)
+    Table {
+        name: "file_versions",
+        key: 2,
+        columns: &["kind", "sha256", "body", "first_served_at"],
     },
 ];
 

@@ -103,8 +103,8 @@ pub async fn run_with_clock(
     // reads files and connects the database (the PostgreSQL client blocks on a runtime of its
     // own): off the async threads
     let svc = {
-        let config = config.clone();
-        let built = tokio::task::spawn_blocking(move || case_service(&config)).await;
+        let (config, now) = (config.clone(), clock());
+        let built = tokio::task::spawn_blocking(move || case_service(&config, now)).await;
         Arc::new(built.map_err(|e| ServeError::Io(std::io::Error::other(e)))??)
     };
     let (targets, client, policy) = webhook_parts(&config)?;
@@ -212,26 +212,37 @@ pub async fn run_with_clock(
 
 /// The case service over the configured grid, duty list, work calendar and database (and the
 /// registered areas of the boxes, with an ingest).
-fn case_service(config: &HubConfig) -> Result<CaseService, ServeError> {
+fn case_service(config: &HubConfig, now: protocol::Timestamp) -> Result<CaseService, ServeError> {
     let options = ImportOptions {
         mapping: config.grid.properties.clone(),
         crs: config.grid.crs,
         edge_distance_m: config.grid.edge_distance_m,
     };
-    let (grid, warnings) = Grid::from_geojson(&read(&config.grid_path)?, &options, &mut |_, _| {})?;
+    let (grid_text, duties_text, calendar_text) = (
+        read(&config.grid_path)?,
+        read(&config.duties_path)?,
+        read(&config.calendar_path)?,
+    );
+    let (grid, warnings) = Grid::from_geojson(&grid_text, &options, &mut |_, _| {})?;
     for w in &warnings {
         tracing::warn!(warning = %w, "grid");
     }
     let departments = config.department_ids();
-    let duties = DutyList::from_csv_str(
-        &read(&config.duties_path)?,
-        protocol::Catalog::embedded(),
-        &departments,
-    )?;
-    let calendar = WorkCalendar::from_toml_str(&read(&config.calendar_path)?)?;
+    let duties = DutyList::from_csv_str(&duties_text, protocol::Catalog::embedded(), &departments)?;
+    let calendar = WorkCalendar::from_toml_str(&calendar_text)?;
     let url = config.database_url();
     let db = Db::connect(&url, config.pool_settings())?;
     tracing::info!(database = %url, schema = db.schema_version()?, "case database open");
+    // which texts this process routes by, for `hub doctor` to compare across processes
+    db.serving(
+        &process_name(),
+        &[
+            ("grid", &grid_text),
+            ("duties", &duties_text),
+            ("calendar", &calendar_text),
+        ],
+        now,
+    )?;
     let settings = CaseSettings {
         merge_radius_m: config.cases.merge_radius_m,
         merge_window_ms: config.cases.merge_window_secs as i64 * 1000,
@@ -348,6 +359,9 @@ fn spawn_deadline_checks(
             }
             let (svc, now) = (svc.clone(), clock());
             match tokio::task::spawn_blocking(move || {
+                if let Err(e) = svc.db().still_serving(&process_name(), now) {
+                    tracing::debug!(error = %crate::telemetry::chain(&e), "could not record this process as serving");
+                }
                 // one hub process on a shared database checks; the others stand by
                 if !svc.leads() {
                     return Ok(Vec::new());
@@ -372,6 +386,14 @@ fn spawn_deadline_checks(
             }
         }
     });
+}
+
+/// This process as `hub doctor` names it among the processes serving one database.
+fn process_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "an unnamed host".to_owned());
+    format!("gridsense-hub pid {} on {host}", std::process::id())
 }
 
 /// Sends the commands other hub processes on the shared database left for boxes connected

@@ -100,6 +100,12 @@ fn fill(db: &Db, cases: i64) {
         Ok(())
     })
     .unwrap();
+    db.serving(
+        "gridsense-hub pid 1 on test",
+        &[("grid", "{}"), ("duties", "category\n"), ("calendar", "")],
+        t(12),
+    )
+    .unwrap();
 }
 
 /// Everything a hub reads from its case database, in a comparable form.
@@ -246,9 +252,9 @@ fn a_sqlite_hub_moves_to_postgres_and_back_with_every_row_and_id() {
             && stderr.contains("evidence files: 1 of 1"),
         "progress by chunk: {stderr}"
     );
-    // cases, transitions, events, changes; one row in four tables; then the boxes: 2 boxes,
-    // 2 tokens, 30 events, 2 evidence rows, 1 evidence file
-    let total = 4 * CASES + 4 + 2 + 2 + 30 + 2 + 1;
+    // cases, transitions, events, changes; one row in four tables; three file versions; then
+    // the boxes: 2 boxes, 2 tokens, 30 events, 2 evidence rows, 1 evidence file
+    let total = 4 * CASES + 4 + 3 + 2 + 2 + 30 + 2 + 1;
     assert!(stdout.contains(&format!("{total} rows copied")), "{stdout}");
 
     let copied = postgres(&pg.url("hub"));

@@ -348,6 +348,26 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
         report.contains(&format!("gridsense-hub pid {}", survivor.proc.pid())),
         "{report}"
     );
+    // both processes recorded the grid, duty list and calendar they route by: the same
+    assert!(report.contains("process(es) serve one grid"), "{report}");
+    // a duty list edited on this machine but not yet served is pointed out
+    let duties = data.join("duties.csv");
+    let served = std::fs::read_to_string(&duties).unwrap();
+    let edited = served.replace(",1d,review", ",2d,review");
+    assert_ne!(edited, served, "the starter duty list gives parking a day");
+    std::fs::write(&duties, edited).unwrap();
+    let doctor = Command::new(binary("hub"))
+        .arg("doctor")
+        .arg("--config")
+        .arg(&survivor.config)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        report.contains("the processes serve duties")
+            && report.contains("this configuration's file is"),
+        "{report}"
+    );
 
     cancel.cancel();
     for u in uplinks {

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use protocol::{BoxId, CategoryCode, Event, Seq, Timestamp};
 use rusqlite::Connection;
+use sha2::Digest as _;
 
 use crate::cases::{Case, CaseId, CaseState, Transition};
 use crate::storage::{self, DatabaseUrl, Engine, EngineKind, PoolSettings, Sql, StorageError, Val};
@@ -143,7 +144,44 @@ CREATE TABLE relayed_commands (
 );
 CREATE INDEX relayed_waiting ON relayed_commands (box_id) WHERE taken_at IS NULL;
 "#,
+    SERVED_FILES_SQLITE,
 ];
+
+/// Every version of the grid, duty list and work calendar a hub process served (by SHA-256 of
+/// the text), and what each process serves now, so that `hub doctor` finds processes that
+/// route by different files and a case's routing can be traced to the text in force.
+const SERVED_FILES_SQLITE: &str = r#"
+CREATE TABLE file_versions (
+    kind TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    body TEXT NOT NULL,
+    first_served_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, sha256)
+);
+CREATE TABLE hub_processes (
+    process TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL,
+    files TEXT NOT NULL
+);
+"#;
+
+/// [`SERVED_FILES_SQLITE`] on PostgreSQL.
+const SERVED_FILES_POSTGRES: &str = r#"
+CREATE TABLE file_versions (
+    kind TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    body TEXT NOT NULL,
+    first_served_at BIGINT NOT NULL,
+    PRIMARY KEY (kind, sha256)
+);
+CREATE TABLE hub_processes (
+    process TEXT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    seen_at BIGINT NOT NULL,
+    files TEXT NOT NULL
+);
+"#;
 
 /// The same schema on PostgreSQL, applied in order (its own numbering: the `cases` row of
 /// `gridsense_schema`). Bodies of cases are JSONB so that queries read fields of them (the
@@ -235,6 +273,7 @@ CREATE TABLE relayed_commands (
 );
 CREATE INDEX relayed_waiting ON relayed_commands (box_id) WHERE taken_at IS NULL;
 "#,
+    SERVED_FILES_POSTGRES,
 ];
 
 /// The schema version this hub writes on SQLite (`PRAGMA user_version`): the number of
@@ -246,6 +285,46 @@ pub const POSTGRES_SCHEMA_VERSION: i64 = POSTGRES_MIGRATIONS.len() as i64;
 
 /// The store's name in `gridsense_schema`.
 pub const STORE: &str = "cases";
+
+/// A hub process and the files it serves (see [`Db::serving`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingProcess {
+    /// Its name (`gridsense-hub pid N on HOST`).
+    pub process: String,
+    /// When it started serving.
+    pub started_at: Timestamp,
+    /// When it last said it still serves.
+    pub seen_at: Timestamp,
+    /// SHA-256 (hex) of each file it serves, by kind.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// The hub processes seen at or after `since`, by name.
+///
+/// # Errors
+/// [`StorageError`]; a row whose files do not parse is skipped.
+pub fn serving_processes(
+    engine: &Engine,
+    since: Timestamp,
+) -> Result<Vec<ServingProcess>, StorageError> {
+    engine.atomically(|tx| {
+        tx.query(
+            &Sql::same(
+                "SELECT process, started_at, seen_at, files FROM hub_processes \
+                 WHERE seen_at >= ?1 ORDER BY process",
+            ),
+            &[since.as_unix_millis().into()],
+            |r| {
+                Ok::<_, StorageError>(ServingProcess {
+                    process: r.text(0)?,
+                    started_at: Timestamp::from_unix_millis(r.int(1)?),
+                    seen_at: Timestamp::from_unix_millis(r.int(2)?),
+                    files: serde_json::from_str(&r.text(3)?).unwrap_or_default(),
+                })
+            },
+        )
+    })
+}
 
 /// One page of the case list: cases after a cursor, oldest first, narrowed by who asks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -405,6 +484,64 @@ impl Db {
     /// Which engine holds it.
     pub fn engine(&self) -> EngineKind {
         self.engine.kind()
+    }
+
+    /// Records that `process` serves `files` (kind and text: the grid, the duty list, the
+    /// calendar) from `now`: each text is kept once by its SHA-256, and the process's row says
+    /// which it serves.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn serving(
+        &self,
+        process: &str,
+        files: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Result<(), DbError> {
+        let mut hashes = std::collections::BTreeMap::new();
+        self.atomically(|tx| -> Result<(), DbError> {
+            for (kind, body) in files {
+                let sha = crate::registry::hex(&sha2::Sha256::digest(body.as_bytes()));
+                tx.0.execute(
+                    &Sql::same(
+                        "INSERT INTO file_versions (kind, sha256, body, first_served_at) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    ),
+                    &[
+                        (*kind).into(),
+                        sha.clone().into(),
+                        (*body).into(),
+                        now.as_unix_millis().into(),
+                    ],
+                )?;
+                hashes.insert((*kind).to_owned(), sha);
+            }
+            let files = serde_json::to_string(&hashes)?;
+            tx.0.execute(
+                &Sql::same(
+                    "INSERT INTO hub_processes (process, started_at, seen_at, files) \
+                     VALUES (?1, ?2, ?2, ?3) ON CONFLICT (process) DO UPDATE \
+                     SET started_at = excluded.started_at, seen_at = excluded.seen_at, \
+                         files = excluded.files",
+                ),
+                &[process.into(), now.as_unix_millis().into(), files.into()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records that `process` is still serving at `now`.
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn still_serving(&self, process: &str, now: Timestamp) -> Result<(), DbError> {
+        self.atomically(|tx| -> Result<(), DbError> {
+            tx.0.execute(
+                &Sql::same("UPDATE hub_processes SET seen_at = ?2 WHERE process = ?1"),
+                &[process.into(), now.as_unix_millis().into()],
+            )?;
+            Ok(())
+        })
     }
 
     /// The engine under the store (for copying it).

@@ -322,6 +322,11 @@ impl CaseService {
         self
     }
 
+    /// The case database under the service.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Whether this process leads the timers that must run once across every hub process on
     /// the database (deadline checks, webhook delivery), taking the lead when nobody holds it.
     /// Always true on SQLite. Blocking (a database round trip on PostgreSQL).

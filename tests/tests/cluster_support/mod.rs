@@ -118,7 +118,19 @@ impl TestBox {
     /// Registers `id` in `registry` (a hub's data folder and shared database) and enrolls it
     /// through the process `hub`.
     pub(crate) async fn enroll(registry: &HubData, hub: &HubProcess, id: &str) -> TestBox {
-        let tls = tempfile::tempdir().unwrap();
+        TestBox::enroll_into(registry, hub, id, &std::env::temp_dir()).await
+    }
+
+    /// [`TestBox::enroll`] with the box's store and identity in a new folder under `parent`
+    /// (the fleet bench puts hundreds of boxes in memory, `/dev/shm`, so that their stores'
+    /// syncs do not measure the disk instead of the hub).
+    pub(crate) async fn enroll_into(
+        registry: &HubData,
+        hub: &HubProcess,
+        id: &str,
+        parent: &Path,
+    ) -> TestBox {
+        let tls = tempfile::tempdir_in(parent).unwrap();
         // the PostgreSQL client blocks: not on the test's async threads
         let (registry, box_id) = (registry.clone(), BoxId::parse(id).unwrap());
         let token = tokio::task::spawn_blocking(move || {
@@ -130,7 +142,7 @@ impl TestBox {
         boxes::enroll(&hub.ingest.to_string(), token.trim(), tls.path())
             .await
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(parent).unwrap();
         // where the box stands: in the sample city
         let at = Location {
             lat: 31.2815,
