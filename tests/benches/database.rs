@@ -7,7 +7,10 @@
 //!   hub processes sharing the database, as far as one process can show it);
 //! - the ceiling: the database's own insert rate for the same event rows (the events table
 //!   only, same transaction size);
-//! - the case list (`GET /cases`' query, 100 a page by cursor) p50/p99 over what was stored.
+//! - the case list (`GET /cases`' query, 100 a page by cursor) p50/p99 over what was stored;
+//! - the case list at district scale: the stored cases copied up to `DB_BENCH_LIST_CASES`
+//!   (default 1,000,000), then pages from random cursors, unfiltered, by state and by
+//!   department, on both engines.
 //!
 //! `cargo bench -p e2e --bench database`; `DB_BENCH_EVENTS` (default 20000) events per row.
 //! Prints a table; the machine's load is printed too (others may share it: compare ratios).
@@ -35,7 +38,7 @@ use hub::cases::{CaseService, CaseSettings};
 use hub::duties::{DepartmentId, DutyList, WorkCalendar};
 use hub::grid::Grid;
 use hub::grid::sample::generated_grid;
-use hub::storage::{DatabaseUrl, PoolSettings};
+use hub::storage::{DatabaseUrl, Engine, PoolSettings, Sql};
 use protocol::{
     BoxId, CategoryCode, Event, EventId, Location, Seq, Severity, Source, SourceId, SourceKind,
     Timestamp,
@@ -69,6 +72,16 @@ fn main() -> anyhow::Result<()> {
     let two_b = service(connect(&url)?, &grid)?;
     let pg_two_rate = ingest(&[&two_a, &two_b], &events)?;
 
+    // the case list at district scale: the stored cases copied up to `list_cases`
+    let list_cases: i64 = std::env::var("DB_BENCH_LIST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let sqlite_engine = Engine::open_sqlite(&dir.path().join("bench.db"))?;
+    let sqlite_lists = list_at_scale(&sqlite, &sqlite_engine, list_cases, "SQLite")?;
+    let pg_engine = Engine::connect_postgres(&pg.url("one"), PoolSettings::default())?;
+    let pg_lists = list_at_scale(&one, &pg_engine, list_cases, "PostgreSQL")?;
+
     let raw = postgres(&pg, "raw")?;
     let ceiling = raw_inserts(&raw, &events)?;
     let raw_sqlite = Db::open(&dir.path().join("raw.db"))?;
@@ -94,7 +107,105 @@ fn main() -> anyhow::Result<()> {
         pg_two_rate / sqlite_rate
     );
     println!("goal (issue #19, with QUIC and two processes): >= 10,000 events/s to cases");
+    println!();
+    println!(
+        "| case list, {list_cases} cases stored, 100 a page from a random cursor | SQLite p50 / p99 ms | PostgreSQL p50 / p99 ms | PostgreSQL p99 vs SQLite |"
+    );
+    println!("|---|---:|---:|---:|");
+    for ((name, s50, s99), (_, p50, p99)) in sqlite_lists.iter().zip(&pg_lists) {
+        println!(
+            "| {name} | {s50:.2} / {s99:.2} | {p50:.2} / {p99:.2} | {:.2} |",
+            p99 / s99
+        );
+    }
+    println!("goal (issues #19, #23): API `GET /cases` p99 fast with 1,000,000 cases stored");
     Ok(())
+}
+
+/// Copies the cases stored in `engine` (ids kept in the bodies) until it holds `target`, then
+/// times pages of the case list as the API asks for them: from random cursors, unfiltered, by
+/// state and by department. Returns (query, p50 ms, p99 ms) for each.
+fn list_at_scale(
+    svc: &CaseService,
+    engine: &Engine,
+    target: i64,
+    name: &str,
+) -> anyhow::Result<Vec<(&'static str, f64, f64)>> {
+    let count = |sql: &'static str| -> anyhow::Result<i64> {
+        Ok(engine
+            .atomically(|tx| tx.query_first(&Sql::same(sql), &[], |r| r.int(0)))?
+            .unwrap_or(0))
+    };
+    let (base, base_max) = (
+        count("SELECT COUNT(*) FROM cases")?,
+        count("SELECT MAX(id) FROM cases")?,
+    );
+    anyhow::ensure!(base > 0, "no cases to copy");
+    let copy = Sql::each(
+        "INSERT INTO cases (id, category, state, last_observed_at, escalate_at, lat, lon, body) \
+         SELECT id + ?1, category, state, last_observed_at, escalate_at, lat, lon, \
+                json_set(body, '$.id', id + ?1) FROM cases WHERE id <= ?2",
+        "INSERT INTO cases (id, category, state, last_observed_at, escalate_at, lat, lon, body) \
+         SELECT id + $1, category, state, last_observed_at, escalate_at, lat, lon, \
+                jsonb_set(body, '{id}', to_jsonb(id + $1)) FROM cases WHERE id <= $2",
+    );
+    let started = Instant::now();
+    let mut held = base;
+    let mut k = 1i64;
+    while held < target {
+        engine.atomically(|tx| tx.execute(&copy, &[(k * base_max).into(), base_max.into()]))?;
+        held += base;
+        k += 1;
+        if k % 10 == 0 {
+            eprintln!("{name}: {held} of {target} cases");
+        }
+    }
+    if engine.kind() == hub::storage::EngineKind::Postgres {
+        engine.atomically(|tx| tx.execute(&Sql::same("ANALYZE cases"), &[]))?;
+    }
+    let max = count("SELECT MAX(id) FROM cases")?;
+    eprintln!(
+        "{name}: {} cases stored in {:.1} s",
+        count("SELECT COUNT(*) FROM cases")?,
+        started.elapsed().as_secs_f64()
+    );
+    let mut rng = fastrand::Rng::with_seed(23);
+    let queries: [(&'static str, CasePageQuery); 3] = [
+        ("all cases", CasePageQuery::default()),
+        (
+            "dispatched only",
+            CasePageQuery {
+                states: vec![hub::cases::CaseState::Dispatched],
+                ..CasePageQuery::default()
+            },
+        ),
+        (
+            "one department's",
+            CasePageQuery {
+                department: Some("a".into()),
+                ..CasePageQuery::default()
+            },
+        ),
+    ];
+    let mut out = Vec::new();
+    for (label, query) in queries {
+        let mut times = Vec::with_capacity(1000);
+        for _ in 0..1000 {
+            let q = CasePageQuery {
+                after: Some(hub::cases::CaseId(rng.i64(0..max))),
+                limit: 100,
+                ..query.clone()
+            };
+            let started = Instant::now();
+            let (page, _) = svc.cases_page(&q)?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            std::hint::black_box(page);
+        }
+        times.sort_by(f64::total_cmp);
+        let at = |p: usize| times[(times.len() - 1) * p / 100];
+        out.push((label, at(50), at(99)));
+    }
+    Ok(out)
 }
 
 /// Events `0..n` at random points of the grid, one box, a second apart.

@@ -61,6 +61,17 @@ fn garbage_at(i: usize, camera: &str) -> Event {
     garbage(spot(i), camera)
 }
 
+/// What `hub doctor` reports for the configuration at `config`.
+fn doctor(config: &Path) -> String {
+    let out = Command::new(binary("hub"))
+        .arg("doctor")
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Which of two hub processes leads the timers, once exactly one says it does.
 async fn leader_of(hubs: &[HubProcess; 2]) -> usize {
     wait_for(WAIT, "one leader", || async {
@@ -337,13 +348,7 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
     })
     .await
     .unwrap();
-    let doctor = Command::new(binary("hub"))
-        .arg("doctor")
-        .arg("--config")
-        .arg(&survivor.config)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&doctor.stdout);
+    let report = doctor(&survivor.config);
     assert!(
         report.contains(&format!("gridsense-hub pid {}", survivor.proc.pid())),
         "{report}"
@@ -356,13 +361,7 @@ async fn two_hub_processes_on_one_database_make_one_case_per_spot_and_escalate_o
     let edited = served.replace(",1d,review", ",2d,review");
     assert_ne!(edited, served, "the starter duty list gives parking a day");
     std::fs::write(&duties, edited).unwrap();
-    let doctor = Command::new(binary("hub"))
-        .arg("doctor")
-        .arg("--config")
-        .arg(&survivor.config)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&doctor.stdout);
+    let report = doctor(&survivor.config);
     assert!(
         report.contains("the processes serve duties")
             && report.contains("this configuration's file is"),
