@@ -11,7 +11,9 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
-/// The path of the workspace binary `name` (`edge-agent` or `hub`), built if missing or stale.
+/// The path of the workspace binary `name` (`edge-agent` or `hub`), built if missing or stale:
+/// the debug build for tests, the release build for benches (built with optimisations, as
+/// this crate then is).
 ///
 /// # Panics
 /// When the binary cannot be built: the test cannot run without it.
@@ -30,7 +32,11 @@ pub fn binary(name: &str) -> PathBuf {
         .to_path_buf();
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let path = target.join("debug").join(name);
+    // a bench (built optimised) runs the binaries optimised too, a test the debug ones
+    let release = !cfg!(debug_assertions);
+    let path = target
+        .join(if release { "release" } else { "debug" })
+        .join(name);
     let built_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     // The crates a binary is built from (the dependency rules keep these lists short).
     let crates: &[&str] = match name {
@@ -46,9 +52,14 @@ pub fn binary(name: &str) -> PathBuf {
     };
     if built_at.is_none_or(|t| t < newest_source(&root, crates)) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        build
             .current_dir(&root)
-            .args(["build", "--quiet", "-p", name, "--bin", name])
+            .args(["build", "--quiet", "-p", name, "--bin", name]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
             .status()
             .unwrap_or_else(|e| panic!("failed to run cargo to build `{name}`: {e}"));
         assert!(status.success(), "cargo build of `{name}` failed");
