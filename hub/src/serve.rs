@@ -156,6 +156,7 @@ pub async fn run_with_clock(
                 svc.clone(),
                 ingest.relay,
                 clock.clone(),
+                tracker.clone(),
                 cancel.clone(),
             ));
         }
@@ -402,6 +403,7 @@ async fn relay_commands(
     svc: Arc<CaseService>,
     ingest: crate::ingest::IngestHandle,
     clock: api::Clock,
+    tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(RELAY_EVERY);
@@ -430,7 +432,9 @@ async fn relay_commands(
         };
         for (id, box_id, action) in taken {
             let (svc, ingest, clock) = (svc.clone(), ingest.clone(), clock.clone());
-            tokio::spawn(async move {
+            // tracked: a shutdown waits for the answer to be recorded (the box has at most
+            // RELAYED_TIMEOUT to give it)
+            tracker.spawn(async move {
                 tracing::info!(%box_id, command = %id, "sending a command relayed by another hub process");
                 let result = ingest.command(&box_id, action, RELAYED_TIMEOUT).await;
                 let now = clock();

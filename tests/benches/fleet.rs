@@ -22,8 +22,18 @@
 //! does for both, not the hub's ceiling (the database bench gives that). When the boxes cannot
 //! offer the load in time (the "offered in" line says so), the rate is what they managed.
 //!
-//! Measured (release, this 2-vCPU VM): see the table printed; the last run is in the issue's
-//! note and in `docs/adr/0002-hub-postgresql.md`.
+//! Measured (release, this 2-vCPU VM; PostgreSQL 15, the hubs and the boxes all on it):
+//!
+//! | boxes, load | setup | to cases/s | drain after load | p50 / p99 event→case | memory per box |
+//! |---|---|---:|---:|---:|---:|
+//! | 100, 20 s at 2/s (bursts 10/s) | SQLite, one process (anchor) | 277 | 0 s | 17 / 58 ms | 76 KiB |
+//! | | PostgreSQL, two processes | 276 | 0 s | 22 / 150 ms | 84 KiB |
+//! | 400, 30 s at 3/s (bursts 15/s) | SQLite, one process (anchor) | 1,579 | 1.9 s | 10.9 / 16.1 s | 60 KiB |
+//! | | PostgreSQL, two processes | 774 | 27.9 s | 26.1 / 29.3 s | 65 KiB |
+//!
+//! At 400 boxes the load (bursts of 6,000 events/s) is above what either setup turns into cases
+//! on this machine while it also runs the 400 boxes: the latencies are queueing. PostgreSQL
+//! takes about half the anchor's rate (each statement a round trip; see the database bench).
 
 #![allow(clippy::unwrap_used)]
 
