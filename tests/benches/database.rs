@@ -23,6 +23,20 @@
 //! | PostgreSQL, one service | 1,261 | 0.15 (8,624/s) | 0.07 | 0.94 / 1.32 |
 //! | PostgreSQL, two services | 1,399 | 0.16 | 0.08 | |
 //!
+//! A later run (release, load about 11 from other work on the VM), with the case list at scale:
+//!
+//! | 20,000 events | events/s to cases | of the insert ceiling | vs SQLite |
+//! |---|---:|---:|---:|
+//! | SQLite (anchor) | 24,566 | 0.11 (231,639/s) | 1.00 |
+//! | PostgreSQL, one service | 1,831 | 0.12 (15,513/s) | 0.07 |
+//! | PostgreSQL, two services | 3,435 | 0.22 | 0.14 |
+//!
+//! | 1,000,000 cases, pages of 100 from random cursors | SQLite p50 / p99 ms | PostgreSQL p50 / p99 ms |
+//! |---|---:|---:|
+//! | all cases | 0.15 / 0.28 | 0.77 / 0.97 |
+//! | dispatched only | 0.13 / 0.27 | 0.76 / 0.90 |
+//! | one department's | 0.21 / 0.40 | 0.77 / 1.16 |
+//!
 //! PostgreSQL before statements were kept prepared per connection: 277 events/s; before a new
 //! case was stored, linked and given its transitions in two statements instead of six: 669.
 //! Each statement is still a round trip with the synchronous client (five for an event that
