@@ -501,7 +501,10 @@ impl Db {
         let mut hashes = std::collections::BTreeMap::new();
         self.atomically(|tx| -> Result<(), DbError> {
             for (kind, body) in files {
-                let sha = crate::registry::hex(&sha2::Sha256::digest(body.as_bytes()));
+                let sha: String = sha2::Sha256::digest(body.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
                 tx.0.execute(
                     &Sql::same(
                         "INSERT INTO file_versions (kind, sha256, body, first_served_at) \
