@@ -642,6 +642,50 @@ impl Tx<'_, '_> {
         Ok(n == 1)
     }
 
+    /// Stores events of several boxes in one statement, as [`Tx::insert_event`] does one;
+    /// returns the ids (as stored: text) of those new to the database (an event stored
+    /// before is not).
+    ///
+    /// # Errors
+    /// [`DbError`].
+    pub fn insert_events(
+        &self,
+        events: &[(&BoxId, &Event)],
+        received_at: Timestamp,
+    ) -> Result<std::collections::HashSet<String>, DbError> {
+        let mut new = std::collections::HashSet::new();
+        if events.is_empty() {
+            return Ok(new);
+        }
+        let mut args = Vec::with_capacity(events.len() * 5);
+        let mut rows = Vec::with_capacity(events.len());
+        for (i, (box_id, event)) in events.iter().enumerate() {
+            let n = i * 5;
+            rows.push(format!(
+                "(?{}, ?{}, ?{}, ?{}, ?{})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5
+            ));
+            args.extend([
+                Val::from(box_id.as_str()),
+                event.seq.0.into(),
+                event.id.to_string().into(),
+                received_at.as_unix_millis().into(),
+                serde_json::to_string(event)?.into(),
+            ]);
+        }
+        let sql = Sql::same(format!(
+            "INSERT INTO events (box_id, seq, event_id, received_at, body) VALUES {} \
+             ON CONFLICT DO NOTHING RETURNING event_id",
+            rows.join(", ")
+        ));
+        new.extend(self.0.query(&sql, &args, |r| r.text(0))?);
+        Ok(new)
+    }
+
     /// Links a stored event to its case.
     ///
     /// # Errors

@@ -462,6 +462,21 @@ fn a_batch_gives_the_same_outcomes_and_cases_as_one_at_a_time() {
     assert_eq!(outcomes[2], IngestOutcome::Duplicate);
     assert!(matches!(outcomes[3], IngestOutcome::Created(_)));
     assert_eq!(batched.cases().unwrap(), single.cases().unwrap());
+    // delivered again beside a new event (a box that reconnected mid-batch): the stored one
+    // is a duplicate, the new one placed
+    let again = vec![
+        batch[0].clone(),
+        (
+            box_id(),
+            event(4, "0102", lat + north_m(4000.0), lon, FRIDAY_4PM + 60_000),
+        ),
+    ];
+    let outcomes = batched.ingest_many(&again, ts(FRIDAY_4PM)).unwrap();
+    assert_eq!(outcomes[0], IngestOutcome::Duplicate);
+    assert!(
+        matches!(outcomes[1], IngestOutcome::Created(_)),
+        "{outcomes:?}"
+    );
 
     // an event with an impossible location spoils the batch: it is refused whole (checked
     // before the transaction opens), so nothing of it is committed
