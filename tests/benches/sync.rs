@@ -169,7 +169,7 @@ fn main() {
         ("bare mutual TLS, resumed", &bare_resumed),
     ] {
         println!(
-            "{what}: {} ({} full, {} resumed) in {:.2} s ({:.0}/s), server CPU {:.2} s = {:.0} per server core-second ({:.0} µs each; the clients {:.0} µs each)",
+            "{what}: {} ({} full, {} resumed) in {:.2} s ({:.0}/s), server CPU {:.2} s = {:.0} per server core-second ({:.0} µs each; the clients {:.0} µs each); {:.1} datagrams and {:.0} bytes each way and back until the close",
             h.count,
             h.full.min(h.count),
             h.count.saturating_sub(h.full),
@@ -179,6 +179,8 @@ fn main() {
             h.per_core(),
             h.server_cpu / h.count as f64 * 1e6,
             h.client_cpu / h.count as f64 * 1e6,
+            h.datagrams as f64 / h.count.max(1) as f64,
+            h.bytes as f64 / h.count.max(1) as f64,
         );
     }
     hub_rt.block_on(hub.stop());
@@ -477,6 +479,10 @@ struct Handshakes {
     secs: f64,
     server_cpu: f64,
     client_cpu: f64,
+    /// UDP datagrams both ways, as the clients count them up to their close.
+    datagrams: u64,
+    /// Their bytes.
+    bytes: u64,
 }
 
 impl Handshakes {
@@ -500,12 +506,20 @@ fn measure_handshakes(
     let server_threads = if hub { "hub-rt" } else { "bare-rt" };
     FULL_HANDSHAKES.store(0, Ordering::Relaxed);
     let count = Arc::new(AtomicU64::new(0));
+    let wire = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let cpu0 = cpu_by_thread();
     let start = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for id in boxes {
-            let (config, count) = (client_config(id, resume), count.clone());
+            let (config, count, wire) = (client_config(id, resume), count.clone(), wire.clone());
+            let counted = move |conn: &quinn::Connection| {
+                let st = conn.stats();
+                wire.0
+                    .fetch_add(st.udp_tx.datagrams + st.udp_rx.datagrams, Ordering::Relaxed);
+                wire.1
+                    .fetch_add(st.udp_tx.bytes + st.udp_rx.bytes, Ordering::Relaxed);
+            };
             tasks.push(tokio::spawn(async move {
                 let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
                 while start.elapsed() < for_how_long {
@@ -513,6 +527,7 @@ fn measure_handshakes(
                         let session = hello_session(&endpoint, config.clone(), addr)
                             .await
                             .unwrap();
+                        counted(&session.conn);
                         session.conn.close(0u32.into(), b"");
                     } else {
                         let conn = endpoint
@@ -524,6 +539,7 @@ fn measure_handshakes(
                         send.write_all(b"h").await.unwrap();
                         let mut b = [0u8; 1];
                         recv.read_exact(&mut b).await.unwrap();
+                        counted(&conn);
                         conn.close(0u32.into(), b"");
                     }
                     count.fetch_add(1, Ordering::Relaxed);
@@ -543,6 +559,8 @@ fn measure_handshakes(
         secs,
         server_cpu: cpu.group(server_threads),
         client_cpu: cpu.group("load-rt"),
+        datagrams: wire.0.load(Ordering::Relaxed),
+        bytes: wire.1.load(Ordering::Relaxed),
     }
 }
 
