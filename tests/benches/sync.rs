@@ -61,9 +61,14 @@ fn main() {
 
     // The per-box rate limit (`max_events_per_sec`, 500 by default) is a flood guard, not a
     // speed: a hub that catches up large backlogs raises it, and this measures what the sync
-    // itself can do, so it is lifted here.
+    // itself can do, so it is lifted here. So is the handshake rate above which unvalidated
+    // addresses get a Retry (`handshake_rate_per_sec`): the clients here offer more than its
+    // 1,000/s, and a Retry (a round trip more, a second Initial) is not the handshake the bare
+    // server does; with it, 62 % of the hub's handshakes were retried and the rows compared
+    // 18 datagrams a session with the bare server's 13.
     let hub = hub_rt.block_on(TestHub::start_with(&TestClock::default(), |s| {
         s.max_events_per_sec = u32::MAX;
+        s.handshake_rate_per_sec = u32::MAX;
     }));
     let mut edge = edge_rt.block_on(TestEdge::enroll(&hub, "bench-box", &hub.addr().to_string()));
     // The product's defaults, not the tests' short timers.
@@ -158,9 +163,8 @@ fn main() {
     let bare_resumed = measure_handshakes(&load_rt, bare_server.addr, &boxes, hs_for, false, true);
     bare_server.stop(&bare_rt);
     println!(
-        "hub: {} handshakes answered with a Retry meanwhile (rate limit {}/s)",
+        "hub: {} handshakes answered with a Retry meanwhile (the rate limit lifted)",
         handle.stats().retries_total.load(Ordering::Relaxed) - retries_before,
-        hub::ingest::IngestSettings::for_tests(hub.dir()).handshake_rate_per_sec
     );
     for (what, h) in [
         ("hub, full handshakes", &hub_full),
