@@ -201,10 +201,14 @@ impl EvidenceStore {
     }
 }
 
-/// Bytes of a file held in the database (chunks are only ever appended where the last ended).
+/// Bytes of a file held in the database: where its last chunk ends (chunks are only ever
+/// appended where the last ended), read by the key's index, not by summing every chunk on
+/// each chunk that arrives.
 fn held_in(tx: &storage::Tx<'_>, sha256: &Digest) -> Result<u64, IngestError> {
     let n = tx.query_first(
-        &Sql::same("SELECT COALESCE(SUM(length(data)), 0) FROM evidence_chunks WHERE sha256 = ?1"),
+        &Sql::same(
+            "SELECT at + length(data) FROM evidence_chunks WHERE sha256 = ?1 ORDER BY at DESC LIMIT 1",
+        ),
         &[sha256.0.as_slice().into()],
         |r| Ok::<_, IngestError>(r.int(0)?),
     )?;
