@@ -343,10 +343,9 @@ fn check_served_files(
     ]
     .into_iter()
     .map(|(kind, path)| {
-        let sha = std::fs::read(path).ok().map(|b| {
-            use sha2::Digest as _;
-            crate::registry::hex(&sha2::Sha256::digest(&b))
-        });
+        let sha = std::fs::read(path)
+            .ok()
+            .map(|b| crate::cases::db::file_sha256(&b));
         (kind, sha)
     })
     .collect();

@@ -299,6 +299,15 @@ pub struct ServingProcess {
     pub files: std::collections::BTreeMap<String, String>,
 }
 
+/// How long a hub process that stopped saying it serves stays in `hub_processes`.
+const PROCESS_FORGOTTEN_MS: i64 = 7 * 86_400_000;
+
+/// How a served file is named in `file_versions` and `hub_processes`: the SHA-256 of its
+/// bytes in hex (what `hub doctor` computes of the files it reads, to compare).
+pub fn file_sha256(bytes: &[u8]) -> String {
+    protocol::Digest(sha2::Sha256::digest(bytes).into()).to_hex()
+}
+
 /// The hub processes seen at or after `since`, by name.
 ///
 /// # Errors
@@ -501,10 +510,7 @@ impl Db {
         let mut hashes = std::collections::BTreeMap::new();
         self.atomically(|tx| -> Result<(), DbError> {
             for (kind, body) in files {
-                let sha: String = sha2::Sha256::digest(body.as_bytes())
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let sha = file_sha256(body.as_bytes());
                 tx.0.execute(
                     &Sql::same(
                         "INSERT INTO file_versions (kind, sha256, body, first_served_at) \
@@ -519,6 +525,14 @@ impl Db {
                 )?;
                 hashes.insert((*kind).to_owned(), sha);
             }
+            // processes gone a week (each restart is a new pid) are forgotten
+            tx.0.execute(
+                &Sql::same("DELETE FROM hub_processes WHERE seen_at < ?1"),
+                &[now
+                    .as_unix_millis()
+                    .saturating_sub(PROCESS_FORGOTTEN_MS)
+                    .into()],
+            )?;
             let files = serde_json::to_string(&hashes)?;
             tx.0.execute(
                 &Sql::same(
