@@ -236,7 +236,7 @@ fn case_service(config: &HubConfig, now: protocol::Timestamp) -> Result<CaseServ
     tracing::info!(database = %url, schema = db.schema_version()?, "case database open");
     // which texts this process routes by, for `hub doctor` to compare across processes
     db.serving(
-        &process_name(),
+        process_name(),
         &[
             ("grid", &grid_text),
             ("duties", &duties_text),
@@ -360,7 +360,7 @@ fn spawn_deadline_checks(
             }
             let (svc, now) = (svc.clone(), clock());
             match tokio::task::spawn_blocking(move || {
-                if let Err(e) = svc.db().still_serving(&process_name(), now) {
+                if let Err(e) = svc.db().still_serving(process_name(), now) {
                     tracing::debug!(error = %crate::telemetry::chain(&e), "could not record this process as serving");
                 }
                 // one hub process on a shared database checks; the others stand by
@@ -389,12 +389,16 @@ fn spawn_deadline_checks(
     });
 }
 
-/// This process as `hub doctor` names it among the processes serving one database.
-fn process_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "an unnamed host".to_owned());
-    format!("gridsense-hub pid {} on {host}", std::process::id())
+/// This process as `hub doctor` names it among the processes serving one database: read once
+/// (its host name is a file read), then the same on every deadline check.
+fn process_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "an unnamed host".to_owned());
+        format!("gridsense-hub pid {} on {host}", std::process::id())
+    })
 }
 
 /// Sends the commands other hub processes on the shared database left for boxes connected
