@@ -422,16 +422,19 @@ fn db_migrate(from: &str, to: &str, data: Option<&Path>) -> anyhow::Result<Strin
         hub::db::Db::connect(url, PoolSettings::default())
             .map_err(|e| anyhow::anyhow!("--{what} {url}: {}", hub::telemetry::chain(&e)))
     };
+    fn side<'a>(dir: &'a Path, url: &'a DatabaseUrl) -> BoxesAt<'a> {
+        BoxesAt {
+            data_dir: dir,
+            database: (url.kind() == hub::storage::EngineKind::Postgres).then_some(url),
+        }
+    }
+    if let Some(dir) = boxes {
+        side(dir, &from_url).check_source()?;
+    }
     let (source, destination) = (open(&from_url, "from")?, open(&to_url, "to")?);
     let mut progress = |line: &str| eprintln!("{line}");
     let mut report = hub::migrate::copy(&source, &destination, &mut progress)?;
     if let Some(dir) = boxes {
-        fn side<'a>(dir: &'a Path, url: &'a DatabaseUrl) -> BoxesAt<'a> {
-            BoxesAt {
-                data_dir: dir,
-                database: (url.kind() == hub::storage::EngineKind::Postgres).then_some(url),
-            }
-        }
         let copied =
             hub::migrate::copy_boxes(side(dir, &from_url), side(dir, &to_url), &mut progress)?;
         report.tables.extend(copied.tables);

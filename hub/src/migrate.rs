@@ -203,6 +203,14 @@ pub enum CopyError {
         /// Rows in the destination.
         copied: u64,
     },
+    /// The SQLite side's data folder holds no box registry (a mistyped `--data`): copying it
+    /// would move the hub without its boxes.
+    #[error(
+        "`{}` holds no {}: give the hub's data folder ([ingest] data_dir)",
+        .0.display(),
+        crate::registry::REGISTRY_FILE
+    )]
+    NotAHubFolder(std::path::PathBuf),
     /// An evidence file listed as held does not hash to its name.
     #[error("evidence file {0} is not what its name says (its SHA-256 differs): not copied")]
     BadEvidence(String),
@@ -254,6 +262,22 @@ pub struct BoxesAt<'a> {
     pub database: Option<&'a DatabaseUrl>,
 }
 
+impl BoxesAt<'_> {
+    /// Refuses a SQLite data folder without a box registry as the source of a copy: opening a
+    /// registry makes one, so a mistyped folder would move the hub without its boxes. Check
+    /// before copying anything.
+    ///
+    /// # Errors
+    /// [`CopyError::NotAHubFolder`].
+    pub fn check_source(&self) -> Result<(), CopyError> {
+        let registry = self.data_dir.join(crate::registry::REGISTRY_FILE);
+        if self.database.is_none() && !registry.is_file() {
+            return Err(CopyError::NotAHubFolder(self.data_dir.to_owned()));
+        }
+        Ok(())
+    }
+}
+
 /// Copies the box registry, the ingest log and the evidence files from one hub's place to
 /// another's (the destination empty), reporting progress.
 ///
@@ -264,6 +288,7 @@ pub fn copy_boxes(
     to: BoxesAt<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<CopyReport, CopyError> {
+    from.check_source()?;
     let mut report = CopyReport::default();
     let (source, destination) = (
         Registry::open_for(from.data_dir, from.database)?,

@@ -242,6 +242,19 @@ fn a_sqlite_hub_moves_to_postgres_and_back_with_every_row_and_id() {
         String::from_utf8_lossy(&without.stderr).contains("--data is needed"),
         "{without:?}"
     );
+    // a mistyped data folder is refused before anything is copied
+    let mistyped = dir.path().join("no-hub-here");
+    std::fs::create_dir_all(&mistyped).unwrap();
+    let wrong = migrate(&sqlite_url(&source_path), &pg.url("hub"), &mistyped);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("holds no registry.db"),
+        "{wrong:?}"
+    );
+    assert!(
+        !mistyped.join("registry.db").exists(),
+        "no registry made there"
+    );
     let out = migrate(&sqlite_url(&source_path), &pg.url("hub"), &data);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
